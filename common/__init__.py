@@ -1,0 +1,1 @@
+"""Pieces every p2pnet process shares: node config, errors, safe names, SQLite, stubs."""

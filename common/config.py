@@ -1,0 +1,103 @@
+"""The one JSON config each node reads: who it is, where it listens, whom it knows.
+
+The launcher renders these files from topology.yaml; a process finds its file
+through the P2P_CONFIG environment variable or a --config flag. Nothing here
+runs at import time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+CONFIG_ENV = "P2P_CONFIG"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables shared by every node; topology.yaml `settings:` overrides them."""
+
+    heartbeat_interval: float = 2.0     # seconds between a peer's beats to the Maestro
+    heartbeat_jitter: float = 0.1       # fraction of the interval added at random
+    expire_after_beats: float = 3.0     # missed beats before the Maestro marks a peer not alive
+    request_timeout: float = 2.0        # one REST call to a friend or the Maestro, seconds
+    rest_workers: int = 2               # gunicorn workers per REST server
+    rest_threads: int = 4               # gunicorn threads per worker (gthread)
+    grpc_workers: int = 16              # ThreadPoolExecutor size of a gRPC server
+    chunk_size: int = 1024 * 1024       # bytes per streamed FileChunk
+    max_upload_bytes: int = 4 * 1024**3
+    max_concurrent_transfers: int = 8
+    search_default_ttl: int = 7         # Gnutella's default for new queries
+    search_max_ttl: int = 10
+    search_max_fanout: int = 8
+    search_default_fanout: int = 2
+    max_query_length: int = 256
+    prune_after_failures: int = 3       # known peers that fail this often in a row are dropped
+
+
+@dataclass(frozen=True)
+class Friend:
+    name: str
+    rest_url: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one process needs to know about itself."""
+
+    role: str                            # "maestro" or "peer"
+    name: str
+    host: str
+    rest_port: int
+    run_dir: str
+    grpc_port: int = 0
+    shared_dir: str = ""
+    maestro_url: str = ""
+    friends: dict[str, Friend] = field(default_factory=dict)   # "primary"/"backup" -> Friend
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.rest_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{_url_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.run_dir, f"{self.name}.sqlite3")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NodeConfig":
+        data = dict(data)
+        known = {f.name for f in fields(Settings)}
+        settings = {k: v for k, v in (data.pop("settings", None) or {}).items() if k in known}
+        friends = {role: Friend(**f) for role, f in (data.pop("friends", None) or {}).items() if f}
+        return cls(friends=friends, settings=Settings(**settings), **data)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def load_config(path: str | os.PathLike | None = None) -> NodeConfig:
+    """Read the node config from path, or from $P2P_CONFIG when path is None."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise SystemExit(f"no node config: pass --config or set {CONFIG_ENV}")
+    with open(path, encoding="utf-8") as fh:
+        return NodeConfig.from_json(json.load(fh))
+
+
+def write_config(config: NodeConfig, path: str | os.PathLike) -> None:
+    """Write config as JSON to path (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

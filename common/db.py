@@ -1,0 +1,52 @@
+"""SQLite connections shared by gunicorn workers and restarts (WAL, busy timeout)."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+
+class Database:
+    """A per-thread SQLite connection to one file, created with a schema."""
+
+    def __init__(self, path: str | Path, schema: str) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self.connect() as conn:
+            conn.executescript(schema)
+
+    def connect(self) -> sqlite3.Connection:
+        """Return this thread's connection, opening it on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = _Conn(conn)
+            conn = self._local.conn
+        return conn
+
+
+class _Conn:
+    """A connection whose `with` block is one IMMEDIATE transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, attr):
+        return getattr(self._conn, attr)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")

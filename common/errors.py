@@ -1,0 +1,113 @@
+"""One error vocabulary for REST, gRPC and the CLI.
+
+Each error carries the HTTP status, the gRPC status code and a short machine
+name; the Flask handler, the gRPC servicer and the client CLI map it once.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class P2PError(Exception):
+    """Base of every error p2pnet reports to a user."""
+
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+    name = "internal"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.__doc__ or self.name)
+        self.detail = detail or (self.__doc__ or self.name).strip()
+
+    def to_json(self) -> dict:
+        return {"error": self.name, "detail": self.detail}
+
+
+class BadRequest(P2PError):
+    """The request is malformed: fix the named parameter and retry."""
+
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    name = "bad_request"
+
+
+class InvalidName(BadRequest):
+    """The file name is not a plain name inside the shared folder."""
+
+    name = "invalid_name"
+
+
+class PermissionDenied(P2PError):
+    """The file lies outside the shared folder (e.g. through a symlink)."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    name = "permission_denied"
+
+
+class NotFound(P2PError):
+    """No such file or peer: check the name, or locate it first."""
+
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    name = "not_found"
+
+
+class AlreadyExists(P2PError):
+    """A file of that name exists; pass --overwrite to replace it."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    name = "already_exists"
+
+
+class TooLarge(P2PError):
+    """The upload is larger than the peer accepts."""
+
+    http_status = 413
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    name = "too_large"
+
+
+class Busy(P2PError):
+    """The peer is at its limit of concurrent transfers; retry shortly."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    name = "busy"
+
+
+class DataLoss(P2PError):
+    """The bytes received do not match their sha256; nothing was kept."""
+
+    http_status = 502
+    grpc_code = grpc.StatusCode.DATA_LOSS
+    name = "data_loss"
+
+
+class Unavailable(P2PError):
+    """A peer or the Maestro did not answer in time; check that it is running."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    name = "unavailable"
+
+
+_BY_GRPC_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Busy,
+    grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def from_rpc_error(err: grpc.RpcError) -> P2PError:
+    """Turn a failed gRPC call into the matching P2PError."""
+    code = err.code() if hasattr(err, "code") else None
+    detail = err.details() if hasattr(err, "details") else str(err)
+    cls = _BY_GRPC_CODE.get(code, P2PError)
+    return cls(f"{detail or code}")

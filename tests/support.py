@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,6 +13,7 @@ from pathlib import Path
 import requests
 
 from common.config import Friend, NodeConfig, Settings, write_config
+from common.processes import node_environment, node_programs
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PORTS = range(9000, 9007)
@@ -100,23 +100,10 @@ class Node:
     def url(self) -> str:
         return self.config.rest_url
 
-    def _env(self) -> dict:
-        return {**os.environ, "P2P_CONFIG": str(self.config_path), "PYTHONUNBUFFERED": "1"}
-
-    def _gunicorn(self, app: str) -> Process:
-        s = self.config.settings
-        args = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(s.rest_workers),
-                "--threads", str(s.rest_threads), "--bind", f"{self.config.host}:{self.config.rest_port}",
-                "--graceful-timeout", "3", app]
-        return Process(args, self._env(), Path(self.config.run_dir) / f"{self.config.name}-rest.log")
-
     def start(self) -> "Node":
-        app = "maestro_app:create_app()" if self.config.role == "maestro" else "peer_app:create_app()"
-        self.processes = [self._gunicorn(app).start()]
-        if self.config.role == "peer":
-            grpc = Process([sys.executable, "-m", "peer_app.grpc_server", "--config", str(self.config_path)],
-                           self._env(), Path(self.config.run_dir) / f"{self.config.name}-grpc.log")
-            self.processes.append(grpc.start())
+        env = {**os.environ, **node_environment(str(self.config_path))}
+        self.processes = [Process(argv, env, Path(self.config.run_dir) / f"{program}.log").start()
+                          for program, argv in node_programs(self.config, str(self.config_path)).items()]
         return self
 
     def stop(self) -> None:

@@ -82,14 +82,20 @@ def install_metrics(app: Flask, collectors: Iterable[Collector] = ()) -> Metrics
     def _start_clock():
         g.metrics_start = time.perf_counter()
 
+    children: dict[tuple, tuple] = {}   # labels -> (counter, histogram): skips labels() per request
+
     @app.after_request
     def _count(response: Response) -> Response:
         start = g.pop("metrics_start", None)
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        labels = (rule, request.method, str(response.status_code))
-        metrics.requests.labels(*labels).inc()
+        labels = (rule, request.method, response.status_code)
+        pair = children.get(labels)
+        if pair is None:
+            named = (rule, request.method, str(response.status_code))
+            pair = children[labels] = (metrics.requests.labels(*named), metrics.latency.labels(*named))
+        pair[0].inc()
         if start is not None:
-            metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+            pair[1].observe(time.perf_counter() - start)
         return response
 
     app.add_url_rule("/metrics", "metrics", metrics.render, methods=["GET"])

@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 

@@ -37,7 +37,7 @@ class FakeNetwork:
     def add(self, name: str, friends: list[str] = ()) -> Discovery:
         db = open_db(str(self.tmp / f"{name}.sqlite3"))
         known = KnownPeers(db, prune_after=self.prune_after, self_url=self.url(name))
-        for role, friend in zip(("primary", "backup"), friends):
+        for role, friend in zip(("primary", "backup"), friends, strict=False):
             known.add(self.url(friend), friend, role=role)
         me = {"name": name, "url": self.url(name), "grpc_address": f"{name}.test:81"}
         files = [{"name": f, "size": len(f), "sha256": "0" * 64} for f in self.files.get(name, [])]
@@ -47,7 +47,7 @@ class FakeNetwork:
         return peer
 
     @classmethod
-    def ring(cls, tmp: Path, n: int, files: dict[str, list[str]] | None = None, **kw) -> "FakeNetwork":
+    def ring(cls, tmp: Path, n: int, files: dict[str, list[str]] | None = None, **kw) -> FakeNetwork:
         """Peers p0..p{n-1}; p{i} has friends p{i+1} (primary) and p{i+2} (backup)."""
         net = cls(tmp, files, **kw)
         for i in range(n):

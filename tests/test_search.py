@@ -101,7 +101,7 @@ def test_the_deadline_shrinks_with_every_hop(ring):
         by_ttl.setdefault(int(params["ttl"]), []).append(float(params["budget"]))
     ttls = sorted(by_ttl, reverse=True)
     assert ttls[0] == 7 and len(ttls) >= 5
-    for higher, lower in zip(ttls, ttls[1:]):
+    for higher, lower in zip(ttls, ttls[1:], strict=False):
         assert max(by_ttl[lower]) < min(by_ttl[higher]), (higher, by_ttl[higher], lower, by_ttl[lower])
     assert max(by_ttl[7]) < 2.0
 

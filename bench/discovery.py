@@ -41,8 +41,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
-def tree_rss_mb(pids: list[int]) -> float:
-    """Sum of VmRSS of pids and all their descendants, in MiB."""
+def tree_memory_mib(pids: list[int]) -> tuple[float, float, int]:
+    """Sum of RSS and of PSS (MiB) of pids and all their descendants, and how many processes."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -52,7 +52,7 @@ def tree_rss_mb(pids: list[int]) -> float:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry))
-    total, todo, seen = 0, list(pids), set()
+    total, pss, todo, seen = 0, 0, list(pids), set()
     while todo:
         pid = todo.pop()
         if pid in seen:
@@ -65,7 +65,12 @@ def tree_rss_mb(pids: list[int]) -> float:
             continue
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         total += int(match.group(1)) if match else 0
-    return total / 1024, len(seen)
+        try:  # PSS shares pages that forked workers have in common with their master
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            pss += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total / 1024, pss / 1024, len(seen)
 
 
 def stop_all(nodes: list[Node]) -> None:
@@ -93,7 +98,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
         wait_until(lambda: requests.get(maestro + "/", timeout=5).json()["alive"] == peers, 60,
                    what="every peer registered")
         ready_seconds = time.monotonic() - t0
-        rss, processes = tree_rss_mb([p.pid for n in started for p in n.processes])
+        rss, pss, processes = tree_memory_mib([p.pid for n in started for p in n.processes])
         origin = nodes[names[0]].url
         session = requests.Session()
         session.trust_env = False
@@ -110,7 +115,8 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
             messages.append(body["messages"])
             found += any(r["peer"] == far for r in body["results"])
         return {"peers": peers, "processes": processes, "start_healthy_s": round(start_seconds, 1),
-                "start_all_registered_s": round(ready_seconds, 1), "rss_total_mib": round(rss),
+                "start_all_registered_s": round(ready_seconds, 1),
+                "rss_total_mib": round(rss), "pss_total_mib": round(pss),
                 "rss_per_peer_mib": round(rss / (peers + 1), 1), "queries": queries,
                 "found_far_side": found, "peers_seen_twice": repeats,
                 "latency_ms_p50": round(statistics.median(latencies), 1),

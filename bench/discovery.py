@@ -31,7 +31,7 @@ import requests
 
 from common.config import Settings
 from maestro_app.directory import Directory, FileEntry
-from tests.support import Node, node_configs, wait_until, write_nodes
+from tests.support import Node, Process, node_configs, wait_until, write_nodes
 
 RING_SETTINGS = Settings(heartbeat_interval=2.0, request_timeout=2.0, rest_workers=1, rest_threads=8)
 
@@ -195,25 +195,41 @@ def run_python_load(url: str, names: list[str], seconds: float, clients: int) ->
             "non_2xx": sum(r[1] for r in results)}
 
 
-def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Settings, tool: str) -> dict:
+def load(url: str, names: list[str], seconds: float, tool: str, tmp: Path) -> dict:
+    if tool == "wrk":
+        return run_wrk(url, names, seconds, 64, tmp)
+    return run_python_load(url, names, seconds, 4)
+
+
+def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Settings, tool: str,
+                 baseline: bool) -> dict:
+    """/locate requests/s of the Maestro, and of the minimal baseline app on the same file."""
     configs = node_configs(tmp, [], settings)
     maestro_config = configs["maestro"]
     t = time.monotonic()
     names = fill_directory(maestro_config.db_path, peers, files)
     fill_s = time.monotonic() - t
     node = write_nodes(tmp, {"maestro": maestro_config})["maestro"]
+    result = {"directory": f"{peers} peers x {files} files", "fill_s": round(fill_s, 1)}
     node.start()
     try:
         node.wait_healthy(timeout=30)
         check = requests.get(node.url + "/locate", params={"file": names[-1]}, timeout=5)
         assert check.status_code == 200, check.text
-        if tool == "wrk":
-            result = run_wrk(node.url, names, seconds, 64, tmp)
-        else:
-            result = run_python_load(node.url, names, seconds, 4)
-        return {"directory": f"{peers} peers x {files} files", "fill_s": round(fill_s, 1), **result}
+        result["maestro"] = load(node.url, names, seconds, tool, tmp)
     finally:
         node.stop()
+    if baseline:
+        argv = [a if a != "maestro_app:create_app()" else "bench.locate_baseline:create_app()"
+                for a in node.processes[0].args]
+        env = {**node.processes[0].env, "BENCH_DB": maestro_config.db_path}
+        floor = Process(argv, env, tmp / "baseline.log").start()
+        try:
+            wait_until(lambda: requests.get(node.url + "/health", timeout=1).ok, 30, what="baseline up")
+            result["baseline_flask_sqlite"] = load(node.url, names, seconds, tool, tmp)
+        finally:
+            floor.stop()
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(report["ring_search"], indent=2), flush=True)
         if args.only in (None, "locate"):
             settings = replace(Settings(), rest_workers=args.maestro_workers, rest_threads=args.maestro_threads)
-            report["locate"] = [bench_locate(tmp / f"locate{p}", p, f, seconds, settings, tool)
+            report["locate"] = [bench_locate(tmp / f"locate{p}", p, f, seconds, settings, tool,
+                                             baseline=not args.quick)
                                 for p, f in ((10, 10), (1000, 100))]
             report["maestro_settings"] = {"workers": args.maestro_workers, "threads": args.maestro_threads}
             print(json.dumps(report["locate"], indent=2), flush=True)

@@ -22,6 +22,8 @@ class Settings:
     heartbeat_jitter: float = 0.1       # fraction of the interval added at random
     expire_after_beats: float = 3.0     # missed beats before the Maestro marks a peer not alive
     request_timeout: float = 2.0        # one REST call to a friend or the Maestro, seconds
+    search_timeout: float = 3.0         # what a new flood search may take in all, seconds
+    locate_timeout: float = 5.0         # what a new P2P locate may take in all, seconds
     rest_workers: int = 2               # gunicorn workers per REST server
     rest_threads: int = 4               # gunicorn threads per worker (gthread)
     grpc_workers: int = 16              # ThreadPoolExecutor size of a gRPC server

@@ -13,8 +13,7 @@ class Database:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self.connect() as conn:
-            conn.executescript(schema)
+        self.connect().executescript(schema)
 
     def connect(self) -> sqlite3.Connection:
         """Return this thread's connection, opening it on first use."""
@@ -23,9 +22,9 @@ class Database:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = _Conn(conn)
             conn = self._local.conn

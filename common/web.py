@@ -1,0 +1,98 @@
+"""Flask plumbing both REST apps share: JSON errors and strict parameter parsing."""
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from common.errors import BadRequest, P2PError
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LENGTH = 1024
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Answer every error as JSON {"error", "detail"}; never a traceback."""
+
+    @app.errorhandler(P2PError)
+    def _p2p_error(err: P2PError):
+        return jsonify(err.to_json()), err.http_status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):
+        name = (err.name or "error").lower().replace(" ", "_")
+        return jsonify({"error": name, "detail": err.description}), err.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify({"error": "internal", "detail": "internal error; see the server log"}), 500
+
+
+def arg_str(name: str, *, required: bool = True, max_length: int = MAX_PARAM_LENGTH,
+            default: str | None = None) -> str | None:
+    """Return query parameter name, refusing missing, empty or oversized values."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"query parameter '{name}' is required")
+        return default
+    if len(value) > max_length:
+        raise BadRequest(f"query parameter '{name}' is longer than {max_length} characters")
+    if "\x00" in value:
+        raise BadRequest(f"query parameter '{name}' contains NUL")
+    return value
+
+
+def arg_int(name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    """Return an integer query parameter, clamped to maximum; 400 if not a number >= minimum."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter '{name}' must be an integer, got {raw[:40]!r}") from None
+    if value < minimum:
+        raise BadRequest(f"query parameter '{name}' must be >= {minimum}, got {value}")
+    return min(value, maximum) if maximum is not None else value
+
+
+def arg_float(name: str, *, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
+    """Return a float query parameter in [minimum, maximum]; 400 if malformed."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter '{name}' must be a number, got {raw[:40]!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise BadRequest(f"query parameter '{name}' must be >= {minimum}")
+    return min(value, maximum) if maximum is not None else value
+
+
+def json_body() -> dict:
+    """Return the request's JSON object body, or raise BadRequest."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object (Content-Type: application/json)")
+    return data
+
+
+def check_url(value: object, key: str = "url") -> str:
+    """Return value if it is an http(s) URL with a host, else raise BadRequest."""
+    if not isinstance(value, str) or not value or len(value) > 512:
+        raise BadRequest(f"'{key}' must be an http(s) URL")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"'{key}' must be an http(s) URL with a host, got {value[:80]!r}")
+    del port  # parsed only to reject a malformed port
+    return value.rstrip("/")

@@ -1,0 +1,147 @@
+"""The Maestro's directory: peers, their files, their liveness. SQLite, no HTTP."""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common.db import Database
+from common.errors import BadRequest, NotFound
+from common.names import check_name
+
+PEER_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_FILES_PER_PEER = 100_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS peers (
+    name TEXT PRIMARY KEY,
+    rest_url TEXT NOT NULL,
+    grpc_address TEXT NOT NULL,
+    heartbeat_interval REAL NOT NULL,
+    registered_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    name TEXT NOT NULL,
+    peer TEXT NOT NULL REFERENCES peers(name) ON DELETE CASCADE,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (name, peer)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_peer ON files(peer);
+"""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    size: int
+    mtime: float
+    sha256: str
+
+    @classmethod
+    def parse(cls, raw: object, index: int) -> "FileEntry":
+        """Validate one file entry of a registration."""
+        if not isinstance(raw, dict):
+            raise BadRequest(f"files[{index}] must be an object")
+        try:
+            name = check_name(raw.get("name"))
+        except BadRequest as err:
+            raise BadRequest(f"files[{index}].name: {err.detail}") from None
+        size, mtime, sha = raw.get("size", 0), raw.get("mtime", 0), raw.get("sha256", "") or ""
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest(f"files[{index}].size must be a non-negative integer")
+        if not isinstance(mtime, (int, float)) or isinstance(mtime, bool):
+            raise BadRequest(f"files[{index}].mtime must be a number")
+        if not isinstance(sha, str) or (sha and not SHA256.match(sha)):
+            raise BadRequest(f"files[{index}].sha256 must be 64 lowercase hex digits")
+        return cls(name, size, float(mtime), sha)
+
+
+class Directory:
+    """Who holds which file, and who is alive. Shared by every gunicorn worker."""
+
+    def __init__(self, path: str, *, default_interval: float, expire_after_beats: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = Database(path, SCHEMA)
+        self.default_interval = default_interval
+        self.expire_after_beats = expire_after_beats
+        self.clock = clock
+
+    def _alive_since(self) -> str:
+        """SQL condition: a peer heard from within expire_after_beats of its interval."""
+        return "(last_seen >= :now - heartbeat_interval * :beats)"
+
+    def _params(self, **extra) -> dict:
+        return {"now": self.clock(), "beats": self.expire_after_beats, **extra}
+
+    def register(self, name: str, rest_url: str, grpc_address: str, files: list[FileEntry],
+                 heartbeat_interval: float | None = None) -> None:
+        """Record a peer and replace its whole file list in one transaction."""
+        if not isinstance(name, str) or not PEER_NAME.match(name):
+            raise BadRequest("'name' must match [a-z0-9_-]{1,64}")
+        if len(files) > MAX_FILES_PER_PEER:
+            raise BadRequest(f"at most {MAX_FILES_PER_PEER} files per peer")
+        interval = heartbeat_interval or self.default_interval
+        now = self.clock()
+        with self.db.connect() as conn:
+            conn.execute(
+                "INSERT INTO peers (name, rest_url, grpc_address, heartbeat_interval, registered_at,"
+                " last_seen) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " rest_url=excluded.rest_url, grpc_address=excluded.grpc_address,"
+                " heartbeat_interval=excluded.heartbeat_interval, last_seen=excluded.last_seen",
+                (name, rest_url, grpc_address, interval, now, now))
+            conn.execute("DELETE FROM files WHERE peer = ?", (name,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO files (name, peer, size, mtime, sha256) VALUES (?, ?, ?, ?, ?)",
+                [(f.name, name, f.size, f.mtime, f.sha256) for f in files])
+
+    def heartbeat(self, name: str) -> None:
+        """Mark a peer as just seen; NotFound if it never registered."""
+        cur = self.db.connect().execute(
+            "UPDATE peers SET last_seen = ? WHERE name = ?", (self.clock(), name))
+        if cur.rowcount == 0:
+            raise NotFound(f"peer {name!r} is not registered; register first")
+
+    def peers(self) -> list[dict]:
+        """Every registered peer with its liveness and file count."""
+        rows = self.db.connect().execute(
+            f"SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, p.heartbeat_interval,"
+            f" {self._alive_since()} AS alive,"
+            f" (SELECT COUNT(*) FROM files f WHERE f.peer = p.name) AS files"
+            f" FROM peers p ORDER BY p.name", self._params()).fetchall()
+        return [{**dict(r), "alive": bool(r["alive"])} for r in rows]
+
+    def locate(self, filename: str) -> list[dict]:
+        """Live peers holding filename, with the file's size, mtime and sha256."""
+        rows = self.db.connect().execute(
+            f"SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256"
+            f" FROM files f JOIN peers p ON p.name = f.peer"
+            f" WHERE f.name = :file AND {self._alive_since()} ORDER BY p.last_seen DESC",
+            self._params(file=filename)).fetchall()
+        return [dict(r) for r in rows]
+
+    def directory(self) -> list[dict]:
+        """Every file with the peers that hold it (alive or not)."""
+        rows = self.db.connect().execute(
+            f"SELECT f.name AS file, p.name, p.grpc_address, f.size, f.sha256,"
+            f" {self._alive_since()} AS alive"
+            f" FROM files f JOIN peers p ON p.name = f.peer ORDER BY f.name, p.name",
+            self._params()).fetchall()
+        files: dict[str, list[dict]] = {}
+        for r in rows:
+            files.setdefault(r["file"], []).append(
+                {"name": r["name"], "grpc_address": r["grpc_address"], "size": r["size"],
+                 "sha256": r["sha256"], "alive": bool(r["alive"])})
+        return [{"name": name, "peers": holders} for name, holders in files.items()]
+
+    def counts(self) -> dict:
+        """Numbers for the status page and metrics."""
+        row = self.db.connect().execute(
+            f"SELECT (SELECT COUNT(*) FROM peers) AS peers,"
+            f" (SELECT COUNT(*) FROM peers WHERE {self._alive_since()}) AS alive,"
+            f" (SELECT COUNT(*) FROM files) AS files", self._params()).fetchone()
+        return dict(row)

@@ -1,0 +1,105 @@
+"""One peer's presence: registration at the Maestro, heartbeats, bootstrap at friends.
+
+Runs in the peer's gRPC process (one sender per peer, not one per gunicorn worker);
+the REST app reuses register_at_maestro and bootstrap for /refresh and /bootstrap.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from common.config import NodeConfig
+from common.errors import NotFound, P2PError
+from peer_app.index import SharedIndex
+from peer_app.remote import Maestro, Peer
+from peer_app.state import KnownPeers
+
+log = logging.getLogger(__name__)
+
+
+def self_description(config: NodeConfig) -> dict:
+    """How this peer introduces itself to others."""
+    return {"url": config.rest_url, "name": config.name, "grpc_address": config.grpc_address}
+
+
+def register_at_maestro(config: NodeConfig, index: SharedIndex) -> dict:
+    """Scan the shared folder and send the whole list to the Maestro."""
+    files = [f.to_json() for f in index.scan()]
+    payload = {"name": config.name, "rest_url": config.rest_url, "grpc_address": config.grpc_address,
+               "heartbeat_interval": config.settings.heartbeat_interval, "files": files}
+    return Maestro(config.maestro_url, config.settings.request_timeout).register(payload)
+
+
+def bootstrap(config: NodeConfig, known: KnownPeers) -> list[dict]:
+    """Introduce ourselves to both friends and learn the peers they know."""
+    outcome = []
+    for friend in known.friends():
+        try:
+            answer = Peer(friend["url"], config.settings.request_timeout).register(self_description(config))
+        except P2PError as err:
+            known.failed(friend["url"])
+            outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
+            continue
+        known.succeeded(friend["url"], answer.get("name"))
+        for peer in answer.get("peers", []):
+            if isinstance(peer, dict) and isinstance(peer.get("url"), str):
+                known.add(peer["url"], peer.get("name"), peer.get("grpc_address"))
+        outcome.append({"url": friend["url"], "ok": True, "name": answer.get("name")})
+    return outcome
+
+
+class PresenceAgent:
+    """Registers the peer, then beats; re-registers when the folder or the Maestro changed."""
+
+    def __init__(self, config: NodeConfig, index: SharedIndex, known: KnownPeers) -> None:
+        self.config = config
+        self.index = index
+        self.known = known
+        self.maestro = Maestro(config.maestro_url, config.settings.request_timeout)
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._signature: tuple | None = None
+        self.registered = False
+
+    def register_now(self) -> bool:
+        """Register at once (after an upload, say); False if the Maestro is unreachable."""
+        with self._lock:
+            signature = self.index.signature()
+            try:
+                register_at_maestro(self.config, self.index)
+            except P2PError as err:
+                log.warning("registration at %s failed: %s", self.config.maestro_url, err.detail)
+                self.registered = False
+                return False
+            self._signature = signature
+            self.registered = True
+            return True
+
+    def beat(self) -> None:
+        """One heartbeat, or a full registration if anything changed."""
+        if not self.registered or self.index.signature() != self._signature:
+            self.register_now()
+            return
+        try:
+            self.maestro.heartbeat(self.config.name)
+        except NotFound:  # the Maestro forgot us (a new directory): introduce ourselves again
+            self.register_now()
+        except P2PError as err:
+            log.warning("heartbeat to %s failed: %s", self.config.maestro_url, err.detail)
+
+    def _interval(self) -> float:
+        s = self.config.settings
+        return s.heartbeat_interval * (1 + random.uniform(0, s.heartbeat_jitter))
+
+    def run(self) -> None:
+        """Bootstrap at friends, then beat until stop is set."""
+        bootstrap(self.config, self.known)
+        while not self.stop.is_set():
+            self.beat()
+            self.stop.wait(self._interval() if self.registered else min(1.0, self._interval()))
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="presence", daemon=True)
+        thread.start()
+        return thread

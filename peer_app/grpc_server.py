@@ -1,0 +1,206 @@
+"""The peer's gRPC side: FileTransfer (real and ECO/DUMMY) plus the standard health service.
+
+Start it as `python -m peer_app.grpc_server --config PATH` (or with P2P_CONFIG set).
+The same process registers the peer at the Maestro and sends its heartbeats.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from concurrent import futures
+from contextlib import contextmanager
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from common import transfer_pb2, transfer_pb2_grpc
+from common.config import NodeConfig, load_config
+from common.errors import BadRequest, Busy, P2PError, TooLarge
+from common.names import check_name
+from peer_app.agent import PresenceAgent
+from peer_app.index import SharedIndex
+from peer_app.remote import CHANNEL_OPTIONS, MAX_MESSAGE
+from peer_app.state import KnownPeers, open_db
+from peer_app.transfer import AtomicFile, iter_chunks, open_shared, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = CHANNEL_OPTIONS + [
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+_ZEROS = bytes(MAX_MESSAGE // 2)
+
+
+def _abort(context: grpc.ServicerContext, err: P2PError):
+    context.abort(err.grpc_code, err.detail)
+
+
+class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
+    """Streams files out of and into one shared folder."""
+
+    def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None) -> None:
+        self.config = config
+        self.index = index
+        self.folder = config.shared_dir
+        self.on_upload = on_upload or (lambda name: None)
+        self._slots = threading.BoundedSemaphore(config.settings.max_concurrent_transfers)
+        self._uploading: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transfer_slot(self):
+        if not self._slots.acquire(blocking=False):
+            raise Busy(f"peer {self.config.name} is at its limit of "
+                       f"{self.config.settings.max_concurrent_transfers} concurrent transfers; retry shortly")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @contextmanager
+    def _name_lock(self, name: str):
+        with self._lock:
+            if name in self._uploading:
+                raise Busy(f"another upload of {name!r} is in progress")
+            self._uploading.add(name)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploading.discard(name)
+
+    def _chunk_size(self, request) -> int:
+        size = request.chunk_size or self.config.settings.chunk_size
+        return max(4096, min(size, MAX_MESSAGE // 2))
+
+    def Download(self, request, context):
+        try:
+            with self._transfer_slot():
+                with open_shared(self.folder, request.filename) as fh:
+                    info = self.index.get(request.filename)
+                    first = True
+                    offset = request.offset
+                    for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request)):
+                        chunk = transfer_pb2.FileChunk(data=data, offset=offset)
+                        if first:
+                            chunk.filename = request.filename
+                            chunk.sha256 = info.sha256 if info else ""
+                            chunk.size = info.size if info else 0
+                            first = False
+                        offset += len(data)
+                        yield chunk
+        except P2PError as err:
+            _abort(context, err)
+
+    def Upload(self, request_iterator, context):
+        settings = self.config.settings
+        try:
+            first = next(request_iterator, None)
+            if first is None:
+                raise BadRequest("empty upload: the first chunk must name the file")
+            name = check_name(first.filename)
+            if first.size > settings.max_upload_bytes:
+                raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
+            with self._transfer_slot(), self._name_lock(name):
+                with AtomicFile(self.folder, name, overwrite=first.overwrite,
+                                max_bytes=settings.max_upload_bytes) as out:
+                    out.write(first.data)
+                    for chunk in request_iterator:
+                        out.write(chunk.data)
+                    out.commit(first.sha256, first.size or None)
+                self.index.remember(name, out.sha256)
+        except P2PError as err:
+            _abort(context, err)
+        log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
+        self.on_upload(name)
+        return transfer_pb2.UploadStatus(ok=True, message=f"stored {name}", filename=name,
+                                         size=out.size, sha256=out.sha256)
+
+    def DummyDownload(self, request, context):
+        try:
+            with self._transfer_slot():
+                remaining = request.length
+                if not remaining:
+                    info = self.index.get(check_name(request.filename)) if request.filename else None
+                    if info is None:
+                        raise BadRequest("DummyDownload needs a length or the name of a shared file")
+                    remaining = info.size
+                chunk_size = self._chunk_size(request)
+                view = memoryview(_ZEROS)
+                while remaining > 0:
+                    n = min(chunk_size, remaining)
+                    yield transfer_pb2.FileChunk(data=view[:n].tobytes())
+                    remaining -= n
+        except P2PError as err:
+            _abort(context, err)
+
+    def DummyUpload(self, request_iterator, context):
+        try:
+            with self._transfer_slot():
+                received = sum(len(chunk.data) for chunk in request_iterator)
+        except P2PError as err:
+            _abort(context, err)
+        return transfer_pb2.UploadStatus(ok=True, message=f"received {received} bytes and dropped them",
+                                         size=received)
+
+
+def create_server(config: NodeConfig, address: str | None = None, *, index: SharedIndex | None = None,
+                  on_upload=None) -> tuple[grpc.Server, int, FileTransferServicer]:
+    """Build (not start) the gRPC server; return it, its bound port and the servicer."""
+    if index is None:
+        index = SharedIndex(config.shared_dir, open_db(config.db_path))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers,
+                                                    thread_name_prefix="grpc"),
+                         options=SERVER_OPTIONS)
+    servicer = FileTransferServicer(config, index, on_upload)
+    transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    for service in ("", "p2pnet.FileTransfer"):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(address or f"{config.grpc_address}")
+    if port == 0:
+        raise SystemExit(f"cannot bind gRPC on {address or config.grpc_address}")
+    return server, port, servicer
+
+
+def serve(config: NodeConfig) -> None:
+    """Run the gRPC server and the presence agent until SIGTERM/SIGINT."""
+    db = open_db(config.db_path)
+    index = SharedIndex(config.shared_dir, db)
+    removed = remove_stale_temporaries(config.shared_dir)
+    if removed:
+        log.info("removed %d temporary files left by an earlier run", removed)
+    known = KnownPeers(db, prune_after=config.settings.prune_after_failures, self_url=config.rest_url)
+    for role, friend in config.friends.items():
+        known.add(friend.rest_url, friend.name, role=role)
+    agent = PresenceAgent(config, index, known)
+    server, port, _ = create_server(config, index=index, on_upload=lambda name: agent.register_now())
+    server.start()
+    log.info("%s gRPC listening on %s", config.name, config.grpc_address)
+    agent.start()
+    done = threading.Event()
+
+    def _stop(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    done.wait()
+    agent.stop.set()
+    server.stop(grace=2).wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m peer_app.grpc_server", description=__doc__)
+    parser.add_argument("--config", help="node config JSON (default: $P2P_CONFIG)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(load_config(args.config))
+
+
+if __name__ == "__main__":
+    main()

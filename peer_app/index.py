@@ -1,0 +1,85 @@
+"""A peer's shared folder: the truth for its files, with sha256 cached by size and mtime."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common.db import Database
+from peer_app.transfer import TMP_PREFIX, sha256_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_hashes (
+    name TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+    mtime: float
+    sha256: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class SharedIndex:
+    """Lists the shared folder; hashes a file only when its size or mtime changed."""
+
+    def __init__(self, shared_dir: str | os.PathLike, db: Database) -> None:
+        self.folder = Path(shared_dir)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = db
+
+    def _entries(self) -> list[os.DirEntry]:
+        """Regular, visible files directly in the folder (symlinks are not shared)."""
+        with os.scandir(self.folder) as it:
+            return [e for e in it
+                    if not e.name.startswith(".") and not e.name.startswith(TMP_PREFIX)
+                    and e.is_file(follow_symlinks=False)]
+
+    def signature(self) -> tuple:
+        """A cheap fingerprint of the folder: changes when any file is added, removed or edited."""
+        return tuple(sorted((e.name, (s := e.stat(follow_symlinks=False)).st_size, s.st_mtime_ns)
+                            for e in self._entries()))
+
+    def scan(self) -> list[FileInfo]:
+        """Every shared file with its sha256 (from the cache when size and mtime match)."""
+        conn = self.db.connect()
+        cached = {r["name"]: r for r in conn.execute("SELECT * FROM file_hashes")}
+        files, fresh = [], []
+        for entry in self._entries():
+            try:
+                st = entry.stat(follow_symlinks=False)
+                row = cached.get(entry.name)
+                if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+                    sha = row["sha256"]
+                else:
+                    sha = sha256_file(entry.path)
+                    fresh.append((entry.name, st.st_size, st.st_mtime_ns, sha))
+            except FileNotFoundError:  # removed while we looked
+                continue
+            files.append(FileInfo(entry.name, st.st_size, st.st_mtime_ns / 1e9, sha))
+        gone = set(cached) - {f.name for f in files}
+        if fresh or gone:
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", fresh)
+                conn.executemany("DELETE FROM file_hashes WHERE name = ?", [(n,) for n in gone])
+        return sorted(files, key=lambda f: f.name)
+
+    def get(self, name: str) -> FileInfo | None:
+        """The named file's info, or None when it is not shared."""
+        return next((f for f in self.scan() if f.name == name), None)
+
+    def remember(self, name: str, sha256: str) -> None:
+        """Cache the hash of a file just written, so the next scan need not re-read it."""
+        st = (self.folder / name).stat()
+        with self.db.connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                         (name, st.st_size, st.st_mtime_ns, sha256))

@@ -1,0 +1,204 @@
+"""The one client library for talking to the Maestro and to peers.
+
+Used by the CLI, by the tests and by peers themselves. Every call has a
+timeout; every failure comes back as a P2PError.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import grpc
+import requests
+
+from common import transfer_pb2, transfer_pb2_grpc
+from common.errors import (AlreadyExists, BadRequest, Busy, NotFound, P2PError, PermissionDenied,
+                           TooLarge, Unavailable, from_rpc_error)
+from peer_app.transfer import AtomicFile, iter_chunks, sha256_file
+
+_BY_STATUS = {400: BadRequest, 403: PermissionDenied, 404: NotFound, 409: AlreadyExists,
+              413: TooLarge, 503: Unavailable, 429: Busy}
+_local = threading.local()
+MAX_MESSAGE = 16 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def session() -> requests.Session:
+    """A keep-alive HTTP session per thread."""
+    s = getattr(_local, "session", None)
+    if s is None:
+        s = _local.session = requests.Session()
+        s.trust_env = False  # loopback traffic must not go through a proxy from the environment
+    return s
+
+
+def call(method: str, url: str, *, timeout: float, **kwargs: Any) -> dict:
+    """Make one JSON HTTP call; raise the matching P2PError on any failure."""
+    try:
+        resp = session().request(method, url, timeout=timeout, **kwargs)
+    except requests.Timeout:
+        raise Unavailable(f"{url} did not answer within {timeout:g}s") from None
+    except requests.RequestException as err:
+        raise Unavailable(f"cannot reach {url}: {type(err).__name__}") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code >= 400:
+        detail = body.get("detail") if isinstance(body, dict) else resp.text[:200]
+        raise _BY_STATUS.get(resp.status_code, P2PError)(f"{detail}")
+    if not isinstance(body, dict):
+        raise Unavailable(f"{url} answered something that is not a JSON object")
+    return body
+
+
+class Maestro:
+    """The central directory, seen from a client."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def register(self, payload: dict) -> dict:
+        return call("POST", f"{self.url}/register", json=payload, timeout=self.timeout)
+
+    def heartbeat(self, name: str) -> dict:
+        return call("POST", f"{self.url}/heartbeat", json={"name": name}, timeout=self.timeout)
+
+    def locate(self, filename: str) -> dict:
+        return call("GET", f"{self.url}/locate", params={"file": filename}, timeout=self.timeout)
+
+    def peers(self) -> list[dict]:
+        return call("GET", f"{self.url}/peers", timeout=self.timeout)["peers"]
+
+
+class Peer:
+    """A peer's REST API, seen from a client."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def info(self) -> dict:
+        return call("GET", f"{self.url}/info", timeout=self.timeout)
+
+    def locate(self, filename: str, **params: Any) -> dict:
+        return call("GET", f"{self.url}/locate", params={"file": filename, **params}, timeout=self.timeout)
+
+    def search(self, query: str, **params: Any) -> dict:
+        return call("GET", f"{self.url}/search", params={"query": query, **params}, timeout=self.timeout)
+
+    def register(self, payload: dict) -> dict:
+        return call("POST", f"{self.url}/register", json=payload, timeout=self.timeout)
+
+
+class Transfer:
+    """A peer's gRPC FileTransfer service, seen from a client."""
+
+    def __init__(self, address: str, *, chunk_size: int = 1024 * 1024, connect_timeout: float = 5.0) -> None:
+        self.address = address
+        self.chunk_size = chunk_size
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = transfer_pb2_grpc.FileTransferStub(self.channel)
+        self.connect_timeout = connect_timeout
+
+    def __enter__(self) -> "Transfer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.channel.close()
+
+    def _wait_ready(self) -> None:
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(f"no gRPC server answers at {self.address}") from None
+
+    def _stream_deadline(self, size: int) -> float:
+        """Generous whole-call deadline: a dead peer is caught sooner by keepalive."""
+        return 30.0 + size / (5 * 1024 * 1024)
+
+    def download(self, name: str, out, *, expected_sha256: str = "", size: int = 0, overwrite: bool = False,
+                 progress=None):
+        """Fetch name into the local path out (atomically, verified); return the path."""
+        self._wait_ready()
+        out = os.path.abspath(out)
+        with AtomicFile(os.path.dirname(out), os.path.basename(out), overwrite=overwrite) as target:
+            request = transfer_pb2.FileRequest(filename=name, chunk_size=self.chunk_size)
+            try:
+                for chunk in self.stub.Download(request, timeout=self._stream_deadline(size)):
+                    if chunk.sha256 and not expected_sha256:
+                        expected_sha256 = chunk.sha256
+                    target.write(chunk.data)
+                    if progress:
+                        progress(len(chunk.data))
+            except grpc.RpcError as err:
+                raise from_rpc_error(err) from None
+            return target.commit(expected_sha256, size or None)
+
+    def upload(self, path, name: str, *, overwrite: bool = False, progress=None):
+        """Send the local file path as name; return the server's UploadStatus."""
+        self._wait_ready()
+        size = os.path.getsize(path)
+        digest = sha256_file(path)
+
+        def chunks():
+            with open(path, "rb", buffering=0) as fh:
+                first = True
+                for data in iter_chunks(fh, 0, 0, self.chunk_size):
+                    if first:
+                        first = False
+                        yield transfer_pb2.FileChunk(data=data, filename=name, size=size, sha256=digest,
+                                                     overwrite=overwrite)
+                    else:
+                        yield transfer_pb2.FileChunk(data=data)
+                    if progress:
+                        progress(len(data))
+                if first:  # an empty file still needs its naming chunk
+                    yield transfer_pb2.FileChunk(filename=name, size=0, sha256=digest, overwrite=overwrite)
+
+        try:
+            return self.stub.Upload(chunks(), timeout=self._stream_deadline(size))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def dummy_download(self, name: str = "", length: int = 0, progress=None) -> int:
+        """Stream ECO/DUMMY bytes from the peer; return how many arrived."""
+        self._wait_ready()
+        received = 0
+        try:
+            request = transfer_pb2.FileRequest(filename=name, length=length, chunk_size=self.chunk_size)
+            for chunk in self.stub.DummyDownload(request, timeout=self._stream_deadline(length)):
+                received += len(chunk.data)
+                if progress:
+                    progress(len(chunk.data))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return received
+
+    def dummy_upload(self, size: int, progress=None):
+        """Send size ECO/DUMMY bytes; return the server's UploadStatus."""
+        self._wait_ready()
+        block = bytes(self.chunk_size)
+
+        def chunks():
+            remaining = size
+            while remaining > 0:
+                n = min(remaining, self.chunk_size)
+                yield transfer_pb2.FileChunk(data=block[:n] if n < len(block) else block)
+                remaining -= n
+                if progress:
+                    progress(n)
+
+        try:
+            return self.stub.DummyUpload(chunks(), timeout=self._stream_deadline(size))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None

@@ -1,0 +1,96 @@
+"""A peer's durable state in one SQLite file: known peers and seen query ids."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from common.db import Database
+from peer_app import index
+
+SCHEMA = index.SCHEMA + """
+CREATE TABLE IF NOT EXISTS known_peers (
+    url TEXT PRIMARY KEY,
+    name TEXT,
+    grpc_address TEXT,
+    role TEXT NOT NULL DEFAULT 'learned',   -- 'primary', 'backup' or 'learned'
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_ok REAL,
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_queries (
+    qid TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+ROLE_ORDER = {"primary": 0, "backup": 1, "learned": 2}
+SEEN_RETENTION = 600.0  # seconds a query id is remembered
+
+
+def open_db(path: str) -> Database:
+    """Open (and create) a peer's database."""
+    return Database(path, SCHEMA)
+
+
+class KnownPeers:
+    """Peers this peer can ask: its two friends first, then those it learned."""
+
+    def __init__(self, db: Database, *, prune_after: int, self_url: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.prune_after = prune_after
+        self.self_url = self_url
+        self.clock = clock
+
+    def add(self, url: str, name: str | None = None, grpc_address: str | None = None,
+            role: str = "learned") -> bool:
+        """Remember a peer (a friend keeps its role); return False for ourselves."""
+        if url.rstrip("/") == self.self_url:
+            return False
+        with self.db.connect() as conn:
+            conn.execute(
+                "INSERT INTO known_peers (url, name, grpc_address, role, added) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(url) DO UPDATE SET name=COALESCE(excluded.name, name),"
+                " grpc_address=COALESCE(excluded.grpc_address, grpc_address),"
+                " role=CASE WHEN excluded.role != 'learned' THEN excluded.role ELSE role END",
+                (url.rstrip("/"), name, grpc_address, role, self.clock()))
+        return True
+
+    def all(self) -> list[dict]:
+        """Every known peer, friends first."""
+        rows = self.db.connect().execute("SELECT * FROM known_peers").fetchall()
+        return sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
+
+    def friends(self) -> list[dict]:
+        """The primary then the backup friend."""
+        return [p for p in self.all() if p["role"] in ("primary", "backup")]
+
+    def succeeded(self, url: str, name: str | None = None) -> None:
+        """Record that url answered."""
+        self.db.connect().execute(
+            "UPDATE known_peers SET failures = 0, last_ok = ?, name = COALESCE(?, name) WHERE url = ?",
+            (self.clock(), name, url))
+
+    def failed(self, url: str) -> None:
+        """Record that url did not answer; drop a learned peer that keeps failing."""
+        with self.db.connect() as conn:
+            conn.execute("UPDATE known_peers SET failures = failures + 1 WHERE url = ?", (url,))
+            conn.execute("DELETE FROM known_peers WHERE url = ? AND role = 'learned' AND failures >= ?",
+                         (url, self.prune_after))
+
+
+class SeenQueries:
+    """Query ids this peer has handled, shared by all its gunicorn workers."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    def first_time(self, qid: str) -> bool:
+        """Record qid; True only the first time any worker sees it."""
+        now = self.clock()
+        conn = self.db.connect()
+        inserted = conn.execute("INSERT OR IGNORE INTO seen_queries VALUES (?, ?)", (qid, now)).rowcount
+        if inserted and hash(qid) % 64 == 0:  # forget old ids now and then
+            conn.execute("DELETE FROM seen_queries WHERE at < ?", (now - SEEN_RETENTION,))
+        return bool(inserted)

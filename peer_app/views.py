@@ -1,0 +1,137 @@
+"""The peer's REST routes (SPEC §5): parse, call the index or discovery, answer JSON."""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, current_app, jsonify
+
+from common.config import NodeConfig
+from common.errors import BadRequest
+from common.names import check_name
+from common.web import arg_float, arg_int, arg_str, check_url, json_body
+from peer_app import agent
+from peer_app.index import SharedIndex
+from peer_app.search import Discovery, Query, new_qid
+from peer_app.state import KnownPeers
+
+bp = Blueprint("peer", __name__)
+QID = re.compile(r"^[0-9a-zA-Z_-]{8,64}$")
+
+
+def node() -> NodeConfig:
+    return current_app.config["NODE"]
+
+
+def index() -> SharedIndex:
+    return current_app.extensions["index"]
+
+
+def known() -> KnownPeers:
+    return current_app.extensions["known_peers"]
+
+
+def discovery() -> Discovery:
+    return current_app.extensions["discovery"]
+
+
+def _qid() -> str:
+    qid = arg_str("qid", required=False, max_length=64)
+    if qid is None:
+        return new_qid()
+    if not QID.match(qid):
+        raise BadRequest("'qid' must be 8-64 letters, digits, '-' or '_'")
+    return qid
+
+
+def _path() -> list[str]:
+    raw = arg_str("path", required=False, max_length=8192)
+    return raw.split(",") if raw else []
+
+
+def _status() -> dict:
+    config = node()
+    return {"status": "ok", "peer": config.name, "name": config.name, "rest_url": config.rest_url,
+            "grpc_address": config.grpc_address, "maestro_url": config.maestro_url,
+            "friends": {role: {"name": f.name, "url": f.rest_url} for role, f in config.friends.items()},
+            "shared_dir": config.shared_dir, "file_count": len(index().scan())}
+
+
+@bp.get("/")
+def status():
+    return jsonify(_status())
+
+
+@bp.get("/info")
+def info():
+    return jsonify(_status())
+
+
+@bp.get("/health")
+def health():
+    return jsonify({"status": "ok", "peer": node().name})
+
+
+@bp.get("/files")
+def files():
+    listed = [f.to_json() for f in index().scan()]
+    return jsonify({"peer": node().name, "files": listed, "count": len(listed)})
+
+
+@bp.get("/search")
+def search():
+    settings = node().settings
+    exact = arg_str("file", required=False, max_length=settings.max_query_length)
+    if exact is not None:
+        check_name(exact)
+        found = [f.to_json() for f in index().scan() if f.name == exact]
+        return jsonify({"peer": node().name, "file": exact, "found": bool(found), "results": found})
+    text = arg_str("query", max_length=settings.max_query_length)
+    query = Query(
+        text=text, qid=_qid(),
+        ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=0, maximum=settings.search_max_ttl),
+        fanout=arg_int("fanout", default=settings.search_default_fanout, minimum=0,
+                       maximum=settings.search_max_fanout),
+        budget=arg_float("budget", default=settings.search_timeout, maximum=settings.search_timeout),
+        path=_path())
+    return jsonify({"query": text, **discovery().search(query)})
+
+
+@bp.get("/locate")
+def locate():
+    settings = node().settings
+    name = check_name(arg_str("file", max_length=settings.max_query_length))
+    answer = discovery().locate(
+        name, qid=_qid(), path=_path(),
+        ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=1, maximum=settings.search_max_ttl),
+        budget=arg_float("budget", default=settings.locate_timeout, maximum=settings.locate_timeout))
+    return jsonify(answer)
+
+
+@bp.post("/refresh")
+def refresh():
+    answer = agent.register_at_maestro(node(), index())
+    return jsonify({"status": "refreshed", "peer": node().name, "files": answer.get("files")})
+
+
+@bp.post("/register")
+def register():
+    body = json_body()
+    url = check_url(body.get("url"))
+    name, grpc_address = body.get("name"), body.get("grpc_address")
+    if name is not None and (not isinstance(name, str) or not re.match(r"^[a-z0-9_-]{1,64}$", name)):
+        raise BadRequest("'name' must match [a-z0-9_-]{1,64}")
+    if grpc_address is not None and (not isinstance(grpc_address, str) or len(grpc_address) > 300):
+        raise BadRequest("'grpc_address' must be HOST:PORT")
+    added = known().add(url, name, grpc_address)
+    peers = [{"url": p["url"], "name": p["name"], "grpc_address": p["grpc_address"]} for p in known().all()]
+    return jsonify({"status": "registered" if added else "self", "name": node().name, "peers": peers})
+
+
+@bp.post("/bootstrap")
+def bootstrap():
+    return jsonify({"peer": node().name, "friends": agent.bootstrap(node(), known())})
+
+
+@bp.get("/peers")
+def peers():
+    return jsonify({"peer": node().name, "peers": known().all()})

@@ -29,6 +29,9 @@ class LauncherGroup(click.Group):
             for line in exc.lines():
                 click.echo(line, err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:          # a file or folder the launcher could not write or read
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
 
 
 def _network(path: str) -> Network:

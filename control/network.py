@@ -47,7 +47,7 @@ class Network:
         self.project_root = project_root
         self.python = python
         self.echo = echo
-        self.rendered = render.render(topology, project_root, python)
+        self.rendered = render.render(topology, project_root)
         self.supervisor = Supervisor(self.rendered.layout)
 
     # --- helpers ---------------------------------------------------------------------------

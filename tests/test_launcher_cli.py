@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 import launcher
-from launcher_support import ROOT, ring_topology, seed_dict
+from tests.launcher_support import ROOT, ring_topology, seed_dict
 
 
 @pytest.fixture

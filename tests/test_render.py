@@ -4,15 +4,16 @@ from __future__ import annotations
 import configparser
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
 from common.config import NodeConfig
 from control import render, topology
-from launcher_support import mutate, seed_dict
+from tests.launcher_support import mutate, seed_dict
 
-PY = "/venv/bin/python"
+PY = sys.executable
 ROOT = Path("/proj")
 
 
@@ -24,7 +25,7 @@ def seed(folder: str = "/net", settings: dict | None = None) -> topology.Topolog
 
 
 def conf_of(t: topology.Topology) -> configparser.RawConfigParser:
-    r = render.render(t, ROOT, PY)
+    r = render.render(t, ROOT)
     parser = configparser.RawConfigParser()
     parser.read_string(r.texts[r.layout.conf])
     return parser
@@ -32,12 +33,12 @@ def conf_of(t: topology.Topology) -> configparser.RawConfigParser:
 
 def test_render_touches_no_disk(tmp_path):
     t = seed(str(tmp_path))
-    render.render(t, ROOT, PY)
+    render.render(t, ROOT)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_run_folder_is_beside_the_topology_and_holds_socket_pidfile_logs():
-    r = render.render(seed("/net"), ROOT, PY)
+    r = render.render(seed("/net"), ROOT)
     run = Path("/net/.run/topology")
     assert r.layout.run_dir == run
     assert r.layout.socket == run / "supervisor.sock"
@@ -55,13 +56,13 @@ def test_run_folder_is_beside_the_topology_and_holds_socket_pidfile_logs():
 
 def test_long_folder_falls_back_to_a_short_socket_under_tmp_derived_from_the_run_folder():
     deep = "/" + "/".join(["a-rather-long-folder-name"] * 6)
-    r1 = render.render(seed(deep), ROOT, PY)
-    r2 = render.render(seed(deep + "x"), ROOT, PY)
+    r1 = render.render(seed(deep), ROOT)
+    r2 = render.render(seed(deep + "x"), ROOT)
     for r in (r1, r2):
         assert len(str(r.layout.socket).encode()) <= render.MAX_SOCKET_PATH
         assert r.layout.socket.parent == Path("/tmp")
     assert r1.layout.socket != r2.layout.socket
-    assert r1.layout.socket == render.render(seed(deep), ROOT, PY).layout.socket   # stable
+    assert r1.layout.socket == render.render(seed(deep), ROOT).layout.socket   # stable
     assert r1.layout.pidfile.parent == r1.layout.run_dir     # only the socket moves
 
 
@@ -101,11 +102,13 @@ def test_gunicorn_runs_in_the_foreground_with_a_graceful_timeout_below_stopwaits
     argv = shlex.split(p["program:peer2-rest"]["command"])
     assert argv[:3] == [PY, "-m", "gunicorn"]
     assert "--daemon" not in argv and "-D" not in argv
-    opts = dict(zip(argv[3:-1:2], argv[4:-1:2]))
-    assert opts == {"--worker-class": "gthread", "--workers": "3", "--threads": "5",
-                    "--bind": "127.0.0.1:9003", "--graceful-timeout": "5", "--timeout": "30"}
     assert argv[-1] == "peer_app:create_app()"
-    assert int(opts["--graceful-timeout"]) < int(p["program:peer2-rest"]["stopwaitsecs"])
+
+    def opt(name: str) -> str:
+        return argv[argv.index(name) + 1]
+    assert (opt("--worker-class"), opt("--workers"), opt("--threads"), opt("--bind")) == \
+        ("gthread", "3", "5", "127.0.0.1:9003")
+    assert int(opt("--graceful-timeout")) < int(p["program:peer2-rest"]["stopwaitsecs"])
     assert shlex.split(p["program:maestro"]["command"])[-1] == "maestro_app:create_app()"
     assert "--bind 127.0.0.1:9000" in p["program:maestro"]["command"]
 
@@ -126,7 +129,7 @@ def test_percent_signs_are_escaped_for_supervisord():
 
 def test_node_configs_carry_identity_friends_maestro_and_settings():
     t = seed("/net", settings={"heartbeat_interval": 0.5})
-    r = render.render(t, ROOT, PY)
+    r = render.render(t, ROOT)
     configs = {c.name: c for c in r.configs.values()}
     assert set(configs) == {"maestro", "peer1", "peer2", "peer3"}
     m = configs["maestro"]
@@ -145,43 +148,40 @@ def test_node_configs_carry_identity_friends_maestro_and_settings():
 
 def test_each_node_config_path_is_the_one_its_programs_are_given():
     t = seed()
-    r = render.render(t, ROOT, PY)
+    r = render.render(t, ROOT)
     for spec in r.processes:
         env = dict(spec.environment)
         assert Path(env["P2P_CONFIG"]) in r.configs
         assert r.configs[Path(env["P2P_CONFIG"])].name == spec.node
 
 
-def test_ipv6_hosts_are_bracketed_in_binds_and_urls():
+def test_ipv6_hosts_are_bracketed_in_friend_urls():
     data = mutate(seed_dict(), lambda d: [p.update(host="::1") for p in d["peers"]])
     t = topology.parse(data, Path("/net/topology.yaml"))
-    p = conf_of(t)
-    assert "--bind '[::1]:9001'" in p["program:peer1-rest"]["command"] or \
-        "--bind [::1]:9001" in p["program:peer1-rest"]["command"]
-    r = render.render(t, ROOT, PY)
+    r = render.render(t, ROOT)
     assert {c.name: c for c in r.configs.values()}["peer2"].friends["backup"].rest_url == "http://[::1]:9001"
 
 
 def test_write_creates_files_reports_changes_and_links_supervisord_conf(tmp_path):
     t = topology.parse(seed_dict(), tmp_path / "topology.yaml")
-    r = render.render(t, ROOT, PY)
+    r = render.render(t, ROOT)
     changed, warning = render.write(r)
     assert warning is None
     assert changed == set(r.configs) | set(r.texts)
     assert (tmp_path / "supervisord.conf").resolve() == r.layout.conf.resolve()
     assert (tmp_path / "data" / "peer2").is_dir()
-    again, _ = render.write(render.render(t, ROOT, PY))
+    again, _ = render.write(render.render(t, ROOT))
     assert again == set()
     t2 = topology.parse(mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 1})),
                         tmp_path / "topology.yaml")
-    changed, _ = render.write(render.render(t2, ROOT, PY))
+    changed, _ = render.write(render.render(t2, ROOT))
     assert changed == set(r.configs)      # settings reach every node's JSON, not supervisord.conf
 
 
 def test_write_leaves_a_foreign_supervisord_conf_alone(tmp_path):
     (tmp_path / "supervisord.conf").write_text("[supervisord]\n", encoding="utf-8")
     t = topology.parse(seed_dict(), tmp_path / "topology.yaml")
-    _, warning = render.write(render.render(t, ROOT, PY))
+    _, warning = render.write(render.render(t, ROOT))
     assert warning and "left alone" in warning
     assert (tmp_path / "supervisord.conf").read_text(encoding="utf-8") == "[supervisord]\n"
 
@@ -190,7 +190,7 @@ def test_write_leaves_a_foreign_supervisord_conf_alone(tmp_path):
 def test_rendered_conf_is_accepted_by_supervisord_own_parser(tmp_path, name):
     from supervisor.options import ServerOptions
     t = topology.parse(seed_dict(), tmp_path / name)
-    r = render.render(t, tmp_path, PY)
+    r = render.render(t, tmp_path)
     render.write(r)
     opts = ServerOptions()
     opts.realize(args=["-c", str(r.layout.conf)])

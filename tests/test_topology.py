@@ -10,7 +10,7 @@ import yaml
 from common.config import Settings
 from control import topology
 from control.errors import TopologyError
-from launcher_support import ROOT, mutate, seed_dict
+from tests.launcher_support import ROOT, mutate, seed_dict
 
 HERE = Path("/nowhere/topology.yaml")
 

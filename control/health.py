@@ -107,18 +107,21 @@ def probe(topology: Topology, nodes: Iterable[str] | None = None, *,
 
 
 def wait_until_ready(topology: Topology, nodes: Iterable[str], deadline: float,
-                     failed: Callable[[], set[str]] = set, interval: float = 0.1) -> set[str]:
+                     lost: Callable[[], set[str]] = set,
+                     settled: Callable[[], set[str]] | None = None, interval: float = 0.1) -> set[str]:
     """Poll until every node is ready or the deadline passes; return the nodes not ready.
 
-    `failed()` names nodes known to be lost (e.g. FATAL in supervisord): waiting stops early
-    for them.
+    `lost()` names nodes known to be gone for good (e.g. FATAL in supervisord): waiting stops
+    early for them. `settled()`, when given, names the nodes whose processes the supervisor
+    counts as started; a node is ready only when it is among them too.
     """
     pending = set(nodes)
     while pending:
-        lost = failed() & pending
-        status = probe(topology, sorted(pending - lost))
-        pending = {n for n in pending if n in lost or not status[n].ready}
-        if not pending or pending <= lost or time.monotonic() >= deadline:
+        gone = lost() & pending
+        ok = settled() if settled is not None else pending
+        status = probe(topology, sorted(pending - gone))
+        pending = {n for n in pending if n in gone or n not in ok or not status[n].ready}
+        if not pending or pending <= gone or time.monotonic() >= deadline:
             break
         time.sleep(interval)
     return pending

@@ -91,16 +91,22 @@ class Network:
     def _fatal_nodes(self) -> set[str]:
         return {p.node for p in self.supervisor.processes() if p.state == "FATAL"}
 
+    def _running_nodes(self) -> set[str]:
+        procs = self.supervisor.processes()
+        return {p.node for p in procs} - {p.node for p in procs if p.state != "RUNNING"}
+
     def _wait_ready(self, nodes: list[str], timeout: float, what: str) -> None:
+        """Wait until each node is RUNNING in supervisord and healthy (and registered, for peers)."""
         deadline = time.monotonic() + timeout
-        pending = health.wait_until_ready(self.topology, nodes, deadline, failed=self._fatal_nodes)
+        pending = health.wait_until_ready(self.topology, nodes, deadline, lost=self._fatal_nodes,
+                                          settled=self._running_nodes)
         if pending:
             names = [n for n in self.topology.node_names if n in pending]
-            fatal = self._fatal_nodes()
+            procs = self.supervisor.processes()
             details = []
             for n in names:
-                details.append(f"{n}: {'FATAL in supervisord' if n in fatal else 'not healthy'} "
-                               f"after {what}")
+                states = " ".join(f"{p.name}:{p.state}" for p in procs if p.node == n)
+                details.append(f"{n}: not up after `{what}` ({states}); last lines of its logs:")
                 details += self.log_tail(n)
             raise NodesDown(f"{len(names)} node(s) did not come up within {timeout:g}s: "
                             f"{', '.join(names)}", details)

@@ -1,0 +1,65 @@
+"""Several networks at once, and a network whose node cannot come up: real processes, free ports."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from control import health, topology
+from control.render import layout_for
+from control.supervisor import Supervisor
+from tests.launcher_support import launcher, pid_alive, ring_topology
+
+pytestmark = pytest.mark.e2e
+
+SETTINGS = {"heartbeat_interval": 0.5, "rest_workers": 1}
+
+
+def pids_of(path) -> list[int]:
+    sup = Supervisor(layout_for(topology.load(path)))
+    if not sup.is_running():
+        return []
+    return [p.pid for p in sup.processes() if p.pid > 0] + [sup.pid()]
+
+
+def test_two_networks_run_at_once_without_touching_each_other(tmp_path):
+    a = ring_topology(tmp_path / "a", peers=3, settings=SETTINGS)
+    b = ring_topology(tmp_path / "b", peers=3, settings=SETTINGS)
+    ta, tb = topology.load(a), topology.load(b)
+    assert layout_for(ta).socket != layout_for(tb).socket
+    all_pids: list[int] = []
+    try:
+        launcher("up", str(a))
+        launcher("up", str(b))
+        all_pids = pids_of(a) + pids_of(b)
+        for t in (ta, tb):
+            registry = health.maestro_peers(t.maestro.url)
+            assert {n: e["rest_url"] for n, e in registry.items()} == {p.name: p.rest_url for p in t.peers}
+            assert all(h.ready for h in health.probe(t).values())
+
+        launcher("down", str(a))
+        assert not any(pid_alive(p) for p in pids_of(a))
+        assert not topology.ports_in_use(ta)
+        assert all(h.ready for h in health.probe(tb).values()), "b must not notice a's down"
+        assert "RUNNING" in launcher("status", str(b)).stdout
+    finally:
+        launcher("down", str(a), check=False)
+        launcher("down", str(b), check=False)
+    assert not [p for p in all_pids if pid_alive(p)]
+
+
+def test_up_names_the_node_that_did_not_come_up_with_its_log_tail_and_down_cleans_up(tmp_path):
+    path = ring_topology(tmp_path, peers=3, settings=SETTINGS)
+    data = yaml.safe_load(path.read_text())
+    data["peers"][2]["host"] = "192.0.2.1"          # TEST-NET: no local interface has it
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        result = launcher("up", str(path), "--timeout", "4", check=False)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.splitlines()
+        assert any(line.startswith("1 node(s) did not come up within 4s: peer3") for line in lines), lines
+        assert any("peer3-grpc.log" in line for line in lines)
+        assert any("peer3-rest.log" in line for line in lines)
+        pids = pids_of(path)
+    finally:
+        launcher("down", str(path))
+    assert not [p for p in pids if pid_alive(p)]

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from control import health, render
 from control.errors import LauncherError, NodesDown, NotRunning, TopologyError, UnknownNode
 from control.supervisor import ProcInfo, Supervisor, pid_alive
-from control.topology import MAESTRO, Topology, ports_in_use, port_in_use
+from control.topology import MAESTRO, Topology, port_in_use, ports_in_use
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_LINES = 12

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import Friend, NodeConfig, write_config
-from common.processes import GRACEFUL_TIMEOUT, node_environment, node_programs
+from common.processes import node_environment, node_programs
 from control.topology import MAESTRO, Topology
 
 # AF_UNIX paths hold 108 bytes on Linux (104 on macOS) including the NUL; stay well below.
@@ -254,7 +254,7 @@ def _link(link: Path, target: Path) -> str | None:
         if os.readlink(link) == relative:
             return None
         current = Path(link.parent, os.readlink(link))
-        if not current.name == "supervisord.conf" or ".run" not in current.parts:
+        if current.name != "supervisord.conf" or ".run" not in current.parts:
             return f"{link}: left alone (it points elsewhere); use supervisorctl -c {target}"
         link.unlink()               # it pointed at another network of ours: the last `up` wins
     elif link.exists():

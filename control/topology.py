@@ -10,9 +10,10 @@ import errno
 import os
 import re
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
+
+from control.generate import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PORTS = set(range(9000, 9007))
@@ -51,20 +53,12 @@ def ring_topology(folder: Path, peers: int = 3, settings: dict | None = None,
                   files: bool = True) -> Path:
     """Write a ring topology (friends i+1, i+2) on free ports in folder; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(1 + 2 * peers)
-    names = [f"peer{i + 1}" for i in range(peers)]
-    data: dict = {"maestro": {"host": "127.0.0.1", "port": ports[0]}, "peers": []}
-    for i, name in enumerate(names):
-        data["peers"].append({
-            "name": name, "host": "127.0.0.1", "rest_port": ports[1 + 2 * i],
-            "grpc_port": ports[2 + 2 * i], "shared_dir": f"data/{name}",
-            "friends": {"primary": names[(i + 1) % peers], "backup": names[(i + 2) % peers]}})
-        if files:
-            shared = folder / "data" / name
+    data = generate(peers, free_ports(1 + 2 * peers), settings=settings)
+    if files:
+        for i, peer in enumerate(data["peers"], 1):
+            shared = folder / peer["shared_dir"]
             shared.mkdir(parents=True, exist_ok=True)
-            (shared / f"archivo{i + 1}.txt").write_text(f"hola desde {name}\n", encoding="utf-8")
-    if settings:
-        data["settings"] = settings
+            (shared / f"archivo{i}.txt").write_text(f"hola desde {peer['name']}\n", encoding="utf-8")
     path = folder / "topology.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -72,7 +66,7 @@ def ring_topology(folder: Path, peers: int = 3, settings: dict | None = None,
 
 def launcher(*args: str, timeout: float = 120, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run `python launcher.py ARGS` as a user would; fail with its output when check and rc != 0."""
-    proc = subprocess.run([sys.executable, str(ROOT / "launcher.py"), *args], cwd=cwd,
+    proc = subprocess.run([sys.executable, str(ROOT / "launcher.py"), *args], cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"launcher {' '.join(args)} exited {proc.returncode}\n"
@@ -104,7 +98,3 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
-
-
-__all__ = ["ROOT", "seed_dict", "free_ports", "ring_topology", "launcher", "wait_for", "mutate",
-           "pid_alive"]

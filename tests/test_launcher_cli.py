@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 import launcher
+from control import topology as topo
 from tests.launcher_support import ROOT, ring_topology, seed_dict
 
 
@@ -132,3 +133,39 @@ def test_help_lists_every_command(run):
     result = run("--help")
     for command in ("up", "down", "status", "start", "stop", "restart", "kill", "logs", "validate", "render"):
         assert f"  {command} " in result.stdout, command
+
+
+def test_generate_writes_a_valid_ring_topology_on_consecutive_ports(run, tmp_path):
+    out = tmp_path / "big.yaml"
+    result = run("generate", "--peers", "20", "--base-port", "20000", "--out", str(out), "--sample-files")
+    assert result.exit_code == 0, result.output
+    t = topo.load(out)
+    assert len(t.peers) == 20
+    assert t.maestro.port == 20000 and max(p.grpc_port for p in t.peers) == 20040
+    assert [(p.primary, p.backup) for p in t.peers][:2] == [("peer2", "peer3"), ("peer3", "peer4")]
+    assert (t.peers[-1].primary, t.peers[-1].backup) == ("peer1", "peer2")
+    assert (tmp_path / "data" / "peer20" / "archivo20.txt").is_file()
+
+
+def test_generate_random_friends_are_valid_and_reproducible(run, tmp_path):
+    a = run("generate", "--peers", "8", "--random", "--seed", "7", "--base-port", "21000").stdout
+    b = run("generate", "--peers", "8", "--random", "--seed", "7", "--base-port", "21000").stdout
+    assert a == b
+    t = topo.parse(yaml.safe_load(a), tmp_path / "t.yaml")
+    assert all(p.name not in (p.primary, p.backup) and p.primary != p.backup for p in t.peers)
+
+
+def test_generate_on_free_ports_validates(run, tmp_path):
+    result = run("generate", "--peers", "3")
+    t = topo.parse(yaml.safe_load(result.stdout), tmp_path / "t.yaml")
+    assert len({port for _, _, port in t.ports()}) == 7
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--peers", "2"], "2 is too few"),
+    (["--peers", "3", "--base-port", "65530"], "peers[2].grpc_port: 65536 is out of range"),
+], ids=["too-few-peers", "ports-past-65535"])
+def test_generate_refuses_what_cannot_be_valid(run, args, message):
+    result = run("generate", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.config import NodeConfig
+from common.processes import GRACEFUL_TIMEOUT
 from control import render, topology
 from tests.launcher_support import mutate, seed_dict
 
@@ -89,7 +90,7 @@ def test_every_program_stops_as_a_group_and_is_restarted_then_fatal_on_a_crash_l
     for section in [s for s in p.sections() if s.startswith("program:")]:
         prog = p[section]
         assert prog["stopasgroup"] == "true" and prog["killasgroup"] == "true", section
-        assert int(prog["stopwaitsecs"]) > render.GRACEFUL_TIMEOUT
+        assert int(prog["stopwaitsecs"]) > GRACEFUL_TIMEOUT
         assert prog["autorestart"] == "true"
         assert int(prog["startsecs"]) >= 1 and 1 <= int(prog["startretries"]) <= 5
         assert prog["directory"] == str(ROOT)

@@ -108,8 +108,9 @@ class Network:
                 states = " ".join(f"{p.name}:{p.state}" for p in procs if p.node == n)
                 details.append(f"{n}: not up after `{what}` ({states}); last lines of its logs:")
                 details += self.log_tail(n)
-            raise NodesDown(f"{len(names)} node(s) did not come up within {timeout:g}s: "
-                            f"{', '.join(names)}", details)
+            elapsed = timeout - (deadline - time.monotonic())
+            raise NodesDown(f"{len(names)} node(s) did not come up after {elapsed:.1f}s "
+                            f"(timeout {timeout:g}s): {', '.join(names)}", details)
 
     # --- verbs ------------------------------------------------------------------------------
 
@@ -130,9 +131,9 @@ class Network:
                 if groups:
                     self.echo(f"supervisord: {what} {', '.join(groups)}")
             restart = (changed_nodes & busy_nodes) - set(changed)
-            for node in sorted(restart):
-                self.echo(f"{node}: config changed, restarting")
-                sup.stop_group(node)
+            if restart:
+                self.echo(f"config changed, restarting: {', '.join(sorted(restart))}")
+                sup.stop_groups(sorted(restart))
             for node in self.topology.node_names:
                 sup.start_group(node, wait=False)
         else:

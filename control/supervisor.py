@@ -135,8 +135,8 @@ class Supervisor:
     def update(self) -> tuple[list[str], list[str], list[str]]:
         """Reread the config and apply it like `supervisorctl update`; return added/changed/removed."""
         added, changed, removed = self._call("reloadConfig")[0]
+        self.stop_groups(removed + changed)
         for group in removed + changed:
-            self.stop_group(group)
             self._call("removeProcessGroup", group)
         for group in changed + added:
             self._call("addProcessGroup", group)
@@ -156,6 +156,16 @@ class Supervisor:
 
     def stop_group(self, node: str, wait: bool = True) -> None:
         self._call("stopProcessGroup", node, wait)
+
+    def stop_groups(self, nodes: list[str], timeout: float = 30.0) -> None:
+        """Stop several nodes at once (not one after the other); return when all are down."""
+        for node in nodes:
+            self.stop_group(node, wait=False)
+        deadline = time.monotonic() + timeout
+        while any(p.state not in DOWN_STATES for p in self.processes() if p.node in nodes):
+            if time.monotonic() >= deadline:
+                raise LauncherError(f"{', '.join(nodes)}: still not stopped after {timeout:g}s")
+            time.sleep(0.05)
 
     def stop_all(self) -> None:
         self._call("stopAllProcesses", True)

@@ -59,7 +59,7 @@ class Process:
     log: Path
     popen: subprocess.Popen | None = None
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=out,
@@ -100,7 +100,7 @@ class Node:
     def url(self) -> str:
         return self.config.rest_url
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         env = {**os.environ, **node_environment(str(self.config_path))}
         self.processes = [Process(argv, env, Path(self.config.run_dir) / f"{program}.log").start()
                           for program, argv in node_programs(self.config, str(self.config_path)).items()]

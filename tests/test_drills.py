@@ -5,6 +5,7 @@ Everything waits by polling with deadlines; teardown runs `down` and checks no p
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from control import health, topology
 from control.render import layout_for
@@ -199,3 +201,17 @@ def test_restart_gives_the_node_new_processes_and_waits_for_health(net):
     new = net.pids("peer3")
     assert all(new[k] not in (0, old[k]) for k in old)
     assert net.healthy("peer3")
+
+
+def test_up_after_a_settings_change_restarts_the_nodes_with_their_new_config(net):
+    old = net.pids()
+    data = yaml.safe_load(net.path.read_text())
+    data["settings"]["heartbeat_interval"] = 0.6
+    net.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = launcher("up", str(net.path))
+    assert "config changed, restarting: maestro, peer1, peer2, peer3" in result.stderr
+    new = net.pids()
+    assert all(new[k] not in (0, old[k]) for k in old)
+    assert json.loads(layout_for(net.topology).config_path("peer1").read_text())[
+        "settings"]["heartbeat_interval"] == 0.6
+    assert all(h.ready for h in health.probe(net.topology).values())

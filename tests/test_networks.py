@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -9,7 +11,7 @@ import yaml
 from control import health, topology
 from control.render import layout_for
 from control.supervisor import Supervisor
-from tests.launcher_support import launcher, pid_alive, ring_topology
+from tests.launcher_support import ROOT, launcher, pid_alive, ring_topology
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +32,11 @@ def test_two_networks_run_at_once_without_touching_each_other(tmp_path):
     assert layout_for(ta).socket != layout_for(tb).socket
     all_pids: list[int] = []
     try:
-        launcher("up", str(a))
-        launcher("up", str(b))
+        ups = [subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "up", str(p)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in (a, b)]
+        for up in ups:                                   # both at once: nothing shared between them
+            _, err = up.communicate(timeout=120)
+            assert up.returncode == 0, err
         all_pids = pids_of(a) + pids_of(b)
         for t in (ta, tb):
             registry = health.maestro_peers(t.maestro.url)

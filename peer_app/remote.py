@@ -13,8 +13,17 @@ import grpc
 import requests
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.errors import (AlreadyExists, BadRequest, Busy, NotFound, P2PError, PermissionDenied,
-                           TooLarge, Unavailable, from_rpc_error)
+from common.errors import (
+    AlreadyExists,
+    BadRequest,
+    Busy,
+    NotFound,
+    P2PError,
+    PermissionDenied,
+    TooLarge,
+    Unavailable,
+    from_rpc_error,
+)
 from peer_app.transfer import AtomicFile, iter_chunks, sha256_file
 
 _BY_STATUS = {400: BadRequest, 403: PermissionDenied, 404: NotFound, 409: AlreadyExists,
@@ -110,7 +119,7 @@ class Transfer:
         self.stub = transfer_pb2_grpc.FileTransferStub(self.channel)
         self.connect_timeout = connect_timeout
 
-    def __enter__(self) -> "Transfer":
+    def __enter__(self) -> Transfer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,6 +1,7 @@
 """The launcher's verbs over one topology: up, down, status, start/stop/restart/kill, logs."""
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from control import health, render
 from control.errors import LauncherError, NodesDown, NotRunning, TopologyError, UnknownNode
-from control.supervisor import ProcInfo, Supervisor, pid_alive
+from control.render import STOPWAITSECS
+from control.supervisor import ProcInfo, Supervisor, kill_pids, orphans, pid_alive
 from control.topology import MAESTRO, Topology, port_in_use, ports_in_use
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +162,23 @@ class Network:
             if stale and pid_alive(stale):
                 raise LauncherError(f"supervisord (pid {stale}) does not answer on "
                                     f"{self.rendered.layout.socket}; cannot stop it cleanly")
+            pids = orphans(self.rendered.layout)
+            if pids:                    # its supervisord died (kill -9): stop what it left behind
+                self.echo(f"supervisord is gone; stopping {len(pids)} process(es) it left: "
+                          f"{', '.join(map(str, pids))}")
+                kill_pids(pids, signal.SIGTERM)
+                grace = time.monotonic() + STOPWAITSECS
+                while any(pid_alive(p) for p in pids) and time.monotonic() < grace:
+                    time.sleep(0.05)
+                kill_pids([p for p in pids if pid_alive(p)], signal.SIGKILL)
+            else:
+                bound = [f"{key} ({h}:{p})" for key, h, p in self.topology.ports() if port_in_use(h, p)]
+                if bound:
+                    raise LauncherError(f"the network is not running, yet other processes hold "
+                                        f"{', '.join(bound)}")
+                return []
+        left: list[int] = []
+        bound: list[str] = []
         while time.monotonic() < deadline:
             left = [p for p in pids if pid_alive(p)]
             bound = [f"{h}:{p}" for _, h, p in self.topology.ports() if port_in_use(h, p)]

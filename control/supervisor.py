@@ -65,6 +65,37 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def orphans(layout: RunLayout) -> list[int]:
+    """Pids of processes started for this network that outlived their supervisord (kill -9 of it).
+
+    They are found by the P2P_CONFIG in their environment, which points into the run folder.
+    """
+    marker = f"P2P_CONFIG={layout.run_dir / 'config'}{os.sep}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(var.startswith(marker) for var in environ.split(b"\0")) and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_pids(pids: list[int], sig: int) -> None:
+    """Send sig to each pid's process group (or the pid alone when it leads none)."""
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
+
+
 class Supervisor:
     """A client of the supervisord that serves layout.socket."""
 
@@ -172,17 +203,7 @@ class Supervisor:
 
     def kill_group(self, node: str) -> list[int]:
         """SIGKILL every process of node, workers included: each program's process group."""
-        killed = []
-        for proc in self.group(node):
-            if proc.pid <= 0:
-                continue
-            try:
-                # supervisord puts each child in a process group of its own (setpgrp)
-                if os.getpgid(proc.pid) == proc.pid:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                else:
-                    os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-            killed.append(proc.pid)
-        return killed
+        # supervisord puts each child in a process group of its own (setpgrp)
+        pids = [proc.pid for proc in self.group(node) if proc.pid > 0]
+        kill_pids(pids, signal.SIGKILL)
+        return pids

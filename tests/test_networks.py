@@ -1,7 +1,10 @@
 """Several networks at once, and a network whose node cannot come up: real processes, free ports."""
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 
@@ -11,7 +14,7 @@ import yaml
 from control import health, topology
 from control.render import layout_for
 from control.supervisor import Supervisor
-from tests.launcher_support import ROOT, launcher, pid_alive, ring_topology
+from tests.launcher_support import ROOT, launcher, pid_alive, ring_topology, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +74,30 @@ def test_up_names_the_node_that_did_not_come_up_with_its_log_tail_and_down_clean
     finally:
         launcher("down", str(path))
     assert not [p for p in pids if pid_alive(p)]
+
+
+def test_down_stops_what_a_killed_supervisord_left_behind(tmp_path):
+    path = ring_topology(tmp_path, peers=3, settings=SETTINGS)
+    launcher("up", str(path))
+    t = topology.load(path)
+    sup = Supervisor(layout_for(t))
+    children = [p.pid for p in sup.processes()]
+    os.kill(sup.pid(), signal.SIGKILL)
+    wait_for(lambda: not sup.is_running(), 5, "supervisord to die")
+    assert all(pid_alive(p) for p in children)            # orphans, still serving
+    result = launcher("down", str(path))
+    assert "supervisord is gone; stopping" in result.stderr
+    assert not [p for p in children if pid_alive(p)]
+    assert not topology.ports_in_use(t)
+
+
+def test_down_names_ports_held_by_others_when_the_network_is_not_running(tmp_path):
+    path = ring_topology(tmp_path, peers=3)
+    port = yaml.safe_load(path.read_text())["maestro"]["port"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        result = launcher("down", str(path), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("the network is not running, yet other processes hold "
+                                     f"maestro.port (127.0.0.1:{port})")

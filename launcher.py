@@ -122,7 +122,7 @@ def down(topology: str) -> None:
 def status(topology: str) -> None:
     """One row per node: processes, state, pid, uptime, health, registration, file count."""
     net = _network(topology)
-    rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL"]]
+    rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
     all_ok = True
     for row in net.status():
         h = row.health
@@ -132,7 +132,8 @@ def status(topology: str) -> None:
                      ",".join(str(p.pid) for p in row.programs if p.pid) or "-",
                      _fmt_uptime(row.uptime), _yn(healthy),
                      _yn(h.registered if h else None),
-                     "-" if not h or h.files is None else str(h.files), row.url])
+                     "-" if not h or h.files is None else str(h.files), row.url,
+                     ",".join(net.rendered.programs_of(row.node))])
     click.echo(_table(rows))
     if not all_ok:
         sys.exit(1)

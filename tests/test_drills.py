@@ -109,8 +109,9 @@ def test_status_has_one_row_per_node_running_healthy_registered(net):
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert list(rows) == ["maestro", "peer1", "peer2", "peer3"]
     for name in ("peer1", "peer2", "peer3"):
-        _, state, pids, _, healthy, registered, files, url = rows[name]
+        _, state, pids, _, healthy, registered, files, url, programs = rows[name]
         assert (state, healthy, registered, files) == ("RUNNING", "yes", "yes", "1")
+        assert programs == f"{name}-rest,{name}-grpc"
         assert len(pids.split(",")) == 2 and url == net.url(name)
     assert rows["maestro"][1] == "RUNNING" and rows["maestro"][4] == "yes"
 

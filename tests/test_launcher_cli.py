@@ -169,3 +169,19 @@ def test_generate_refuses_what_cannot_be_valid(run, args, message):
     result = run("generate", *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_follow_yields_new_lines_as_they_are_written(tmp_path):
+    from control.network import Network
+    path = write(tmp_path, seed_dict())
+    net = Network(topo.load(path))
+    log = net.rendered.layout.log_path("maestro")
+    log.parent.mkdir(parents=True)
+    log.write_text("old\n")
+    lines = net.follow_logs("maestro", follow=True, stop=lambda: len(seen) >= 3)
+    seen = [next(lines)]
+    with open(log, "a") as fh:
+        fh.write("new 1\nnew 2\npartial")
+    seen += [next(lines), next(lines)]
+    assert seen == ["old", "new 1", "new 2"]
+    assert list(lines) == []                   # stops; the unfinished line is not printed

@@ -135,10 +135,14 @@ class Supervisor:
             return False
 
     def pidfile_pid(self) -> int:
+        """The pid in the pidfile when it is still this network's supervisord, else 0."""
         try:
-            return int(self.layout.pidfile.read_text().strip())
+            pid = int(self.layout.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return 0
+        # a stale pidfile may name a pid that some other process got since
+        return pid if os.fsencode(str(self.layout.conf)) in cmdline and pid_alive(pid) else 0
 
     def start_daemon(self, python: str, cwd: Path, deadline: float) -> None:
         """Start supervisord on the rendered config; return once it answers on its socket."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from control.generate import generate
+from control.supervisor import pid_alive  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PORTS = set(range(9000, 9007))
@@ -90,11 +91,3 @@ def mutate(data: dict, fn: Callable[[dict], None]) -> dict:
     out = copy.deepcopy(data)
     fn(out)
     return out
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False

@@ -64,6 +64,10 @@ class NodeConfig:
         return f"http://{_url_host(self.host)}:{self.rest_port}"
 
     @property
+    def rest_bind(self) -> str:
+        return f"{_url_host(self.host)}:{self.rest_port}"
+
+    @property
     def grpc_address(self) -> str:
         return f"{_url_host(self.host)}:{self.grpc_port}"
 

@@ -14,7 +14,7 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
     app = "maestro_app:create_app()" if config.role == "maestro" else "peer_app:create_app()"
     rest = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
             "--workers", str(s.rest_workers), "--threads", str(s.rest_threads),
-            "--bind", f"{config.host}:{config.rest_port}", "--graceful-timeout", str(GRACEFUL_TIMEOUT),
+            "--bind", config.rest_bind, "--graceful-timeout", str(GRACEFUL_TIMEOUT),
             "--timeout", "30", "--no-control-socket", "--config", "python:common.gunicorn_conf", app]
     if config.role == "maestro":
         return {"maestro": rest}

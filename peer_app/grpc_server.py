@@ -163,9 +163,13 @@ def create_server(config: NodeConfig, address: str | None = None, *, index: Shar
     for service in ("", "p2pnet.FileTransfer"):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address or f"{config.grpc_address}")
+    address = address or config.grpc_address
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises on a failed bind; older versions return 0
+        port = 0
     if port == 0:
-        raise SystemExit(f"cannot bind gRPC on {address or config.grpc_address}")
+        raise SystemExit(f"error: cannot bind gRPC on {address}: address in use or not local")
     return server, port, servicer
 
 

@@ -140,3 +140,15 @@ def test_health_service_reports_serving(grpc_peer, peer_config):
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(None)
+
+
+def test_port_in_use_is_a_one_line_error(peer_config):
+    import dataclasses
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = dataclasses.replace(peer_config, grpc_port=taken.getsockname()[1])
+        with pytest.raises(SystemExit, match="cannot bind gRPC"):
+            create_server(config)

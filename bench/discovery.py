@@ -28,10 +28,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import requests
+import yaml
 
 from common.config import Settings
+from control.generate import free_ports, generate
+from control.network import Network
+from control.topology import load as load_topology
 from maestro_app.directory import Directory, FileEntry
-from tests.support import Node, Process, node_configs, wait_until, write_nodes
+from tests.support import Process, node_configs, wait_until, write_nodes
 
 RING_SETTINGS = Settings(heartbeat_interval=2.0, request_timeout=2.0, rest_workers=1, rest_threads=8)
 
@@ -73,33 +77,27 @@ def tree_memory_mib(pids: list[int]) -> tuple[float, float, int]:
     return total / 1024, pss / 1024, len(seen)
 
 
-def stop_all(nodes: list[Node]) -> None:
-    for node in reversed(nodes):
-        node.stop()
-
-
 # (a) flood search across a ring ---------------------------------------------------------------
 
 def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
-    names = [f"peer{i + 1}" for i in range(peers)]
+    """Bring a ring up with the launcher (supervisord, real processes), then time far-side searches."""
+    ring_settings = {k: getattr(settings, k) for k in ("heartbeat_interval", "request_timeout",
+                                                       "rest_workers", "rest_threads")}
+    doc = generate(peers, free_ports(1 + 2 * peers), ring=True, settings=ring_settings)
+    names = [p["name"] for p in doc["peers"]]
     far = names[peers // 2]
-    configs = node_configs(tmp, names, settings)
-    (Path(configs[far].shared_dir) / "far-side.bin").write_bytes(b"far away" * 100)
-    nodes = write_nodes(tmp, configs)
-    started: list[Node] = []
+    path = tmp / "ring.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp / "data" / far).mkdir(parents=True)
+    (tmp / "data" / far / "far-side.bin").write_bytes(b"far away" * 100)
+    network = Network(load_topology(path))
     try:
         t0 = time.monotonic()
-        for node in nodes.values():
-            started.append(node.start())
-        for node in nodes.values():
-            node.wait_healthy(timeout=120)
-        start_seconds = time.monotonic() - t0
-        maestro = nodes["maestro"].url
-        wait_until(lambda: requests.get(maestro + "/", timeout=5).json()["alive"] == peers, 60,
-                   what="every peer registered")
+        network.up(timeout=180)   # returns once every node is RUNNING, healthy and registered
         ready_seconds = time.monotonic() - t0
-        rss, pss, processes = tree_memory_mib([p.pid for n in started for p in n.processes])
-        origin = nodes[names[0]].url
+        pids = [p.pid for row in network.status() for p in row.programs if p.pid]
+        rss, pss, processes = tree_memory_mib(pids)
+        origin = f"http://{doc['peers'][0]['host']}:{doc['peers'][0]['rest_port']}"
         session = requests.Session()
         session.trust_env = False
         params = {"query": "far-side", "fanout": 2, "ttl": 10}
@@ -114,8 +112,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
             handled.append(len(visited))
             messages.append(body["messages"])
             found += any(r["peer"] == far for r in body["results"])
-        return {"peers": peers, "processes": processes, "start_healthy_s": round(start_seconds, 1),
-                "start_all_registered_s": round(ready_seconds, 1),
+        return {"peers": peers, "processes": processes, "up_all_registered_s": round(ready_seconds, 1),
                 "rss_total_mib": round(rss), "pss_total_mib": round(pss),
                 "rss_per_peer_mib": round(rss / (peers + 1), 1), "queries": queries,
                 "found_far_side": found, "peers_seen_twice": repeats,
@@ -126,7 +123,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
                 "messages_per_query": {"min": min(messages), "median": statistics.median(messages),
                                        "max": max(messages)}}
     finally:
-        stop_all(started)
+        network.down()
 
 
 # (b) Maestro /locate throughput ---------------------------------------------------------------

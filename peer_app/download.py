@@ -36,7 +36,7 @@ from peer_app.remote import Transfer
 from peer_app.transfer import InOrderHasher, PartialFile
 
 PIECE_SIZE = 8 * 1024 * 1024      # unit of resume and of failover between sources
-STREAMS_PER_SOURCE = 3            # parallel ranged calls per holder (hides per-call latency)
+STREAMS_PER_SOURCE = 2            # parallel ranged calls per holder (hides per-call latency)
 MAX_STREAMS = 8                   # in all, whatever the number of holders
 MAX_SOURCES = 4
 STALL_TIMEOUT = 10.0              # seconds without a byte before a source counts as dead

@@ -76,7 +76,7 @@ class NodeConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "NodeConfig":
+    def from_json(cls, data: dict) -> NodeConfig:
         data = dict(data)
         known = {f.name for f in fields(Settings)}
         settings = {k: v for k, v in (data.pop("settings", None) or {}).items() if k in known}

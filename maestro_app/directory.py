@@ -43,7 +43,7 @@ class FileEntry:
     sha256: str
 
     @classmethod
-    def parse(cls, raw: object, index: int) -> "FileEntry":
+    def parse(cls, raw: object, index: int) -> FileEntry:
         """Validate one file entry of a registration."""
         if not isinstance(raw, dict):
             raise BadRequest(f"files[{index}] must be an object")

@@ -59,24 +59,7 @@ def _holder_line(p: dict) -> str:
     return f"  {p['name']}  grpc={p['grpc_address']}  size={p.get('size', '?')}  sha256={p.get('sha256', '')[:12]}"
 
 
-class CLIGroup(click.Group):
-    """Maps every P2PError and OS error to one line on stderr and exit 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except P2PError as err:
-            click.echo(f"error: {err.detail}", err=True)
-            ctx.exit(EXIT_FAILURE)
-        except OSError as err:
-            click.echo(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), err=True)
-            ctx.exit(EXIT_FAILURE)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            ctx.exit(130)
-
-
-@click.group(cls=CLIGroup)
+@click.group()
 @click.option("--maestro", "maestro_url", default="http://127.0.0.1:9000", envvar="P2P_MAESTRO",
               show_envvar=True, show_default=True, help="The Maestro's URL.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds for each REST call.")
@@ -205,10 +188,25 @@ def dummy_upload(obj: Context, target: str, size: int) -> None:
              f"dummy-upload: {status.size} bytes received by {peer['name']}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map every failure to one line on stderr and an exit code."""
     tune_malloc()
-    cli(prog_name="python -m peer_app.client")
+    try:
+        result = cli.main(args=argv, prog_name="python -m peer_app.client", standalone_mode=False)
+    except click.UsageError as err:
+        click.echo(f"error: {err.format_message()}", err=True)
+        return 2
+    except P2PError as err:
+        click.echo(f"error: {err.detail}", err=True)
+        return EXIT_FAILURE
+    except OSError as err:
+        click.echo(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), err=True)
+        return EXIT_FAILURE
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,8 +75,23 @@ class SharedIndex:
         return sorted(files, key=lambda f: f.name)
 
     def get(self, name: str) -> FileInfo | None:
-        """The named file's info, or None when it is not shared."""
-        return next((f for f in self.scan() if f.name == name), None)
+        """The named file's info (hashing only that file if needed), or None when it is not shared."""
+        path = self.folder / name
+        try:
+            st = path.stat(follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if name.startswith(".") or not stat.S_ISREG(st.st_mode):
+            return None
+        conn = self.db.connect()
+        row = conn.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE name = ?", (name,)).fetchone()
+        if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+            sha = row["sha256"]
+        else:
+            sha = sha256_file(path)
+            conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                         (name, st.st_size, st.st_mtime_ns, sha))
+        return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha)
 
     def lookup(self, name: str, st: os.stat_result) -> FileInfo:
         """Info of one shared file whose stat is st; hashes it only if the cache is stale.

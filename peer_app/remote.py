@@ -126,7 +126,7 @@ class Transfer:
         self.connect_timeout = connect_timeout
         self._ready = False
 
-    def __enter__(self) -> "Transfer":
+    def __enter__(self) -> Transfer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -83,7 +83,7 @@ class Discovery:
             targets = self._targets(path, q.fanout)
             params = {"query": q.text, "qid": q.qid, "ttl": q.ttl - 1, "fanout": q.fanout,
                       "budget": f"{budget:.3f}", "path": ",".join(path)}
-            for peer, answer in self._ask_all(targets, "/search", params, budget):
+            for _peer, answer in self._ask_all(targets, "/search", params, budget):
                 messages += 1
                 if answer is not None:
                     results.extend(answer.get("results", []))

@@ -29,3 +29,44 @@ def network(tmp_path):
     yield start
     for node in reversed(started):
         node.stop()
+
+
+@pytest.fixture
+def maestro_config(tmp_path):
+    from common.config import NodeConfig
+
+    return NodeConfig(role="maestro", name="maestro", host="127.0.0.1", rest_port=1, run_dir=str(tmp_path / "run"))
+
+
+@pytest.fixture
+def maestro(maestro_config):
+    """The Maestro app in-process (Flask test client)."""
+    from maestro_app import create_app
+
+    return create_app(maestro_config).test_client()
+
+
+@pytest.fixture
+def peer_config(tmp_path):
+    """A peer whose friends listen nowhere (their ports were free a moment ago)."""
+    from common.config import Friend, NodeConfig, Settings
+    from tests.support import free_port
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "archivo1.txt").write_text("hola\n")
+    (shared / "notes.md").write_text("# notes\n")
+    return NodeConfig(
+        role="peer", name="peer1", host="127.0.0.1", rest_port=free_port(), grpc_port=free_port(),
+        shared_dir=str(shared), run_dir=str(tmp_path / "run"), maestro_url=f"http://127.0.0.1:{free_port()}",
+        friends={"primary": Friend("peer2", f"http://127.0.0.1:{free_port()}"),
+                 "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}")},
+        settings=Settings(request_timeout=0.5))
+
+
+@pytest.fixture
+def peer(peer_config):
+    """A peer's REST app in-process (Flask test client)."""
+    from peer_app import create_app
+
+    return create_app(peer_config).test_client()

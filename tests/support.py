@@ -1,6 +1,7 @@
 """Helpers for tests that start real processes: free ports, polling, node configs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -59,7 +60,7 @@ class Process:
     log: Path
     popen: subprocess.Popen | None = None
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=out,
@@ -71,10 +72,8 @@ class Process:
         return self.popen.pid
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -100,7 +99,7 @@ class Node:
     def url(self) -> str:
         return self.config.rest_url
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         env = {**os.environ, **node_environment(str(self.config_path))}
         self.processes = [Process(argv, env, Path(self.config.run_dir) / f"{program}.log").start()
                           for program, argv in node_programs(self.config, str(self.config_path)).items()]

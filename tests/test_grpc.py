@@ -1,0 +1,142 @@
+"""The FileTransfer servicer, in-process on port 0."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import grpc
+import pytest
+
+from common import transfer_pb2, transfer_pb2_grpc
+from peer_app.grpc_server import create_server
+from peer_app.remote import CHANNEL_OPTIONS
+from tests.test_names import HOSTILE
+
+
+@pytest.fixture
+def grpc_peer(peer_config):
+    uploaded = []
+    server, port, _ = create_server(peer_config, "127.0.0.1:0", on_upload=uploaded.append)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    yield transfer_pb2_grpc.FileTransferStub(channel), uploaded
+    channel.close()
+    server.stop(None)
+
+
+def download(stub, name, **kw) -> bytes:
+    chunks = stub.Download(transfer_pb2.FileRequest(filename=name, **kw), timeout=10)
+    return b"".join(c.data for c in chunks)
+
+
+def upload(stub, name, data, chunk=1000, **first):
+    def chunks():
+        yield transfer_pb2.FileChunk(filename=name, data=data[:chunk], size=len(data), **first)
+        for i in range(chunk, len(data), chunk):
+            yield transfer_pb2.FileChunk(data=data[i:i + chunk])
+    return stub.Upload(chunks(), timeout=10)
+
+
+def test_download_streams_the_file_in_chunks(grpc_peer, peer_config):
+    stub, _ = grpc_peer
+    data = os.urandom(300_000)
+    with open(os.path.join(peer_config.shared_dir, "big.bin"), "wb") as fh:
+        fh.write(data)
+    chunks = list(stub.Download(transfer_pb2.FileRequest(filename="big.bin", chunk_size=65536), timeout=10))
+    assert len(chunks) == 5
+    assert b"".join(c.data for c in chunks) == data
+    assert chunks[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_download_of_a_range(grpc_peer):
+    stub, _ = grpc_peer
+    assert download(grpc_peer[0], "archivo1.txt", offset=1, length=3) == b"ola"
+    assert download(stub, "archivo1.txt", offset=4) == b"\n"
+
+
+def test_download_of_unknown_file_is_not_found(grpc_peer):
+    with pytest.raises(grpc.RpcError) as err:
+        download(grpc_peer[0], "missing.txt")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("name", [n for _, n in HOSTILE], ids=[i for i, _ in HOSTILE])
+def test_hostile_download_names_are_refused(grpc_peer, name):
+    with pytest.raises(grpc.RpcError) as err:
+        download(grpc_peer[0], name)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("name", [n for _, n in HOSTILE], ids=[i for i, _ in HOSTILE])
+def test_hostile_upload_names_write_nothing(grpc_peer, tmp_path, name):
+    before = sorted(p for p in tmp_path.rglob("*") if "run" not in p.parts)
+    with pytest.raises(grpc.RpcError) as err:
+        upload(grpc_peer[0], name, b"evil")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(p for p in tmp_path.rglob("*") if "run" not in p.parts) == before
+
+
+def test_symlink_leading_outside_is_permission_denied(grpc_peer, peer_config, tmp_path):
+    (tmp_path / "secret.txt").write_text("top secret")
+    os.symlink(tmp_path / "secret.txt", os.path.join(peer_config.shared_dir, "leak.txt"))
+    with pytest.raises(grpc.RpcError) as err:
+        download(grpc_peer[0], "leak.txt")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:
+        upload(grpc_peer[0], "leak.txt", b"overwrite the secret", overwrite=True)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (tmp_path / "secret.txt").read_text() == "top secret"
+
+
+def test_upload_lands_atomically_and_announces_itself(grpc_peer, peer_config):
+    stub, uploaded = grpc_peer
+    data = os.urandom(10_000)
+    status = upload(stub, "new.bin", data, sha256=hashlib.sha256(data).hexdigest())
+    assert status.ok and status.size == len(data)
+    assert open(os.path.join(peer_config.shared_dir, "new.bin"), "rb").read() == data
+    assert uploaded == ["new.bin"]
+    assert not [n for n in os.listdir(peer_config.shared_dir) if n.startswith(".")]
+
+
+def test_upload_with_wrong_hash_is_data_loss_and_leaves_nothing(grpc_peer, peer_config):
+    with pytest.raises(grpc.RpcError) as err:
+        upload(grpc_peer[0], "bad.bin", b"abc" * 1000, sha256="0" * 64)
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert sorted(os.listdir(peer_config.shared_dir)) == ["archivo1.txt", "notes.md"]
+
+
+def test_upload_does_not_replace_an_existing_file_unless_asked(grpc_peer, peer_config):
+    stub, _ = grpc_peer
+    with pytest.raises(grpc.RpcError) as err:
+        upload(stub, "archivo1.txt", b"replaced")
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    upload(stub, "archivo1.txt", b"replaced", overwrite=True)
+    assert open(os.path.join(peer_config.shared_dir, "archivo1.txt"), "rb").read() == b"replaced"
+
+
+def test_dummy_download_streams_bytes_without_a_file(grpc_peer):
+    stub = grpc_peer[0]
+    chunks = stub.DummyDownload(transfer_pb2.FileRequest(length=2_500_000, chunk_size=1 << 20), timeout=10)
+    assert sum(len(c.data) for c in chunks) == 2_500_000
+    named = stub.DummyDownload(transfer_pb2.FileRequest(filename="archivo1.txt"), timeout=10)
+    assert sum(len(c.data) for c in named) == 5
+
+
+def test_dummy_upload_counts_and_drops(grpc_peer, peer_config):
+    stub = grpc_peer[0]
+    status = stub.DummyUpload(iter([transfer_pb2.FileChunk(data=b"x" * 1000)] * 7), timeout=10)
+    assert status.size == 7000
+    assert sorted(os.listdir(peer_config.shared_dir)) == ["archivo1.txt", "notes.md"]
+
+
+def test_health_service_reports_serving(grpc_peer, peer_config):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server, port, _ = create_server(peer_config, "127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop(None)

@@ -1,0 +1,77 @@
+"""The Maestro's REST API through Flask's test client."""
+from __future__ import annotations
+
+import pytest
+
+SHA = "b" * 64
+
+
+def register(client, name="peer1", files=("archivo1.txt",)):
+    return client.post("/register", json={
+        "name": name, "rest_url": "http://127.0.0.1:9101", "grpc_address": "127.0.0.1:9102",
+        "files": [{"name": f, "size": 5, "mtime": 1.0, "sha256": SHA} for f in files]})
+
+
+def test_registered_file_is_located(maestro):
+    assert register(maestro).status_code == 200
+    resp = maestro.get("/locate?file=archivo1.txt")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["file"] == "archivo1.txt"
+    assert body["peers"][0]["name"] == "peer1"
+    assert body["peers"][0]["grpc_address"] == "127.0.0.1:9102"
+    assert body["peers"][0]["sha256"] == SHA
+
+
+def test_status_peers_and_directory(maestro):
+    register(maestro, "peer1", ["a.txt"])
+    register(maestro, "peer2", ["a.txt", "b.txt"])
+    assert maestro.get("/").get_json()["status"] == "ok"
+    assert maestro.get("/").get_json()["files"] == 3
+    peers = maestro.get("/peers").get_json()["peers"]
+    assert {p["name"] for p in peers} == {"peer1", "peer2"}
+    assert all({"rest_url", "grpc_address", "alive", "last_seen"} <= p.keys() for p in peers)
+    files = {f["name"]: f for f in maestro.get("/directory").get_json()["files"]}
+    assert [p["name"] for p in files["a.txt"]["peers"]] == ["peer1", "peer2"]
+
+
+def test_unknown_file_is_404_json(maestro):
+    resp = maestro.get("/locate?file=nothing.txt")
+    assert resp.status_code == 404
+    assert resp.get_json()["error"] == "not_found"
+
+
+def test_heartbeat_keeps_a_peer_and_unknown_peer_is_404(maestro):
+    register(maestro)
+    assert maestro.post("/heartbeat", json={"name": "peer1"}).status_code == 200
+    assert maestro.post("/heartbeat", json={"name": "ghost"}).status_code == 404
+
+
+BAD_REQUESTS = [
+    ("locate-without-file", "GET", "/locate", None, 400),
+    ("locate-empty-file", "GET", "/locate?file=", None, 400),
+    ("locate-escape", "GET", "/locate?file=../etc/passwd", None, 400),
+    ("locate-oversized", "GET", "/locate?file=" + "a" * 5000, None, 400),
+    ("register-not-json", "POST", "/register", "plain text", 400),
+    ("register-json-list", "POST", "/register", [1, 2], 400),
+    ("register-bad-url", "POST", "/register", {"name": "p", "rest_url": "ftp://x", "grpc_address": "h:1"}, 400),
+    ("register-bad-name", "POST", "/register", {"name": "P!", "rest_url": "http://h:1", "grpc_address": "h:1"}, 400),
+    ("register-files-not-list", "POST", "/register",
+     {"name": "p", "rest_url": "http://h:1", "grpc_address": "h:1", "files": "a"}, 400),
+    ("register-bad-interval", "POST", "/register",
+     {"name": "p", "rest_url": "http://h:1", "grpc_address": "h:1", "heartbeat_interval": -1}, 400),
+    ("heartbeat-no-name", "POST", "/heartbeat", {}, 400),
+    ("unknown-path", "GET", "/nope", None, 404),
+    ("wrong-method", "DELETE", "/locate", None, 405),
+    ("get-register", "GET", "/register", None, 405),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_a_4xx_json_error(maestro, method, path, body, status):
+    kwargs = {"data": body} if isinstance(body, str) else {"json": body} if body is not None else {}
+    resp = maestro.open(path, method=method, **kwargs)
+    assert resp.status_code == status
+    body = resp.get_json()
+    assert set(body) == {"error", "detail"}
+    assert "Traceback" not in resp.get_data(as_text=True)

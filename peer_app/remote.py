@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import grpc.experimental
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import (
@@ -136,13 +137,25 @@ class Transfer:
         self.channel.close()
 
     def wait_ready(self) -> None:
-        """Connect, or raise Unavailable after connect_timeout (a stopped process never answers)."""
+        """Connect and see the service up, or raise Unavailable after connect_timeout.
+
+        A health check (not channel_ready_future, whose polling thread outlives a
+        closed channel) that waits for the connection; a stopped process accepts
+        TCP but never answers HTTP/2, so it fails here within the timeout.
+        """
         if self._ready:
             return
+        request = health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer")
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            raise Unavailable(f"no gRPC server answers at {self.address} within {self.connect_timeout:g}s") from None
+            answer = health_pb2_grpc.HealthStub(self.channel).Check(
+                request, timeout=self.connect_timeout, wait_for_ready=True)
+        except grpc.RpcError as err:
+            if err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise Unavailable(f"no gRPC server answers at {self.address} within {self.connect_timeout:g}s") \
+                    from None
+            raise from_rpc_error(err) from None
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            raise Unavailable(f"the gRPC server at {self.address} is not serving transfers")
         self._ready = True
 
     _wait_ready = wait_ready

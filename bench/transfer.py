@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import socket
 import statistics
@@ -108,7 +107,8 @@ def child(argv: list[str]) -> None:
         report = raw_fetch(int(argv[1]), argv[2])
     else:
         report = grpc_fetch(argv[1], argv[2], int(argv[3]), argv[4:])
-    report["rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
+    report["rss_kib"] = _vm_hwm_kib(os.getpid())
     print(json.dumps(report), flush=True)
 
 

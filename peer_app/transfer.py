@@ -36,7 +36,7 @@ def tune_malloc(threshold: int = 8 * 1024 * 1024) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return all([mallopt(_M_MMAP_THRESHOLD, threshold), mallopt(_M_TRIM_THRESHOLD, 4 * threshold),
+    return all([mallopt(_M_MMAP_THRESHOLD, threshold), mallopt(_M_TRIM_THRESHOLD, 2 * threshold),
                 mallopt(_M_ARENA_MAX, 2)])
 
 
@@ -238,10 +238,8 @@ class PartialFile:
 
     def _remove_files(self) -> None:
         for path in (self.path, self.journal_path):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     def piece_range(self, index: int) -> tuple[int, int]:
         """(offset, length) of piece index."""

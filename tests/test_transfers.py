@@ -22,7 +22,7 @@ from common.errors import AlreadyExists, Busy, DataLoss
 from peer_app.download import Download
 from peer_app.grpc_server import create_server
 from peer_app.remote import CHANNEL_OPTIONS
-from peer_app.transfer import PART_MARK, TMP_PREFIX, PartialFile, partial_name
+from peer_app.transfer import PART_MARK, TMP_PREFIX, PartialFile
 from tests.support import ROOT, Node, wait_until
 
 MiB = 1024 * 1024

@@ -16,3 +16,4 @@ lint:
 
 bench:
 	$(PY) -m bench.transfer
+	$(PY) -m bench.discovery

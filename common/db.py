@@ -26,6 +26,7 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA mmap_size=268435456")  # reads straight from the page cache
             self._local.conn = _Conn(conn)
             conn = self._local.conn
         return conn

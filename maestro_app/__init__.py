@@ -5,8 +5,10 @@ Run it with `gunicorn 'maestro_app:create_app()'` and P2P_CONFIG pointing at its
 from __future__ import annotations
 
 from flask import Flask
+from prometheus_client.core import GaugeMetricFamily
 
 from common.config import NodeConfig, load_config
+from common.metrics import ScrapeCollector, install_metrics
 from common.web import install_error_handlers
 from maestro_app.directory import Directory
 
@@ -17,7 +19,7 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False
     app.config["NODE"] = config
-    app.extensions["directory"] = Directory(
+    directory = app.extensions["directory"] = Directory(
         config.db_path,
         default_interval=config.settings.heartbeat_interval,
         expire_after_beats=config.settings.expire_after_beats,
@@ -25,5 +27,15 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     from maestro_app.views import bp
 
     app.register_blueprint(bp)
+    install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     install_error_handlers(app)
     return app
+
+
+def directory_gauges(directory: Directory) -> list[GaugeMetricFamily]:
+    """The directory's sizes, read from SQLite when /metrics is scraped."""
+    counts = directory.counts()
+    return [GaugeMetricFamily("p2p_peers_registered", "peers the Maestro knows", value=counts["peers"]),
+            GaugeMetricFamily("p2p_peers_alive", "peers heard from within the expiry", value=counts["alive"]),
+            GaugeMetricFamily("p2p_files_registered", "(file, peer) pairs in the directory",
+                              value=counts["files"])]

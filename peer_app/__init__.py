@@ -9,11 +9,13 @@ from concurrent import futures
 from flask import Flask
 
 from common.config import NodeConfig, load_config
+from common.metrics import ScrapeCollector, install_metrics
 from common.web import install_error_handlers
 from peer_app.index import SharedIndex
+from peer_app.metrics import transfer_families
 from peer_app.remote import call
 from peer_app.search import Discovery
-from peer_app.state import KnownPeers, SeenQueries, open_db
+from peer_app.state import KnownPeers, SeenQueries, TransferTotals, open_db
 
 
 def http_transport(url: str, route: str, params: dict, timeout: float) -> dict:
@@ -42,5 +44,7 @@ def create_app(config: NodeConfig | None = None, transport=http_transport) -> Fl
     from peer_app.views import bp
 
     app.register_blueprint(bp)
+    totals = TransferTotals(db)
+    install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
     install_error_handlers(app)
     return app

@@ -22,8 +22,9 @@ from common.errors import BadRequest, Busy, P2PError, TooLarge
 from common.names import check_name
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
+from peer_app.metrics import count_transfer_bytes
 from peer_app.remote import CHANNEL_OPTIONS, MAX_MESSAGE
-from peer_app.state import KnownPeers, open_db
+from peer_app.state import KnownPeers, TransferTotals, open_db
 from peer_app.transfer import (
     AtomicFile,
     RateLimiter,
@@ -183,6 +184,7 @@ def create_server(config: NodeConfig, address: str | None = None, *, index: Shar
                                                     thread_name_prefix="grpc"),
                          options=SERVER_OPTIONS)
     servicer = FileTransferServicer(config, index, on_upload)
+    count_transfer_bytes(servicer, TransferTotals(index.db))
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     for service in ("", "p2pnet.FileTransfer"):

@@ -81,6 +81,10 @@ class Discovery:
             path = q.path + [self.me["name"], self.me["url"]]
             budget = min(q.child_budget(self.clock() - start), self.request_timeout)
             targets = self._targets(path, q.fanout)
+            # The targets' siblings travel in the path too: a target must not forward to a peer
+            # we ask ourselves, or its copy (with one hop less) could arrive first and the
+            # duplicate check would then drop ours, shortening the query's reach.
+            path += [t[key] for t in targets for key in ("name", "url") if t[key]]
             params = {"query": q.text, "qid": q.qid, "ttl": q.ttl - 1, "fanout": q.fanout,
                       "budget": f"{budget:.3f}", "path": ",".join(path)}
             for _peer, answer in self._ask_all(targets, "/search", params, budget):

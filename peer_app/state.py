@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS seen_queries (
     qid TEXT PRIMARY KEY,
     at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_queries_by_age ON seen_queries(at);
+CREATE TABLE IF NOT EXISTS transfer_totals (
+    rpc TEXT PRIMARY KEY,          -- Download, Upload, DummyDownload, DummyUpload
+    bytes INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 """
 
 ROLE_ORDER = {"primary": 0, "backup": 1, "learned": 2}
@@ -94,3 +100,26 @@ class SeenQueries:
         if inserted and hash(qid) % 64 == 0:  # forget old ids now and then
             conn.execute("DELETE FROM seen_queries WHERE at < ?", (now - SEEN_RETENTION,))
         return bool(inserted)
+
+
+class TransferTotals:
+    """Bytes moved by the gRPC process, per RPC; the REST app's /metrics reads them.
+
+    One small write per finished transfer (not per chunk), so the counts survive across
+    processes and restarts without touching the streaming path.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, rpc: str, nbytes: int) -> None:
+        """Count one finished (or cut) transfer of nbytes."""
+        self.db.connect().execute(
+            "INSERT INTO transfer_totals (rpc, bytes, calls) VALUES (?, ?, 1)"
+            " ON CONFLICT(rpc) DO UPDATE SET bytes = bytes + excluded.bytes, calls = calls + 1",
+            (rpc, nbytes))
+
+    def all(self) -> dict[str, tuple[int, int]]:
+        """rpc -> (bytes, calls)."""
+        rows = self.db.connect().execute("SELECT rpc, bytes, calls FROM transfer_totals").fetchall()
+        return {r["rpc"]: (r["bytes"], r["calls"]) for r in rows}

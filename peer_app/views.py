@@ -6,7 +6,8 @@ import re
 from flask import Blueprint, current_app, jsonify
 
 from common.config import NodeConfig
-from common.errors import BadRequest
+from common.errors import BadRequest, NotFound
+from common.metrics import Metrics
 from common.names import check_name
 from common.web import arg_float, arg_int, arg_str, check_url, json_body
 from peer_app import agent
@@ -32,6 +33,10 @@ def known() -> KnownPeers:
 
 def discovery() -> Discovery:
     return current_app.extensions["discovery"]
+
+
+def metrics() -> Metrics:
+    return current_app.extensions["metrics"]
 
 
 def _qid() -> str:
@@ -93,17 +98,24 @@ def search():
                        maximum=settings.search_max_fanout),
         budget=arg_float("budget", default=settings.search_timeout, maximum=settings.search_timeout),
         path=_path())
-    return jsonify({"query": text, **discovery().search(query)})
+    answer = discovery().search(query)
+    (metrics().search_duplicates if answer["duplicate"] else metrics().search_handled).inc()
+    return jsonify({"query": text, **answer})
 
 
 @bp.get("/locate")
 def locate():
     settings = node().settings
     name = check_name(arg_str("file", max_length=settings.max_query_length))
-    answer = discovery().locate(
-        name, qid=_qid(), path=_path(),
-        ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=1, maximum=settings.search_max_ttl),
-        budget=arg_float("budget", default=settings.locate_timeout, maximum=settings.locate_timeout))
+    try:
+        answer = discovery().locate(
+            name, qid=_qid(), path=_path(),
+            ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=1, maximum=settings.search_max_ttl),
+            budget=arg_float("budget", default=settings.locate_timeout, maximum=settings.locate_timeout))
+    except NotFound:
+        metrics().locate_handled.labels("not_found").inc()
+        raise
+    metrics().locate_handled.labels("found").inc()
     return jsonify(answer)
 
 

@@ -1,0 +1,39 @@
+"""gunicorn hooks for every REST server (`--config python:common.gunicorn_conf`).
+
+The master empties the node's metrics folder and exports PROMETHEUS_MULTIPROC_DIR before it
+forks a worker, so each worker imports prometheus_client already in multiprocess mode
+(prometheus_client picks its value class when first imported). Hence this module must not
+import prometheus_client, or anything that does, before on_starting has run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir(run_dir: str, node_name: str) -> str:
+    """The node's own multiprocess folder inside its run folder."""
+    return os.path.join(run_dir, "metrics", node_name)
+
+
+def reset_dir(path: str) -> str:
+    """Empty (or create) the multiprocess folder; once per node start, before any worker."""
+    shutil.rmtree(path, ignore_errors=True)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def on_starting(server) -> None:
+    from common.config import load_config
+
+    config = load_config()
+    os.environ[MULTIPROC_ENV] = reset_dir(metrics_dir(config.run_dir, config.name))
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,101 @@
+"""Prometheus /metrics for both REST apps, correct under several gunicorn workers.
+
+Why prometheus_client's multiprocess mode and not counters in SQLite: a counter bump is then
+a write to a memory-mapped file owned by the worker (no lock shared between workers, no
+SQLite write transaction on every request), so the Maestro's /locate keeps its thousands of
+requests per second. The folder is per node (`<run_dir>/metrics/<name>`); gunicorn's master
+empties it and exports PROMETHEUS_MULTIPROC_DIR in `on_starting` (common/gunicorn_conf.py),
+before any worker imports prometheus_client. Without that variable (tests in one process)
+the same code counts in memory. Values that already live in SQLite (the Maestro's peers,
+a peer's transfer bytes written by its gRPC process) are read at scrape time by collectors.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from common.gunicorn_conf import MULTIPROC_ENV
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def multiprocess_dir() -> str | None:
+    """The folder workers count into, or None when counting in memory."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class ScrapeCollector(Collector):
+    """A collector whose metric families come from a function called at each scrape."""
+
+    def __init__(self, produce: Callable[[], Iterable[Metric]]) -> None:
+        self.produce = produce
+
+    def collect(self) -> Iterable[Metric]:
+        return self.produce()
+
+
+class Metrics:
+    """One app's counters; `render()` answers /metrics with every worker's counts summed."""
+
+    def __init__(self, collectors: Iterable[Collector] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("p2p_http_requests_total", "REST requests answered",
+                                ["endpoint", "method", "status"], registry=self.registry)
+        self.latency = Histogram("p2p_http_request_duration_seconds", "REST request latency",
+                                 ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.search_handled = Counter("p2p_search_handled_total", "flood search queries handled here",
+                                      registry=self.registry)
+        self.search_duplicates = Counter("p2p_search_duplicates_total",
+                                         "flood search queries dropped as already seen",
+                                         registry=self.registry)
+        self.locate_handled = Counter("p2p_locate_handled_total", "P2P locate requests handled here",
+                                      ["outcome"], registry=self.registry)
+        folder = multiprocess_dir()
+        if folder:
+            from prometheus_client import multiprocess
+
+            self.exposed = CollectorRegistry(auto_describe=True)
+            multiprocess.MultiProcessCollector(self.exposed, path=folder)
+        else:
+            self.exposed = self.registry
+        for collector in collectors:
+            self.exposed.register(collector)
+
+    def render(self) -> Response:
+        return Response(generate_latest(self.exposed), mimetype=CONTENT_TYPE_LATEST)
+
+
+def install_metrics(app: Flask, collectors: Iterable[Collector] = ()) -> Metrics:
+    """Count every request of app by endpoint, method and status, and serve GET /metrics."""
+    metrics = Metrics(collectors)
+    app.extensions["metrics"] = metrics
+
+    @app.before_request
+    def _start_clock():
+        g.metrics_start = time.perf_counter()
+
+    children: dict[tuple, tuple] = {}   # labels -> (counter, histogram): skips labels() per request
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        start = g.pop("metrics_start", None)
+        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        labels = (rule, request.method, response.status_code)
+        pair = children.get(labels)
+        if pair is None:
+            named = (rule, request.method, str(response.status_code))
+            pair = children[labels] = (metrics.requests.labels(*named), metrics.latency.labels(*named))
+        pair[0].inc()
+        if start is not None:
+            pair[1].observe(time.perf_counter() - start)
+        return response
+
+    app.add_url_rule("/metrics", "metrics", metrics.render, methods=["GET"])
+    return metrics

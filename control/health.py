@@ -1,0 +1,127 @@
+"""Is a node up? REST /health, gRPC health, registration at the Maestro; polled with deadlines."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from control.topology import MAESTRO, Topology
+
+PROBE_TIMEOUT = 1.0
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False           # never send loopback traffic through a proxy from the env
+    return session
+
+
+def get_json(url: str, timeout: float = PROBE_TIMEOUT) -> dict | None:
+    """GET url and return its JSON body when the answer is 200, else None."""
+    try:
+        with _session() as session:
+            resp = session.get(url, timeout=timeout)
+            if resp.status_code != 200:
+                return None
+            body = resp.json()
+            return body if isinstance(body, dict) else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def rest_healthy(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    body = get_json(f"{url}/health", timeout)
+    return body is not None and body.get("status") == "ok"
+
+
+def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when the gRPC health service answers SERVING for the whole server ("")."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def maestro_peers(maestro_url: str, timeout: float = PROBE_TIMEOUT) -> dict[str, dict] | None:
+    """The Maestro's /peers by name, or None when the Maestro does not answer."""
+    body = get_json(f"{maestro_url}/peers", timeout)
+    if body is None or not isinstance(body.get("peers"), list):
+        return None
+    return {p["name"]: p for p in body["peers"] if isinstance(p, dict) and "name" in p}
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """What the network says about one node right now (None: does not apply or unknown)."""
+
+    node: str
+    rest: bool
+    grpc: bool | None = None
+    registered: bool | None = None
+    files: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.rest and self.grpc is not False
+
+    @property
+    def ready(self) -> bool:
+        return self.healthy and self.registered is not False
+
+
+def probe(topology: Topology, nodes: Iterable[str] | None = None, *,
+          with_files: bool = False, timeout: float = PROBE_TIMEOUT) -> dict[str, NodeHealth]:
+    """Probe the given nodes (all by default) in parallel."""
+    names = list(topology.node_names if nodes is None else nodes)
+    peers = [n for n in names if n != MAESTRO]
+
+    def one(name: str, registry: dict[str, dict] | None) -> NodeHealth:
+        if name == MAESTRO:
+            return NodeHealth(MAESTRO, rest=rest_healthy(topology.maestro.url, timeout))
+        spec = topology.peer(name)
+        if with_files:
+            info = get_json(f"{spec.rest_url}/info", timeout)
+            rest = info is not None and rest_healthy(spec.rest_url, timeout)
+            files = info.get("file_count") if info else None
+        else:
+            rest, files = rest_healthy(spec.rest_url, timeout), None
+        entry = (registry or {}).get(name)
+        registered = None if registry is None else bool(entry and entry.get("alive"))
+        return NodeHealth(name, rest=rest, grpc=grpc_healthy(spec.grpc_address, timeout),
+                          registered=registered, files=files if isinstance(files, int) else None)
+
+    registry = maestro_peers(topology.maestro.url, timeout) if peers else None
+    if peers and registry is None:
+        registry = {}                   # no Maestro: nobody counts as registered
+    with ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
+        results = list(pool.map(lambda n: one(n, registry), names))
+    return {h.node: h for h in results}
+
+
+def wait_until_ready(topology: Topology, nodes: Iterable[str], deadline: float,
+                     lost: Callable[[], set[str]] = set,
+                     settled: Callable[[], set[str]] | None = None, interval: float = 0.1) -> set[str]:
+    """Poll until every node is ready or the deadline passes; return the nodes not ready.
+
+    `lost()` names nodes known to be gone for good (e.g. FATAL in supervisord): waiting stops
+    early for them. `settled()`, when given, names the nodes whose processes the supervisor
+    counts as started; a node is ready only when it is among them too.
+    """
+    pending = set(nodes)
+    while pending:
+        gone = lost() & pending
+        ok = settled() if settled is not None else pending
+        status = probe(topology, sorted(pending - gone))
+        pending = {n for n in pending if n in gone or n not in ok or not status[n].ready}
+        if not pending or pending <= gone or time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    return pending

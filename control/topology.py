@@ -1,0 +1,342 @@
+"""The topology model: load topology.yaml, validate every key, collect every problem.
+
+Each converter reads one key and reports a problem as one line that names the key
+(`peers[1].rest_port: 9001 is already used by peers[0].rest_port`); validation goes on
+after a problem so the user sees all of them at once.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.config import Settings
+from control.errors import TopologyError
+
+NAME_RE = re.compile(r"[a-z0-9_-]+")
+MAESTRO = "maestro"
+TOP_KEYS = ("maestro", "peers", "settings")
+MAESTRO_KEYS = ("host", "port")
+PEER_KEYS = ("name", "host", "rest_port", "grpc_port", "shared_dir", "friends")
+FRIEND_ROLES = ("primary", "backup")
+# settings that may be zero; every other one must be positive
+_MAY_BE_ZERO = {"heartbeat_jitter"}
+
+
+@dataclass(frozen=True)
+class MaestroSpec:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    name: str
+    host: str
+    rest_port: int
+    grpc_port: int
+    shared_dir: Path            # absolute
+    primary: str
+    backup: str
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.rest_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{url_host(self.host)}:{self.grpc_port}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: Path                  # the topology file, absolute
+    maestro: MaestroSpec
+    peers: tuple[PeerSpec, ...]
+    settings: Settings
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def node_names(self) -> list[str]:
+        return [MAESTRO, *(p.name for p in self.peers)]
+
+    def peer(self, name: str) -> PeerSpec:
+        for p in self.peers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def ports(self, nodes: Iterable[str] | None = None) -> list[tuple[str, str, int]]:
+        """Return (key, host, port) for every port of the given nodes (all by default)."""
+        wanted = set(self.node_names if nodes is None else nodes)
+        out: list[tuple[str, str, int]] = []
+        if MAESTRO in wanted:
+            out.append(("maestro.port", self.maestro.host, self.maestro.port))
+        for i, p in enumerate(self.peers):
+            if p.name in wanted:
+                out.append((f"peers[{i}].rest_port", p.host, p.rest_port))
+                out.append((f"peers[{i}].grpc_port", p.host, p.grpc_port))
+        return out
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def load(path: str | Path) -> Topology:
+    """Read and validate the topology file at path; raise TopologyError listing every problem."""
+    path = Path(path).absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError(str(path), ["file not found"]) from None
+    except OSError as exc:
+        raise TopologyError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TopologyError(str(path), [f"{where}not valid YAML: {problem}"]) from None
+    return parse(data, path)
+
+
+def parse(data: Any, path: Path) -> Topology:
+    """Validate the parsed YAML document; relative paths are relative to path's folder."""
+    problems: list[str] = []
+    source = str(path)
+    if not isinstance(data, dict):
+        raise TopologyError(source, ["the document must be a mapping with keys maestro and peers"])
+    for key in data:
+        if key not in TOP_KEYS:
+            problems.append(f"{key}: unknown key (expected one of {', '.join(TOP_KEYS)})")
+
+    maestro = _maestro(data, problems)
+    peers = _peers(data, path.parent, problems)
+    settings = _settings(data.get("settings"), problems)
+    _check_ports(maestro, data.get("peers"), problems)
+
+    if problems:
+        raise TopologyError(source, problems)
+    assert maestro is not None
+    return Topology(path=path, maestro=maestro, peers=tuple(peers), settings=settings)
+
+
+# --- converters: each reads one key, appends problems, returns a value or None ---------------
+
+def _require(mapping: dict, key: str, prefix: str, problems: list[str]) -> Any:
+    if key not in mapping or mapping[key] is None:
+        problems.append(f"{prefix}{key}: missing key")
+        return None
+    return mapping[key]
+
+
+def _port(mapping: dict, key: str, prefix: str, problems: list[str]) -> int | None:
+    value = _require(mapping, key, prefix, problems)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{prefix}{key}: {value!r} is not an integer port")
+        return None
+    if not 1 <= value <= 65535:
+        problems.append(f"{prefix}{key}: {value} is out of range (1-65535)")
+        return None
+    return value
+
+
+def _host(mapping: dict, key: str, prefix: str, problems: list[str]) -> str | None:
+    value = _require(mapping, key, prefix, problems)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        problems.append(f"{prefix}{key}: {value!r} is not a host name or address")
+        return None
+    return value
+
+
+def _unknown_keys(mapping: dict, allowed: tuple[str, ...], prefix: str, problems: list[str]) -> None:
+    for key in mapping:
+        if key not in allowed:
+            problems.append(f"{prefix}{key}: unknown key (expected one of {', '.join(allowed)})")
+
+
+def _maestro(data: dict, problems: list[str]) -> MaestroSpec | None:
+    raw = _require(data, "maestro", "", problems)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append("maestro: must be a mapping with keys host and port")
+        return None
+    _unknown_keys(raw, MAESTRO_KEYS, "maestro.", problems)
+    host = _host(raw, "host", "maestro.", problems)
+    port = _port(raw, "port", "maestro.", problems)
+    if host is None or port is None:
+        return None
+    return MaestroSpec(host=host, port=port)
+
+
+def _peers(data: dict, folder: Path, problems: list[str]) -> list[PeerSpec]:
+    raw = _require(data, "peers", "", problems)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw:
+        problems.append("peers: must be a non-empty list of peers")
+        return []
+    names: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            names.setdefault(item["name"], i)
+    peers: list[PeerSpec] = []
+    for i, item in enumerate(raw):
+        peer = _peer(item, i, folder, names, problems)
+        if peer is not None:
+            peers.append(peer)
+    return peers
+
+
+def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list[str]) -> PeerSpec | None:
+    prefix = f"peers[{i}]."
+    if not isinstance(item, dict):
+        problems.append(f"peers[{i}]: must be a mapping with keys {', '.join(PEER_KEYS)}")
+        return None
+    _unknown_keys(item, PEER_KEYS, prefix, problems)
+
+    name = _require(item, "name", prefix, problems)
+    if name is not None:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            problems.append(f"{prefix}name: {name!r} does not match [a-z0-9_-]+")
+            name = None
+        elif name == MAESTRO:
+            problems.append(f"{prefix}name: 'maestro' is reserved for the Maestro")
+            name = None
+        elif names.get(name) != i:
+            problems.append(f"{prefix}name: {name!r} is already used by peers[{names[name]}].name")
+    host = _host(item, "host", prefix, problems)
+    rest_port = _port(item, "rest_port", prefix, problems)
+    grpc_port = _port(item, "grpc_port", prefix, problems)
+
+    shared_dir = _require(item, "shared_dir", prefix, problems)
+    if shared_dir is not None and (not isinstance(shared_dir, str) or not shared_dir.strip()):
+        problems.append(f"{prefix}shared_dir: {shared_dir!r} is not a path")
+        shared_dir = None
+
+    friends: dict[str, str | None] = {}
+    raw_friends = _require(item, "friends", prefix, problems)
+    if raw_friends is not None and not isinstance(raw_friends, dict):
+        problems.append(f"{prefix}friends: must be a mapping with keys primary and backup")
+    elif raw_friends is not None:
+        _unknown_keys(raw_friends, FRIEND_ROLES, f"{prefix}friends.", problems)
+        for role in FRIEND_ROLES:
+            friend = _require(raw_friends, role, f"{prefix}friends.", problems)
+            key = f"{prefix}friends.{role}"
+            if friend is None:
+                pass
+            elif not isinstance(friend, str) or friend not in names:
+                problems.append(f"{key}: unknown peer {friend!r}")
+                friend = None
+            elif friend == name:
+                problems.append(f"{key}: a peer cannot be its own friend")
+                friend = None
+            friends[role] = friend
+        if friends.get("primary") and friends.get("primary") == friends.get("backup"):
+            problems.append(f"{prefix}friends.backup: {friends['backup']!r} is already the primary friend")
+
+    values = (name, host, rest_port, grpc_port, shared_dir, friends.get("primary"), friends.get("backup"))
+    if any(v is None for v in values):
+        return None
+    shared = Path(shared_dir).expanduser()
+    shared = shared if shared.is_absolute() else folder / shared
+    return PeerSpec(name=name, host=host, rest_port=rest_port, grpc_port=grpc_port,
+                    shared_dir=Path(os.path.normpath(shared)), primary=friends["primary"],
+                    backup=friends["backup"])
+
+
+def _settings(raw: Any, problems: list[str]) -> Settings:
+    if raw is None:
+        return Settings()
+    if not isinstance(raw, dict):
+        problems.append("settings: must be a mapping of setting: value")
+        return Settings()
+    defaults = {f.name: f.default for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in defaults:
+            problems.append(f"settings.{key}: unknown setting (known: {', '.join(sorted(defaults))})")
+            continue
+        default = defaults[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"settings.{key}: {value!r} is not a number")
+            continue
+        if isinstance(default, int) and not isinstance(value, int):
+            problems.append(f"settings.{key}: {value!r} is not an integer")
+            continue
+        if value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
+            problems.append(f"settings.{key}: {value!r} must be positive")
+            continue
+        values[key] = float(value) if isinstance(default, float) else value
+    return Settings(**values)
+
+
+def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:
+    """Report every port used twice, across the Maestro and all peers, REST and gRPC."""
+    seen: dict[int, str] = {}
+
+    def claim(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            return                      # already reported by the converter
+        if value in seen:
+            problems.append(f"{key}: {value} is already used by {seen[value]}")
+        else:
+            seen[value] = key
+
+    if maestro is not None:
+        claim("maestro.port", maestro.port)
+    if isinstance(raw_peers, list):
+        for i, item in enumerate(raw_peers):
+            if isinstance(item, dict):
+                claim(f"peers[{i}].rest_port", item.get("rest_port"))
+                claim(f"peers[{i}].grpc_port", item.get("grpc_port"))
+
+
+# --- ports in use (checked at `up`, not by `validate`) ---------------------------------------
+
+def port_in_use(host: str, port: int) -> bool:
+    """Return True when something on this machine holds host:port (a bind test)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False                    # an unknown host is the server's problem, not a port clash
+    family, socktype, proto, _, addr = infos[0]
+    with socket.socket(family, socktype, proto) as sock:
+        # like gunicorn and grpc: a port held only by TIME_WAIT connections is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False            # not a local address: nothing here can hold it
+            raise
+    return False
+
+
+def ports_in_use(topology: Topology, nodes: Iterable[str] | None = None) -> list[str]:
+    """One problem line per port of the given nodes that is already bound on this machine."""
+    return [f"{key}: {host}:{port} is already in use"
+            for key, host, port in topology.ports(nodes) if port_in_use(host, port)]

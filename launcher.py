@@ -1,0 +1,239 @@
+"""p2pnet launcher: bring a topology's network up and down, inspect it, drill failures.
+
+Every command reads a topology (default topology.yaml), validates it, and talks to that
+network's own supervisord through the socket in the run folder `.run/<topology>/` beside it.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from control import topology as topo
+from control.errors import LauncherError
+from control.network import Network
+
+DEFAULT_TOPOLOGY = "topology.yaml"
+TOPOLOGY_HELP = "topology file (default: topology.yaml)"
+
+
+class LauncherGroup(click.Group):
+    """A click group that maps every LauncherError to its lines on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LauncherError as exc:
+            for line in exc.lines():
+                click.echo(line, err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:          # a file or folder the launcher could not write or read
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _network(path: str) -> Network:
+    return Network(topo.load(path), echo=lambda s: click.echo(s, err=True))
+
+
+def _fmt_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _yn(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _urls(net: Network) -> str:
+    t = net.topology
+    rows = [["NODE", "REST", "GRPC"], ["maestro", t.maestro.url, "-"]]
+    rows += [[p.name, p.rest_url, p.grpc_address] for p in t.peers]
+    return _table(rows)
+
+
+@click.group(cls=LauncherGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Run a p2pnet network (Maestro + peers) described by a topology file under supervisord."""
+
+
+topology_argument = click.argument("topology", default=DEFAULT_TOPOLOGY, type=click.Path(dir_okay=False))
+topology_option = click.option("-t", "--topology", default=DEFAULT_TOPOLOGY, show_default=True,
+                               envvar="P2P_TOPOLOGY", show_envvar=True, type=click.Path(dir_okay=False),
+                               help=TOPOLOGY_HELP)
+timeout_option = click.option("--timeout", default=60.0, show_default=True, envvar="P2P_UP_TIMEOUT",
+                              show_envvar=True, help="seconds to wait for health")
+
+
+@cli.command()
+@topology_argument
+def validate(topology: str) -> None:
+    """Check TOPOLOGY and print one line per problem (ports in use are checked by `up`)."""
+    t = topo.load(topology)
+    click.echo(f"{t.path}: ok: maestro + {len(t.peers)} peer(s)")
+
+
+@cli.command(name="render")
+@topology_argument
+def render_cmd(topology: str) -> None:
+    """Write the node configs and supervisord.conf of TOPOLOGY without starting anything."""
+    net = _network(topology)
+    net.write()
+    r = net.rendered
+    for path in sorted([*r.configs, *r.texts]):
+        click.echo(str(path))
+
+
+@cli.command()
+@topology_argument
+@timeout_option
+def up(topology: str, timeout: float) -> None:
+    """Start TOPOLOGY's network and wait until every node is healthy (idempotent)."""
+    net = _network(topology)
+    started = time.monotonic()
+    net.up(timeout=timeout)
+    elapsed = time.monotonic() - started
+    click.echo(_urls(net))
+    click.echo(f"up: {len(net.topology.node_names)} node(s) healthy in {elapsed:.1f}s; "
+               f"supervisorctl -c {net.rendered.layout.conf} status")
+
+
+@cli.command()
+@topology_argument
+def down(topology: str) -> None:
+    """Stop every node and supervisord of TOPOLOGY; wait until no process or port is left."""
+    net = _network(topology)
+    pids = net.down()
+    click.echo(f"down: {len(pids)} process(es) stopped" if pids else "down: was not running")
+
+
+@cli.command()
+@topology_argument
+def status(topology: str) -> None:
+    """One row per node: processes, state, pid, uptime, health, registration, file count."""
+    net = _network(topology)
+    rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
+    all_ok = True
+    for row in net.status():
+        h = row.health
+        healthy = h.healthy if h else None
+        all_ok &= bool(healthy) and all(p.state == "RUNNING" for p in row.programs) and bool(row.programs)
+        rows.append([row.node, row.state if row.programs else "DOWN",
+                     ",".join(str(p.pid) for p in row.programs if p.pid) or "-",
+                     _fmt_uptime(row.uptime), _yn(healthy),
+                     _yn(h.registered if h else None),
+                     "-" if not h or h.files is None else str(h.files), row.url,
+                     ",".join(net.rendered.programs_of(row.node))])
+    click.echo(_table(rows))
+    if not all_ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("node")
+@topology_option
+@timeout_option
+def start(node: str, topology: str, timeout: float) -> None:
+    """Start NODE (maestro or a peer name) and wait until it is healthy."""
+    _network(topology).start(node, timeout)
+    click.echo(f"{node}: started")
+
+
+@cli.command()
+@click.argument("node")
+@topology_option
+def stop(node: str, topology: str) -> None:
+    """Stop NODE; supervisord keeps it down until `start`."""
+    _network(topology).stop(node)
+    click.echo(f"{node}: stopped")
+
+
+@cli.command()
+@click.argument("node")
+@topology_option
+@timeout_option
+def restart(node: str, topology: str, timeout: float) -> None:
+    """Stop then start NODE, waiting until it is healthy again."""
+    _network(topology).restart(node, timeout)
+    click.echo(f"{node}: restarted")
+
+
+@cli.command()
+@click.argument("node")
+@topology_option
+def kill(node: str, topology: str) -> None:
+    """SIGKILL every process of NODE, workers included (a drill); supervisord restarts it."""
+    pids = _network(topology).kill(node)
+    click.echo(f"{node}: SIGKILL sent to process group(s) {', '.join(map(str, pids))}")
+
+
+@cli.command()
+@click.argument("node")
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
+@click.option("-n", "--lines", default=50, show_default=True, help="lines of history per log")
+@topology_option
+def logs(node: str, follow: bool, lines: int, topology: str) -> None:
+    """Print NODE's logs (each program's), and follow them with -f."""
+    try:
+        for line in _network(topology).follow_logs(node, follow, lines):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--peers", "-n", "peers", type=int, required=True, help="number of peers (at least 3)")
+@click.option("--ring/--random", default=True, show_default=True,
+              help="friends i+1 and i+2 in a ring, or two other peers at random")
+@click.option("--seed", type=int, default=None, help="random seed for --random")
+@click.option("--base-port", type=int, default=None,
+              help="Maestro on P, peers on P+1, P+2, ... (default: free ports from the OS)")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--data-dir", default="data", show_default=True,
+              help="shared folders go to DATA_DIR/peerN, relative to the topology file")
+@click.option("--sample-files", is_flag=True, help="put archivoN.txt in each new shared folder")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="-", show_default=True,
+              help="file to write (- for stdout)")
+def generate(peers: int, ring: bool, seed: int | None, base_port: int | None, host: str, data_dir: str,
+             sample_files: bool, out: str) -> None:
+    """Write a valid topology of PEERS peers (validated before it is written)."""
+    from control.generate import base_ports, free_ports
+    from control.generate import generate as make
+    if peers < 3:
+        raise click.BadParameter(f"{peers} is too few (each peer needs two friends)", param_hint="--peers")
+    ports = base_ports(base_port, peers) if base_port is not None else free_ports(1 + 2 * peers)
+    doc = make(peers, ports, ring=ring, seed=seed, host=host, data_dir=data_dir)
+    target = Path(out).absolute()
+    topo.parse(doc, target if out != "-" else Path("<generated topology>"))   # e.g. ports past 65535
+    text = f"# generated by `launcher.py generate --peers {peers}`\n" + yaml.safe_dump(doc, sort_keys=False)
+    if out == "-":
+        click.echo(text, nl=False)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    if sample_files:
+        for i, peer in enumerate(doc["peers"], 1):
+            shared = target.parent / peer["shared_dir"]
+            if not shared.exists():
+                shared.mkdir(parents=True)
+                (shared / f"archivo{i}.txt").write_text(f"Hola desde {peer['name']}.\n", encoding="utf-8")
+    click.echo(f"{target}: maestro + {peers} peer(s), ports {ports[0]}-{max(ports)}" if base_port
+               else f"{target}: maestro + {peers} peer(s) on free ports")
+
+
+def main() -> None:
+    cli(prog_name=Path(sys.argv[0]).name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Helpers shared by the launcher's tests: topologies on free ports, running the CLI."""
+from __future__ import annotations
+
+import copy
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from control.generate import generate
+from control.supervisor import pid_alive  # noqa: F401  (re-exported for the tests)
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_PORTS = set(range(9000, 9007))
+
+
+def seed_dict() -> dict:
+    """The seed topology as a dict (the shape of SPEC §2)."""
+    return {
+        "maestro": {"host": "127.0.0.1", "port": 9000},
+        "peers": [
+            {"name": "peer1", "host": "127.0.0.1", "rest_port": 9001, "grpc_port": 9002,
+             "shared_dir": "data/peer1", "friends": {"primary": "peer2", "backup": "peer3"}},
+            {"name": "peer2", "host": "127.0.0.1", "rest_port": 9003, "grpc_port": 9004,
+             "shared_dir": "data/peer2", "friends": {"primary": "peer3", "backup": "peer1"}},
+            {"name": "peer3", "host": "127.0.0.1", "rest_port": 9005, "grpc_port": 9006,
+             "shared_dir": "data/peer3", "friends": {"primary": "peer1", "backup": "peer2"}},
+        ],
+    }
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1, never the seed's 9000-9006."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            port = s.getsockname()[1]
+            if port not in SEED_PORTS:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def ring_topology(folder: Path, peers: int = 3, settings: dict | None = None,
+                  files: bool = True) -> Path:
+    """Write a ring topology (friends i+1, i+2) on free ports in folder; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = generate(peers, free_ports(1 + 2 * peers), settings=settings)
+    if files:
+        for i, peer in enumerate(data["peers"], 1):
+            shared = folder / peer["shared_dir"]
+            shared.mkdir(parents=True, exist_ok=True)
+            (shared / f"archivo{i}.txt").write_text(f"hola desde {peer['name']}\n", encoding="utf-8")
+    path = folder / "topology.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def launcher(*args: str, timeout: float = 120, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python launcher.py ARGS` as a user would; fail with its output when check and rc != 0."""
+    proc = subprocess.run([sys.executable, str(ROOT / "launcher.py"), *args], cwd=cwd, check=False,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"launcher {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll predicate until it returns a truthy value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def mutate(data: dict, fn: Callable[[dict], None]) -> dict:
+    out = copy.deepcopy(data)
+    fn(out)
+    return out

@@ -1,0 +1,218 @@
+"""Failure drills against a real network: supervisord, gunicorn and gRPC on free ports.
+
+One network per module (3 peers, fast heartbeats); each drill leaves it healthy again.
+Everything waits by polling with deadlines; teardown runs `down` and checks no pid is left.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from control import health, topology
+from control.render import layout_for
+from control.supervisor import Supervisor
+from tests.launcher_support import launcher, pid_alive, ring_topology, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SETTINGS = {"heartbeat_interval": 0.5, "request_timeout": 1.0, "rest_workers": 1}
+RECOVERY_SECONDS = 5.0
+
+
+class Net:
+    """A running network seen from outside: its topology, its supervisord, HTTP helpers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.topology = topology.load(path)
+        self.supervisor = Supervisor(layout_for(self.topology))
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def url(self, node: str) -> str:
+        return self.topology.maestro.url if node == "maestro" else self.topology.peer(node).rest_url
+
+    def get(self, node: str, path: str, timeout: float = 5.0) -> requests.Response:
+        return self.http.get(self.url(node) + path, timeout=timeout)
+
+    def pids(self, node: str | None = None) -> dict[str, int]:
+        return {p.name: p.pid for p in self.supervisor.processes() if node in (None, p.node)}
+
+    def states(self, node: str) -> set[str]:
+        return {p.state for p in self.supervisor.group(node)}
+
+    def registry(self) -> dict[str, dict]:
+        return health.maestro_peers(self.topology.maestro.url) or {}
+
+    def healthy(self, node: str) -> bool:
+        return health.probe(self.topology, [node])[node].healthy
+
+    def all_pids(self) -> list[int]:
+        return [*self.pids().values(), self.supervisor.pid()]
+
+
+def bring_down(net: Net) -> None:
+    """Run `down` and check that no process of the network and no port is left."""
+    pids = [p for p in net.all_pids() if p > 0]
+    launcher("down", str(net.path))
+    left = [p for p in pids if pid_alive(p)]
+    assert not left, f"processes left after down: {left}"
+    assert not topology.ports_in_use(net.topology)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    path = ring_topology(tmp_path_factory.mktemp("drills"), peers=3, settings=SETTINGS)
+    launcher("up", str(path), "--timeout", "30")
+    network = Net(path)
+    try:
+        yield network
+    finally:
+        bring_down(network)
+
+
+def test_up_brought_every_node_up_healthy_and_registered(net):
+    status = health.probe(net.topology, with_files=True)
+    assert all(h.ready for h in status.values()), status
+    assert {n: h.files for n, h in status.items() if n != "maestro"} == {"peer1": 1, "peer2": 1, "peer3": 1}
+    assert net.get("maestro", "/locate?file=archivo1.txt").status_code == 200
+
+
+def test_plain_supervisorctl_in_the_topology_folder_lists_every_program_running(net):
+    exe = Path(sys.executable).parent / "supervisorctl"
+    ctl = str(exe) if exe.exists() else shutil.which("supervisorctl")
+    out = subprocess.run([ctl, "status"], cwd=net.path.parent, check=False, capture_output=True, text=True, timeout=10)
+    rows = [line.split() for line in out.stdout.splitlines()]
+    assert sorted(r[0] for r in rows) == sorted(
+        ["maestro", *(f"{p}:{p}-{k}" for p in ("peer1", "peer2", "peer3") for k in ("rest", "grpc"))])
+    assert all(r[1] == "RUNNING" for r in rows), out.stdout
+
+
+def test_up_again_is_idempotent_and_restarts_nothing(net):
+    before = net.pids()
+    result = launcher("up", str(net.path))
+    assert "healthy" in result.stdout
+    assert net.pids() == before
+
+
+def test_status_has_one_row_per_node_running_healthy_registered(net):
+    lines = launcher("status", str(net.path)).stdout.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows) == ["maestro", "peer1", "peer2", "peer3"]
+    for name in ("peer1", "peer2", "peer3"):
+        _, state, pids, _, healthy, registered, files, url, programs = rows[name]
+        assert (state, healthy, registered, files) == ("RUNNING", "yes", "yes", "1")
+        assert programs == f"{name}-rest,{name}-grpc"
+        assert len(pids.split(",")) == 2 and url == net.url(name)
+    assert rows["maestro"][1] == "RUNNING" and rows["maestro"][4] == "yes"
+
+
+def test_logs_show_each_program_of_the_node(net):
+    out = launcher("logs", "peer1", "-t", str(net.path)).stdout
+    assert "peer1-rest| " in out and "peer1-grpc| " in out
+
+
+def test_kill_9_of_a_peer_is_restarted_and_reregistered_while_locate_goes_through_the_backup(net):
+    # peer1's primary friend is peer2; its backup peer3 holds archivo3.txt
+    assert net.topology.peer("peer1").primary == "peer2" and net.topology.peer("peer1").backup == "peer3"
+    old = net.pids("peer2")
+    answers: list[int | str] = []
+    done = threading.Event()
+
+    def locate_in_a_loop() -> None:
+        session = requests.Session()
+        session.trust_env = False
+        while not done.is_set():
+            try:
+                answers.append(session.get(net.url("peer1") + "/locate?file=archivo3.txt",
+                                           timeout=5).status_code)
+            except requests.RequestException as exc:
+                answers.append(type(exc).__name__)
+
+    def back() -> bool:
+        pids = net.pids("peer2")
+        if any(pid == 0 or pid == old[name] for name, pid in pids.items()):
+            return False
+        entry = net.registry().get("peer2", {})
+        return net.healthy("peer2") and entry.get("alive") and entry.get("last_seen", 0) > killed_at
+
+    poller = threading.Thread(target=locate_in_a_loop)
+    poller.start()
+    try:
+        killed_at = time.time()
+        started = time.monotonic()
+        launcher("kill", "peer2", "-t", str(net.path))
+        wait_for(back, RECOVERY_SECONDS + 2, "peer2 restarted, healthy and re-registered")
+        elapsed = time.monotonic() - started
+    finally:
+        done.set()
+        poller.join()
+    assert not any(pid_alive(p) for p in old.values())
+    assert answers and set(answers) == {200}, answers
+    assert elapsed < RECOVERY_SECONDS, f"peer2 took {elapsed:.2f}s to come back"
+    print(f"\npeer2 kill -9 -> healthy+registered in {elapsed:.2f}s; {len(answers)} locates, all 200")
+
+
+def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
+    old = net.pids("maestro")["maestro"]
+    started = time.monotonic()
+    launcher("kill", "maestro", "-t", str(net.path))
+
+    def back() -> bool:
+        pid = net.pids("maestro")["maestro"]
+        return pid not in (0, old) and health.rest_healthy(net.topology.maestro.url)
+
+    wait_for(back, RECOVERY_SECONDS + 2, "the Maestro restarted and healthy")
+    elapsed = time.monotonic() - started
+    # the first answers after the restart already know every file
+    for i in (1, 2, 3):
+        resp = net.get("maestro", f"/locate?file=archivo{i}.txt")
+        assert resp.status_code == 200 and resp.json()["peers"][0]["name"] == f"peer{i}"
+    assert not pid_alive(old)
+    assert elapsed < RECOVERY_SECONDS, f"the Maestro took {elapsed:.2f}s to come back"
+    print(f"\nmaestro kill -9 -> healthy with directory in {elapsed:.2f}s")
+
+
+def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(net):
+    launcher("stop", "peer2", "-t", str(net.path))
+    assert net.states("peer2") == {"STOPPED"}
+    wait_for(lambda: net.registry().get("peer2", {}).get("alive") is False, 5,
+             "the Maestro to mark peer2 not alive")
+    assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 404
+    assert net.states("peer2") == {"STOPPED"}                  # supervisord did not bring it back
+    assert not net.healthy("peer2")
+
+    launcher("start", "peer2", "-t", str(net.path))             # returns once healthy + registered
+    assert net.registry()["peer2"]["alive"] is True
+    assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 200
+
+
+def test_restart_gives_the_node_new_processes_and_waits_for_health(net):
+    old = net.pids("peer3")
+    launcher("restart", "peer3", "-t", str(net.path))
+    new = net.pids("peer3")
+    assert all(new[k] not in (0, old[k]) for k in old)
+    assert net.healthy("peer3")
+
+
+def test_up_after_a_settings_change_restarts_the_nodes_with_their_new_config(net):
+    old = net.pids()
+    data = yaml.safe_load(net.path.read_text())
+    data["settings"]["heartbeat_interval"] = 0.6
+    net.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = launcher("up", str(net.path))
+    assert "config changed, restarting: maestro, peer1, peer2, peer3" in result.stderr
+    new = net.pids()
+    assert all(new[k] not in (0, old[k]) for k in old)
+    assert json.loads(layout_for(net.topology).config_path("peer1").read_text())[
+        "settings"]["heartbeat_interval"] == 0.6
+    assert all(h.ready for h in health.probe(net.topology).values())

@@ -1,0 +1,120 @@
+"""/metrics: Prometheus text from the Maestro and every peer, summed over gunicorn workers."""
+from __future__ import annotations
+
+import os
+import re
+from concurrent import futures
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.config import NodeConfig, Settings
+from common.gunicorn_conf import metrics_dir
+from maestro_app import create_app as create_maestro
+from peer_app import create_app as create_peer
+from peer_app.metrics import count_transfer_bytes
+from peer_app.state import TransferTotals, open_db
+from tests.support import wait_until
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """(sample name, sorted label items) -> value, from Prometheus text."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels) -> float:
+    return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def maestro_client(tmp_path):
+    config = NodeConfig(role="maestro", name="maestro", host="127.0.0.1", rest_port=1, run_dir=str(tmp_path))
+    return create_maestro(config).test_client()
+
+
+def test_maestro_metrics_count_requests_by_endpoint_method_and_status(maestro_client):
+    for _ in range(3):
+        maestro_client.get("/locate?file=nothing.txt")
+    maestro_client.get("/locate")
+    text = maestro_client.get("/metrics").get_data(as_text=True)
+    assert value(text, "p2p_http_requests_total", endpoint="/locate", method="GET", status="404") == 3
+    assert value(text, "p2p_http_requests_total", endpoint="/locate", method="GET", status="400") == 1
+    assert value(text, "p2p_http_request_duration_seconds_count",
+                 endpoint="/locate", method="GET", status="404") == 3
+
+
+def test_maestro_metrics_gauge_registered_and_alive_peers(maestro_client):
+    body = {"name": "p1", "rest_url": "http://127.0.0.1:1", "grpc_address": "127.0.0.1:2",
+            "files": [{"name": "a.txt", "size": 1}]}
+    assert maestro_client.post("/register", json=body).status_code == 200
+    text = maestro_client.get("/metrics").get_data(as_text=True)
+    assert value(text, "p2p_peers_registered") == 1
+    assert value(text, "p2p_peers_alive") == 1
+    assert value(text, "p2p_files_registered") == 1
+
+
+def test_transfer_bytes_counted_in_sqlite_show_on_the_peer_metrics(tmp_path):
+    config = NodeConfig(role="peer", name="p1", host="127.0.0.1", rest_port=1, grpc_port=2,
+                        run_dir=str(tmp_path / "run"), shared_dir=str(tmp_path / "shared"))
+    client = create_peer(config).test_client()
+    totals = TransferTotals(open_db(config.db_path))   # what the gRPC process writes
+
+    class Servicer:
+        def Download(self, request, context):
+            yield from (Chunk(b"x" * 10), Chunk(b"y" * 5))
+
+        def DummyDownload(self, request, context):
+            yield Chunk(b"")
+
+        def Upload(self, request_iterator, context):
+            return sum(len(c.data) for c in request_iterator)
+
+        DummyUpload = Upload
+
+    servicer = Servicer()
+    count_transfer_bytes(servicer, totals)
+    assert len(list(servicer.Download(None, None))) == 2
+    assert servicer.Upload(iter([Chunk(b"abc")]), None) == 3
+    text = client.get("/metrics").get_data(as_text=True)
+    assert value(text, "p2p_transfer_bytes_total", rpc="Download", direction="sent") == 15
+    assert value(text, "p2p_transfer_bytes_total", rpc="Upload", direction="received") == 3
+    assert value(text, "p2p_transfers_total", rpc="Download", direction="sent") == 1
+
+
+class Chunk:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+@pytest.mark.e2e
+def test_metrics_sum_requests_over_two_gunicorn_workers(network):
+    nodes = network(["peer1", "peer2"], settings=Settings(heartbeat_interval=0.5, request_timeout=1.0,
+                                                          rest_workers=2, rest_threads=2))
+    maestro, peer = nodes["maestro"].url, nodes["peer1"].url
+
+    def hit(url: str) -> int:
+        s = requests.Session()
+        for _ in range(10):
+            s.get(url + "/locate", params={"file": "missing.txt"}, timeout=5)
+        return 10
+
+    # Many connections at once, so both workers answer some of them.
+    with futures.ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(hit, [maestro] * 8)) == 80
+        assert sum(pool.map(lambda _: requests.get(peer + "/search", params={"query": "zzz", "ttl": 1},
+                                                   timeout=5).status_code, range(12))) == 200 * 12
+    folder = metrics_dir(nodes["maestro"].config.run_dir, "maestro")
+    writers = {re.sub(r"\D", "", n) for n in os.listdir(folder)}
+    assert len(writers) >= 2, f"one worker answered everything: {os.listdir(folder)}"
+    text = requests.get(maestro + "/metrics", timeout=5).text
+    assert value(text, "p2p_http_requests_total", endpoint="/locate", method="GET", status="404") == 80
+    wait_until(lambda: value(requests.get(maestro + "/metrics", timeout=5).text, "p2p_peers_alive") == 2,
+               what="both peers alive in the Maestro gauges")
+    peer_text = requests.get(peer + "/metrics", timeout=5).text
+    assert value(peer_text, "p2p_search_handled_total") == 12
+    assert value(peer_text, "p2p_http_requests_total", endpoint="/search", method="GET", status="200") == 12

@@ -29,7 +29,8 @@ class Settings:
     grpc_workers: int = 16              # ThreadPoolExecutor size of a gRPC server
     chunk_size: int = 1024 * 1024       # bytes per streamed FileChunk
     max_upload_bytes: int = 4 * 1024**3
-    max_concurrent_transfers: int = 8
+    max_concurrent_transfers: int = 8   # gRPC transfer calls at once (a multi-stream download uses several)
+    max_transfer_rate: int = 0          # bytes per second a peer sends or receives in all; 0 = unlimited
     search_default_ttl: int = 7         # Gnutella's default for new queries
     search_max_ttl: int = 10
     search_max_fanout: int = 8

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import click
 
-from common.errors import NotFound, P2PError, Unavailable
+from common.errors import NotFound, P2PError
+from peer_app.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
+from peer_app.download import download as fetch
 from peer_app.remote import Maestro, Peer, Transfer
+from peer_app.transfer import tune_malloc
 
 EXIT_FAILURE = 1
 
@@ -93,39 +96,53 @@ def search(obj: Context, query: str, peer_url: str, fanout: int | None, ttl: int
     obj.emit(answer, "\n".join(lines))
 
 
-def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) -> list[dict]:
+def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) -> tuple[list[dict], str, int | None]:
+    """Holders of one content of name, with its expected sha256 and size ("" / None: ask the holder)."""
     if source:
-        peer = obj.resolve_peer(source)
-        return [{**peer, "sha256": "", "size": 0}]
+        return [obj.resolve_peer(source)], "", None
     answer = Peer(via_peer, obj.timeout).locate(name) if via_peer else obj.maestro.locate(name)
-    return answer["peers"]
+    peers = answer["peers"]
+    by_content: dict[tuple[str, int | None], list[dict]] = {}
+    for peer in peers:
+        by_content.setdefault((peer.get("sha256") or "", peer.get("size")), []).append(peer)
+    known = {k: v for k, v in by_content.items() if k[0]}
+    if not known:
+        return peers, "", None
+    (sha, size), holders = max(known.items(), key=lambda kv: len(kv[1]))  # most holders; the first on a tie
+    return holders, sha, size
 
 
 @cli.command()
 @click.argument("name")
 @click.option("--out", type=click.Path(dir_okay=False), help="Where to write it (default: ./NAME).")
-@click.option("--from", "source", metavar="PEER", help="Fetch from this peer (REST URL or name).")
+@click.option("--from", "source", metavar="PEER", help="Fetch from this peer only (REST URL or name).")
 @click.option("--via-peer", metavar="URL", help="Locate through this peer instead of the Maestro.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing local file.")
+@click.option("--sources", type=click.IntRange(1, 16), default=MAX_SOURCES, show_default=True,
+              help="Holders of the same content to fetch from in parallel.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=STALL_TIMEOUT, show_default=True,
+              help="Seconds without a byte before a holder is given up for another.")
+@click.option("--piece-size", type=click.IntRange(min=64 * 1024), default=PIECE_SIZE, hidden=True,
+              help="Bytes per ranged request (the unit of resume and failover).")
 @click.pass_obj
 def download(obj: Context, name: str, out: str | None, source: str | None, via_peer: str | None,
-             overwrite: bool) -> None:
-    """Locate NAME, then fetch it over gRPC and verify its sha256."""
+             overwrite: bool, sources: int, stall_timeout: float, piece_size: int) -> None:
+    """Locate NAME, fetch it over gRPC from its holders at once, verify its sha256.
+
+    A cut download keeps what arrived beside the target (a hidden .NAME.p2p-part-*
+    file); running the same command again continues it, from any holder.
+    """
     out = out or os.path.join(os.getcwd(), name)
-    errors = []
-    for holder in _holders(obj, name, source, via_peer):
-        try:
-            with Transfer(holder["grpc_address"]) as t, progress_bar(holder.get("size", 0), name) as update:
-                path = t.download(name, out, expected_sha256=holder.get("sha256", ""),
-                                  size=holder.get("size", 0), overwrite=overwrite, progress=update)
-        except Unavailable as err:
-            errors.append(f"{holder.get('name')}: {err.detail}")
-            continue
-        size = os.path.getsize(path)
-        obj.emit({"file": name, "path": str(path), "size": size, "from": holder.get("name")},
-                 f"downloaded {name} ({size} bytes) from {holder.get('name')} to {path}")
-        return
-    raise Unavailable(f"no holder of {name!r} answered: " + "; ".join(errors))
+    holders, sha, size = _holders(obj, name, source, via_peer)
+    with progress_bar(size or 0, name) as update:
+        result = fetch(name, out, holders, expected_sha256=sha, size=size, overwrite=overwrite,
+                       max_sources=sources, stall_timeout=stall_timeout, piece_size=piece_size, progress=update)
+    names = ", ".join(result.sources) or "local partial file"
+    resumed = f", resumed after {result.resumed} bytes" if result.resumed else ""
+    obj.emit({"file": name, "path": str(result.path), "size": result.size, "sha256": result.sha256,
+              "from": list(result.sources), "bytes_from": result.sources, "resumed": result.resumed,
+              "seconds": round(result.seconds, 3)},
+             f"downloaded {name} ({result.size} bytes) from {names} to {result.path}{resumed}")
 
 
 @cli.command()
@@ -173,6 +190,7 @@ def dummy_upload(obj: Context, target: str, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map every failure to one line on stderr and an exit code."""
+    tune_malloc()
     try:
         result = cli.main(args=argv, prog_name="python -m peer_app.client", standalone_mode=False)
     except click.UsageError as err:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -24,7 +25,14 @@ from peer_app.index import SharedIndex
 from peer_app.metrics import count_transfer_bytes
 from peer_app.remote import CHANNEL_OPTIONS, MAX_MESSAGE
 from peer_app.state import KnownPeers, TransferTotals, open_db
-from peer_app.transfer import AtomicFile, iter_chunks, open_shared, remove_stale_temporaries
+from peer_app.transfer import (
+    AtomicFile,
+    RateLimiter,
+    iter_chunks,
+    open_shared,
+    remove_stale_temporaries,
+    tune_malloc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self.folder = config.shared_dir
         self.on_upload = on_upload or (lambda name: None)
         self._slots = threading.BoundedSemaphore(config.settings.max_concurrent_transfers)
+        self._rate = RateLimiter(config.settings.max_transfer_rate)
         self._uploading: set[str] = set()
         self._lock = threading.Lock()
 
@@ -78,21 +87,32 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         return max(4096, min(size, MAX_MESSAGE // 2))
 
     def Download(self, request, context):
+        """Stream [offset, offset+length) of a shared file; the first chunk names its size and sha256.
+
+        The first chunk is sent even for an empty range, so a client always learns
+        which content it is reading and can drop a holder whose file changed.
+        """
         try:
-            with self._transfer_slot():
-                with open_shared(self.folder, request.filename) as fh:
-                    info = self.index.get(request.filename)
-                    first = True
-                    offset = request.offset
-                    for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request)):
+            with self._transfer_slot(), open_shared(self.folder, request.filename) as fh:
+                st = os.fstat(fh.fileno())
+                info = self.index.lookup(request.filename, st)
+                if request.offset > st.st_size:
+                    raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
+                offset = request.offset
+                first = transfer_pb2.FileChunk(filename=request.filename, sha256=info.sha256, size=info.size,
+                                               offset=offset)
+                for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request),
+                                        size=st.st_size):
+                    self._rate.consume(len(data))
+                    if first is not None:
+                        first.data = data
+                        chunk, first = first, None
+                    else:
                         chunk = transfer_pb2.FileChunk(data=data, offset=offset)
-                        if first:
-                            chunk.filename = request.filename
-                            chunk.sha256 = info.sha256 if info else ""
-                            chunk.size = info.size if info else 0
-                            first = False
-                        offset += len(data)
-                        yield chunk
+                    offset += len(data)
+                    yield chunk
+                if first is not None:
+                    yield first
         except P2PError as err:
             _abort(context, err)
 
@@ -108,13 +128,19 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
             with self._transfer_slot(), self._name_lock(name):
                 with AtomicFile(self.folder, name, overwrite=first.overwrite,
                                 max_bytes=settings.max_upload_bytes) as out:
+                    self._rate.consume(len(first.data))
                     out.write(first.data)
                     for chunk in request_iterator:
+                        self._rate.consume(len(chunk.data))
                         out.write(chunk.data)
                     out.commit(first.sha256, first.size or None)
                 self.index.remember(name, out.sha256)
         except P2PError as err:
             _abort(context, err)
+        except grpc.RpcError:
+            # The client went away mid-stream; AtomicFile has already dropped the temporary.
+            log.info("upload of %s cut by the client; nothing kept", first.filename if first else "?")
+            context.abort(grpc.StatusCode.CANCELLED, "upload cut by the client; nothing kept")
         log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
         self.on_upload(name)
         return transfer_pb2.UploadStatus(ok=True, message=f"stored {name}", filename=name,
@@ -133,6 +159,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                 view = memoryview(_ZEROS)
                 while remaining > 0:
                     n = min(chunk_size, remaining)
+                    self._rate.consume(n)
                     yield transfer_pb2.FileChunk(data=view[:n].tobytes())
                     remaining -= n
         except P2PError as err:
@@ -175,6 +202,7 @@ def create_server(config: NodeConfig, address: str | None = None, *, index: Shar
 
 def serve(config: NodeConfig) -> None:
     """Run the gRPC server and the presence agent until SIGTERM/SIGINT."""
+    tune_malloc()
     db = open_db(config.db_path)
     index = SharedIndex(config.shared_dir, db)
     removed = remove_stale_temporaries(config.shared_dir)

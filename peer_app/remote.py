@@ -10,7 +10,9 @@ import threading
 from typing import Any
 
 import grpc
+import grpc.experimental
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import (
@@ -24,12 +26,14 @@ from common.errors import (
     Unavailable,
     from_rpc_error,
 )
-from peer_app.transfer import AtomicFile, iter_chunks, sha256_file
+from peer_app.transfer import iter_chunks, sha256_file
 
 _BY_STATUS = {400: BadRequest, 403: PermissionDenied, 404: NotFound, 409: AlreadyExists,
               413: TooLarge, 503: Unavailable, 429: Busy}
 _local = threading.local()
 MAX_MESSAGE = 16 * 1024 * 1024
+# Shared by servers and clients: big messages, and HTTP/2 pings so a peer that vanished
+# (host down, process stopped) is noticed within keepalive_time + keepalive_timeout.
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -38,6 +42,11 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+# Clients only: read a response stream on the calling thread instead of handing each
+# message over from gRPC's channel thread (measured ~20% faster downloads); a 2 MiB
+# receive window per stream instead of BDP growth keeps the client under 100 MiB RSS.
+CLIENT_OPTIONS = CHANNEL_OPTIONS + [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
+                                   ("grpc.http2.lookahead_bytes", 2 * 1024 * 1024), ("grpc.http2.bdp_probe", 0)]
 
 
 def session() -> requests.Session:
@@ -115,43 +124,70 @@ class Transfer:
     def __init__(self, address: str, *, chunk_size: int = 1024 * 1024, connect_timeout: float = 5.0) -> None:
         self.address = address
         self.chunk_size = chunk_size
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.insecure_channel(address, options=CLIENT_OPTIONS)
         self.stub = transfer_pb2_grpc.FileTransferStub(self.channel)
         self.connect_timeout = connect_timeout
+        self._ready = False
 
     def __enter__(self) -> Transfer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.channel.close()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Connect and see the service up, or raise Unavailable after connect_timeout.
+
+        A health check (not channel_ready_future, whose polling thread outlives a
+        closed channel) that waits for the connection; a stopped process accepts
+        TCP but never answers HTTP/2, so it fails here within the timeout.
+        """
+        if self._ready:
+            return
+        request = health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer")
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            raise Unavailable(f"no gRPC server answers at {self.address}") from None
+            answer = health_pb2_grpc.HealthStub(self.channel).Check(
+                request, timeout=self.connect_timeout, wait_for_ready=True)
+        except grpc.RpcError as err:
+            if err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise Unavailable(f"no gRPC server answers at {self.address} within {self.connect_timeout:g}s") \
+                    from None
+            raise from_rpc_error(err) from None
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            raise Unavailable(f"the gRPC server at {self.address} is not serving transfers")
+        self._ready = True
+
+    _wait_ready = wait_ready
+
+    def stat(self, name: str) -> tuple[int, str]:
+        """(size, sha256) of name on this peer, from the first chunk of a one-byte read."""
+        self.wait_ready()
+        request = transfer_pb2.FileRequest(filename=name, offset=0, length=1)
+        try:
+            call = self.stub.Download(request, timeout=self.connect_timeout + 5.0)
+            first = next(iter(call), None)
+            call.cancel()
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        if first is None:
+            raise Unavailable(f"{self.address} sent no answer for {name!r}")
+        return first.size, first.sha256
 
     def _stream_deadline(self, size: int) -> float:
         """Generous whole-call deadline: a dead peer is caught sooner by keepalive."""
         return 30.0 + size / (5 * 1024 * 1024)
 
-    def download(self, name: str, out, *, expected_sha256: str = "", size: int = 0, overwrite: bool = False,
-                 progress=None):
-        """Fetch name into the local path out (atomically, verified); return the path."""
-        self._wait_ready()
-        out = os.path.abspath(out)
-        with AtomicFile(os.path.dirname(out), os.path.basename(out), overwrite=overwrite) as target:
-            request = transfer_pb2.FileRequest(filename=name, chunk_size=self.chunk_size)
-            try:
-                for chunk in self.stub.Download(request, timeout=self._stream_deadline(size)):
-                    if chunk.sha256 and not expected_sha256:
-                        expected_sha256 = chunk.sha256
-                    target.write(chunk.data)
-                    if progress:
-                        progress(len(chunk.data))
-            except grpc.RpcError as err:
-                raise from_rpc_error(err) from None
-            return target.commit(expected_sha256, size or None)
+    def download(self, name: str, out, *, expected_sha256: str = "", size: int | None = None,
+                 overwrite: bool = False, progress=None, **options):
+        """Fetch name into the local path out (verified, resumable); return the path."""
+        from peer_app.download import Download
+        holder = {"name": self.address, "grpc_address": self.address}
+        return Download(name, out, [holder], expected_sha256=expected_sha256, size=size, overwrite=overwrite,
+                        progress=progress, chunk_size=self.chunk_size, connect_timeout=self.connect_timeout,
+                        **options).run().path
 
     def upload(self, path, name: str, *, overwrite: bool = False, progress=None):
         """Send the local file path as name; return the server's UploadStatus."""

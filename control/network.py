@@ -12,7 +12,7 @@ from control import health, render
 from control.errors import LauncherError, NodesDown, NotRunning, TopologyError, UnknownNode
 from control.render import STOPWAITSECS
 from control.supervisor import ProcInfo, Supervisor, kill_pids, orphans, pid_alive
-from control.topology import MAESTRO, Topology, port_in_use, ports_in_use
+from control.topology import MAESTRO, Topology, port_in_use, ports_in_use, unusable_shared_dirs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_LINES = 12
@@ -124,6 +124,7 @@ class Network:
         if running_before:
             busy_nodes = {p.node for p in sup.processes() if p.state in ("RUNNING", "STARTING", "BACKOFF")}
         problems = ports_in_use(self.topology, [n for n in self.topology.node_names if n not in busy_nodes])
+        problems += unusable_shared_dirs(self.topology)
         if problems:
             raise TopologyError(str(self.topology.path), problems)
         changed_nodes = self.write()

@@ -340,3 +340,9 @@ def ports_in_use(topology: Topology, nodes: Iterable[str] | None = None) -> list
     """One problem line per port of the given nodes that is already bound on this machine."""
     return [f"{key}: {host}:{port} is already in use"
             for key, host, port in topology.ports(nodes) if port_in_use(host, port)]
+
+
+def unusable_shared_dirs(topology: Topology) -> list[str]:
+    """One problem line per shared_dir that exists but is not a folder."""
+    return [f"peers[{i}].shared_dir: {peer.shared_dir} exists and is not a folder"
+            for i, peer in enumerate(topology.peers) if peer.shared_dir.exists() and not peer.shared_dir.is_dir()]

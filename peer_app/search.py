@@ -123,13 +123,18 @@ class Discovery:
         return answer
 
     def locate(self, filename: str, *, qid: str, ttl: int, budget: float, path: list[str]) -> dict:
-        """Local, then the primary friend, then the backup friend (each onward within ttl)."""
+        """Local, then the primary friend, then the backup friend (each onward within ttl).
+
+        A peer that holds the file always says so, even for a query id it has seen: the caller
+        may be asking again because the copy that reached us through a slower path timed out.
+        Only the forwarding is done once per id, so a query never loops.
+        """
         start = self.clock()
-        if not self.seen.first_time("locate:" + qid):
-            raise NotFound(f"locate {qid} already handled here")
         mine = [self._holder(f) for f in self.local_files() if f["name"] == filename]
         if mine:
             return {"file": filename, "peers": mine, "via": [self.me["name"]]}
+        if not self.seen.first_time("locate:" + qid):
+            raise NotFound(f"locate {qid} already handled here")
         if ttl > 1:
             path = path + [self.me["name"], self.me["url"]]
             for friend in self._targets(path, limit=2):

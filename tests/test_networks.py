@@ -59,14 +59,13 @@ def test_two_networks_run_at_once_without_touching_each_other(tmp_path):
 
 def test_up_names_the_node_that_did_not_come_up_with_its_log_tail_and_down_cleans_up(tmp_path):
     path = ring_topology(tmp_path, peers=3, settings=SETTINGS)
-    data = yaml.safe_load(path.read_text())
-    data["peers"][2]["host"] = "192.0.2.1"          # TEST-NET: no local interface has it
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # A folder where peer3's SQLite file should be: both its programs crash at start, every time.
+    (path.parent / ".run" / path.stem / "peer3.sqlite3").mkdir(parents=True)
     try:
-        result = launcher("up", str(path), "--timeout", "4", check=False)
+        result = launcher("up", str(path), "--timeout", "30", check=False)
         assert result.returncode == 1, result.stderr
         lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("starting supervisord")]
-        assert re.fullmatch(r"1 node\(s\) did not come up after [0-9.]+s \(timeout 4s\): peer3", lines[0]), lines
+        assert re.fullmatch(r"1 node\(s\) did not come up after [0-9.]+s \(timeout 30s\): peer3", lines[0]), lines
         assert lines[1].startswith("peer3: not up after `up` (peer3-grpc:"), lines
         assert any("peer3-grpc.log" in line for line in lines)
         assert any("peer3-rest.log" in line for line in lines)
@@ -74,6 +73,19 @@ def test_up_names_the_node_that_did_not_come_up_with_its_log_tail_and_down_clean
     finally:
         launcher("down", str(path))
     assert not [p for p in pids if pid_alive(p)]
+
+
+def test_up_refuses_a_shared_dir_that_is_a_file(tmp_path):
+    path = ring_topology(tmp_path, peers=3, settings=SETTINGS)
+    shared = path.parent / yaml.safe_load(path.read_text())["peers"][2]["shared_dir"]
+    for child in shared.iterdir():
+        child.unlink()
+    shared.rmdir()
+    shared.write_text("not a folder")
+    result = launcher("up", str(path), check=False)
+    assert result.returncode == 2
+    assert f"peers[2].shared_dir: {shared} exists and is not a folder" in result.stderr
+    assert not (path.parent / ".run" / path.stem / "supervisord.pid").exists()
 
 
 def test_down_stops_what_a_killed_supervisord_left_behind(tmp_path):

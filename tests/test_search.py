@@ -139,6 +139,16 @@ def test_locate_skips_a_dead_primary_after_one_bounded_timeout(ring):
     assert [url for url, _, _ in net.calls] == [net.url("p1"), net.url("p2")]
 
 
+def test_a_holder_answers_a_locate_it_already_saw_through_a_slower_path(ring):
+    # p1 forwarded the query to p2, then took too long to answer p0; p0 now asks p2 directly.
+    net = ring(6, {"p2": ["f.txt"]})
+    qid = new_qid()
+    assert net["p2"].seen.first_time("locate:" + qid)
+    net.dead.add(net.url("p1"))
+    answer = net["p0"].locate("f.txt", qid=qid, ttl=3, budget=2.0, path=[])
+    assert answer["peers"][0]["name"] == "p2"
+
+
 def test_locate_stops_at_the_ttl(ring):
     net = ring(20, {"p10": ["f.txt"]})
     with pytest.raises(NotFound):

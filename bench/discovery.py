@@ -213,6 +213,7 @@ def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Se
         node.wait_healthy(timeout=30)
         check = requests.get(node.url + "/locate", params={"file": names[-1]}, timeout=5)
         assert check.status_code == 200, check.text
+        load(node.url, names, 1.0, tool, tmp)   # warm-up: connections, caches, lazy imports
         result["maestro"] = load(node.url, names, seconds, tool, tmp)
     finally:
         node.stop()
@@ -223,6 +224,7 @@ def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Se
         floor = Process(argv, env, tmp / "baseline.log").start()
         try:
             wait_until(lambda: requests.get(node.url + "/health", timeout=1).ok, 30, what="baseline up")
+            load(node.url, names, 1.0, tool, tmp)
             result["baseline_flask_sqlite"] = load(node.url, names, seconds, tool, tmp)
         finally:
             floor.stop()

@@ -1,0 +1,47 @@
+"""The peer's REST app factory: index, known peers, discovery, metrics and routes."""
+from __future__ import annotations
+
+from concurrent import futures
+
+from flask import Flask
+
+from common.config import NodeConfig, load_config
+from common.metrics import ScrapeCollector, install_metrics
+from common.web import install_error_handlers
+from peer_app.index import SharedIndex
+from peer_app.metrics import transfer_families
+from peer_app.remote import call
+from peer_app.search import Discovery
+from peer_app.state import KnownPeers, SeenQueries, TransferTotals, open_db
+
+
+def http_transport(url: str, route: str, params: dict, timeout: float) -> dict:
+    """Discovery's transport over REST."""
+    return call("GET", url + route, params=params, timeout=timeout)
+
+
+def create_app(config: NodeConfig | None = None, transport=http_transport) -> Flask:
+    """Build a peer's REST app; read the config from $P2P_CONFIG when none is given."""
+    config = config or load_config()
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.config["NODE"] = config
+    db = open_db(config.db_path)
+    known = KnownPeers(db, prune_after=config.settings.prune_after_failures, self_url=config.rest_url)
+    for role, friend in config.friends.items():
+        known.add(friend.rest_url, friend.name, role=role)
+    index = SharedIndex(config.shared_dir, db)
+    me = {"name": config.name, "url": config.rest_url, "grpc_address": config.grpc_address}
+    pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="discovery")
+    app.extensions.update(
+        index=index, known_peers=known,
+        discovery=Discovery(me, lambda: [f.to_json() for f in index.scan()], known, SeenQueries(db),
+                            transport, request_timeout=config.settings.request_timeout, pool=pool),
+    )
+    from peer_app.views import bp
+
+    app.register_blueprint(bp)
+    totals = TransferTotals(db)
+    install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
+    install_error_handlers(app)
+    return app

@@ -62,15 +62,15 @@ class NodeConfig:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.rest_port}"
+        return f"http://{url_host(self.host)}:{self.rest_port}"
 
     @property
     def rest_bind(self) -> str:
-        return f"{_url_host(self.host)}:{self.rest_port}"
+        return f"{url_host(self.host)}:{self.rest_port}"
 
     @property
     def grpc_address(self) -> str:
-        return f"{_url_host(self.host)}:{self.grpc_port}"
+        return f"{url_host(self.host)}:{self.grpc_port}"
 
     @property
     def db_path(self) -> str:
@@ -88,7 +88,8 @@ class NodeConfig:
         return cls(friends=friends, settings=Settings(**settings), **data)
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """host as it goes into a URL or HOST:PORT (IPv6 addresses in brackets)."""
     return f"[{host}]" if ":" in host else host
 
 

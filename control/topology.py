@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from common.config import Settings
+from common.config import Settings, url_host
 from control.errors import TopologyError
 
 NAME_RE = re.compile(r"[a-z0-9_-]+")
@@ -91,10 +91,6 @@ class Topology:
                 out.append((f"peers[{i}].rest_port", p.host, p.rest_port))
                 out.append((f"peers[{i}].grpc_port", p.host, p.grpc_port))
         return out
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def load(path: str | Path) -> Topology:

@@ -86,6 +86,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
     doc = generate(peers, free_ports(1 + 2 * peers), ring=True, settings=ring_settings)
     names = [p["name"] for p in doc["peers"]]
     far = names[peers // 2]
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "ring.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     (tmp / "data" / far).mkdir(parents=True)

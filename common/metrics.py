@@ -57,6 +57,7 @@ class Metrics:
                                          registry=self.registry)
         self.locate_handled = Counter("p2p_locate_handled_total", "P2P locate requests handled here",
                                       ["outcome"], registry=self.registry)
+        self._children: dict[tuple, tuple] = {}
         folder = multiprocess_dir()
         if folder:
             from prometheus_client import multiprocess
@@ -67,6 +68,17 @@ class Metrics:
             self.exposed = self.registry
         for collector in collectors:
             self.exposed.register(collector)
+
+    def observe_request(self, rule: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one answered request and its latency."""
+        key = (rule, method, status)
+        pair = self._children.get(key)
+        if pair is None:  # labels() once per distinct key, not per request
+            named = (rule, method, str(status))
+            pair = self._children[key] = (self.requests.labels(*named), self.latency.labels(*named))
+        pair[0].inc()
+        if seconds is not None:
+            pair[1].observe(seconds)
 
     def render(self) -> Response:
         return Response(generate_latest(self.exposed), mimetype=CONTENT_TYPE_LATEST)
@@ -81,20 +93,12 @@ def install_metrics(app: Flask, collectors: Iterable[Collector] = ()) -> Metrics
     def _start_clock():
         g.metrics_start = time.perf_counter()
 
-    children: dict[tuple, tuple] = {}   # labels -> (counter, histogram): skips labels() per request
-
     @app.after_request
     def _count(response: Response) -> Response:
         start = g.pop("metrics_start", None)
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        labels = (rule, request.method, response.status_code)
-        pair = children.get(labels)
-        if pair is None:
-            named = (rule, request.method, str(response.status_code))
-            pair = children[labels] = (metrics.requests.labels(*named), metrics.latency.labels(*named))
-        pair[0].inc()
-        if start is not None:
-            pair[1].observe(time.perf_counter() - start)
+        metrics.observe_request(rule, request.method, response.status_code,
+                                None if start is None else time.perf_counter() - start)
         return response
 
     app.add_url_rule("/metrics", "metrics", metrics.render, methods=["GET"])

@@ -11,6 +11,7 @@ from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.web import install_error_handlers
 from maestro_app.directory import Directory
+from maestro_app.fastpath import LocateFastPath
 
 
 def create_app(config: NodeConfig | None = None) -> Flask:
@@ -27,8 +28,9 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     from maestro_app.views import bp
 
     app.register_blueprint(bp)
-    install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
+    metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     install_error_handlers(app)
+    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics)
     return app
 
 

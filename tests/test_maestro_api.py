@@ -75,3 +75,29 @@ def test_bad_input_gets_a_4xx_json_error(maestro, method, path, body, status):
     body = resp.get_json()
     assert set(body) == {"error", "detail"}
     assert "Traceback" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("query", ["file=archivo1.txt", "file=archivo%31.txt", "file=archivo1.txt&file=x",
+                                   "x=1&file=archivo1.txt"], ids=["plain", "escaped", "repeated", "second"])
+def test_locate_fast_path_answers_exactly_like_the_flask_view(maestro_config, query):
+    from werkzeug.test import Client
+
+    from maestro_app import create_app
+
+    app = create_app(maestro_config)
+    fast, flask_only = app.test_client(), Client(app.wsgi_app.app)
+    register(fast)
+    via_fast, via_flask = fast.get(f"/locate?{query}"), flask_only.get(f"/locate?{query}")
+    assert via_fast.status_code == via_flask.status_code == 200
+    assert via_fast.get_data() == via_flask.get_data()
+    assert via_fast.headers["Content-Type"] == via_flask.headers["Content-Type"]
+
+
+def test_locate_fast_path_is_counted_in_metrics(maestro):
+    register(maestro)
+    for _ in range(3):
+        assert maestro.get("/locate?file=archivo1.txt").status_code == 200
+    maestro.get("/locate?file=missing.txt")
+    text = maestro.get("/metrics").get_data(as_text=True)
+    assert 'p2p_http_requests_total{endpoint="/locate",method="GET",status="200"} 3.0' in text
+    assert 'p2p_http_requests_total{endpoint="/locate",method="GET",status="404"} 1.0' in text

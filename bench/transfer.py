@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from common.config import NodeConfig, Settings, write_config
+from control.generate import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_NAME = "bench.bin"
@@ -37,12 +38,6 @@ def _vm_hwm_kib(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -114,8 +109,8 @@ def child(argv: list[str]) -> None:
 
 # -- the benchmark ------------------------------------------------------------------------------
 def _peer_config(tmp: Path, name: str, shared: Path) -> Path:
-    port = _free_port()
-    config = NodeConfig(role="peer", name=name, host="127.0.0.1", rest_port=_free_port(), grpc_port=port,
+    port = free_ports(1)[0]
+    config = NodeConfig(role="peer", name=name, host="127.0.0.1", rest_port=free_ports(1)[0], grpc_port=port,
                         shared_dir=str(shared), run_dir=str(tmp / "run" / name),
                         maestro_url="http://127.0.0.1:1",  # no Maestro: registration fails fast, quietly retried
                         settings=Settings(heartbeat_interval=60.0))

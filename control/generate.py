@@ -5,6 +5,7 @@ import random
 import socket
 from collections.abc import Callable
 
+SEED_PORTS = range(9000, 9007)  # the seed network's: a user's demo may hold them
 MIN_PEERS = 3           # a primary and a backup friend, both other than the peer itself
 
 
@@ -42,15 +43,35 @@ def base_ports(base: int, peers: int) -> list[int]:
     return list(range(base, base + 1 + 2 * peers))
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct ports free now: bound to port 0 all together, then released."""
-    socks = []
+def _ephemeral_floor() -> int:
+    """Lowest port the kernel hands to outgoing connections (Linux: ip_local_port_range)."""
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports free now, drawn at random from below the kernel's ephemeral range.
+
+    A port taken from bind(0) is an ephemeral one: before our server binds it, any
+    outgoing connection on this machine may get it as its local port. Below the
+    ephemeral range only a listening server can hold a port. The seed ports are skipped.
+    """
+    low, high = 10000, _ephemeral_floor()
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    for _ in range(100 * n + 1000):
+        if len(ports) == n:
+            return ports
+        port = rng.randrange(low, high)
+        if port in ports or port in SEED_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+    raise RuntimeError(f"could not find {n} free ports between {low} and {high}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import socket
 import subprocess
 import sys
 import time
@@ -11,11 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from control.generate import generate
+from control.generate import free_ports, generate
 from control.supervisor import pid_alive  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_PORTS = set(range(9000, 9007))
 
 
 def seed_dict() -> dict:
@@ -31,23 +29,6 @@ def seed_dict() -> dict:
              "shared_dir": "data/peer3", "friends": {"primary": "peer1", "backup": "peer2"}},
         ],
     }
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1, never the seed's 9000-9006."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            if port not in SEED_PORTS:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def ring_topology(folder: Path, peers: int = 3, settings: dict | None = None,

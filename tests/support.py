@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,19 +14,14 @@ import requests
 
 from common.config import Friend, NodeConfig, Settings, write_config
 from common.processes import node_environment, node_programs
+from control.generate import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_PORTS = range(9000, 9007)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now, never one of the seed ports 9000-9006."""
-    while True:
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in SEED_PORTS:
-            return port
+    """A port free now, below the ephemeral range and never one of the seed ports 9000-9006."""
+    return free_ports(1, host)[0]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05,

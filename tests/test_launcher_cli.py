@@ -185,3 +185,14 @@ def test_follow_yields_new_lines_as_they_are_written(tmp_path):
     seen += [next(lines), next(lines)]
     assert seen == ["old", "new 1", "new 2"]
     assert list(lines) == []                   # stops; the unfinished line is not printed
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_and_seed_ranges():
+    from control.generate import _ephemeral_floor, free_ports
+
+    ports = free_ports(50)
+    assert len(set(ports)) == 50
+    assert all(10000 <= p < _ephemeral_floor() and p not in range(9000, 9007) for p in ports)
+    for port in ports[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

@@ -20,7 +20,8 @@ import yaml
 from control import health, topology
 from control.render import layout_for
 from control.supervisor import Supervisor
-from tests.launcher_support import launcher, pid_alive, ring_topology, wait_for
+from tests.launcher_support import launcher, pid_alive, ring_topology
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -151,7 +152,7 @@ def test_kill_9_of_a_peer_is_restarted_and_reregistered_while_locate_goes_throug
         killed_at = time.time()
         started = time.monotonic()
         launcher("kill", "peer2", "-t", str(net.path))
-        wait_for(back, RECOVERY_SECONDS + 2, "peer2 restarted, healthy and re-registered")
+        wait_until(back, RECOVERY_SECONDS + 2, what="peer2 restarted, healthy and re-registered")
         elapsed = time.monotonic() - started
     finally:
         done.set()
@@ -171,7 +172,7 @@ def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
         pid = net.pids("maestro")["maestro"]
         return pid not in (0, old) and health.rest_healthy(net.topology.maestro.url)
 
-    wait_for(back, RECOVERY_SECONDS + 2, "the Maestro restarted and healthy")
+    wait_until(back, RECOVERY_SECONDS + 2, what="the Maestro restarted and healthy")
     elapsed = time.monotonic() - started
     # the first answers after the restart already know every file
     for i in (1, 2, 3):
@@ -185,8 +186,8 @@ def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
 def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(net):
     launcher("stop", "peer2", "-t", str(net.path))
     assert net.states("peer2") == {"STOPPED"}
-    wait_for(lambda: net.registry().get("peer2", {}).get("alive") is False, 5,
-             "the Maestro to mark peer2 not alive")
+    wait_until(lambda: net.registry().get("peer2", {}).get("alive") is False, 5,
+               what="the Maestro to mark peer2 not alive")
     assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 404
     assert net.states("peer2") == {"STOPPED"}                  # supervisord did not bring it back
     assert not net.healthy("peer2")

@@ -14,7 +14,8 @@ import yaml
 from control import health, topology
 from control.render import layout_for
 from control.supervisor import Supervisor
-from tests.launcher_support import ROOT, launcher, pid_alive, ring_topology, wait_for
+from tests.launcher_support import ROOT, launcher, pid_alive, ring_topology
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +96,7 @@ def test_down_stops_what_a_killed_supervisord_left_behind(tmp_path):
     sup = Supervisor(layout_for(t))
     children = [p.pid for p in sup.processes()]
     os.kill(sup.pid(), signal.SIGKILL)
-    wait_for(lambda: not sup.is_running(), 5, "supervisord to die")
+    wait_until(lambda: not sup.is_running(), 5, what="supervisord to die")
     assert all(pid_alive(p) for p in children)            # orphans, still serving
     result = launcher("down", str(path))
     assert "supervisord is gone; stopping" in result.stderr

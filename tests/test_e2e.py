@@ -109,3 +109,31 @@ def test_dummy_services_move_bytes_without_files(network):
     assert up.returncode == 0, up.stderr
     assert "3000000 bytes" in up.stdout
     assert os.listdir(nodes["peer1"].config.shared_dir) == []
+
+
+def test_download_shows_a_progress_bar_on_a_terminal_only(network, tmp_path):
+    import pty
+
+    nodes = network(["peer1"], files={"peer1": {"big.bin": os.urandom(4 * 1024 * 1024)}})
+    maestro = nodes["maestro"]
+    wait_until(lambda: located(maestro, "big.bin") == ["peer1"], what="registration")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, "download",
+                             "big.bin", "--out", str(tmp_path / "tty.bin")],
+                            cwd=ROOT, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the terminal closes when the client exits
+            break
+        if not data:
+            break
+        screen += data
+    os.close(leader)
+    assert proc.wait(30) == 0, screen
+    assert b"[####" in screen and b"4194304/4194304" in screen, screen
+    piped = client(maestro, "download", "big.bin", "--out", str(tmp_path / "pipe.bin"))
+    assert piped.returncode == 0, piped.stderr
+    assert "#" not in piped.stdout and "/4194304" not in piped.stdout

@@ -90,7 +90,9 @@ def search():
         check_name(exact)
         found = [f.to_json() for f in index().scan() if f.name == exact]
         return jsonify({"peer": node().name, "file": exact, "found": bool(found), "results": found})
-    text = arg_str("query", max_length=settings.max_query_length)
+    # `q` is seed 002's spelling (`/search?q=foo`); `query` is SPEC's.
+    text = (arg_str("query", required=False, max_length=settings.max_query_length)
+            or arg_str("q", max_length=settings.max_query_length))
     query = Query(
         text=text, qid=_qid(),
         ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=0, maximum=settings.search_max_ttl),

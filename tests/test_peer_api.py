@@ -46,6 +46,11 @@ def test_distributed_search_with_dead_friends_returns_local_results_in_bounded_t
     assert "grpc_address" in body["results"][0]
 
 
+def test_seed_spelling_q_is_a_search_query(peer):
+    body = peer.get("/search?q=notes&fanout=0").get_json()
+    assert [r["file"] for r in body["results"]] == ["notes.md"]
+
+
 def test_locate_finds_a_local_file(peer):
     body = peer.get("/locate?file=archivo1.txt").get_json()
     assert body["peers"][0]["name"] == "peer1"

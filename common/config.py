@@ -26,10 +26,10 @@ class Settings:
     locate_timeout: float = 5.0         # what a new P2P locate may take in all, seconds
     rest_workers: int = 2               # gunicorn workers per REST server
     rest_threads: int = 4               # gunicorn threads per worker (gthread)
-    grpc_workers: int = 16              # ThreadPoolExecutor size of a gRPC server
+    grpc_workers: int = 24              # ThreadPoolExecutor size of a gRPC server (above the transfer limit)
     chunk_size: int = 1024 * 1024       # bytes per streamed FileChunk
     max_upload_bytes: int = 4 * 1024**3
-    max_concurrent_transfers: int = 8   # gRPC transfer calls at once (a multi-stream download uses several)
+    max_concurrent_transfers: int = 16  # gRPC transfer calls at once (a multi-stream download uses several)
     max_transfer_rate: int = 0          # bytes per second a peer sends or receives in all; 0 = unlimited
     search_default_ttl: int = 7         # Gnutella's default for new queries
     search_max_ttl: int = 10

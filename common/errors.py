@@ -105,9 +105,18 @@ _BY_GRPC_CODE = {
 }
 
 
+ERROR_NAME_KEY = "p2p-error"   # trailing metadata naming the exact error (one gRPC code, several errors)
+
+
+def _subclasses(cls: type[P2PError]) -> list[type[P2PError]]:
+    return [cls] + [sub for direct in cls.__subclasses__() for sub in _subclasses(direct)]
+
+
 def from_rpc_error(err: grpc.RpcError) -> P2PError:
     """Turn a failed gRPC call into the matching P2PError."""
     code = err.code() if hasattr(err, "code") else None
     detail = err.details() if hasattr(err, "details") else str(err)
-    cls = _BY_GRPC_CODE.get(code, P2PError)
+    metadata = dict(err.trailing_metadata() or ()) if hasattr(err, "trailing_metadata") else {}
+    named = {c.name: c for c in _subclasses(P2PError)}.get(metadata.get(ERROR_NAME_KEY))
+    cls = named or _BY_GRPC_CODE.get(code, P2PError)
     return cls(f"{detail or code}")

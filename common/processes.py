@@ -16,7 +16,8 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
     rest = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
             "--workers", str(s.rest_workers), "--threads", str(s.rest_threads),
             "--bind", config.rest_bind, "--graceful-timeout", str(GRACEFUL_TIMEOUT),
-            "--timeout", "30", "--keep-alive", str(KEEP_ALIVE), "--no-control-socket", "--config", "python:common.gunicorn_conf", app]
+            "--timeout", "30", "--keep-alive", str(KEEP_ALIVE), "--no-control-socket",
+            "--config", "python:common.gunicorn_conf", app]
     if config.role == "maestro":
         return {"maestro": rest}
     grpc = [sys.executable, "-m", "peer_app.grpc_server", "--config", config_path]

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import NodeConfig, load_config
-from common.errors import BadRequest, Busy, P2PError, TooLarge
+from common.errors import ERROR_NAME_KEY, BadRequest, Busy, P2PError, TooLarge
 from common.names import check_name
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
@@ -44,6 +44,8 @@ _ZEROS = bytes(MAX_MESSAGE // 2)
 
 
 def _abort(context: grpc.ServicerContext, err: P2PError):
+    """End the call with err's status code, naming the exact error for clients."""
+    context.set_trailing_metadata(((ERROR_NAME_KEY, err.name),))
     context.abort(err.grpc_code, err.detail)
 
 

@@ -18,7 +18,7 @@ import requests
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import Settings
-from common.errors import AlreadyExists, Busy, DataLoss
+from common.errors import AlreadyExists, Busy, DataLoss, TooLarge, from_rpc_error
 from peer_app.download import Download
 from peer_app.grpc_server import create_server
 from peer_app.remote import CHANNEL_OPTIONS
@@ -198,17 +198,18 @@ def upload(stub, name, data, *, declared_size=None, digest=None, overwrite=False
     return stub.Upload(chunks(), timeout=10)
 
 
-@pytest.mark.parametrize(("size", "kwargs", "code"), [
-    (MiB, {"digest": "0" * 64}, grpc.StatusCode.DATA_LOSS),
-    (MiB + 1, {}, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (MiB + 1, {"declared_size": 100}, grpc.StatusCode.RESOURCE_EXHAUSTED),  # lies about its size: cut at the limit
+@pytest.mark.parametrize(("size", "kwargs", "code", "error"), [
+    (MiB, {"digest": "0" * 64}, grpc.StatusCode.DATA_LOSS, DataLoss),
+    (MiB + 1, {}, grpc.StatusCode.RESOURCE_EXHAUSTED, TooLarge),
+    (MiB + 1, {"declared_size": 100}, grpc.StatusCode.RESOURCE_EXHAUSTED, TooLarge),  # lies: cut at the limit
 ], ids=["hash-mismatch", "declared-over-limit", "sent-over-limit"])
-def test_refused_upload_leaves_nothing(serve, stub_for, size, kwargs, code):
+def test_refused_upload_leaves_nothing(serve, stub_for, size, kwargs, code, error):
     address, shared = serve(max_upload_bytes=MiB)
     before = sorted(p.name for p in shared.iterdir())
     with pytest.raises(grpc.RpcError) as err:
         upload(stub_for(address), "up.bin", os.urandom(size), **kwargs)
     assert err.value.code() == code
+    assert type(from_rpc_error(err.value)) is error     # the client names the exact error
     assert sorted(p.name for p in shared.iterdir()) == before
 
 
@@ -233,6 +234,7 @@ def test_concurrent_uploads_of_one_name_cannot_interleave(serve, stub_for):
         upload(stub, "same.bin", os.urandom(50_000))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "in progress" in err.value.details()
+    assert type(from_rpc_error(err.value)) is Busy
     gate.set()
     assert pending.result().ok
     assert (shared / "same.bin").read_bytes() == first and leftovers(shared) == []

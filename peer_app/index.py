@@ -59,7 +59,7 @@ class SharedIndex:
             try:
                 st = entry.stat(follow_symlinks=False)
                 row = cached.get(entry.name)
-                if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+                if _matches(row, st):
                     sha = row["sha256"]
                 else:
                     sha = sha256_file(entry.path)
@@ -76,31 +76,22 @@ class SharedIndex:
 
     def get(self, name: str) -> FileInfo | None:
         """The named file's info (hashing only that file if needed), or None when it is not shared."""
-        path = self.folder / name
         try:
-            st = path.stat(follow_symlinks=False)
+            st = (self.folder / name).stat(follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
         if name.startswith(".") or not stat.S_ISREG(st.st_mode):
             return None
-        conn = self.db.connect()
-        row = conn.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE name = ?", (name,)).fetchone()
-        if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
-            sha = row["sha256"]
-        else:
-            sha = sha256_file(path)
-            conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                         (name, st.st_size, st.st_mtime_ns, sha))
-        return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha)
+        return self.lookup(name, st)
 
     def lookup(self, name: str, st: os.stat_result) -> FileInfo:
         """Info of one shared file whose stat is st; hashes it only if the cache is stale.
 
-        Cheaper than get() for every transfer request: one row, not a folder scan.
+        One row, not a folder scan: what every transfer request needs.
         """
         conn = self.db.connect()
         row = conn.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE name = ?", (name,)).fetchone()
-        if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+        if _matches(row, st):
             return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"])
         sha = sha256_file(self.folder / name)
         with conn:
@@ -114,3 +105,8 @@ class SharedIndex:
         with self.db.connect() as conn:
             conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
                          (name, st.st_size, st.st_mtime_ns, sha256))
+
+
+def _matches(row, st: os.stat_result) -> bool:
+    """True when a cached hash row still describes the file (same size and mtime)."""
+    return row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns

@@ -160,8 +160,6 @@ class Transfer:
             raise Unavailable(f"the gRPC server at {self.address} is not serving transfers")
         self._ready = True
 
-    _wait_ready = wait_ready
-
     def stat(self, name: str) -> tuple[int, str]:
         """(size, sha256) of name on this peer, from the first chunk of a one-byte read."""
         self.wait_ready()
@@ -180,18 +178,9 @@ class Transfer:
         """Generous whole-call deadline: a dead peer is caught sooner by keepalive."""
         return 30.0 + size / (5 * 1024 * 1024)
 
-    def download(self, name: str, out, *, expected_sha256: str = "", size: int | None = None,
-                 overwrite: bool = False, progress=None, **options):
-        """Fetch name into the local path out (verified, resumable); return the path."""
-        from peer_app.download import Download
-        holder = {"name": self.address, "grpc_address": self.address}
-        return Download(name, out, [holder], expected_sha256=expected_sha256, size=size, overwrite=overwrite,
-                        progress=progress, chunk_size=self.chunk_size, connect_timeout=self.connect_timeout,
-                        **options).run().path
-
     def upload(self, path, name: str, *, overwrite: bool = False, progress=None):
         """Send the local file path as name; return the server's UploadStatus."""
-        self._wait_ready()
+        self.wait_ready()
         size = os.path.getsize(path)
         digest = sha256_file(path)
 
@@ -217,7 +206,7 @@ class Transfer:
 
     def dummy_download(self, name: str = "", length: int = 0, progress=None) -> int:
         """Stream ECO/DUMMY bytes from the peer; return how many arrived."""
-        self._wait_ready()
+        self.wait_ready()
         received = 0
         try:
             request = transfer_pb2.FileRequest(filename=name, length=length, chunk_size=self.chunk_size)
@@ -231,7 +220,7 @@ class Transfer:
 
     def dummy_upload(self, size: int, progress=None):
         """Send size ECO/DUMMY bytes; return the server's UploadStatus."""
-        self._wait_ready()
+        self.wait_ready()
         block = bytes(self.chunk_size)
 
         def chunks():

@@ -62,15 +62,15 @@ class NodeConfig:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.rest_port}"
+        return http_url(self.host, self.rest_port)
 
     @property
     def rest_bind(self) -> str:
-        return f"{url_host(self.host)}:{self.rest_port}"
+        return address(self.host, self.rest_port)
 
     @property
     def grpc_address(self) -> str:
-        return f"{url_host(self.host)}:{self.grpc_port}"
+        return address(self.host, self.grpc_port)
 
     @property
     def db_path(self) -> str:
@@ -88,9 +88,14 @@ class NodeConfig:
         return cls(friends=friends, settings=Settings(**settings), **data)
 
 
-def url_host(host: str) -> str:
-    """host as it goes into a URL or HOST:PORT (IPv6 addresses in brackets)."""
-    return f"[{host}]" if ":" in host else host
+def address(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 host in brackets (gRPC targets, gunicorn --bind)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def http_url(host: str, port: int) -> str:
+    """The http:// URL of a REST server."""
+    return f"http://{address(host, port)}"
 
 
 def load_config(path: str | os.PathLike | None = None) -> NodeConfig:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from common.config import Settings, url_host
+from common.config import Settings, address, http_url
 from control.errors import TopologyError
 
 NAME_RE = re.compile(r"[a-z0-9_-]+")
@@ -37,7 +37,7 @@ class MaestroSpec:
 
     @property
     def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}"
+        return http_url(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ class PeerSpec:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.rest_port}"
+        return http_url(self.host, self.rest_port)
 
     @property
     def grpc_address(self) -> str:
-        return f"{url_host(self.host)}:{self.grpc_port}"
+        return address(self.host, self.grpc_port)
 
 
 @dataclass(frozen=True)

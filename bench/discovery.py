@@ -30,7 +30,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from common.config import Settings
+from common.config import Settings, http_url
 from control.generate import free_ports, generate
 from control.network import Network
 from control.topology import load as load_topology
@@ -98,7 +98,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
         ready_seconds = time.monotonic() - t0
         pids = [p.pid for row in network.status() for p in row.programs if p.pid]
         rss, pss, processes = tree_memory_mib(pids)
-        origin = f"http://{doc['peers'][0]['host']}:{doc['peers'][0]['rest_port']}"
+        origin = http_url(doc["peers"][0]["host"], doc["peers"][0]["rest_port"])
         session = requests.Session()
         session.trust_env = False
         params = {"query": "far-side", "fanout": 2, "ttl": 10}

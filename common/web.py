@@ -47,32 +47,28 @@ def arg_str(name: str, *, required: bool = True, max_length: int = MAX_PARAM_LEN
     return value
 
 
-def arg_int(name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-    """Return an integer query parameter, clamped to maximum; 400 if not a number >= minimum."""
+def _arg_number(name: str, parse, kind: str, default, minimum, maximum):
+    """A numeric query parameter: default when absent, 400 when malformed or below minimum, capped."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise BadRequest(f"query parameter '{name}' must be an integer, got {raw[:40]!r}") from None
-    if value < minimum:
-        raise BadRequest(f"query parameter '{name}' must be >= {minimum}, got {value}")
+        raise BadRequest(f"query parameter '{name}' must be {kind}, got {raw[:40]!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise BadRequest(f"query parameter '{name}' must be >= {minimum}, got {raw[:40]}")
     return min(value, maximum) if maximum is not None else value
+
+
+def arg_int(name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    """Return an integer query parameter, capped at maximum; 400 if not an integer >= minimum."""
+    return _arg_number(name, int, "an integer", default, minimum, maximum)
 
 
 def arg_float(name: str, *, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
-    """Return a float query parameter in [minimum, maximum]; 400 if malformed."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter '{name}' must be a number, got {raw[:40]!r}") from None
-    if not value >= minimum:  # also refuses NaN
-        raise BadRequest(f"query parameter '{name}' must be >= {minimum}")
-    return min(value, maximum) if maximum is not None else value
+    """Return a number query parameter, capped at maximum; 400 if not a number >= minimum."""
+    return _arg_number(name, float, "a number", default, minimum, maximum)
 
 
 def json_body() -> dict:

@@ -36,7 +36,8 @@ def create_app(config: NodeConfig | None = None, transport=http_transport) -> Fl
     app.extensions.update(
         index=index, known_peers=known,
         discovery=Discovery(me, lambda: [f.to_json() for f in index.scan()], known, SeenQueries(db),
-                            transport, request_timeout=config.settings.request_timeout, pool=pool),
+                            transport, request_timeout=config.settings.request_timeout, pool=pool,
+                            local_file=lambda name: (info := index.get(name)) and info.to_json()),
     )
     from peer_app.views import bp
 

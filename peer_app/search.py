@@ -43,9 +43,12 @@ class Discovery:
 
     def __init__(self, me: dict, local_files: Callable[[], list[dict]], known: KnownPeers,
                  seen: SeenQueries, transport: Transport, *, request_timeout: float,
-                 pool: futures.Executor, clock: Callable[[], float] = time.monotonic) -> None:
+                 pool: futures.Executor, clock: Callable[[], float] = time.monotonic,
+                 local_file: Callable[[str], dict | None] | None = None) -> None:
         self.me = me                      # {"name", "url", "grpc_address"}
         self.local_files = local_files
+        # An exact lookup for /locate; without one, pick the name out of the full listing.
+        self.local_file = local_file or (lambda name: next((f for f in local_files() if f["name"] == name), None))
         self.known = known
         self.seen = seen
         self.transport = transport
@@ -130,9 +133,9 @@ class Discovery:
         Only the forwarding is done once per id, so a query never loops.
         """
         start = self.clock()
-        mine = [self._holder(f) for f in self.local_files() if f["name"] == filename]
-        if mine:
-            return {"file": filename, "peers": mine, "via": [self.me["name"]]}
+        mine = self.local_file(filename)
+        if mine is not None:
+            return {"file": filename, "peers": [self._holder(mine)], "via": [self.me["name"]]}
         if not self.seen.first_time("locate:" + qid):
             raise NotFound(f"locate {qid} already handled here")
         if ttl > 1:

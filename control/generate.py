@@ -52,8 +52,14 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
+_HANDED_OUT: set[int] = set()   # ports this process already gave out: free now, but someone's soon
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """n distinct ports free now, drawn at random from below the kernel's ephemeral range.
+
+    A port is never handed out twice by one process, so separate calls (a test that asks
+    for one port per server) cannot get the same port before its server binds it.
 
     A port taken from bind(0) is an ephemeral one: before our server binds it, any
     outgoing connection on this machine may get it as its local port. Below the
@@ -62,11 +68,13 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     low, high = 10000, _ephemeral_floor()
     rng = random.SystemRandom()
     ports: list[int] = []
-    for _ in range(100 * n + 1000):
-        if len(ports) == n:
-            return ports
+    attempts = 100 * n + 1000
+    while len(ports) < n:
+        attempts -= 1
+        if attempts < 0:
+            raise RuntimeError(f"could not find {n} free ports between {low} and {high}")
         port = rng.randrange(low, high)
-        if port in ports or port in SEED_PORTS:
+        if port in ports or port in _HANDED_OUT or port in SEED_PORTS:
             continue
         with socket.socket() as s:
             try:
@@ -74,4 +82,5 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             except OSError:
                 continue
         ports.append(port)
-    raise RuntimeError(f"could not find {n} free ports between {low} and {high}")
+    _HANDED_OUT.update(ports)
+    return ports

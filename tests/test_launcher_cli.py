@@ -196,3 +196,10 @@ def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_and_seed_ran
     for port in ports[:5]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_free_ports_never_hands_out_a_port_twice_across_calls():
+    from control.generate import free_ports
+
+    singles = [free_ports(1)[0] for _ in range(500)]   # one call per server, as the tests do
+    assert len(set(singles)) == 500

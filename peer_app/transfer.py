@@ -124,15 +124,7 @@ class AtomicFile:
             raise DataLoss(f"received {self.size} bytes, expected {expected_size}")
         if expected_sha256 and expected_sha256 != self.sha256:
             raise DataLoss(f"sha256 mismatch: got {self.sha256}, expected {expected_sha256}")
-        if self.overwrite:
-            os.replace(self.tmp, self.final)
-        else:
-            try:
-                os.link(self.tmp, self.final)  # fails if the name appeared meanwhile
-            except FileExistsError:
-                raise AlreadyExists(f"{self.name!r} already exists; pass --overwrite") from None
-            os.unlink(self.tmp)
-        return self.final
+        return move_into_place(self.tmp, self.final, self.overwrite)
 
     def abort(self) -> None:
         """Drop the temporary file; safe to call twice."""
@@ -148,6 +140,23 @@ class AtomicFile:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self.tmp.exists():
             self.abort()
+
+
+def move_into_place(tmp: Path, final: Path, overwrite: bool) -> Path:
+    """Rename a finished temporary file to its final name in one step.
+
+    Without overwrite the name must still be free at this instant (link fails
+    if it appeared meanwhile): AlreadyExists, and the temporary is left to its owner.
+    """
+    if overwrite:
+        os.replace(tmp, final)
+    else:
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise AlreadyExists(f"{final.name!r} already exists; pass --overwrite to replace it") from None
+        os.unlink(tmp)
+    return final
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
@@ -284,14 +293,7 @@ class PartialFile:
     def commit(self, overwrite: bool) -> Path:
         """Move the finished file into place; AlreadyExists unless overwrite."""
         self.close()
-        if overwrite:
-            os.replace(self.path, self.target)
-        else:
-            try:
-                os.link(self.path, self.target)
-            except FileExistsError:
-                raise AlreadyExists(f"{self.target} already exists; pass --overwrite to replace it") from None
-            os.unlink(self.path)
+        move_into_place(self.path, self.target, overwrite)
         os.unlink(self.journal_path)
         return self.target
 

@@ -29,6 +29,9 @@ def network(tmp_path):
     yield start
     for node in reversed(started):
         node.stop()
+    for node in started:  # pytest shows this only when the test failed
+        for proc in node.processes:
+            print(f"--- {proc.log.name} (exit {proc.popen.returncode}) ---\n{proc.tail(15)}")
 
 
 @pytest.fixture

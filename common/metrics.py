@@ -62,7 +62,10 @@ class Metrics:
         if folder:
             from prometheus_client import multiprocess
 
-            self.exposed = CollectorRegistry(auto_describe=True)
+            # auto_describe off: registering must not read the folder. Another worker may be
+            # creating its file at this instant (empty for a moment), and a read then would
+            # crash this worker's boot, and with it the whole gunicorn master.
+            self.exposed = CollectorRegistry(auto_describe=False)
             multiprocess.MultiProcessCollector(self.exposed, path=folder)
         else:
             self.exposed = self.registry

@@ -118,3 +118,14 @@ def test_metrics_sum_requests_over_two_gunicorn_workers(network):
     peer_text = requests.get(peer + "/metrics", timeout=5).text
     assert value(peer_text, "p2p_search_handled_total") == 12
     assert value(peer_text, "p2p_http_requests_total", endpoint="/search", method="GET", status="200") == 12
+
+
+def test_a_worker_boots_while_another_worker_is_creating_its_metrics_file(tmp_path, monkeypatch):
+    # Another worker's file exists but is still empty: booting must not read it.
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_4242.db").write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    config = NodeConfig(role="maestro", name="maestro", host="127.0.0.1", rest_port=1,
+                        run_dir=str(tmp_path / "run"))
+    assert create_maestro(config).test_client().get("/health").status_code == 200

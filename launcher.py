@@ -3,6 +3,7 @@
 Every command reads a topology (default topology.yaml), validates it, and talks to that
 network's own supervisord through the socket in the run folder `.run/<topology>/` beside it.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,7 +31,7 @@ class LauncherGroup(click.Group):
             for line in exc.lines():
                 click.echo(line, err=True)
             ctx.exit(exc.exit_code)
-        except OSError as exc:          # a file or folder the launcher could not write or read
+        except OSError as exc:  # a file or folder the launcher could not write or read
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
 
@@ -68,11 +69,24 @@ def cli() -> None:
 
 
 topology_argument = click.argument("topology", default=DEFAULT_TOPOLOGY, type=click.Path(dir_okay=False))
-topology_option = click.option("-t", "--topology", default=DEFAULT_TOPOLOGY, show_default=True,
-                               envvar="P2P_TOPOLOGY", show_envvar=True, type=click.Path(dir_okay=False),
-                               help=TOPOLOGY_HELP)
-timeout_option = click.option("--timeout", default=60.0, show_default=True, envvar="P2P_UP_TIMEOUT",
-                              show_envvar=True, help="seconds to wait for health")
+topology_option = click.option(
+    "-t",
+    "--topology",
+    default=DEFAULT_TOPOLOGY,
+    show_default=True,
+    envvar="P2P_TOPOLOGY",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help=TOPOLOGY_HELP,
+)
+timeout_option = click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    envvar="P2P_UP_TIMEOUT",
+    show_envvar=True,
+    help="seconds to wait for health",
+)
 
 
 @cli.command()
@@ -104,8 +118,10 @@ def up(topology: str, timeout: float) -> None:
     net.up(timeout=timeout)
     elapsed = time.monotonic() - started
     click.echo(_urls(net))
-    click.echo(f"up: {len(net.topology.node_names)} node(s) healthy in {elapsed:.1f}s; "
-               f"supervisorctl -c {net.rendered.layout.conf} status")
+    click.echo(
+        f"up: {len(net.topology.node_names)} node(s) healthy in {elapsed:.1f}s; "
+        f"supervisorctl -c {net.rendered.layout.conf} status"
+    )
 
 
 @cli.command()
@@ -128,12 +144,19 @@ def status(topology: str) -> None:
         h = row.health
         healthy = h.healthy if h else None
         all_ok &= bool(healthy) and all(p.state == "RUNNING" for p in row.programs) and bool(row.programs)
-        rows.append([row.node, row.state if row.programs else "DOWN",
-                     ",".join(str(p.pid) for p in row.programs if p.pid) or "-",
-                     _fmt_uptime(row.uptime), _yn(healthy),
-                     _yn(h.registered if h else None),
-                     "-" if not h or h.files is None else str(h.files), row.url,
-                     ",".join(net.rendered.programs_of(row.node))])
+        rows.append(
+            [
+                row.node,
+                row.state if row.programs else "DOWN",
+                ",".join(str(p.pid) for p in row.programs if p.pid) or "-",
+                _fmt_uptime(row.uptime),
+                _yn(healthy),
+                _yn(h.registered if h else None),
+                "-" if not h or h.files is None else str(h.files),
+                row.url,
+                ",".join(net.rendered.programs_of(row.node)),
+            ]
+        )
     click.echo(_table(rows))
     if not all_ok:
         sys.exit(1)
@@ -193,28 +216,47 @@ def logs(node: str, follow: bool, lines: int, topology: str) -> None:
 
 @cli.command()
 @click.option("--peers", "-n", "peers", type=int, required=True, help="number of peers (at least 3)")
-@click.option("--ring/--random", default=True, show_default=True,
-              help="friends i+1 and i+2 in a ring, or two other peers at random")
+@click.option(
+    "--ring/--random",
+    default=True,
+    show_default=True,
+    help="friends i+1 and i+2 in a ring, or two other peers at random",
+)
 @click.option("--seed", type=int, default=None, help="random seed for --random")
-@click.option("--base-port", type=int, default=None,
-              help="Maestro on P, peers on P+1, P+2, ... (default: free ports from the OS)")
+@click.option(
+    "--base-port", type=int, default=None, help="Maestro on P, peers on P+1, P+2, ... (default: free ports from the OS)"
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--data-dir", default="data", show_default=True,
-              help="shared folders go to DATA_DIR/peerN, relative to the topology file")
+@click.option(
+    "--data-dir",
+    default="data",
+    show_default=True,
+    help="shared folders go to DATA_DIR/peerN, relative to the topology file",
+)
 @click.option("--sample-files", is_flag=True, help="put archivoN.txt in each new shared folder")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), default="-", show_default=True,
-              help="file to write (- for stdout)")
-def generate(peers: int, ring: bool, seed: int | None, base_port: int | None, host: str, data_dir: str,
-             sample_files: bool, out: str) -> None:
+@click.option(
+    "--out", "-o", type=click.Path(dir_okay=False), default="-", show_default=True, help="file to write (- for stdout)"
+)
+def generate(
+    peers: int,
+    ring: bool,
+    seed: int | None,
+    base_port: int | None,
+    host: str,
+    data_dir: str,
+    sample_files: bool,
+    out: str,
+) -> None:
     """Write a valid topology of PEERS peers (validated before it is written)."""
     from control.generate import base_ports, free_ports
     from control.generate import generate as make
+
     if peers < 3:
         raise click.BadParameter(f"{peers} is too few (each peer needs two friends)", param_hint="--peers")
     ports = base_ports(base_port, peers) if base_port is not None else free_ports(1 + 2 * peers)
     doc = make(peers, ports, ring=ring, seed=seed, host=host, data_dir=data_dir)
     target = Path(out).absolute()
-    topo.parse(doc, target if out != "-" else Path("<generated topology>"))   # e.g. ports past 65535
+    topo.parse(doc, target if out != "-" else Path("<generated topology>"))  # e.g. ports past 65535
     text = f"# generated by `launcher.py generate --peers {peers}`\n" + yaml.safe_dump(doc, sort_keys=False)
     if out == "-":
         click.echo(text, nl=False)
@@ -227,8 +269,11 @@ def generate(peers: int, ring: bool, seed: int | None, base_port: int | None, ho
             if not shared.exists():
                 shared.mkdir(parents=True)
                 (shared / f"archivo{i}.txt").write_text(f"Hola desde {peer['name']}.\n", encoding="utf-8")
-    click.echo(f"{target}: maestro + {peers} peer(s), ports {ports[0]}-{max(ports)}" if base_port
-               else f"{target}: maestro + {peers} peer(s) on free ports")
+    click.echo(
+        f"{target}: maestro + {peers} peer(s), ports {ports[0]}-{max(ports)}"
+        if base_port
+        else f"{target}: maestro + {peers} peer(s) on free ports"
+    )
 
 
 def main() -> None:

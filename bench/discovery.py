@@ -11,6 +11,7 @@
     the two should be about equal. wrk when installed, else a Python multi-process client.
 Everything binds 127.0.0.1 on free ports; every process started here is stopped by pid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,10 +80,12 @@ def tree_memory_mib(pids: list[int]) -> tuple[float, float, int]:
 
 # (a) flood search across a ring ---------------------------------------------------------------
 
+
 def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
     """Bring a ring up with the launcher (supervisord, real processes), then time far-side searches."""
-    ring_settings = {k: getattr(settings, k) for k in ("heartbeat_interval", "request_timeout",
-                                                       "rest_workers", "rest_threads")}
+    ring_settings = {
+        k: getattr(settings, k) for k in ("heartbeat_interval", "request_timeout", "rest_workers", "rest_threads")
+    }
     doc = generate(peers, free_ports(1 + 2 * peers), ring=True, settings=ring_settings)
     names = [p["name"] for p in doc["peers"]]
     far = names[peers // 2]
@@ -94,7 +97,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
     network = Network(load_topology(path))
     try:
         t0 = time.monotonic()
-        network.up(timeout=180)   # returns once every node is RUNNING, healthy and registered
+        network.up(timeout=180)  # returns once every node is RUNNING, healthy and registered
         ready_seconds = time.monotonic() - t0
         pids = [p.pid for row in network.status() for p in row.programs if p.pid]
         rss, pss, processes = tree_memory_mib(pids)
@@ -102,7 +105,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
         session = requests.Session()
         session.trust_env = False
         params = {"query": "far-side", "fanout": 2, "ttl": 10}
-        session.get(origin + "/search", params=params, timeout=10)      # warm the connections
+        session.get(origin + "/search", params=params, timeout=10)  # warm the connections
         latencies, handled, messages, found, repeats = [], [], [], 0, 0
         for _ in range(queries):
             t = time.perf_counter()
@@ -113,31 +116,41 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
             handled.append(len(visited))
             messages.append(body["messages"])
             found += any(r["peer"] == far for r in body["results"])
-        return {"peers": peers, "processes": processes, "up_all_registered_s": round(ready_seconds, 1),
-                "rss_total_mib": round(rss), "pss_total_mib": round(pss),
-                "rss_per_peer_mib": round(rss / (peers + 1), 1), "queries": queries,
-                "found_far_side": found, "peers_seen_twice": repeats,
-                "latency_ms_p50": round(statistics.median(latencies), 1),
-                "latency_ms_p99": round(percentile(latencies, 99), 1),
-                "handled_per_query": {"min": min(handled), "median": statistics.median(handled),
-                                      "max": max(handled)},
-                "messages_per_query": {"min": min(messages), "median": statistics.median(messages),
-                                       "max": max(messages)}}
+        return {
+            "peers": peers,
+            "processes": processes,
+            "up_all_registered_s": round(ready_seconds, 1),
+            "rss_total_mib": round(rss),
+            "pss_total_mib": round(pss),
+            "rss_per_peer_mib": round(rss / (peers + 1), 1),
+            "queries": queries,
+            "found_far_side": found,
+            "peers_seen_twice": repeats,
+            "latency_ms_p50": round(statistics.median(latencies), 1),
+            "latency_ms_p99": round(percentile(latencies, 99), 1),
+            "handled_per_query": {"min": min(handled), "median": statistics.median(handled), "max": max(handled)},
+            "messages_per_query": {"min": min(messages), "median": statistics.median(messages), "max": max(messages)},
+        }
     finally:
         network.down()
 
 
 # (b) Maestro /locate throughput ---------------------------------------------------------------
 
+
 def fill_directory(db_path: str, peers: int, files: int) -> list[str]:
     """Register peers x files straight into the Maestro's SQLite; return the file names."""
     directory = Directory(db_path, default_interval=3600.0, expire_after_beats=3.0)
     names = []
     for i in range(peers):
-        entries = [FileEntry(f"file-{i:04d}-{j:03d}.txt", 1000 + j, 0.0, f"{i * files + j:064x}")
-                   for j in range(files)]
-        directory.register(f"peer{i:04d}", f"http://127.0.0.1:{20000 + i}", f"127.0.0.1:{30000 + i}",
-                           entries, heartbeat_interval=3600.0)
+        entries = [FileEntry(f"file-{i:04d}-{j:03d}.txt", 1000 + j, 0.0, f"{i * files + j:064x}") for j in range(files)]
+        directory.register(
+            f"peer{i:04d}",
+            f"http://127.0.0.1:{20000 + i}",
+            f"127.0.0.1:{30000 + i}",
+            entries,
+            heartbeat_interval=3600.0,
+        )
         names.extend(e.name for e in entries)
     return names
 
@@ -154,19 +167,29 @@ def run_wrk(url: str, names: list[str], seconds: float, connections: int, tmp: P
     sample = names[:: max(1, len(names) // 1000)][:1000]
     script = tmp / "locate.lua"
     script.write_text(WRK_SCRIPT % ",".join(json.dumps(n) for n in sample))
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script),
-                          url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+\w+)", out)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"tool": "wrk", "requests_per_s": round(rps), "latency_p50": p50 and p50.group(1),
-            "latency_p99": p99 and p99.group(1), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "tool": "wrk",
+        "requests_per_s": round(rps),
+        "latency_p50": p50 and p50.group(1),
+        "latency_p99": p99 and p99.group(1),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def _client(args) -> tuple[int, int]:
     host, port, names, seconds, seed = args
     import random
+
     rng = random.Random(seed)
     conn = http.client.HTTPConnection(host, port, timeout=10)
     done = errors = 0
@@ -189,8 +212,11 @@ def run_python_load(url: str, names: list[str], seconds: float, clients: int) ->
         results = pool.map(_client, [(host, int(port), sample, seconds, i) for i in range(clients)])
         elapsed = time.monotonic() - t
     done = sum(r[0] for r in results)
-    return {"tool": f"python x{clients}", "requests_per_s": round(done / max(elapsed, seconds)),
-            "non_2xx": sum(r[1] for r in results)}
+    return {
+        "tool": f"python x{clients}",
+        "requests_per_s": round(done / max(elapsed, seconds)),
+        "non_2xx": sum(r[1] for r in results),
+    }
 
 
 def load(url: str, names: list[str], seconds: float, tool: str, tmp: Path) -> dict:
@@ -199,8 +225,9 @@ def load(url: str, names: list[str], seconds: float, tool: str, tmp: Path) -> di
     return run_python_load(url, names, seconds, 4)
 
 
-def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Settings, tool: str,
-                 baseline: bool) -> dict:
+def bench_locate(
+    tmp: Path, peers: int, files: int, seconds: float, settings: Settings, tool: str, baseline: bool
+) -> dict:
     """/locate requests/s of the Maestro, and of the minimal baseline app on the same file."""
     configs = node_configs(tmp, [], settings)
     maestro_config = configs["maestro"]
@@ -214,13 +241,15 @@ def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Se
         node.wait_healthy(timeout=30)
         check = requests.get(node.url + "/locate", params={"file": names[-1]}, timeout=5)
         assert check.status_code == 200, check.text
-        load(node.url, names, 1.0, tool, tmp)   # warm-up: connections, caches, lazy imports
+        load(node.url, names, 1.0, tool, tmp)  # warm-up: connections, caches, lazy imports
         result["maestro"] = load(node.url, names, seconds, tool, tmp)
     finally:
         node.stop()
     if baseline:
-        argv = [a if a != "maestro_app:create_app()" else "bench.locate_baseline:create_app()"
-                for a in node.processes[0].args]
+        argv = [
+            a if a != "maestro_app:create_app()" else "bench.locate_baseline:create_app()"
+            for a in node.processes[0].args
+        ]
         env = {**node.processes[0].env, "BENCH_DB": maestro_config.db_path}
         floor = Process(argv, env, tmp / "baseline.log").start()
         try:
@@ -233,8 +262,9 @@ def bench_locate(tmp: Path, peers: int, files: int, seconds: float, settings: Se
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.discovery", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.discovery", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer queries and shorter load (< 60 s)")
     parser.add_argument("--peers", type=int, default=30)
     parser.add_argument("--queries", type=int, default=None)
@@ -252,14 +282,17 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         if args.only in (None, "ring"):
             report["ring_search"] = bench_ring(tmp / "ring", args.peers, queries, RING_SETTINGS)
-            report["ring_settings"] = {"rest_workers": RING_SETTINGS.rest_workers,
-                                       "rest_threads": RING_SETTINGS.rest_threads}
+            report["ring_settings"] = {
+                "rest_workers": RING_SETTINGS.rest_workers,
+                "rest_threads": RING_SETTINGS.rest_threads,
+            }
             print(json.dumps(report["ring_search"], indent=2), flush=True)
         if args.only in (None, "locate"):
             settings = replace(Settings(), rest_workers=args.maestro_workers, rest_threads=args.maestro_threads)
-            report["locate"] = [bench_locate(tmp / f"locate{p}", p, f, seconds, settings, tool,
-                                             baseline=not args.quick)
-                                for p, f in ((10, 10), (1000, 100))]
+            report["locate"] = [
+                bench_locate(tmp / f"locate{p}", p, f, seconds, settings, tool, baseline=not args.quick)
+                for p, f in ((10, 10), (1000, 100))
+            ]
             report["maestro_settings"] = {"workers": args.maestro_workers, "threads": args.maestro_threads}
             print(json.dumps(report["locate"], indent=2), flush=True)
     print(json.dumps(report))

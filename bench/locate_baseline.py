@@ -3,6 +3,7 @@
 Served by the same gunicorn command line as the Maestro (`bench.locate_baseline:create_app()`),
 reading the Maestro's directory file named by $BENCH_DB.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ def create_app(db_path: str | None = None) -> Flask:
         if conn is None:
             conn = local.conn = sqlite3.connect(db_path, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT peer, size, sha256 FROM files WHERE name = ?",
-                            (request.args.get("file", ""),)).fetchall()
+        rows = conn.execute(
+            "SELECT peer, size, sha256 FROM files WHERE name = ?", (request.args.get("file", ""),)
+        ).fetchall()
         return jsonify({"peers": [dict(r) for r in rows]})
 
     @app.get("/health")

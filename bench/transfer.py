@@ -9,6 +9,7 @@ streams, pwrite, sha256 verified, renamed into place), and a raw TCP baseline
 (server `socket.sendfile`, client `recv_into` + write to disk, no hashing).
 Prints MB/s, the ratio to raw TCP, and the peak RSS of clients and servers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,10 +111,17 @@ def child(argv: list[str]) -> None:
 # -- the benchmark ------------------------------------------------------------------------------
 def _peer_config(tmp: Path, name: str, shared: Path) -> Path:
     port = free_ports(1)[0]
-    config = NodeConfig(role="peer", name=name, host="127.0.0.1", rest_port=free_ports(1)[0], grpc_port=port,
-                        shared_dir=str(shared), run_dir=str(tmp / "run" / name),
-                        maestro_url="http://127.0.0.1:1",  # no Maestro: registration fails fast, quietly retried
-                        settings=Settings(heartbeat_interval=60.0))
+    config = NodeConfig(
+        role="peer",
+        name=name,
+        host="127.0.0.1",
+        rest_port=free_ports(1)[0],
+        grpc_port=port,
+        shared_dir=str(shared),
+        run_dir=str(tmp / "run" / name),
+        maestro_url="http://127.0.0.1:1",  # no Maestro: registration fails fast, quietly retried
+        settings=Settings(heartbeat_interval=60.0),
+    )
     path = tmp / "run" / f"{name}.json"
     write_config(config, path)
     return path
@@ -152,8 +160,12 @@ def bench(size: int, runs: int, tmp: Path) -> dict:
         for name in ("peer1", "peer2"):
             config = _peer_config(tmp, name, shared)
             log = open(tmp / "run" / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen([sys.executable, "-m", "peer_app.grpc_server", "--config", str(config)],
-                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "peer_app.grpc_server", "--config", str(config)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             servers.append(proc)
             address = json.loads(config.read_text())
             peers.append((proc, f"127.0.0.1:{address['grpc_port']}"))
@@ -169,8 +181,11 @@ def bench(size: int, runs: int, tmp: Path) -> dict:
             results["grpc1"].append(_run_child(["_fetch", target, sha256, str(size), peers[0][1]]))
             _clean(out)
             results["grpc2"].append(_run_child(["_fetch", target, sha256, str(size), peers[0][1], peers[1][1]]))
-        rss = {"raw_server": _vm_hwm_kib(raw.pid), "grpc_server1": _vm_hwm_kib(peers[0][0].pid),
-               "grpc_server2": _vm_hwm_kib(peers[1][0].pid)}
+        rss = {
+            "raw_server": _vm_hwm_kib(raw.pid),
+            "grpc_server1": _vm_hwm_kib(peers[0][0].pid),
+            "grpc_server2": _vm_hwm_kib(peers[1][0].pid),
+        }
         _clean(out)
     finally:
         for proc in servers:
@@ -195,16 +210,22 @@ def report(data: dict) -> str:
         return max(r["rss_kib"] for r in data["results"][kind]) / 1024
 
     srv = {k: v / 1024 for k, v in data["server_rss_kib"].items()}
-    rows = [("raw TCP (sendfile -> recv_into + write)", "raw", srv["raw_server"]),
-            ("p2pnet gRPC, 1 source, sha256 verified", "grpc1", srv["grpc_server1"]),
-            ("p2pnet gRPC, 2 sources, sha256 verified", "grpc2", max(srv["grpc_server1"], srv["grpc_server2"]))]
+    rows = [
+        ("raw TCP (sendfile -> recv_into + write)", "raw", srv["raw_server"]),
+        ("p2pnet gRPC, 1 source, sha256 verified", "grpc1", srv["grpc_server1"]),
+        ("p2pnet gRPC, 2 sources, sha256 verified", "grpc2", max(srv["grpc_server1"], srv["grpc_server2"])),
+    ]
     lines = [f"file {size / MiB:.0f} MiB, median of {data['runs']} run(s) [best], loopback, {os.cpu_count()} CPU(s)"]
     for label, kind, server in rows:
-        lines.append(f"  {label:42s} {mbps(kind):7.0f} MB/s [{mbps(kind, min):5.0f}]"
-                     f"   client RSS {rss(kind):6.1f} MiB   server RSS {server:6.1f} MiB")
+        lines.append(
+            f"  {label:42s} {mbps(kind):7.0f} MB/s [{mbps(kind, min):5.0f}]"
+            f"   client RSS {rss(kind):6.1f} MiB   server RSS {server:6.1f} MiB"
+        )
     raw, one, two = mbps("raw"), mbps("grpc1"), mbps("grpc2")
-    lines.append(f"  ratio 1 source / raw TCP: {one / raw:.2f} [best {mbps('grpc1', min) / mbps('raw', min):.2f}]"
-                 f"    2 sources / 1 source: {two / one:.2f}")
+    lines.append(
+        f"  ratio 1 source / raw TCP: {one / raw:.2f} [best {mbps('grpc1', min) / mbps('raw', min):.2f}]"
+        f"    2 sources / 1 source: {two / one:.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -213,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0].startswith("_"):
         child(argv)
         return
-    parser = argparse.ArgumentParser(prog="python -m bench.transfer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.transfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=512, help="file size (default 512)")
     parser.add_argument("--quick", action="store_true", help="64 MiB, one run: a smoke test for CI")
     parser.add_argument("--runs", type=int, default=None, help="runs per kind; the median counts (default 3)")

@@ -4,6 +4,7 @@ The launcher renders these files from topology.yaml; a process finds its file
 through the P2P_CONFIG environment variable or a --config flag. Nothing here
 runs at import time.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,25 +19,25 @@ CONFIG_ENV = "P2P_CONFIG"
 class Settings:
     """Tunables shared by every node; topology.yaml `settings:` overrides them."""
 
-    heartbeat_interval: float = 2.0     # seconds between a peer's beats to the Maestro
-    heartbeat_jitter: float = 0.1       # fraction of the interval added at random
-    expire_after_beats: float = 3.0     # missed beats before the Maestro marks a peer not alive
-    request_timeout: float = 2.0        # one REST call to a friend or the Maestro, seconds
-    search_timeout: float = 3.0         # what a new flood search may take in all, seconds
-    locate_timeout: float = 5.0         # what a new P2P locate may take in all, seconds
-    rest_workers: int = 2               # gunicorn workers per REST server
-    rest_threads: int = 4               # gunicorn threads per worker (gthread)
-    grpc_workers: int = 24              # ThreadPoolExecutor size of a gRPC server (above the transfer limit)
-    chunk_size: int = 1024 * 1024       # bytes per streamed FileChunk
+    heartbeat_interval: float = 2.0  # seconds between a peer's beats to the Maestro
+    heartbeat_jitter: float = 0.1  # fraction of the interval added at random
+    expire_after_beats: float = 3.0  # missed beats before the Maestro marks a peer not alive
+    request_timeout: float = 2.0  # one REST call to a friend or the Maestro, seconds
+    search_timeout: float = 3.0  # what a new flood search may take in all, seconds
+    locate_timeout: float = 5.0  # what a new P2P locate may take in all, seconds
+    rest_workers: int = 2  # gunicorn workers per REST server
+    rest_threads: int = 4  # gunicorn threads per worker (gthread)
+    grpc_workers: int = 24  # ThreadPoolExecutor size of a gRPC server (above the transfer limit)
+    chunk_size: int = 1024 * 1024  # bytes per streamed FileChunk
     max_upload_bytes: int = 4 * 1024**3
     max_concurrent_transfers: int = 16  # gRPC transfer calls at once (a multi-stream download uses several)
-    max_transfer_rate: int = 0          # bytes per second a peer sends or receives in all; 0 = unlimited
-    search_default_ttl: int = 7         # Gnutella's default for new queries
+    max_transfer_rate: int = 0  # bytes per second a peer sends or receives in all; 0 = unlimited
+    search_default_ttl: int = 7  # Gnutella's default for new queries
     search_max_ttl: int = 10
     search_max_fanout: int = 8
     search_default_fanout: int = 2
     max_query_length: int = 256
-    prune_after_failures: int = 3       # known peers that fail this often in a row are dropped
+    prune_after_failures: int = 3  # known peers that fail this often in a row are dropped
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Friend:
 class NodeConfig:
     """Everything one process needs to know about itself."""
 
-    role: str                            # "maestro" or "peer"
+    role: str  # "maestro" or "peer"
     name: str
     host: str
     rest_port: int
@@ -57,7 +58,7 @@ class NodeConfig:
     grpc_port: int = 0
     shared_dir: str = ""
     maestro_url: str = ""
-    friends: dict[str, Friend] = field(default_factory=dict)   # "primary"/"backup" -> Friend
+    friends: dict[str, Friend] = field(default_factory=dict)  # "primary"/"backup" -> Friend
     settings: Settings = field(default_factory=Settings)
 
     @property

@@ -1,4 +1,5 @@
 """SQLite connections shared by gunicorn workers and restarts (WAL, busy timeout)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -19,8 +20,7 @@ class Database:
         """Return this thread's connection, opening it on first use."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA journal_mode=WAL")

@@ -3,6 +3,7 @@
 Each error carries the HTTP status, the gRPC status code and a short machine
 name; the Flask handler, the gRPC servicer and the client CLI map it once.
 """
+
 from __future__ import annotations
 
 import grpc
@@ -105,7 +106,7 @@ _BY_GRPC_CODE = {
 }
 
 
-ERROR_NAME_KEY = "p2p-error"   # trailing metadata naming the exact error (one gRPC code, several errors)
+ERROR_NAME_KEY = "p2p-error"  # trailing metadata naming the exact error (one gRPC code, several errors)
 
 
 def _subclasses(cls: type[P2PError]) -> list[type[P2PError]]:

@@ -5,6 +5,7 @@ forks a worker, so each worker imports prometheus_client already in multiprocess
 (prometheus_client picks its value class when first imported). Hence this module must not
 import prometheus_client, or anything that does, before on_starting has run.
 """
+
 from __future__ import annotations
 
 import os

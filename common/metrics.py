@@ -9,6 +9,7 @@ before any worker imports prometheus_client. Without that variable (tests in one
 the same code counts in memory. Values that already live in SQLite (the Maestro's peers,
 a peer's transfer bytes written by its gRPC process) are read at scrape time by collectors.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,18 +46,28 @@ class Metrics:
 
     def __init__(self, collectors: Iterable[Collector] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("p2p_http_requests_total", "REST requests answered",
-                                ["endpoint", "method", "status"], registry=self.registry)
-        self.latency = Histogram("p2p_http_request_duration_seconds", "REST request latency",
-                                 ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS,
-                                 registry=self.registry)
-        self.search_handled = Counter("p2p_search_handled_total", "flood search queries handled here",
-                                      registry=self.registry)
-        self.search_duplicates = Counter("p2p_search_duplicates_total",
-                                         "flood search queries dropped as already seen",
-                                         registry=self.registry)
-        self.locate_handled = Counter("p2p_locate_handled_total", "P2P locate requests handled here",
-                                      ["outcome"], registry=self.registry)
+        self.requests = Counter(
+            "p2p_http_requests_total",
+            "REST requests answered",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "p2p_http_request_duration_seconds",
+            "REST request latency",
+            ["endpoint", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.search_handled = Counter(
+            "p2p_search_handled_total", "flood search queries handled here", registry=self.registry
+        )
+        self.search_duplicates = Counter(
+            "p2p_search_duplicates_total", "flood search queries dropped as already seen", registry=self.registry
+        )
+        self.locate_handled = Counter(
+            "p2p_locate_handled_total", "P2P locate requests handled here", ["outcome"], registry=self.registry
+        )
         self._children: dict[tuple, tuple] = {}
         folder = multiprocess_dir()
         if folder:
@@ -100,8 +111,9 @@ def install_metrics(app: Flask, collectors: Iterable[Collector] = ()) -> Metrics
     def _count(response: Response) -> Response:
         start = g.pop("metrics_start", None)
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        metrics.observe_request(rule, request.method, response.status_code,
-                                None if start is None else time.perf_counter() - start)
+        metrics.observe_request(
+            rule, request.method, response.status_code, None if start is None else time.perf_counter() - start
+        )
         return response
 
     app.add_url_rule("/metrics", "metrics", metrics.render, methods=["GET"])

@@ -1,4 +1,5 @@
 """Confine file names that come from the network to a shared folder."""
+
 from __future__ import annotations
 
 import os

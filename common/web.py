@@ -1,4 +1,5 @@
 """Flask plumbing both REST apps share: JSON errors and strict parameter parsing."""
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,9 @@ def install_error_handlers(app: Flask) -> None:
         return jsonify({"error": "internal", "detail": "internal error; see the server log"}), 500
 
 
-def arg_str(name: str, *, required: bool = True, max_length: int = MAX_PARAM_LENGTH,
-            default: str | None = None) -> str | None:
+def arg_str(
+    name: str, *, required: bool = True, max_length: int = MAX_PARAM_LENGTH, default: str | None = None
+) -> str | None:
     """Return query parameter name, refusing missing, empty or oversized values."""
     value = request.args.get(name)
     if value is None or value == "":

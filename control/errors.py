@@ -1,4 +1,5 @@
 """Errors of the control plane; launcher.py maps each to one stderr line and an exit code."""
+
 from __future__ import annotations
 
 
@@ -23,8 +24,7 @@ class TopologyError(LauncherError):
     exit_code = 2
 
     def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: {len(problems)} problem(s), nothing started",
-                         [f"{source}: {p}" for p in problems])
+        super().__init__(f"{source}: {len(problems)} problem(s), nothing started", [f"{source}: {p}" for p in problems])
         self.problems = list(problems)
 
     def lines(self) -> list[str]:

@@ -1,4 +1,5 @@
 """Generate an N-peer topology: a ring (friends i+1, i+2) or random friends (pure)."""
+
 from __future__ import annotations
 
 import random
@@ -6,11 +7,19 @@ import socket
 from collections.abc import Callable
 
 SEED_PORTS = range(9000, 9007)  # the seed network's: a user's demo may hold them
-MIN_PEERS = 3           # a primary and a backup friend, both other than the peer itself
+MIN_PEERS = 3  # a primary and a backup friend, both other than the peer itself
 
 
-def generate(peers: int, ports: list[int], *, ring: bool = True, seed: int | None = None,
-             host: str = "127.0.0.1", data_dir: str = "data", settings: dict | None = None) -> dict:
+def generate(
+    peers: int,
+    ports: list[int],
+    *,
+    ring: bool = True,
+    seed: int | None = None,
+    host: str = "127.0.0.1",
+    data_dir: str = "data",
+    settings: dict | None = None,
+) -> dict:
     """The topology document for `peers` peers; ports[0] is the Maestro's, then rest/grpc pairs."""
     if peers < MIN_PEERS:
         raise ValueError(f"--peers: {peers} is too few (at least {MIN_PEERS}: each peer needs two friends)")
@@ -19,6 +28,7 @@ def generate(peers: int, ports: list[int], *, ring: bool = True, seed: int | Non
     names = [f"peer{i + 1}" for i in range(peers)]
     pick: Callable[[int], tuple[str, str]]
     if ring:
+
         def pick(i: int) -> tuple[str, str]:
             return names[(i + 1) % peers], names[(i + 2) % peers]
     else:
@@ -27,12 +37,20 @@ def generate(peers: int, ports: list[int], *, ring: bool = True, seed: int | Non
         def pick(i: int) -> tuple[str, str]:
             primary, backup = rng.sample([n for n in names if n != names[i]], 2)
             return primary, backup
+
     doc: dict = {"maestro": {"host": host, "port": ports[0]}, "peers": []}
     for i, name in enumerate(names):
         primary, backup = pick(i)
-        doc["peers"].append({
-            "name": name, "host": host, "rest_port": ports[1 + 2 * i], "grpc_port": ports[2 + 2 * i],
-            "shared_dir": f"{data_dir}/{name}", "friends": {"primary": primary, "backup": backup}})
+        doc["peers"].append(
+            {
+                "name": name,
+                "host": host,
+                "rest_port": ports[1 + 2 * i],
+                "grpc_port": ports[2 + 2 * i],
+                "shared_dir": f"{data_dir}/{name}",
+                "friends": {"primary": primary, "backup": backup},
+            }
+        )
     if settings:
         doc["settings"] = dict(settings)
     return doc
@@ -52,7 +70,7 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
-_HANDED_OUT: set[int] = set()   # ports this process already gave out: free now, but someone's soon
+_HANDED_OUT: set[int] = set()  # ports this process already gave out: free now, but someone's soon
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:

@@ -1,4 +1,5 @@
 """Is a node up? REST /health, gRPC health, registration at the Maestro; polled with deadlines."""
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,7 @@ PROBE_TIMEOUT = 1.0
 
 def _session() -> requests.Session:
     session = requests.Session()
-    session.trust_env = False           # never send loopback traffic through a proxy from the env
+    session.trust_env = False  # never send loopback traffic through a proxy from the env
     return session
 
 
@@ -44,7 +45,8 @@ def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -77,8 +79,9 @@ class NodeHealth:
         return self.healthy and self.registered is not False
 
 
-def probe(topology: Topology, nodes: Iterable[str] | None = None, *,
-          with_files: bool = False, timeout: float = PROBE_TIMEOUT) -> dict[str, NodeHealth]:
+def probe(
+    topology: Topology, nodes: Iterable[str] | None = None, *, with_files: bool = False, timeout: float = PROBE_TIMEOUT
+) -> dict[str, NodeHealth]:
     """Probe the given nodes (all by default) in parallel."""
     names = list(topology.node_names if nodes is None else nodes)
     peers = [n for n in names if n != MAESTRO]
@@ -95,20 +98,30 @@ def probe(topology: Topology, nodes: Iterable[str] | None = None, *,
             rest, files = rest_healthy(spec.rest_url, timeout), None
         entry = (registry or {}).get(name)
         registered = None if registry is None else bool(entry and entry.get("alive"))
-        return NodeHealth(name, rest=rest, grpc=grpc_healthy(spec.grpc_address, timeout),
-                          registered=registered, files=files if isinstance(files, int) else None)
+        return NodeHealth(
+            name,
+            rest=rest,
+            grpc=grpc_healthy(spec.grpc_address, timeout),
+            registered=registered,
+            files=files if isinstance(files, int) else None,
+        )
 
     registry = maestro_peers(topology.maestro.url, timeout) if peers else None
     if peers and registry is None:
-        registry = {}                   # no Maestro: nobody counts as registered
+        registry = {}  # no Maestro: nobody counts as registered
     with ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
         results = list(pool.map(lambda n: one(n, registry), names))
     return {h.node: h for h in results}
 
 
-def wait_until_ready(topology: Topology, nodes: Iterable[str], deadline: float,
-                     lost: Callable[[], set[str]] = set,
-                     settled: Callable[[], set[str]] | None = None, interval: float = 0.1) -> set[str]:
+def wait_until_ready(
+    topology: Topology,
+    nodes: Iterable[str],
+    deadline: float,
+    lost: Callable[[], set[str]] = set,
+    settled: Callable[[], set[str]] | None = None,
+    interval: float = 0.1,
+) -> set[str]:
     """Poll until every node is ready or the deadline passes; return the nodes not ready.
 
     `lost()` names nodes known to be gone for good (e.g. FATAL in supervisord): waiting stops

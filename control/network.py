@@ -1,4 +1,5 @@
 """The launcher's verbs over one topology: up, down, status, start/stop/restart/kill, logs."""
+
 from __future__ import annotations
 
 import signal
@@ -43,8 +44,14 @@ class NodeStatus:
 class Network:
     """One topology's network on this machine."""
 
-    def __init__(self, topology: Topology, *, project_root: Path = PROJECT_ROOT,
-                 python: str = sys.executable, echo: Callable[[str], None] = lambda s: None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        project_root: Path = PROJECT_ROOT,
+        python: str = sys.executable,
+        echo: Callable[[str], None] = lambda s: None,
+    ) -> None:
         self.topology = topology
         self.project_root = project_root
         self.python = python
@@ -64,14 +71,18 @@ class Network:
         changed, warning = render.write(self.rendered)
         if warning:
             self.echo(f"warning: {warning}")
-        by_path = {render_path: name for name in self.topology.node_names
-                   for render_path in [self.rendered.layout.config_path(name)]}
+        by_path = {
+            render_path: name
+            for name in self.topology.node_names
+            for render_path in [self.rendered.layout.config_path(name)]
+        }
         return {by_path[p] for p in changed if p in by_path}
 
     def require_running(self) -> None:
         if not self.supervisor.is_running():
-            raise NotRunning(f"the network of {self.topology.path} is not running: "
-                             f"run `launcher.py up {self.topology.path}`")
+            raise NotRunning(
+                f"the network of {self.topology.path} is not running: run `launcher.py up {self.topology.path}`"
+            )
 
     def log_paths(self, node: str) -> list[Path]:
         return [self.rendered.layout.log_path(p) for p in self.rendered.programs_of(node)]
@@ -100,8 +111,9 @@ class Network:
     def _wait_ready(self, nodes: list[str], timeout: float, what: str) -> None:
         """Wait until each node is RUNNING in supervisord and healthy (and registered, for peers)."""
         deadline = time.monotonic() + timeout
-        pending = health.wait_until_ready(self.topology, nodes, deadline, lost=self._fatal_nodes,
-                                          settled=self._running_nodes)
+        pending = health.wait_until_ready(
+            self.topology, nodes, deadline, lost=self._fatal_nodes, settled=self._running_nodes
+        )
         if pending:
             names = [n for n in self.topology.node_names if n in pending]
             procs = self.supervisor.processes()
@@ -111,8 +123,10 @@ class Network:
                 details.append(f"{n}: not up after `{what}` ({states}); last lines of its logs:")
                 details += self.log_tail(n)
             elapsed = timeout - (deadline - time.monotonic())
-            raise NodesDown(f"{len(names)} node(s) did not come up after {elapsed:.1f}s "
-                            f"(timeout {timeout:g}s): {', '.join(names)}", details)
+            raise NodesDown(
+                f"{len(names)} node(s) did not come up after {elapsed:.1f}s (timeout {timeout:g}s): {', '.join(names)}",
+                details,
+            )
 
     # --- verbs ------------------------------------------------------------------------------
 
@@ -142,8 +156,10 @@ class Network:
         else:
             stale = sup.pidfile_pid()
             if stale and pid_alive(stale):
-                raise LauncherError(f"a supervisord (pid {stale}) holds {self.rendered.layout.pidfile} "
-                                    f"but does not answer on {self.rendered.layout.socket}; stop it first")
+                raise LauncherError(
+                    f"a supervisord (pid {stale}) holds {self.rendered.layout.pidfile} "
+                    f"but does not answer on {self.rendered.layout.socket}; stop it first"
+                )
             self.echo(f"starting supervisord ({self.rendered.layout.conf})")
             sup.start_daemon(self.python, self.project_root, time.monotonic() + 15)
         self._wait_ready(self.topology.node_names, timeout, "up")
@@ -161,12 +177,13 @@ class Network:
         else:
             stale = sup.pidfile_pid()
             if stale and pid_alive(stale):
-                raise LauncherError(f"supervisord (pid {stale}) does not answer on "
-                                    f"{self.rendered.layout.socket}; cannot stop it cleanly")
+                raise LauncherError(
+                    f"supervisord (pid {stale}) does not answer on "
+                    f"{self.rendered.layout.socket}; cannot stop it cleanly"
+                )
             pids = orphans(self.rendered.layout)
-            if pids:                    # its supervisord died (kill -9): stop what it left behind
-                self.echo(f"supervisord is gone; stopping {len(pids)} process(es) it left: "
-                          f"{', '.join(map(str, pids))}")
+            if pids:  # its supervisord died (kill -9): stop what it left behind
+                self.echo(f"supervisord is gone; stopping {len(pids)} process(es) it left: {', '.join(map(str, pids))}")
                 kill_pids(pids, signal.SIGTERM)
                 grace = time.monotonic() + STOPWAITSECS
                 while any(pid_alive(p) for p in pids) and time.monotonic() < grace:
@@ -175,8 +192,7 @@ class Network:
             else:
                 bound = [f"{key} ({h}:{p})" for key, h, p in self.topology.ports() if port_in_use(h, p)]
                 if bound:
-                    raise LauncherError(f"the network is not running, yet other processes hold "
-                                        f"{', '.join(bound)}")
+                    raise LauncherError(f"the network is not running, yet other processes hold {', '.join(bound)}")
                 return []
         left: list[int] = []
         bound: list[str] = []
@@ -195,8 +211,11 @@ class Network:
         rows = []
         for node in self.topology.node_names:
             url = self.topology.maestro.url if node == MAESTRO else self.topology.peer(node).rest_url
-            rows.append(NodeStatus(node=node, programs=tuple(p for p in procs if p.node == node),
-                                   health=probed.get(node), url=url))
+            rows.append(
+                NodeStatus(
+                    node=node, programs=tuple(p for p in procs if p.node == node), health=probed.get(node), url=url
+                )
+            )
         return rows
 
     def start(self, node: str, timeout: float = 30.0) -> None:
@@ -222,8 +241,9 @@ class Network:
             raise LauncherError(f"{node}: no running process to kill")
         return killed
 
-    def follow_logs(self, node: str, follow: bool, lines: int = 50,
-                    stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
+    def follow_logs(
+        self, node: str, follow: bool, lines: int = 50, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[str]:
         """Yield the last lines of the node's logs, then (follow) new lines as they come."""
         self.check_node(node)
         paths = self.log_paths(node)
@@ -244,7 +264,7 @@ class Network:
                     with open(path, "rb") as fh:
                         size = fh.seek(0, 2)
                         if size < offsets[path]:
-                            offsets[path] = 0       # rotated
+                            offsets[path] = 0  # rotated
                         fh.seek(offsets[path])
                         chunk = fh.read()
                 except OSError:

@@ -3,6 +3,7 @@
 Never a system-wide supervisord: every call goes to the socket named in the network's run
 folder. (`supervisor` below is the installed library: this module is `control.supervisor`.)
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,15 @@ class ProcInfo:
 
     @classmethod
     def from_xmlrpc(cls, info: dict) -> ProcInfo:
-        return cls(node=info["group"], name=info["name"], state=info["statename"], pid=info["pid"],
-                   start=info["start"], now=info["now"], description=info.get("description", ""))
+        return cls(
+            node=info["group"],
+            name=info["name"],
+            state=info["statename"],
+            pid=info["pid"],
+            start=info["start"],
+            now=info["now"],
+            description=info.get("description", ""),
+        )
 
 
 def pid_alive(pid: int) -> bool:
@@ -114,8 +122,9 @@ class Supervisor:
         try:
             return getattr(proxy.supervisor, method)(*args)
         except (ConnectionRefusedError, FileNotFoundError) as exc:
-            raise NotRunning(f"supervisord of {self.layout.run_dir} is not running "
-                             f"({self.layout.socket}: {exc.strerror})") from None
+            raise NotRunning(
+                f"supervisord of {self.layout.run_dir} is not running ({self.layout.socket}: {exc.strerror})"
+            ) from None
         except xmlrpc.client.Fault as exc:
             raise LauncherError(f"supervisord refused {method}{args!r}: {exc.faultString}") from None
         except OSError as exc:
@@ -147,19 +156,23 @@ class Supervisor:
     def start_daemon(self, python: str, cwd: Path, deadline: float) -> None:
         """Start supervisord on the rendered config; return once it answers on its socket."""
         self.layout.logs_dir.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([python, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)],
-                              cwd=cwd, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=max(1.0, deadline - time.monotonic()))
+        proc = subprocess.run(
+            [python, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)],
+            cwd=cwd,
+            check=False,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
         if proc.returncode != 0:
             lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-            raise LauncherError(f"supervisord did not start (exit {proc.returncode}): {lines[-1]}",
-                                lines[:-1][-5:])
+            raise LauncherError(f"supervisord did not start (exit {proc.returncode}): {lines[-1]}", lines[:-1][-5:])
         while time.monotonic() < deadline:
             if self.is_running():
                 return
             time.sleep(0.05)
-        raise LauncherError(f"supervisord did not answer on {self.layout.socket} in time; "
-                            f"see {self.layout.logfile}")
+        raise LauncherError(f"supervisord did not answer on {self.layout.socket} in time; see {self.layout.logfile}")
 
     def pid(self) -> int:
         return int(self._call("getPID"))

@@ -4,6 +4,7 @@ Each converter reads one key and reports a problem as one line that names the ke
 (`peers[1].rest_port: 9001 is already used by peers[0].rest_port`); validation goes on
 after a problem so the user sees all of them at once.
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,7 +47,7 @@ class PeerSpec:
     host: str
     rest_port: int
     grpc_port: int
-    shared_dir: Path            # absolute
+    shared_dir: Path  # absolute
     primary: str
     backup: str
 
@@ -61,7 +62,7 @@ class PeerSpec:
 
 @dataclass(frozen=True)
 class Topology:
-    path: Path                  # the topology file, absolute
+    path: Path  # the topology file, absolute
     maestro: MaestroSpec
     peers: tuple[PeerSpec, ...]
     settings: Settings
@@ -134,6 +135,7 @@ def parse(data: Any, path: Path) -> Topology:
 
 
 # --- converters: each reads one key, appends problems, returns a value or None ---------------
+
 
 def _require(mapping: dict, key: str, prefix: str, problems: list[str]) -> Any:
     if key not in mapping or mapping[key] is None:
@@ -257,9 +259,15 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         return None
     shared = Path(shared_dir).expanduser()
     shared = shared if shared.is_absolute() else folder / shared
-    return PeerSpec(name=name, host=host, rest_port=rest_port, grpc_port=grpc_port,
-                    shared_dir=Path(os.path.normpath(shared)), primary=friends["primary"],
-                    backup=friends["backup"])
+    return PeerSpec(
+        name=name,
+        host=host,
+        rest_port=rest_port,
+        grpc_port=grpc_port,
+        shared_dir=Path(os.path.normpath(shared)),
+        primary=friends["primary"],
+        backup=friends["backup"],
+    )
 
 
 def _settings(raw: Any, problems: list[str]) -> Settings:
@@ -294,7 +302,7 @@ def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str
 
     def claim(key: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            return                      # already reported by the converter
+            return  # already reported by the converter
         if value in seen:
             problems.append(f"{key}: {value} is already used by {seen[value]}")
         else:
@@ -311,12 +319,13 @@ def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str
 
 # --- ports in use (checked at `up`, not by `validate`) ---------------------------------------
 
+
 def port_in_use(host: str, port: int) -> bool:
     """Return True when something on this machine holds host:port (a bind test)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
-        return False                    # an unknown host is the server's problem, not a port clash
+        return False  # an unknown host is the server's problem, not a port clash
     family, socktype, proto, _, addr = infos[0]
     with socket.socket(family, socktype, proto) as sock:
         # like gunicorn and grpc: a port held only by TIME_WAIT connections is free
@@ -327,18 +336,24 @@ def port_in_use(host: str, port: int) -> bool:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return True
             if exc.errno == errno.EADDRNOTAVAIL:
-                return False            # not a local address: nothing here can hold it
+                return False  # not a local address: nothing here can hold it
             raise
     return False
 
 
 def ports_in_use(topology: Topology, nodes: Iterable[str] | None = None) -> list[str]:
     """One problem line per port of the given nodes that is already bound on this machine."""
-    return [f"{key}: {host}:{port} is already in use"
-            for key, host, port in topology.ports(nodes) if port_in_use(host, port)]
+    return [
+        f"{key}: {host}:{port} is already in use"
+        for key, host, port in topology.ports(nodes)
+        if port_in_use(host, port)
+    ]
 
 
 def unusable_shared_dirs(topology: Topology) -> list[str]:
     """One problem line per shared_dir that exists but is not a folder."""
-    return [f"peers[{i}].shared_dir: {peer.shared_dir} exists and is not a folder"
-            for i, peer in enumerate(topology.peers) if peer.shared_dir.exists() and not peer.shared_dir.is_dir()]
+    return [
+        f"peers[{i}].shared_dir: {peer.shared_dir} exists and is not a folder"
+        for i, peer in enumerate(topology.peers)
+        if peer.shared_dir.exists() and not peer.shared_dir.is_dir()
+    ]

@@ -2,6 +2,7 @@
 
 Run it with `gunicorn 'maestro_app:create_app()'` and P2P_CONFIG pointing at its config.
 """
+
 from __future__ import annotations
 
 from flask import Flask
@@ -37,7 +38,8 @@ def create_app(config: NodeConfig | None = None) -> Flask:
 def directory_gauges(directory: Directory) -> list[GaugeMetricFamily]:
     """The directory's sizes, read from SQLite when /metrics is scraped."""
     counts = directory.counts()
-    return [GaugeMetricFamily("p2p_peers_registered", "peers the Maestro knows", value=counts["peers"]),
-            GaugeMetricFamily("p2p_peers_alive", "peers heard from within the expiry", value=counts["alive"]),
-            GaugeMetricFamily("p2p_files_registered", "(file, peer) pairs in the directory",
-                              value=counts["files"])]
+    return [
+        GaugeMetricFamily("p2p_peers_registered", "peers the Maestro knows", value=counts["peers"]),
+        GaugeMetricFamily("p2p_peers_alive", "peers heard from within the expiry", value=counts["alive"]),
+        GaugeMetricFamily("p2p_files_registered", "(file, peer) pairs in the directory", value=counts["files"]),
+    ]

@@ -1,4 +1,5 @@
 """The Maestro's directory: peers, their files, their liveness. SQLite, no HTTP."""
+
 from __future__ import annotations
 
 import re
@@ -64,8 +65,9 @@ class FileEntry:
 class Directory:
     """Who holds which file, and who is alive. Shared by every gunicorn worker."""
 
-    def __init__(self, path: str, *, default_interval: float, expire_after_beats: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str, *, default_interval: float, expire_after_beats: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.db = Database(path, SCHEMA)
         self.default_interval = default_interval
         self.expire_after_beats = expire_after_beats
@@ -78,8 +80,14 @@ class Directory:
     def _params(self, **extra) -> dict:
         return {"now": self.clock(), "beats": self.expire_after_beats, **extra}
 
-    def register(self, name: str, rest_url: str, grpc_address: str, files: list[FileEntry],
-                 heartbeat_interval: float | None = None) -> None:
+    def register(
+        self,
+        name: str,
+        rest_url: str,
+        grpc_address: str,
+        files: list[FileEntry],
+        heartbeat_interval: float | None = None,
+    ) -> None:
         """Record a peer and replace its whole file list in one transaction."""
         if not isinstance(name, str) or not PEER_NAME.match(name):
             raise BadRequest("'name' must match [a-z0-9_-]{1,64}")
@@ -93,32 +101,41 @@ class Directory:
                 " last_seen) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " rest_url=excluded.rest_url, grpc_address=excluded.grpc_address,"
                 " heartbeat_interval=excluded.heartbeat_interval, last_seen=excluded.last_seen",
-                (name, rest_url, grpc_address, interval, now, now))
+                (name, rest_url, grpc_address, interval, now, now),
+            )
             conn.execute("DELETE FROM files WHERE peer = ?", (name,))
             conn.executemany(
                 "INSERT OR REPLACE INTO files (name, peer, size, mtime, sha256) VALUES (?, ?, ?, ?, ?)",
-                [(f.name, name, f.size, f.mtime, f.sha256) for f in files])
+                [(f.name, name, f.size, f.mtime, f.sha256) for f in files],
+            )
 
     def heartbeat(self, name: str) -> None:
         """Mark a peer as just seen; NotFound if it never registered."""
-        cur = self.db.connect().execute(
-            "UPDATE peers SET last_seen = ? WHERE name = ?", (self.clock(), name))
+        cur = self.db.connect().execute("UPDATE peers SET last_seen = ? WHERE name = ?", (self.clock(), name))
         if cur.rowcount == 0:
             raise NotFound(f"peer {name!r} is not registered; register first")
 
     def peers(self) -> list[dict]:
         """Every registered peer with its liveness and file count."""
-        rows = self.db.connect().execute(
-            f"SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, p.heartbeat_interval,"
-            f" {self._alive_since()} AS alive,"
-            f" (SELECT COUNT(*) FROM files f WHERE f.peer = p.name) AS files"
-            f" FROM peers p ORDER BY p.name", self._params()).fetchall()
+        rows = (
+            self.db.connect()
+            .execute(
+                f"SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, p.heartbeat_interval,"
+                f" {self._alive_since()} AS alive,"
+                f" (SELECT COUNT(*) FROM files f WHERE f.peer = p.name) AS files"
+                f" FROM peers p ORDER BY p.name",
+                self._params(),
+            )
+            .fetchall()
+        )
         return [{**dict(r), "alive": bool(r["alive"])} for r in rows]
 
-    LOCATE_SQL = ("SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256"
-                  " FROM files f JOIN peers p ON p.name = f.peer"
-                  " WHERE f.name = ? AND p.last_seen >= ? - p.heartbeat_interval * ?"
-                  " ORDER BY p.last_seen DESC")
+    LOCATE_SQL = (
+        "SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256"
+        " FROM files f JOIN peers p ON p.name = f.peer"
+        " WHERE f.name = ? AND p.last_seen >= ? - p.heartbeat_interval * ?"
+        " ORDER BY p.last_seen DESC"
+    )
 
     def locate(self, filename: str) -> list[dict]:
         """Live peers holding filename, with the file's size, mtime and sha256."""
@@ -128,22 +145,39 @@ class Directory:
 
     def directory(self) -> list[dict]:
         """Every file with the peers that hold it (alive or not)."""
-        rows = self.db.connect().execute(
-            f"SELECT f.name AS file, p.name, p.grpc_address, f.size, f.sha256,"
-            f" {self._alive_since()} AS alive"
-            f" FROM files f JOIN peers p ON p.name = f.peer ORDER BY f.name, p.name",
-            self._params()).fetchall()
+        rows = (
+            self.db.connect()
+            .execute(
+                f"SELECT f.name AS file, p.name, p.grpc_address, f.size, f.sha256,"
+                f" {self._alive_since()} AS alive"
+                f" FROM files f JOIN peers p ON p.name = f.peer ORDER BY f.name, p.name",
+                self._params(),
+            )
+            .fetchall()
+        )
         files: dict[str, list[dict]] = {}
         for r in rows:
             files.setdefault(r["file"], []).append(
-                {"name": r["name"], "grpc_address": r["grpc_address"], "size": r["size"],
-                 "sha256": r["sha256"], "alive": bool(r["alive"])})
+                {
+                    "name": r["name"],
+                    "grpc_address": r["grpc_address"],
+                    "size": r["size"],
+                    "sha256": r["sha256"],
+                    "alive": bool(r["alive"]),
+                }
+            )
         return [{"name": name, "peers": holders} for name, holders in files.items()]
 
     def counts(self) -> dict:
         """Numbers for the status page and metrics."""
-        row = self.db.connect().execute(
-            f"SELECT (SELECT COUNT(*) FROM peers) AS peers,"
-            f" (SELECT COUNT(*) FROM peers WHERE {self._alive_since()}) AS alive,"
-            f" (SELECT COUNT(*) FROM files) AS files", self._params()).fetchone()
+        row = (
+            self.db.connect()
+            .execute(
+                f"SELECT (SELECT COUNT(*) FROM peers) AS peers,"
+                f" (SELECT COUNT(*) FROM peers WHERE {self._alive_since()}) AS alive,"
+                f" (SELECT COUNT(*) FROM files) AS files",
+                self._params(),
+            )
+            .fetchone()
+        )
         return dict(row)

@@ -7,6 +7,7 @@ live peers hold, with the same JSON body as the Flask view and the same metrics.
 other request, and every /locate that would not be a 200 (missing, bad or unknown name,
 non-ASCII query), goes to Flask untouched, so validation and error answers stay in one place.
 """
+
 from __future__ import annotations
 
 import json

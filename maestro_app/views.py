@@ -1,4 +1,5 @@
 """The Maestro's REST routes (SPEC §4): parse, call the Directory, answer JSON."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
@@ -58,8 +59,7 @@ def register():
     interval = body.get("heartbeat_interval")
     if interval is not None and (not isinstance(interval, (int, float)) or not 0 < interval <= 3600):
         raise BadRequest("'heartbeat_interval' must be a number of seconds in (0, 3600]")
-    directory().register(body.get("name"), check_url(body.get("rest_url"), "rest_url"),
-                         grpc_address, entries, interval)
+    directory().register(body.get("name"), check_url(body.get("rest_url"), "rest_url"), grpc_address, entries, interval)
     return jsonify({"status": "registered", "name": body["name"], "files": len(entries)})
 
 

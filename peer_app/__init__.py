@@ -2,6 +2,7 @@
 
 Run the REST side with `gunicorn 'peer_app:create_app()'` and P2P_CONFIG pointing at its config.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Runs in the peer's gRPC process (one sender per peer, not one per gunicorn worker);
 the REST app reuses register_at_maestro and bootstrap for /refresh and /bootstrap.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,13 @@ def self_description(config: NodeConfig) -> dict:
 def register_at_maestro(config: NodeConfig, index: SharedIndex) -> dict:
     """Scan the shared folder and send the whole list to the Maestro."""
     files = [f.to_json() for f in index.scan()]
-    payload = {"name": config.name, "rest_url": config.rest_url, "grpc_address": config.grpc_address,
-               "heartbeat_interval": config.settings.heartbeat_interval, "files": files}
+    payload = {
+        "name": config.name,
+        "rest_url": config.rest_url,
+        "grpc_address": config.grpc_address,
+        "heartbeat_interval": config.settings.heartbeat_interval,
+        "files": files,
+    }
     return Maestro(config.maestro_url, config.settings.request_timeout).register(payload)
 
 

@@ -1,4 +1,5 @@
 """The peer's REST app factory: index, known peers, discovery, metrics and routes."""
+
 from __future__ import annotations
 
 from concurrent import futures
@@ -34,10 +35,18 @@ def create_app(config: NodeConfig | None = None, transport=http_transport) -> Fl
     me = {"name": config.name, "url": config.rest_url, "grpc_address": config.grpc_address}
     pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="discovery")
     app.extensions.update(
-        index=index, known_peers=known,
-        discovery=Discovery(me, lambda: [f.to_json() for f in index.scan()], known, SeenQueries(db),
-                            transport, request_timeout=config.settings.request_timeout, pool=pool,
-                            local_file=lambda name: (info := index.get(name)) and info.to_json()),
+        index=index,
+        known_peers=known,
+        discovery=Discovery(
+            me,
+            lambda: [f.to_json() for f in index.scan()],
+            known,
+            SeenQueries(db),
+            transport,
+            request_timeout=config.settings.request_timeout,
+            pool=pool,
+            local_file=lambda name: (info := index.get(name)) and info.to_json(),
+        ),
     )
     from peer_app.views import bp
 

@@ -2,6 +2,7 @@
 
 Exit 0 on success; otherwise one line on stderr and a non-zero exit.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,15 @@ def _holder_line(p: dict) -> str:
 
 
 @click.group()
-@click.option("--maestro", "maestro_url", default="http://127.0.0.1:9000", envvar="P2P_MAESTRO",
-              show_envvar=True, show_default=True, help="The Maestro's URL.")
+@click.option(
+    "--maestro",
+    "maestro_url",
+    default="http://127.0.0.1:9000",
+    envvar="P2P_MAESTRO",
+    show_envvar=True,
+    show_default=True,
+    help="The Maestro's URL.",
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds for each REST call.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
@@ -90,8 +98,10 @@ def search(obj: Context, query: str, peer_url: str, fanout: int | None, ttl: int
     """Flood-search the network for names containing QUERY."""
     params = {k: v for k, v in (("fanout", fanout), ("ttl", ttl)) if v is not None}
     answer = Peer(peer_url, obj.timeout).search(query, **params)
-    lines = [f"{len(answer['results'])} result(s) for {query!r} "
-             f"({len(answer['visited'])} peers, {answer['messages']} messages):"]
+    lines = [
+        f"{len(answer['results'])} result(s) for {query!r} "
+        f"({len(answer['visited'])} peers, {answer['messages']} messages):"
+    ]
     lines += [f"  {r['file']}  on {r['peer']}  grpc={r['grpc_address']}  size={r['size']}" for r in answer["results"]]
     obj.emit(answer, "\n".join(lines))
 
@@ -118,15 +128,39 @@ def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) 
 @click.option("--from", "source", metavar="PEER", help="Fetch from this peer only (REST URL or name).")
 @click.option("--via-peer", metavar="URL", help="Locate through this peer instead of the Maestro.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing local file.")
-@click.option("--sources", type=click.IntRange(1, 16), default=MAX_SOURCES, show_default=True,
-              help="Holders of the same content to fetch from in parallel.")
-@click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=STALL_TIMEOUT, show_default=True,
-              help="Seconds without a byte before a holder is given up for another.")
-@click.option("--piece-size", type=click.IntRange(min=64 * 1024), default=PIECE_SIZE, hidden=True,
-              help="Bytes per ranged request (the unit of resume and failover).")
+@click.option(
+    "--sources",
+    type=click.IntRange(1, 16),
+    default=MAX_SOURCES,
+    show_default=True,
+    help="Holders of the same content to fetch from in parallel.",
+)
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0.1),
+    default=STALL_TIMEOUT,
+    show_default=True,
+    help="Seconds without a byte before a holder is given up for another.",
+)
+@click.option(
+    "--piece-size",
+    type=click.IntRange(min=64 * 1024),
+    default=PIECE_SIZE,
+    hidden=True,
+    help="Bytes per ranged request (the unit of resume and failover).",
+)
 @click.pass_obj
-def download(obj: Context, name: str, out: str | None, source: str | None, via_peer: str | None,
-             overwrite: bool, sources: int, stall_timeout: float, piece_size: int) -> None:
+def download(
+    obj: Context,
+    name: str,
+    out: str | None,
+    source: str | None,
+    via_peer: str | None,
+    overwrite: bool,
+    sources: int,
+    stall_timeout: float,
+    piece_size: int,
+) -> None:
     """Locate NAME, fetch it over gRPC from its holders at once, verify its sha256.
 
     A cut download keeps what arrived beside the target (a hidden .NAME.p2p-part-*
@@ -135,14 +169,33 @@ def download(obj: Context, name: str, out: str | None, source: str | None, via_p
     out = out or os.path.join(os.getcwd(), name)
     holders, sha, size = _holders(obj, name, source, via_peer)
     with progress_bar(size or 0, name) as update:
-        result = fetch(name, out, holders, expected_sha256=sha, size=size, overwrite=overwrite,
-                       max_sources=sources, stall_timeout=stall_timeout, piece_size=piece_size, progress=update)
+        result = fetch(
+            name,
+            out,
+            holders,
+            expected_sha256=sha,
+            size=size,
+            overwrite=overwrite,
+            max_sources=sources,
+            stall_timeout=stall_timeout,
+            piece_size=piece_size,
+            progress=update,
+        )
     names = ", ".join(result.sources) or "local partial file"
     resumed = f", resumed after {result.resumed} bytes" if result.resumed else ""
-    obj.emit({"file": name, "path": str(result.path), "size": result.size, "sha256": result.sha256,
-              "from": list(result.sources), "bytes_from": result.sources, "resumed": result.resumed,
-              "seconds": round(result.seconds, 3)},
-             f"downloaded {name} ({result.size} bytes) from {names} to {result.path}{resumed}")
+    obj.emit(
+        {
+            "file": name,
+            "path": str(result.path),
+            "size": result.size,
+            "sha256": result.sha256,
+            "from": list(result.sources),
+            "bytes_from": result.sources,
+            "resumed": result.resumed,
+            "seconds": round(result.seconds, 3),
+        },
+        f"downloaded {name} ({result.size} bytes) from {names} to {result.path}{resumed}",
+    )
 
 
 @cli.command()
@@ -157,8 +210,10 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
     name = name or os.path.basename(path)
     with Transfer(peer["grpc_address"]) as t, progress_bar(os.path.getsize(path), name) as update:
         status = t.upload(path, name, overwrite=overwrite, progress=update)
-    obj.emit({"file": status.filename, "size": status.size, "sha256": status.sha256, "to": peer["name"]},
-             f"uploaded {status.filename} ({status.size} bytes) to {peer['name']}")
+    obj.emit(
+        {"file": status.filename, "size": status.size, "sha256": status.sha256, "to": peer["name"]},
+        f"uploaded {status.filename} ({status.size} bytes) to {peer['name']}",
+    )
 
 
 @cli.command("dummy-download")
@@ -171,8 +226,10 @@ def dummy_download(obj: Context, name: str, source: str, size: int) -> None:
     peer = obj.resolve_peer(source)
     with Transfer(peer["grpc_address"]) as t, progress_bar(size, name) as update:
         received = t.dummy_download(name, size, progress=update)
-    obj.emit({"file": name, "received": received, "from": peer["name"]},
-             f"dummy-download {name}: {received} bytes from {peer['name']}")
+    obj.emit(
+        {"file": name, "received": received, "from": peer["name"]},
+        f"dummy-download {name}: {received} bytes from {peer['name']}",
+    )
 
 
 @cli.command("dummy-upload")
@@ -184,8 +241,10 @@ def dummy_upload(obj: Context, target: str, size: int) -> None:
     peer = obj.resolve_peer(target)
     with Transfer(peer["grpc_address"]) as t, progress_bar(size, "dummy") as update:
         status = t.dummy_upload(size, progress=update)
-    obj.emit({"sent": size, "received": status.size, "to": peer["name"]},
-             f"dummy-upload: {status.size} bytes received by {peer['name']}")
+    obj.emit(
+        {"sent": size, "received": status.size, "to": peer["name"]},
+        f"dummy-upload: {status.size} bytes received by {peer['name']}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ finished prefix while the rest arrives; the file is renamed into place only
 when the whole sha256 matches. Anything cut keeps its finished pieces for the
 next run (see PartialFile).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,11 +36,11 @@ from common.names import check_name
 from peer_app.remote import Transfer
 from peer_app.transfer import InOrderHasher, PartialFile
 
-PIECE_SIZE = 8 * 1024 * 1024      # unit of resume and of failover between sources
-STREAMS_PER_SOURCE = 2            # parallel ranged calls per holder (hides per-call latency)
-MAX_STREAMS = 8                   # in all, whatever the number of holders
+PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
+STREAMS_PER_SOURCE = 2  # parallel ranged calls per holder (hides per-call latency)
+MAX_STREAMS = 8  # in all, whatever the number of holders
 MAX_SOURCES = 4
-STALL_TIMEOUT = 10.0              # seconds without a byte before a source counts as dead
+STALL_TIMEOUT = 10.0  # seconds without a byte before a source counts as dead
 CONNECT_TIMEOUT = 5.0
 WATCH_INTERVAL = 0.1
 
@@ -49,8 +50,8 @@ class Result:
     path: Path
     size: int
     sha256: str
-    resumed: int                  # bytes kept from an earlier, cut run
-    sources: dict[str, int]       # holder name -> bytes it sent in this run
+    resumed: int  # bytes kept from an earlier, cut run
+    sources: dict[str, int]  # holder name -> bytes it sent in this run
     seconds: float
 
 
@@ -94,12 +95,25 @@ class Download:
     tells them.
     """
 
-    def __init__(self, name: str, out: str | os.PathLike, holders: list[dict], *, expected_sha256: str = "",
-                 size: int | None = None, overwrite: bool = False, piece_size: int = PIECE_SIZE,
-                 streams_per_source: int = STREAMS_PER_SOURCE, max_sources: int = MAX_SOURCES,
-                 chunk_size: int = 1024 * 1024, stall_timeout: float = STALL_TIMEOUT,
-                 connect_timeout: float = CONNECT_TIMEOUT, progress: Callable[[int], None] | None = None,
-                 transfer_factory: Callable[..., object] | None = None, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        out: str | os.PathLike,
+        holders: list[dict],
+        *,
+        expected_sha256: str = "",
+        size: int | None = None,
+        overwrite: bool = False,
+        piece_size: int = PIECE_SIZE,
+        streams_per_source: int = STREAMS_PER_SOURCE,
+        max_sources: int = MAX_SOURCES,
+        chunk_size: int = 1024 * 1024,
+        stall_timeout: float = STALL_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        progress: Callable[[int], None] | None = None,
+        transfer_factory: Callable[..., object] | None = None,
+        clock=time.monotonic,
+    ) -> None:
         self.name = check_name(name)
         self.out = Path(os.path.abspath(out))
         self.holders = holders
@@ -145,8 +159,9 @@ class Download:
 
     def _connect(self, source: _Source):
         if source.transfer is None:
-            source.transfer = self.transfer_factory(source.address, chunk_size=self.chunk_size,
-                                                    connect_timeout=self.connect_timeout)
+            source.transfer = self.transfer_factory(
+                source.address, chunk_size=self.chunk_size, connect_timeout=self.connect_timeout
+            )
         return source.transfer
 
     def _learn_content(self, sources: list[_Source]) -> None:
@@ -169,7 +184,7 @@ class Download:
         self._pending = part.missing()
         hasher = InOrderHasher(part)
         hasher.start()
-        live = [s for s in sources if s.alive][:self.max_sources]
+        live = [s for s in sources if s.alive][: self.max_sources]
         per_source = max(1, min(self.streams_per_source, MAX_STREAMS // max(1, len(live))))
         workers = []
         if self._pending:
@@ -178,8 +193,11 @@ class Download:
                     slot = _Slot(source)
                     self._slots.append(slot)
                     source.workers += 1
-                    workers.append(threading.Thread(target=self._work, args=(part, slot, hasher),
-                                                    name=f"p2p-fetch-{source.name}", daemon=True))
+                    workers.append(
+                        threading.Thread(
+                            target=self._work, args=(part, slot, hasher), name=f"p2p-fetch-{source.name}", daemon=True
+                        )
+                    )
             for worker in workers:
                 worker.start()
         try:
@@ -198,11 +216,14 @@ class Download:
         digest = hasher.hexdigest()
         if digest != part.sha256:
             part.discard()
-            raise DataLoss(f"sha256 mismatch for {self.name}: got {digest[:16]}…, expected "
-                           f"{part.sha256[:16]}…; the partial download was deleted")
+            raise DataLoss(
+                f"sha256 mismatch for {self.name}: got {digest[:16]}…, expected "
+                f"{part.sha256[:16]}…; the partial download was deleted"
+            )
         path = part.commit(self.overwrite)
-        return Result(path, part.size, digest, resumed, {s.name: s.sent for s in sources if s.sent},
-                      self.clock() - started)
+        return Result(
+            path, part.size, digest, resumed, {s.name: s.sent for s in sources if s.sent}, self.clock() - started
+        )
 
     def _watch(self, workers: list[threading.Thread], sources: list[_Source]) -> None:
         """Wait for the workers, report progress; cancel any call that made no progress for stall_timeout."""
@@ -223,7 +244,8 @@ class Download:
                 if call is not None and now - slot.last_progress > self.stall_timeout:
                     slot.stalled = True
                     slot.source.error = slot.source.error or Unavailable(
-                        f"{slot.source.name} sent nothing for {self.stall_timeout:g}s")
+                        f"{slot.source.name} sent nothing for {self.stall_timeout:g}s"
+                    )
                     call.cancel()
 
     def _stop_all(self) -> None:
@@ -241,8 +263,11 @@ class Download:
         kind = Unavailable
         if errors and all(isinstance(e, Busy) for e in errors):
             kind = Busy
-        elif errors and all(isinstance(e, type(errors[0])) for e in errors) \
-                and isinstance(errors[0], (DataLoss, NotFound, BadRequest)):
+        elif (
+            errors
+            and all(isinstance(e, type(errors[0])) for e in errors)
+            and isinstance(errors[0], (DataLoss, NotFound, BadRequest))
+        ):
             kind = type(errors[0])
         if part is not None and part.done:
             kept = f"; {done} of {part.size} bytes kept, run the same download again to resume"
@@ -304,8 +329,7 @@ class Download:
 
     def _fetch_piece(self, part: PartialFile, piece: int, slot: _Slot, transfer) -> None:
         offset, length = part.piece_range(piece)
-        request = transfer_pb2.FileRequest(filename=self.name, offset=offset, length=length,
-                                           chunk_size=self.chunk_size)
+        request = transfer_pb2.FileRequest(filename=self.name, offset=offset, length=length, chunk_size=self.chunk_size)
         position, end = offset, offset + length
         slot.last_progress = self.clock()
         try:
@@ -314,8 +338,12 @@ class Download:
             for chunk in call:
                 if chunk.filename and (chunk.size != part.size or (chunk.sha256 and chunk.sha256 != part.sha256)):
                     call.cancel()
-                    raise _SourceGone(DataLoss(f"{slot.source.name} now holds other content "
-                                               f"({chunk.size} bytes, sha256 {chunk.sha256[:12]})"))
+                    raise _SourceGone(
+                        DataLoss(
+                            f"{slot.source.name} now holds other content "
+                            f"({chunk.size} bytes, sha256 {chunk.sha256[:12]})"
+                        )
+                    )
                 data = chunk.data
                 if not data:
                     continue
@@ -337,8 +365,9 @@ class Download:
                 raise error from None
             raise _SourceGone(error) from None
         if position != end:
-            raise _SourceGone(Unavailable(f"{slot.source.name} ended piece {piece} after {position - offset} "
-                                          f"of {length} bytes"))
+            raise _SourceGone(
+                Unavailable(f"{slot.source.name} ended piece {piece} after {position - offset} of {length} bytes")
+            )
 
 
 def download(name: str, out: str | os.PathLike, holders: list[dict], **options) -> Result:

@@ -3,6 +3,7 @@
 Start it as `python -m peer_app.grpc_server --config PATH` (or with P2P_CONFIG set).
 The same process registers the peer at the Maestro and sends its heartbeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,10 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     @contextmanager
     def _transfer_slot(self):
         if not self._slots.acquire(blocking=False):
-            raise Busy(f"peer {self.config.name} is at its limit of "
-                       f"{self.config.settings.max_concurrent_transfers} concurrent transfers; retry shortly")
+            raise Busy(
+                f"peer {self.config.name} is at its limit of "
+                f"{self.config.settings.max_concurrent_transfers} concurrent transfers; retry shortly"
+            )
         try:
             yield
         finally:
@@ -101,10 +104,10 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                 if request.offset > st.st_size:
                     raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
                 offset = request.offset
-                first = transfer_pb2.FileChunk(filename=request.filename, sha256=info.sha256, size=info.size,
-                                               offset=offset)
-                for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request),
-                                        size=st.st_size):
+                first = transfer_pb2.FileChunk(
+                    filename=request.filename, sha256=info.sha256, size=info.size, offset=offset
+                )
+                for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
                     self._rate.consume(len(data))
                     if first is not None:
                         first.data = data
@@ -128,8 +131,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
             if first.size > settings.max_upload_bytes:
                 raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
             with self._transfer_slot(), self._name_lock(name):
-                with AtomicFile(self.folder, name, overwrite=first.overwrite,
-                                max_bytes=settings.max_upload_bytes) as out:
+                with AtomicFile(
+                    self.folder, name, overwrite=first.overwrite, max_bytes=settings.max_upload_bytes
+                ) as out:
                     self._rate.consume(len(first.data))
                     out.write(first.data)
                     for chunk in request_iterator:
@@ -145,8 +149,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
             context.abort(grpc.StatusCode.CANCELLED, "upload cut by the client; nothing kept")
         log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
         self.on_upload(name)
-        return transfer_pb2.UploadStatus(ok=True, message=f"stored {name}", filename=name,
-                                         size=out.size, sha256=out.sha256)
+        return transfer_pb2.UploadStatus(
+            ok=True, message=f"stored {name}", filename=name, size=out.size, sha256=out.sha256
+        )
 
     def DummyDownload(self, request, context):
         try:
@@ -173,18 +178,19 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                 received = sum(len(chunk.data) for chunk in request_iterator)
         except P2PError as err:
             _abort(context, err)
-        return transfer_pb2.UploadStatus(ok=True, message=f"received {received} bytes and dropped them",
-                                         size=received)
+        return transfer_pb2.UploadStatus(ok=True, message=f"received {received} bytes and dropped them", size=received)
 
 
-def create_server(config: NodeConfig, address: str | None = None, *, index: SharedIndex | None = None,
-                  on_upload=None) -> tuple[grpc.Server, int, FileTransferServicer]:
+def create_server(
+    config: NodeConfig, address: str | None = None, *, index: SharedIndex | None = None, on_upload=None
+) -> tuple[grpc.Server, int, FileTransferServicer]:
     """Build (not start) the gRPC server; return it, its bound port and the servicer."""
     if index is None:
         index = SharedIndex(config.shared_dir, open_db(config.db_path))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers,
-                                                    thread_name_prefix="grpc"),
-                         options=SERVER_OPTIONS)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers, thread_name_prefix="grpc"),
+        options=SERVER_OPTIONS,
+    )
     servicer = FileTransferServicer(config, index, on_upload)
     count_transfer_bytes(servicer, TransferTotals(index.db))
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)

@@ -1,4 +1,5 @@
 """A peer's shared folder: the truth for its files, with sha256 cached by size and mtime."""
+
 from __future__ import annotations
 
 import os
@@ -41,14 +42,17 @@ class SharedIndex:
     def _entries(self) -> list[os.DirEntry]:
         """Regular, visible files directly in the folder (symlinks are not shared)."""
         with os.scandir(self.folder) as it:
-            return [e for e in it
-                    if not e.name.startswith(".") and not e.name.startswith(TMP_PREFIX)
-                    and e.is_file(follow_symlinks=False)]
+            return [
+                e
+                for e in it
+                if not e.name.startswith(".") and not e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False)
+            ]
 
     def signature(self) -> tuple:
         """A cheap fingerprint of the folder: changes when any file is added, removed or edited."""
-        return tuple(sorted((e.name, (s := e.stat(follow_symlinks=False)).st_size, s.st_mtime_ns)
-                            for e in self._entries()))
+        return tuple(
+            sorted((e.name, (s := e.stat(follow_symlinks=False)).st_size, s.st_mtime_ns) for e in self._entries())
+        )
 
     def scan(self) -> list[FileInfo]:
         """Every shared file with its sha256 (from the cache when size and mtime match)."""
@@ -95,16 +99,18 @@ class SharedIndex:
             return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"])
         sha = sha256_file(self.folder / name)
         with conn:
-            conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                         (name, st.st_size, st.st_mtime_ns, sha))
+            conn.execute(
+                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (name, st.st_size, st.st_mtime_ns, sha)
+            )
         return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha)
 
     def remember(self, name: str, sha256: str) -> None:
         """Cache the hash of a file just written, so the next scan need not re-read it."""
         st = (self.folder / name).stat()
         with self.db.connect() as conn:
-            conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                         (name, st.st_size, st.st_mtime_ns, sha256))
+            conn.execute(
+                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (name, st.st_size, st.st_mtime_ns, sha256)
+            )
 
 
 def _matches(row, st: os.stat_result) -> bool:

@@ -1,4 +1,5 @@
 """A peer's own metrics: transfer bytes counted in the gRPC process, shown by the REST app."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -7,8 +8,8 @@ from prometheus_client.core import CounterMetricFamily
 
 from peer_app.state import TransferTotals
 
-RESPONSE_STREAMS = ("Download", "DummyDownload")   # bytes leave this peer
-REQUEST_STREAMS = ("Upload", "DummyUpload")        # bytes arrive at this peer
+RESPONSE_STREAMS = ("Download", "DummyDownload")  # bytes leave this peer
+REQUEST_STREAMS = ("Upload", "DummyUpload")  # bytes arrive at this peer
 
 
 def count_transfer_bytes(servicer: object, totals: TransferTotals) -> None:
@@ -31,6 +32,7 @@ def _counted_response(rpc: str, method: Callable, totals: TransferTotals) -> Cal
                 yield chunk
         finally:
             totals.add(rpc, sent)
+
     return handler
 
 
@@ -48,15 +50,18 @@ def _counted_request(rpc: str, method: Callable, totals: TransferTotals) -> Call
             return method(counting(), context)
         finally:
             totals.add(rpc, received)
+
     return handler
 
 
 def transfer_families(totals: TransferTotals) -> list[CounterMetricFamily]:
     """p2p_transfer_bytes_total and p2p_transfers_total by rpc and direction, from SQLite."""
-    moved = CounterMetricFamily("p2p_transfer_bytes", "bytes streamed by this peer's gRPC server",
-                                labels=["rpc", "direction"])
-    calls = CounterMetricFamily("p2p_transfers", "transfer calls handled by this peer's gRPC server",
-                                labels=["rpc", "direction"])
+    moved = CounterMetricFamily(
+        "p2p_transfer_bytes", "bytes streamed by this peer's gRPC server", labels=["rpc", "direction"]
+    )
+    calls = CounterMetricFamily(
+        "p2p_transfers", "transfer calls handled by this peer's gRPC server", labels=["rpc", "direction"]
+    )
     counts = totals.all()
     for rpc in RESPONSE_STREAMS + REQUEST_STREAMS:
         nbytes, ncalls = counts.get(rpc, (0, 0))

@@ -3,6 +3,7 @@
 Used by the CLI, by the tests and by peers themselves. Every call has a
 timeout; every failure comes back as a P2PError.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ from common.errors import (
 )
 from peer_app.transfer import iter_chunks, sha256_file
 
-_BY_STATUS = {400: BadRequest, 403: PermissionDenied, 404: NotFound, 409: AlreadyExists,
-              413: TooLarge, 503: Unavailable, 429: Busy}
+_BY_STATUS = {
+    400: BadRequest,
+    403: PermissionDenied,
+    404: NotFound,
+    409: AlreadyExists,
+    413: TooLarge,
+    503: Unavailable,
+    429: Busy,
+}
 _local = threading.local()
 MAX_MESSAGE = 16 * 1024 * 1024
 # Shared by servers and clients: big messages, and HTTP/2 pings so a peer that vanished
@@ -45,8 +53,11 @@ CHANNEL_OPTIONS = [
 # Clients only: read a response stream on the calling thread instead of handing each
 # message over from gRPC's channel thread (measured ~20% faster downloads); a 2 MiB
 # receive window per stream instead of BDP growth keeps the client under 100 MiB RSS.
-CLIENT_OPTIONS = CHANNEL_OPTIONS + [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
-                                   ("grpc.http2.lookahead_bytes", 2 * 1024 * 1024), ("grpc.http2.bdp_probe", 0)]
+CLIENT_OPTIONS = CHANNEL_OPTIONS + [
+    (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
+    ("grpc.http2.lookahead_bytes", 2 * 1024 * 1024),
+    ("grpc.http2.bdp_probe", 0),
+]
 
 
 def session() -> requests.Session:
@@ -150,11 +161,13 @@ class Transfer:
         request = health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer")
         try:
             answer = health_pb2_grpc.HealthStub(self.channel).Check(
-                request, timeout=self.connect_timeout, wait_for_ready=True)
+                request, timeout=self.connect_timeout, wait_for_ready=True
+            )
         except grpc.RpcError as err:
             if err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                raise Unavailable(f"no gRPC server answers at {self.address} within {self.connect_timeout:g}s") \
-                    from None
+                raise Unavailable(
+                    f"no gRPC server answers at {self.address} within {self.connect_timeout:g}s"
+                ) from None
             raise from_rpc_error(err) from None
         if answer.status != health_pb2.HealthCheckResponse.SERVING:
             raise Unavailable(f"the gRPC server at {self.address} is not serving transfers")
@@ -190,8 +203,9 @@ class Transfer:
                 for data in iter_chunks(fh, 0, 0, self.chunk_size):
                     if first:
                         first = False
-                        yield transfer_pb2.FileChunk(data=data, filename=name, size=size, sha256=digest,
-                                                     overwrite=overwrite)
+                        yield transfer_pb2.FileChunk(
+                            data=data, filename=name, size=size, sha256=digest, overwrite=overwrite
+                        )
                     else:
                         yield transfer_pb2.FileChunk(data=data)
                     if progress:

@@ -3,6 +3,7 @@
 Transport-agnostic: a Transport is any callable (url, path, params, timeout) -> dict that
 raises P2PError on failure, so tests can run a whole network of these in one process.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,8 +16,8 @@ from common.errors import NotFound, P2PError
 from peer_app.state import KnownPeers, SeenQueries
 
 Transport = Callable[[str, str, dict, float], dict]
-HOP_MARGIN = 0.05     # seconds a hop keeps for itself to answer its caller
-HOP_SHRINK = 0.85     # each hop passes on this fraction of what it has left
+HOP_MARGIN = 0.05  # seconds a hop keeps for itself to answer its caller
+HOP_SHRINK = 0.85  # each hop passes on this fraction of what it has left
 
 
 def new_qid() -> str:
@@ -41,11 +42,20 @@ class Query:
 class Discovery:
     """Answers /search and /locate for one peer."""
 
-    def __init__(self, me: dict, local_files: Callable[[], list[dict]], known: KnownPeers,
-                 seen: SeenQueries, transport: Transport, *, request_timeout: float,
-                 pool: futures.Executor, clock: Callable[[], float] = time.monotonic,
-                 local_file: Callable[[str], dict | None] | None = None) -> None:
-        self.me = me                      # {"name", "url", "grpc_address"}
+    def __init__(
+        self,
+        me: dict,
+        local_files: Callable[[], list[dict]],
+        known: KnownPeers,
+        seen: SeenQueries,
+        transport: Transport,
+        *,
+        request_timeout: float,
+        pool: futures.Executor,
+        clock: Callable[[], float] = time.monotonic,
+        local_file: Callable[[str], dict | None] | None = None,
+    ) -> None:
+        self.me = me  # {"name", "url", "grpc_address"}
         self.local_files = local_files
         # An exact lookup for /locate; without one, pick the name out of the full listing.
         self.local_file = local_file or (lambda name: next((f for f in local_files() if f["name"] == name), None))
@@ -58,13 +68,24 @@ class Discovery:
 
     def _holder(self, f: dict) -> dict:
         """This peer as a holder of file f, shaped like a Maestro /locate entry."""
-        return {"name": self.me["name"], "rest_url": self.me["url"], "grpc_address": self.me["grpc_address"],
-                "size": f["size"], "sha256": f["sha256"]}
+        return {
+            "name": self.me["name"],
+            "rest_url": self.me["url"],
+            "grpc_address": self.me["grpc_address"],
+            "size": f["size"],
+            "sha256": f["sha256"],
+        }
 
     def _hit(self, f: dict) -> dict:
         """A search result: the file and its owner."""
-        return {"file": f["name"], "peer": self.me["name"], "rest_url": self.me["url"],
-                "grpc_address": self.me["grpc_address"], "size": f["size"], "sha256": f["sha256"]}
+        return {
+            "file": f["name"],
+            "peer": self.me["name"],
+            "rest_url": self.me["url"],
+            "grpc_address": self.me["grpc_address"],
+            "size": f["size"],
+            "sha256": f["sha256"],
+        }
 
     def _targets(self, path: list[str], limit: int) -> list[dict]:
         """Known peers not yet on the path, friends first."""
@@ -88,8 +109,14 @@ class Discovery:
             # we ask ourselves, or its copy (with one hop less) could arrive first and the
             # duplicate check would then drop ours, shortening the query's reach.
             path += [t[key] for t in targets for key in ("name", "url") if t[key]]
-            params = {"query": q.text, "qid": q.qid, "ttl": q.ttl - 1, "fanout": q.fanout,
-                      "budget": f"{budget:.3f}", "path": ",".join(path)}
+            params = {
+                "query": q.text,
+                "qid": q.qid,
+                "ttl": q.ttl - 1,
+                "fanout": q.fanout,
+                "budget": f"{budget:.3f}",
+                "path": ",".join(path),
+            }
             for _peer, answer in self._ask_all(targets, "/search", params, budget):
                 messages += 1
                 if answer is not None:
@@ -97,8 +124,13 @@ class Discovery:
                     visited.extend(answer.get("visited", []))
                     messages += answer.get("messages", 0)
         unique = {(r.get("peer"), r.get("file")): r for r in results if isinstance(r, dict)}
-        return {"qid": q.qid, "duplicate": False, "results": list(unique.values()),
-                "visited": visited, "messages": messages}
+        return {
+            "qid": q.qid,
+            "duplicate": False,
+            "results": list(unique.values()),
+            "visited": visited,
+            "messages": messages,
+        }
 
     def _ask_all(self, targets: list[dict], route: str, params: dict, budget: float):
         """Ask every target in parallel; yield (peer, answer or None) within the budget."""
@@ -147,10 +179,18 @@ class Discovery:
                 child = min(max(0.0, (remaining - HOP_MARGIN) * HOP_SHRINK), self.request_timeout)
                 if child <= 0:
                     break
-                params = {"file": filename, "qid": qid, "ttl": ttl - 1, "budget": f"{child:.3f}",
-                          "path": ",".join(path)}
+                params = {
+                    "file": filename,
+                    "qid": qid,
+                    "ttl": ttl - 1,
+                    "budget": f"{child:.3f}",
+                    "path": ",".join(path),
+                }
                 answer = self._ask(friend, "/locate", params, child)
                 if answer and answer.get("peers"):
-                    return {"file": filename, "peers": answer["peers"],
-                            "via": [self.me["name"]] + answer.get("via", [])}
+                    return {
+                        "file": filename,
+                        "peers": answer["peers"],
+                        "via": [self.me["name"]] + answer.get("via", []),
+                    }
         raise NotFound(f"no peer reachable from {self.me['name']} has {filename!r}")

@@ -1,4 +1,5 @@
 """A peer's durable state in one SQLite file: known peers and seen query ids."""
+
 from __future__ import annotations
 
 import time
@@ -7,7 +8,9 @@ from collections.abc import Callable
 from common.db import Database
 from peer_app import index
 
-SCHEMA = index.SCHEMA + """
+SCHEMA = (
+    index.SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS known_peers (
     url TEXT PRIMARY KEY,
     name TEXT,
@@ -28,6 +31,7 @@ CREATE TABLE IF NOT EXISTS transfer_totals (
     calls INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+)
 
 ROLE_ORDER = {"primary": 0, "backup": 1, "learned": 2}
 SEEN_RETENTION = 600.0  # seconds a query id is remembered
@@ -41,15 +45,15 @@ def open_db(path: str) -> Database:
 class KnownPeers:
     """Peers this peer can ask: its two friends first, then those it learned."""
 
-    def __init__(self, db: Database, *, prune_after: int, self_url: str,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, db: Database, *, prune_after: int, self_url: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self.db = db
         self.prune_after = prune_after
         self.self_url = self_url
         self.clock = clock
 
-    def add(self, url: str, name: str | None = None, grpc_address: str | None = None,
-            role: str = "learned") -> bool:
+    def add(self, url: str, name: str | None = None, grpc_address: str | None = None, role: str = "learned") -> bool:
         """Remember a peer (a friend keeps its role); return False for ourselves."""
         if url.rstrip("/") == self.self_url:
             return False
@@ -59,7 +63,8 @@ class KnownPeers:
                 " ON CONFLICT(url) DO UPDATE SET name=COALESCE(excluded.name, name),"
                 " grpc_address=COALESCE(excluded.grpc_address, grpc_address),"
                 " role=CASE WHEN excluded.role != 'learned' THEN excluded.role ELSE role END",
-                (url.rstrip("/"), name, grpc_address, role, self.clock()))
+                (url.rstrip("/"), name, grpc_address, role, self.clock()),
+            )
         return True
 
     def all(self) -> list[dict]:
@@ -75,14 +80,16 @@ class KnownPeers:
         """Record that url answered."""
         self.db.connect().execute(
             "UPDATE known_peers SET failures = 0, last_ok = ?, name = COALESCE(?, name) WHERE url = ?",
-            (self.clock(), name, url))
+            (self.clock(), name, url),
+        )
 
     def failed(self, url: str) -> None:
         """Record that url did not answer; drop a learned peer that keeps failing."""
         with self.db.connect() as conn:
             conn.execute("UPDATE known_peers SET failures = failures + 1 WHERE url = ?", (url,))
-            conn.execute("DELETE FROM known_peers WHERE url = ? AND role = 'learned' AND failures >= ?",
-                         (url, self.prune_after))
+            conn.execute(
+                "DELETE FROM known_peers WHERE url = ? AND role = 'learned' AND failures >= ?", (url, self.prune_after)
+            )
 
 
 class SeenQueries:
@@ -117,7 +124,8 @@ class TransferTotals:
         self.db.connect().execute(
             "INSERT INTO transfer_totals (rpc, bytes, calls) VALUES (?, ?, 1)"
             " ON CONFLICT(rpc) DO UPDATE SET bytes = bytes + excluded.bytes, calls = calls + 1",
-            (rpc, nbytes))
+            (rpc, nbytes),
+        )
 
     def all(self) -> dict[str, tuple[int, int]]:
         """rpc -> (bytes, calls)."""

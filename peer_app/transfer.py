@@ -1,4 +1,5 @@
 """Bytes on disk: chunked reads, hashing, and writes that land atomically or not at all."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,9 @@ def tune_malloc(threshold: int = 8 * 1024 * 1024) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return all([mallopt(_M_MMAP_THRESHOLD, threshold), mallopt(_M_TRIM_THRESHOLD, 2 * threshold),
-                mallopt(_M_ARENA_MAX, 2)])
+    return all(
+        [mallopt(_M_MMAP_THRESHOLD, threshold), mallopt(_M_TRIM_THRESHOLD, 2 * threshold), mallopt(_M_ARENA_MAX, 2)]
+    )
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -87,8 +89,9 @@ class AtomicFile:
     temporary file.
     """
 
-    def __init__(self, folder: str | os.PathLike, name: str, *, overwrite: bool = False,
-                 max_bytes: int | None = None) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, name: str, *, overwrite: bool = False, max_bytes: int | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.name = check_name(name)
         self.final = resolve_in(self.folder, name)
@@ -109,7 +112,7 @@ class AtomicFile:
         self._digest.update(data)
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     @property
     def sha256(self) -> str:
@@ -235,8 +238,7 @@ class PartialFile:
         try:
             lines = self.journal_path.read_text(encoding="utf-8").splitlines()
             old = json.loads(lines[0])
-            if (old.get("size"), old.get("sha256")) != (header["size"], header["sha256"]) \
-                    or not self.path.exists():
+            if (old.get("size"), old.get("sha256")) != (header["size"], header["sha256"]) or not self.path.exists():
                 raise ValueError("another content")
             piece_size = int(old["piece_size"])
         except (OSError, ValueError, IndexError, KeyError, TypeError):
@@ -340,7 +342,7 @@ class InOrderHasher(threading.Thread):
                 offset, length = part.piece_range(index)
                 end = offset + length
                 while offset < end:
-                    n = part.read_into(view[:min(self.block, end - offset)], offset)
+                    n = part.read_into(view[: min(self.block, end - offset)], offset)
                     if n <= 0:
                         raise OSError(f"short read at {offset} in {part.path}")
                     self.digest.update(view[:n])

@@ -1,4 +1,5 @@
 """The peer's REST routes (SPEC §5): parse, call the index or discovery, answer JSON."""
+
 from __future__ import annotations
 
 import re
@@ -55,10 +56,17 @@ def _path() -> list[str]:
 
 def _status() -> dict:
     config = node()
-    return {"status": "ok", "peer": config.name, "name": config.name, "rest_url": config.rest_url,
-            "grpc_address": config.grpc_address, "maestro_url": config.maestro_url,
-            "friends": {role: {"name": f.name, "url": f.rest_url} for role, f in config.friends.items()},
-            "shared_dir": config.shared_dir, "file_count": len(index().scan())}
+    return {
+        "status": "ok",
+        "peer": config.name,
+        "name": config.name,
+        "rest_url": config.rest_url,
+        "grpc_address": config.grpc_address,
+        "maestro_url": config.maestro_url,
+        "friends": {role: {"name": f.name, "url": f.rest_url} for role, f in config.friends.items()},
+        "shared_dir": config.shared_dir,
+        "file_count": len(index().scan()),
+    }
 
 
 @bp.get("/")
@@ -91,15 +99,17 @@ def search():
         found = [f.to_json() for f in index().scan() if f.name == exact]
         return jsonify({"peer": node().name, "file": exact, "found": bool(found), "results": found})
     # `q` is seed 002's spelling (`/search?q=foo`); `query` is SPEC's.
-    text = (arg_str("query", required=False, max_length=settings.max_query_length)
-            or arg_str("q", max_length=settings.max_query_length))
+    text = arg_str("query", required=False, max_length=settings.max_query_length) or arg_str(
+        "q", max_length=settings.max_query_length
+    )
     query = Query(
-        text=text, qid=_qid(),
+        text=text,
+        qid=_qid(),
         ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=0, maximum=settings.search_max_ttl),
-        fanout=arg_int("fanout", default=settings.search_default_fanout, minimum=0,
-                       maximum=settings.search_max_fanout),
+        fanout=arg_int("fanout", default=settings.search_default_fanout, minimum=0, maximum=settings.search_max_fanout),
         budget=arg_float("budget", default=settings.search_timeout, maximum=settings.search_timeout),
-        path=_path())
+        path=_path(),
+    )
     answer = discovery().search(query)
     (metrics().search_duplicates if answer["duplicate"] else metrics().search_handled).inc()
     return jsonify({"query": text, **answer})
@@ -111,9 +121,12 @@ def locate():
     name = check_name(arg_str("file", max_length=settings.max_query_length))
     try:
         answer = discovery().locate(
-            name, qid=_qid(), path=_path(),
+            name,
+            qid=_qid(),
+            path=_path(),
             ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=1, maximum=settings.search_max_ttl),
-            budget=arg_float("budget", default=settings.locate_timeout, maximum=settings.locate_timeout))
+            budget=arg_float("budget", default=settings.locate_timeout, maximum=settings.locate_timeout),
+        )
     except NotFound:
         metrics().locate_handled.labels("not_found").inc()
         raise

@@ -1,4 +1,5 @@
 """Fixtures: in-process apps on temporary folders, and real networks of processes."""
+
 from __future__ import annotations
 
 import pytest
@@ -60,11 +61,20 @@ def peer_config(tmp_path):
     (shared / "archivo1.txt").write_text("hola\n")
     (shared / "notes.md").write_text("# notes\n")
     return NodeConfig(
-        role="peer", name="peer1", host="127.0.0.1", rest_port=free_port(), grpc_port=free_port(),
-        shared_dir=str(shared), run_dir=str(tmp_path / "run"), maestro_url=f"http://127.0.0.1:{free_port()}",
-        friends={"primary": Friend("peer2", f"http://127.0.0.1:{free_port()}"),
-                 "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}")},
-        settings=Settings(request_timeout=0.5))
+        role="peer",
+        name="peer1",
+        host="127.0.0.1",
+        rest_port=free_port(),
+        grpc_port=free_port(),
+        shared_dir=str(shared),
+        run_dir=str(tmp_path / "run"),
+        maestro_url=f"http://127.0.0.1:{free_port()}",
+        friends={
+            "primary": Friend("peer2", f"http://127.0.0.1:{free_port()}"),
+            "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}"),
+        },
+        settings=Settings(request_timeout=0.5),
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """A whole network of Discovery objects in one process, wired through a fake transport."""
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,8 @@ class FakeNetwork:
         self.peers: dict[str, Discovery] = {}
         self.dead: set[str] = set()
         self.slow: dict[str, float] = {}
-        self.calls: list[tuple[str, str, dict]] = []      # (url, route, params) of every message
-        self.handled: list[str] = []                      # names that handled a query the first time
+        self.calls: list[tuple[str, str, dict]] = []  # (url, route, params) of every message
+        self.handled: list[str] = []  # names that handled a query the first time
         self._lock = threading.Lock()
         self.pool = futures.ThreadPoolExecutor(max_workers=64)
 
@@ -41,8 +42,7 @@ class FakeNetwork:
             known.add(self.url(friend), friend, role=role)
         me = {"name": name, "url": self.url(name), "grpc_address": f"{name}.test:81"}
         files = [{"name": f, "size": len(f), "sha256": "0" * 64} for f in self.files.get(name, [])]
-        peer = Discovery(me, lambda: files, known, SeenQueries(db), self.transport,
-                         request_timeout=2.0, pool=self.pool)
+        peer = Discovery(me, lambda: files, known, SeenQueries(db), self.transport, request_timeout=2.0, pool=self.pool)
         self.peers[self.url(name)] = peer
         return peer
 
@@ -70,15 +70,24 @@ class FakeNetwork:
         peer = self.peers[url]
         path = params["path"].split(",") if params.get("path") else []
         if route == "/search":
-            answer = peer.search(Query(params["query"], params["qid"], int(params["ttl"]),
-                                       int(params["fanout"]), float(params["budget"]), path))
+            answer = peer.search(
+                Query(
+                    params["query"],
+                    params["qid"],
+                    int(params["ttl"]),
+                    int(params["fanout"]),
+                    float(params["budget"]),
+                    path,
+                )
+            )
             if not answer["duplicate"]:
                 with self._lock:
                     self.handled.append(peer.me["name"])
             return answer
         if route == "/locate":
-            return peer.locate(params["file"], qid=params["qid"], ttl=int(params["ttl"]),
-                               budget=float(params["budget"]), path=path)
+            return peer.locate(
+                params["file"], qid=params["qid"], ttl=int(params["ttl"]), budget=float(params["budget"]), path=path
+            )
         raise NotFound(route)
 
     def close(self) -> None:

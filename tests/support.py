@@ -1,4 +1,5 @@
 """Helpers for tests that start real processes: free ports, polling, node configs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05,
-               what: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> object:
     """Poll predicate until it returns something truthy; fail after timeout seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -57,8 +59,9 @@ class Process:
     def start(self) -> Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.popen = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                self.args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     @property
@@ -95,8 +98,10 @@ class Node:
 
     def start(self) -> Node:
         env = {**os.environ, **node_environment(str(self.config_path))}
-        self.processes = [Process(argv, env, Path(self.config.run_dir) / f"{program}.log").start()
-                          for program, argv in node_programs(self.config, str(self.config_path)).items()]
+        self.processes = [
+            Process(argv, env, Path(self.config.run_dir) / f"{program}.log").start()
+            for program, argv in node_programs(self.config, str(self.config_path)).items()
+        ]
         return self
 
     def stop(self) -> None:
@@ -113,17 +118,30 @@ class Node:
         wait_until(healthy, timeout, what=f"{self.config.name} /health")
 
 
-def node_configs(tmp: Path, peer_names: list[str], settings: Settings | None = None,
-                 host: str = "127.0.0.1") -> dict[str, NodeConfig]:
+def node_configs(
+    tmp: Path, peer_names: list[str], settings: Settings | None = None, host: str = "127.0.0.1"
+) -> dict[str, NodeConfig]:
     """Configs for a Maestro and peers on free ports; friends in a ring (i+1 primary, i+2 backup)."""
     settings = settings or Settings(heartbeat_interval=0.5, request_timeout=1.0)
     run = tmp / "run"
-    maestro = NodeConfig(role="maestro", name="maestro", host=host, rest_port=free_port(), run_dir=str(run),
-                         settings=settings)
+    maestro = NodeConfig(
+        role="maestro", name="maestro", host=host, rest_port=free_port(), run_dir=str(run), settings=settings
+    )
     maestro = replace(maestro, maestro_url=maestro.rest_url)
-    peers = {n: NodeConfig(role="peer", name=n, host=host, rest_port=free_port(), grpc_port=free_port(),
-                           shared_dir=str(tmp / "data" / n), run_dir=str(run), maestro_url=maestro.rest_url,
-                           settings=settings) for n in peer_names}
+    peers = {
+        n: NodeConfig(
+            role="peer",
+            name=n,
+            host=host,
+            rest_port=free_port(),
+            grpc_port=free_port(),
+            shared_dir=str(tmp / "data" / n),
+            run_dir=str(run),
+            maestro_url=maestro.rest_url,
+            settings=settings,
+        )
+        for n in peer_names
+    }
     names = list(peers)
     for i, n in enumerate(names):
         friends = {}

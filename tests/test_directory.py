@@ -1,4 +1,5 @@
 """The Maestro's directory: registration, liveness and durability, without HTTP."""
+
 from __future__ import annotations
 
 import pytest
@@ -63,7 +64,8 @@ def test_heartbeat_of_unknown_peer_is_not_found(directory):
 def test_directory_survives_reopening(tmp_path, clock):
     path = str(tmp_path / "m.sqlite3")
     Directory(path, default_interval=1, expire_after_beats=3, clock=clock).register(
-        "peer1", "http://h:1", "h:2", files("a.txt"))
+        "peer1", "http://h:1", "h:2", files("a.txt")
+    )
     again = Directory(path, default_interval=1, expire_after_beats=3, clock=clock)
     assert [p["name"] for p in again.locate("a.txt")] == ["peer1"]
 
@@ -82,10 +84,18 @@ def test_bad_peer_names_are_refused(directory, name):
         directory.register(name, "http://h:1", "h:2", [])
 
 
-@pytest.mark.parametrize("raw", [
-    {"name": "../x", "size": 1}, {"name": "ok", "size": -1}, {"name": "ok", "size": "1"},
-    {"name": "ok", "sha256": "xyz"}, {"name": "ok", "mtime": "yesterday"}, "not-an-object",
-], ids=["escape", "negative-size", "string-size", "bad-sha", "bad-mtime", "not-object"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"name": "../x", "size": 1},
+        {"name": "ok", "size": -1},
+        {"name": "ok", "size": "1"},
+        {"name": "ok", "sha256": "xyz"},
+        {"name": "ok", "mtime": "yesterday"},
+        "not-an-object",
+    ],
+    ids=["escape", "negative-size", "string-size", "bad-sha", "bad-mtime", "not-object"],
+)
 def test_malformed_file_entries_are_refused(raw):
     with pytest.raises(BadRequest):
         FileEntry.parse(raw, 0)

@@ -3,6 +3,7 @@
 One network per module (3 peers, fast heartbeats); each drill leaves it healthy again.
 Everything waits by polling with deadlines; teardown runs `down` and checks no pid is left.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,7 +95,8 @@ def test_plain_supervisorctl_in_the_topology_folder_lists_every_program_running(
     out = subprocess.run([ctl, "status"], cwd=net.path.parent, check=False, capture_output=True, text=True, timeout=10)
     rows = [line.split() for line in out.stdout.splitlines()]
     assert sorted(r[0] for r in rows) == sorted(
-        ["maestro", *(f"{p}:{p}-{k}" for p in ("peer1", "peer2", "peer3") for k in ("rest", "grpc"))])
+        ["maestro", *(f"{p}:{p}-{k}" for p in ("peer1", "peer2", "peer3") for k in ("rest", "grpc"))]
+    )
     assert all(r[1] == "RUNNING" for r in rows), out.stdout
 
 
@@ -134,8 +136,7 @@ def test_kill_9_of_a_peer_is_restarted_and_reregistered_while_locate_goes_throug
         session.trust_env = False
         while not done.is_set():
             try:
-                answers.append(session.get(net.url("peer1") + "/locate?file=archivo3.txt",
-                                           timeout=5).status_code)
+                answers.append(session.get(net.url("peer1") + "/locate?file=archivo3.txt", timeout=5).status_code)
             except requests.RequestException as exc:
                 answers.append(type(exc).__name__)
 
@@ -186,13 +187,14 @@ def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
 def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(net):
     launcher("stop", "peer2", "-t", str(net.path))
     assert net.states("peer2") == {"STOPPED"}
-    wait_until(lambda: net.registry().get("peer2", {}).get("alive") is False, 5,
-               what="the Maestro to mark peer2 not alive")
+    wait_until(
+        lambda: net.registry().get("peer2", {}).get("alive") is False, 5, what="the Maestro to mark peer2 not alive"
+    )
     assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 404
-    assert net.states("peer2") == {"STOPPED"}                  # supervisord did not bring it back
+    assert net.states("peer2") == {"STOPPED"}  # supervisord did not bring it back
     assert not net.healthy("peer2")
 
-    launcher("start", "peer2", "-t", str(net.path))             # returns once healthy + registered
+    launcher("start", "peer2", "-t", str(net.path))  # returns once healthy + registered
     assert net.registry()["peer2"]["alive"] is True
     assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 200
 
@@ -214,6 +216,7 @@ def test_up_after_a_settings_change_restarts_the_nodes_with_their_new_config(net
     assert "config changed, restarting: maestro, peer1, peer2, peer3" in result.stderr
     new = net.pids()
     assert all(new[k] not in (0, old[k]) for k in old)
-    assert json.loads(layout_for(net.topology).config_path("peer1").read_text())[
-        "settings"]["heartbeat_interval"] == 0.6
+    assert (
+        json.loads(layout_for(net.topology).config_path("peer1").read_text())["settings"]["heartbeat_interval"] == 0.6
+    )
     assert all(h.ready for h in health.probe(net.topology).values())

@@ -1,4 +1,5 @@
 """A Maestro and peers as real gunicorn and gRPC processes on free ports."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,14 @@ pytestmark = pytest.mark.e2e
 
 
 def client(maestro: Node, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, *args],
-                          cwd=cwd or ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def located(maestro: Node, name: str) -> list[str]:
@@ -118,9 +124,23 @@ def test_download_shows_a_progress_bar_on_a_terminal_only(network, tmp_path):
     maestro = nodes["maestro"]
     wait_until(lambda: located(maestro, "big.bin") == ["peer1"], what="registration")
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, "download",
-                             "big.bin", "--out", str(tmp_path / "tty.bin")],
-                            cwd=ROOT, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "peer_app.client",
+            "--maestro",
+            maestro.url,
+            "download",
+            "big.bin",
+            "--out",
+            str(tmp_path / "tty.bin"),
+        ],
+        cwd=ROOT,
+        stdout=follower,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
     os.close(follower)
     screen = b""
     while True:

@@ -1,4 +1,5 @@
 """The FileTransfer servicer, in-process on port 0."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,8 @@ def upload(stub, name, data, chunk=1000, **first):
     def chunks():
         yield transfer_pb2.FileChunk(filename=name, data=data[:chunk], size=len(data), **first)
         for i in range(chunk, len(data), chunk):
-            yield transfer_pb2.FileChunk(data=data[i:i + chunk])
+            yield transfer_pb2.FileChunk(data=data[i : i + chunk])
+
     return stub.Upload(chunks(), timeout=10)
 
 

@@ -1,4 +1,5 @@
 """The shared-folder index: the folder is the truth, hashes are cached by size and mtime."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,7 @@ def test_hash_is_cached_until_size_or_mtime_change(tmp_path):
     (shared / "a.txt").write_bytes(b"abc")
     index.scan()
     index.db.connect().execute("UPDATE file_hashes SET sha256 = 'cached'")
-    assert index.scan()[0].sha256 == "cached"          # not re-read
+    assert index.scan()[0].sha256 == "cached"  # not re-read
     assert index.get("a.txt").sha256 == "cached"
     (shared / "a.txt").write_bytes(b"abcd")
     assert index.scan()[0].sha256 == hashlib.sha256(b"abcd").hexdigest()

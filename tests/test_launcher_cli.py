@@ -1,4 +1,5 @@
 """The click CLI: validate, render and errors, through CliRunner (no processes started)."""
+
 from __future__ import annotations
 
 import socket
@@ -18,6 +19,7 @@ def run():
 
     def invoke(*args: str):
         return runner.invoke(launcher.cli, list(args), catch_exceptions=False)
+
     return invoke
 
 
@@ -60,8 +62,9 @@ def test_render_writes_configs_and_supervisord_conf_without_starting(run, tmp_pa
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / ".run" / "topology"
     assert sorted(result.stdout.split()) == sorted(
-        [str(run_dir / "supervisord.conf")] + [str(run_dir / "config" / f"{n}.json")
-                                               for n in ("maestro", "peer1", "peer2", "peer3")])
+        [str(run_dir / "supervisord.conf")]
+        + [str(run_dir / "config" / f"{n}.json") for n in ("maestro", "peer1", "peer2", "peer3")]
+    )
     assert (tmp_path / "supervisord.conf").is_symlink()
     assert not (run_dir / "supervisord.pid").exists()
     assert not (run_dir / "supervisor.sock").exists()
@@ -161,10 +164,14 @@ def test_generate_on_free_ports_validates(run, tmp_path):
     assert len({port for _, _, port in t.ports()}) == 7
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--peers", "2"], "2 is too few"),
-    (["--peers", "3", "--base-port", "65530"], "peers[2].grpc_port: 65536 is out of range"),
-], ids=["too-few-peers", "ports-past-65535"])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--peers", "2"], "2 is too few"),
+        (["--peers", "3", "--base-port", "65530"], "peers[2].grpc_port: 65536 is out of range"),
+    ],
+    ids=["too-few-peers", "ports-past-65535"],
+)
 def test_generate_refuses_what_cannot_be_valid(run, args, message):
     result = run("generate", *args)
     assert result.exit_code == 2
@@ -173,6 +180,7 @@ def test_generate_refuses_what_cannot_be_valid(run, args, message):
 
 def test_follow_yields_new_lines_as_they_are_written(tmp_path):
     from control.network import Network
+
     path = write(tmp_path, seed_dict())
     net = Network(topo.load(path))
     log = net.rendered.layout.log_path("maestro")
@@ -184,7 +192,7 @@ def test_follow_yields_new_lines_as_they_are_written(tmp_path):
         fh.write("new 1\nnew 2\npartial")
     seen += [next(lines), next(lines)]
     assert seen == ["old", "new 1", "new 2"]
-    assert list(lines) == []                   # stops; the unfinished line is not printed
+    assert list(lines) == []  # stops; the unfinished line is not printed
 
 
 def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_and_seed_ranges():
@@ -201,5 +209,5 @@ def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_and_seed_ran
 def test_free_ports_never_hands_out_a_port_twice_across_calls():
     from control.generate import free_ports
 
-    singles = [free_ports(1)[0] for _ in range(500)]   # one call per server, as the tests do
+    singles = [free_ports(1)[0] for _ in range(500)]  # one call per server, as the tests do
     assert len(set(singles)) == 500

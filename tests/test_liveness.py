@@ -1,4 +1,5 @@
 """Liveness like a tracker: peers that stop beating expire, come back on their next beat."""
+
 from __future__ import annotations
 
 import signal
@@ -27,8 +28,8 @@ def test_a_peer_expires_after_missed_beats_and_returns_on_its_next_beat(tmp_path
     clock = Clock()
     d = make_directory(tmp_path / "m.sqlite3", clock)
     d.register("p1", "http://p1:1", "p1:2", [FileEntry("a.txt", 1, 0.0, "")], heartbeat_interval=1.0)
-    d.register("p2", "http://p2:1", "p2:2", [FileEntry("a.txt", 1, 0.0, "")])   # Maestro default: 2s
-    clock.now += 3.1                              # p1 missed three beats, p2 not yet two
+    d.register("p2", "http://p2:1", "p2:2", [FileEntry("a.txt", 1, 0.0, "")])  # Maestro default: 2s
+    clock.now += 3.1  # p1 missed three beats, p2 not yet two
     assert [p["name"] for p in d.locate("a.txt")] == ["p2"]
     assert {p["name"]: p["alive"] for p in d.peers()} == {"p1": False, "p2": True}
     assert d.counts() == {"peers": 2, "alive": 1, "files": 2}
@@ -56,8 +57,9 @@ def locate(maestro_url: str, name: str) -> set[str]:
 @pytest.mark.e2e
 def test_stopped_peer_expires_within_three_beats_and_comes_back(network):
     settings = Settings(heartbeat_interval=0.4, expire_after_beats=3.0, request_timeout=1.0, rest_workers=1)
-    nodes = network(["peer1", "peer2", "peer3"], settings=settings,
-                    files={"peer1": {"a.txt": b"a"}, "peer2": {"a.txt": b"a"}})
+    nodes = network(
+        ["peer1", "peer2", "peer3"], settings=settings, files={"peer1": {"a.txt": b"a"}, "peer2": {"a.txt": b"a"}}
+    )
     maestro = nodes["maestro"].url
     wait_until(lambda: locate(maestro, "a.txt") == {"peer1", "peer2"}, 10, what="both holders registered")
     grpc = next(p for p in nodes["peer1"].processes if "peer_app.grpc_server" in p.args)
@@ -99,10 +101,10 @@ def test_a_pruned_peer_is_learned_again_when_it_returns(network):
     # peer4's friends are peer1 and peer2: its bootstrap taught peer1 about it.
     wait_until(lambda: peer1_knows().get("peer4") == "learned", 10, what="peer1 learned peer4")
     nodes["peer4"].stop()
-    for _ in range(2):   # each search asks every known peer (fanout 8), so peer4 fails twice
+    for _ in range(2):  # each search asks every known peer (fanout 8), so peer4 fails twice
         get_json(p1 + "/search", params={"query": "x", "ttl": 2, "fanout": 8})
     assert "peer4" not in peer1_knows()
-    assert set(peer1_knows()) == {"peer2", "peer3"}    # failing friends would stay; these answer
+    assert set(peer1_knows()) == {"peer2", "peer3"}  # failing friends would stay; these answer
     nodes["peer4"].start()
     nodes["peer4"].wait_healthy()
     wait_until(lambda: peer1_knows().get("peer4") == "learned", 10, what="peer1 learned peer4 again")

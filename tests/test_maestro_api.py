@@ -1,4 +1,5 @@
 """The Maestro's REST API through Flask's test client."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,9 +8,15 @@ SHA = "b" * 64
 
 
 def register(client, name="peer1", files=("archivo1.txt",)):
-    return client.post("/register", json={
-        "name": name, "rest_url": "http://127.0.0.1:9101", "grpc_address": "127.0.0.1:9102",
-        "files": [{"name": f, "size": 5, "mtime": 1.0, "sha256": SHA} for f in files]})
+    return client.post(
+        "/register",
+        json={
+            "name": name,
+            "rest_url": "http://127.0.0.1:9101",
+            "grpc_address": "127.0.0.1:9102",
+            "files": [{"name": f, "size": 5, "mtime": 1.0, "sha256": SHA} for f in files],
+        },
+    )
 
 
 def test_registered_file_is_located(maestro):
@@ -56,10 +63,20 @@ BAD_REQUESTS = [
     ("register-json-list", "POST", "/register", [1, 2], 400),
     ("register-bad-url", "POST", "/register", {"name": "p", "rest_url": "ftp://x", "grpc_address": "h:1"}, 400),
     ("register-bad-name", "POST", "/register", {"name": "P!", "rest_url": "http://h:1", "grpc_address": "h:1"}, 400),
-    ("register-files-not-list", "POST", "/register",
-     {"name": "p", "rest_url": "http://h:1", "grpc_address": "h:1", "files": "a"}, 400),
-    ("register-bad-interval", "POST", "/register",
-     {"name": "p", "rest_url": "http://h:1", "grpc_address": "h:1", "heartbeat_interval": -1}, 400),
+    (
+        "register-files-not-list",
+        "POST",
+        "/register",
+        {"name": "p", "rest_url": "http://h:1", "grpc_address": "h:1", "files": "a"},
+        400,
+    ),
+    (
+        "register-bad-interval",
+        "POST",
+        "/register",
+        {"name": "p", "rest_url": "http://h:1", "grpc_address": "h:1", "heartbeat_interval": -1},
+        400,
+    ),
     ("heartbeat-no-name", "POST", "/heartbeat", {}, 400),
     ("unknown-path", "GET", "/nope", None, 404),
     ("wrong-method", "DELETE", "/locate", None, 405),
@@ -77,8 +94,11 @@ def test_bad_input_gets_a_4xx_json_error(maestro, method, path, body, status):
     assert "Traceback" not in resp.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("query", ["file=archivo1.txt", "file=archivo%31.txt", "file=archivo1.txt&file=x",
-                                   "x=1&file=archivo1.txt"], ids=["plain", "escaped", "repeated", "second"])
+@pytest.mark.parametrize(
+    "query",
+    ["file=archivo1.txt", "file=archivo%31.txt", "file=archivo1.txt&file=x", "x=1&file=archivo1.txt"],
+    ids=["plain", "escaped", "repeated", "second"],
+)
 def test_locate_fast_path_answers_exactly_like_the_flask_view(maestro_config, query):
     from werkzeug.test import Client
 

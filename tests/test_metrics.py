@@ -1,4 +1,5 @@
 """/metrics: Prometheus text from the Maestro and every peer, summed over gunicorn workers."""
+
 from __future__ import annotations
 
 import os
@@ -44,13 +45,16 @@ def test_maestro_metrics_count_requests_by_endpoint_method_and_status(maestro_cl
     text = maestro_client.get("/metrics").get_data(as_text=True)
     assert value(text, "p2p_http_requests_total", endpoint="/locate", method="GET", status="404") == 3
     assert value(text, "p2p_http_requests_total", endpoint="/locate", method="GET", status="400") == 1
-    assert value(text, "p2p_http_request_duration_seconds_count",
-                 endpoint="/locate", method="GET", status="404") == 3
+    assert value(text, "p2p_http_request_duration_seconds_count", endpoint="/locate", method="GET", status="404") == 3
 
 
 def test_maestro_metrics_gauge_registered_and_alive_peers(maestro_client):
-    body = {"name": "p1", "rest_url": "http://127.0.0.1:1", "grpc_address": "127.0.0.1:2",
-            "files": [{"name": "a.txt", "size": 1}]}
+    body = {
+        "name": "p1",
+        "rest_url": "http://127.0.0.1:1",
+        "grpc_address": "127.0.0.1:2",
+        "files": [{"name": "a.txt", "size": 1}],
+    }
     assert maestro_client.post("/register", json=body).status_code == 200
     text = maestro_client.get("/metrics").get_data(as_text=True)
     assert value(text, "p2p_peers_registered") == 1
@@ -59,10 +63,17 @@ def test_maestro_metrics_gauge_registered_and_alive_peers(maestro_client):
 
 
 def test_transfer_bytes_counted_in_sqlite_show_on_the_peer_metrics(tmp_path):
-    config = NodeConfig(role="peer", name="p1", host="127.0.0.1", rest_port=1, grpc_port=2,
-                        run_dir=str(tmp_path / "run"), shared_dir=str(tmp_path / "shared"))
+    config = NodeConfig(
+        role="peer",
+        name="p1",
+        host="127.0.0.1",
+        rest_port=1,
+        grpc_port=2,
+        run_dir=str(tmp_path / "run"),
+        shared_dir=str(tmp_path / "shared"),
+    )
     client = create_peer(config).test_client()
-    totals = TransferTotals(open_db(config.db_path))   # what the gRPC process writes
+    totals = TransferTotals(open_db(config.db_path))  # what the gRPC process writes
 
     class Servicer:
         def Download(self, request, context):
@@ -93,8 +104,10 @@ class Chunk:
 
 @pytest.mark.e2e
 def test_metrics_sum_requests_over_two_gunicorn_workers(network):
-    nodes = network(["peer1", "peer2"], settings=Settings(heartbeat_interval=0.5, request_timeout=1.0,
-                                                          rest_workers=2, rest_threads=2))
+    nodes = network(
+        ["peer1", "peer2"],
+        settings=Settings(heartbeat_interval=0.5, request_timeout=1.0, rest_workers=2, rest_threads=2),
+    )
     maestro, peer = nodes["maestro"].url, nodes["peer1"].url
 
     def hit(url: str) -> int:
@@ -106,15 +119,24 @@ def test_metrics_sum_requests_over_two_gunicorn_workers(network):
     # Many connections at once, so both workers answer some of them.
     with futures.ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(hit, [maestro] * 8)) == 80
-        assert sum(pool.map(lambda _: requests.get(peer + "/search", params={"query": "zzz", "ttl": 1},
-                                                   timeout=5).status_code, range(12))) == 200 * 12
+        assert (
+            sum(
+                pool.map(
+                    lambda _: requests.get(peer + "/search", params={"query": "zzz", "ttl": 1}, timeout=5).status_code,
+                    range(12),
+                )
+            )
+            == 200 * 12
+        )
     folder = metrics_dir(nodes["maestro"].config.run_dir, "maestro")
     writers = {re.sub(r"\D", "", n) for n in os.listdir(folder)}
     assert len(writers) >= 2, f"one worker answered everything: {os.listdir(folder)}"
     text = requests.get(maestro + "/metrics", timeout=5).text
     assert value(text, "p2p_http_requests_total", endpoint="/locate", method="GET", status="404") == 80
-    wait_until(lambda: value(requests.get(maestro + "/metrics", timeout=5).text, "p2p_peers_alive") == 2,
-               what="both peers alive in the Maestro gauges")
+    wait_until(
+        lambda: value(requests.get(maestro + "/metrics", timeout=5).text, "p2p_peers_alive") == 2,
+        what="both peers alive in the Maestro gauges",
+    )
     peer_text = requests.get(peer + "/metrics", timeout=5).text
     assert value(peer_text, "p2p_search_handled_total") == 12
     assert value(peer_text, "p2p_http_requests_total", endpoint="/search", method="GET", status="200") == 12
@@ -126,6 +148,5 @@ def test_a_worker_boots_while_another_worker_is_creating_its_metrics_file(tmp_pa
     folder.mkdir()
     (folder / "counter_4242.db").write_bytes(b"")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
-    config = NodeConfig(role="maestro", name="maestro", host="127.0.0.1", rest_port=1,
-                        run_dir=str(tmp_path / "run"))
+    config = NodeConfig(role="maestro", name="maestro", host="127.0.0.1", rest_port=1, run_dir=str(tmp_path / "run"))
     assert create_maestro(config).test_client().get("/health").status_code == 200

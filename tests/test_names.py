@@ -1,4 +1,5 @@
 """File names from the network stay inside the shared folder."""
+
 from __future__ import annotations
 
 import os

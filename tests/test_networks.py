@@ -1,4 +1,5 @@
 """Several networks at once, and a network whose node cannot come up: real processes, free ports."""
+
 from __future__ import annotations
 
 import os
@@ -36,9 +37,17 @@ def test_two_networks_run_at_once_without_touching_each_other(tmp_path):
     assert layout_for(ta).socket != layout_for(tb).socket
     all_pids: list[int] = []
     try:
-        ups = [subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "up", str(p)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in (a, b)]
-        for up in ups:                                   # both at once: nothing shared between them
+        ups = [
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "launcher.py"), "up", str(p)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for p in (a, b)
+        ]
+        for up in ups:  # both at once: nothing shared between them
             _, err = up.communicate(timeout=120)
             assert up.returncode == 0, err
         all_pids = pids_of(a) + pids_of(b)
@@ -97,7 +106,7 @@ def test_down_stops_what_a_killed_supervisord_left_behind(tmp_path):
     children = [p.pid for p in sup.processes()]
     os.kill(sup.pid(), signal.SIGKILL)
     wait_until(lambda: not sup.is_running(), 5, what="supervisord to die")
-    assert all(pid_alive(p) for p in children)            # orphans, still serving
+    assert all(pid_alive(p) for p in children)  # orphans, still serving
     result = launcher("down", str(path))
     assert "supervisord is gone; stopping" in result.stderr
     assert not [p for p in children if pid_alive(p)]
@@ -112,5 +121,6 @@ def test_down_names_ports_held_by_others_when_the_network_is_not_running(tmp_pat
         s.listen()
         result = launcher("down", str(path), check=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("the network is not running, yet other processes hold "
-                                     f"maestro.port (127.0.0.1:{port})")
+    assert result.stderr.strip() == (
+        f"the network is not running, yet other processes hold maestro.port (127.0.0.1:{port})"
+    )

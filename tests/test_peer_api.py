@@ -1,4 +1,5 @@
 """A peer's REST API through Flask's test client (friends are unreachable here)."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """The peer's /search and /locate over Flask's test client, with a recording transport."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,13 +27,20 @@ class Recorder:
 def peer(tmp_path):
     def make(transport, **settings):
         config = NodeConfig(
-            role="peer", name="p1", host="127.0.0.1", rest_port=1, grpc_port=2,
-            run_dir=str(tmp_path / "run"), shared_dir=str(tmp_path / "shared"),
+            role="peer",
+            name="p1",
+            host="127.0.0.1",
+            rest_port=1,
+            grpc_port=2,
+            run_dir=str(tmp_path / "run"),
+            shared_dir=str(tmp_path / "shared"),
             friends={"primary": Friend("p2", "http://p2:1"), "backup": Friend("p3", "http://p3:1")},
-            settings=Settings(**settings))
+            settings=Settings(**settings),
+        )
         (tmp_path / "shared").mkdir(exist_ok=True)
         (tmp_path / "shared" / "song.mp3").write_bytes(b"la la")
         return create_app(config, transport=transport).test_client()
+
     return make
 
 
@@ -74,11 +82,19 @@ def test_locate_with_a_dead_primary_asks_the_backup(peer):
     assert client.get("/locate?file=song.mp3").get_json()["peers"][0]["name"] == "p1"
 
 
-@pytest.mark.parametrize("query", ["/search?query=x&ttl=-1", "/search?query=x&fanout=abc", "/search",
-                                   "/search?query=" + "x" * 300, "/locate", "/locate?file=../etc",
-                                   "/search?query=x&qid=bad!"],
-                         ids=["negative-ttl", "text-fanout", "no-query", "oversized", "no-file",
-                              "escaping-name", "bad-qid"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/search?query=x&ttl=-1",
+        "/search?query=x&fanout=abc",
+        "/search",
+        "/search?query=" + "x" * 300,
+        "/locate",
+        "/locate?file=../etc",
+        "/search?query=x&qid=bad!",
+    ],
+    ids=["negative-ttl", "text-fanout", "no-query", "oversized", "no-file", "escaping-name", "bad-qid"],
+)
 def test_bad_search_input_is_a_json_4xx(peer, query):
     resp = peer(Recorder()).get(query)
     assert 400 <= resp.status_code < 500 and resp.get_json()["error"]

@@ -1,4 +1,5 @@
 """The committed gRPC stubs are exactly what `make proto` generates from proto/."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,9 +12,20 @@ STUBS = ["transfer_pb2.py", "transfer_pb2.pyi", "transfer_pb2_grpc.py"]
 
 
 def test_generated_stubs_match_the_proto(tmp_path):
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "proto"),
-                    f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                    str(ROOT / "proto" / "common" / "transfer.proto")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            str(ROOT / "proto"),
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            str(ROOT / "proto" / "common" / "transfer.proto"),
+        ],
+        check=True,
+    )
     for stub in STUBS:
         fresh = (tmp_path / "common" / stub).read_text()
         assert fresh == (ROOT / "common" / stub).read_text(), f"common/{stub} is stale: run `make proto`"

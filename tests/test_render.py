@@ -1,4 +1,5 @@
 """Rendering is pure: topology -> node configs + supervisord.conf, checked without processes."""
+
 from __future__ import annotations
 
 import configparser
@@ -50,8 +51,10 @@ def test_run_folder_is_beside_the_topology_and_holds_socket_pidfile_logs():
     assert p["supervisord"]["childlogdir"] == str(run / "logs")
     assert p["supervisord"]["nodaemon"] == "false"
     assert p["supervisorctl"]["serverurl"] == f"unix://{run / 'supervisor.sock'}"
-    assert p["rpcinterface:supervisor"]["supervisor.rpcinterface_factory"] == \
-        "supervisor.rpcinterface:make_main_rpcinterface"
+    assert (
+        p["rpcinterface:supervisor"]["supervisor.rpcinterface_factory"]
+        == "supervisor.rpcinterface:make_main_rpcinterface"
+    )
     assert r.link == Path("/net/supervisord.conf")
 
 
@@ -63,8 +66,8 @@ def test_long_folder_falls_back_to_a_short_socket_under_tmp_derived_from_the_run
         assert len(str(r.layout.socket).encode()) <= render.MAX_SOCKET_PATH
         assert r.layout.socket.parent == Path("/tmp")
     assert r1.layout.socket != r2.layout.socket
-    assert r1.layout.socket == render.render(seed(deep), ROOT).layout.socket   # stable
-    assert r1.layout.pidfile.parent == r1.layout.run_dir     # only the socket moves
+    assert r1.layout.socket == render.render(seed(deep), ROOT).layout.socket  # stable
+    assert r1.layout.pidfile.parent == r1.layout.run_dir  # only the socket moves
 
 
 def test_two_topologies_in_one_folder_get_separate_run_folders():
@@ -77,12 +80,16 @@ def test_two_topologies_in_one_folder_get_separate_run_folders():
 def test_one_program_per_process_and_one_group_per_node():
     p = conf_of(seed())
     programs = sorted(s.removeprefix("program:") for s in p.sections() if s.startswith("program:"))
-    assert programs == sorted(["maestro", "peer1-rest", "peer1-grpc", "peer2-rest", "peer2-grpc",
-                               "peer3-rest", "peer3-grpc"])
-    groups = {s.removeprefix("group:"): p[s]["programs"].split(",") for s in p.sections()
-              if s.startswith("group:")}
-    assert groups == {"maestro": ["maestro"], "peer1": ["peer1-rest", "peer1-grpc"],
-                      "peer2": ["peer2-rest", "peer2-grpc"], "peer3": ["peer3-rest", "peer3-grpc"]}
+    assert programs == sorted(
+        ["maestro", "peer1-rest", "peer1-grpc", "peer2-rest", "peer2-grpc", "peer3-rest", "peer3-grpc"]
+    )
+    groups = {s.removeprefix("group:"): p[s]["programs"].split(",") for s in p.sections() if s.startswith("group:")}
+    assert groups == {
+        "maestro": ["maestro"],
+        "peer1": ["peer1-rest", "peer1-grpc"],
+        "peer2": ["peer2-rest", "peer2-grpc"],
+        "peer3": ["peer3-rest", "peer3-grpc"],
+    }
 
 
 def test_every_program_stops_as_a_group_and_is_restarted_then_fatal_on_a_crash_loop():
@@ -107,8 +114,13 @@ def test_gunicorn_runs_in_the_foreground_with_a_graceful_timeout_below_stopwaits
 
     def opt(name: str) -> str:
         return argv[argv.index(name) + 1]
-    assert (opt("--worker-class"), opt("--workers"), opt("--threads"), opt("--bind")) == \
-        ("gthread", "3", "5", "127.0.0.1:9003")
+
+    assert (opt("--worker-class"), opt("--workers"), opt("--threads"), opt("--bind")) == (
+        "gthread",
+        "3",
+        "5",
+        "127.0.0.1:9003",
+    )
     assert int(opt("--graceful-timeout")) < int(p["program:peer2-rest"]["stopwaitsecs"])
     assert shlex.split(p["program:maestro"]["command"])[-1] == "maestro_app:create_app()"
     assert "--bind 127.0.0.1:9000" in p["program:maestro"]["command"]
@@ -173,10 +185,11 @@ def test_write_creates_files_reports_changes_and_links_supervisord_conf(tmp_path
     assert (tmp_path / "data" / "peer2").is_dir()
     again, _ = render.write(render.render(t, ROOT))
     assert again == set()
-    t2 = topology.parse(mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 1})),
-                        tmp_path / "topology.yaml")
+    t2 = topology.parse(
+        mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 1})), tmp_path / "topology.yaml"
+    )
     changed, _ = render.write(render.render(t2, ROOT))
-    assert changed == set(r.configs)      # settings reach every node's JSON, not supervisord.conf
+    assert changed == set(r.configs)  # settings reach every node's JSON, not supervisord.conf
 
 
 def test_write_leaves_a_foreign_supervisord_conf_alone(tmp_path):
@@ -190,6 +203,7 @@ def test_write_leaves_a_foreign_supervisord_conf_alone(tmp_path):
 @pytest.mark.parametrize("name", ["topology.yaml", "net-2.yaml"])
 def test_rendered_conf_is_accepted_by_supervisord_own_parser(tmp_path, name):
     from supervisor.options import ServerOptions
+
     t = topology.parse(seed_dict(), tmp_path / name)
     r = render.render(t, tmp_path)
     render.write(r)

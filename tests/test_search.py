@@ -1,4 +1,5 @@
 """Flood search and friend-chain locate on a fake network of Discovery objects (no sockets)."""
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,7 @@ def ring(tmp_path):
         net.close()
 
 
-def search(net: FakeNetwork, origin: str, text: str, *, ttl: int = 10, fanout: int = 2,
-           budget: float = 3.0) -> dict:
+def search(net: FakeNetwork, origin: str, text: str, *, ttl: int = 10, fanout: int = 2, budget: float = 3.0) -> dict:
     return net[origin].search(Query(text, new_qid(), ttl, fanout, budget))
 
 
@@ -39,7 +39,8 @@ def test_flood_reaches_the_far_side_of_a_ring_and_names_the_owner(ring):
     net = ring(20, {"p10": ["far.txt"]})
     answer = search(net, "p0", "far")
     assert [(r["file"], r["peer"], r["grpc_address"], r["size"]) for r in answer["results"]] == [
-        ("far.txt", "p10", "p10.test:81", len("far.txt"))]
+        ("far.txt", "p10", "p10.test:81", len("far.txt"))
+    ]
     assert answer["results"][0]["rest_url"] == net.url("p10")
     assert answer["results"][0]["sha256"] == "0" * 64
 
@@ -87,7 +88,7 @@ def test_dead_friend_is_skipped_not_fatal(ring):
 
 def test_a_slow_peer_does_not_make_the_origin_miss_its_deadline(ring):
     net = ring(12, {"p1": ["x.txt"], "p6": ["x.txt"]})
-    net.slow[net.url("p5")] = 30.0        # hangs far longer than anyone waits
+    net.slow[net.url("p5")] = 30.0  # hangs far longer than anyone waits
     start = time.monotonic()
     answer = search(net, "p0", "x", budget=1.0)
     took = time.monotonic() - start
@@ -118,7 +119,7 @@ def test_fanout_limits_the_peers_asked_per_hop(tmp_path):
         answer = origin.search(Query("x", new_qid(), 2, 3, 1.0))
     finally:
         net.close()
-    assert sorted(answer["visited"]) == ["a", "b", "c", "hub"]   # friends first, then learned
+    assert sorted(answer["visited"]) == ["a", "b", "c", "hub"]  # friends first, then learned
     assert answer["messages"] == 3
 
 
@@ -128,12 +129,12 @@ def test_locate_asks_primary_then_backup_then_onward(ring):
     assert answer["peers"][0]["name"] == "p4"
     assert answer["peers"][0]["grpc_address"] == "p4.test:81"
     assert answer["via"][0] == "p0" and answer["via"][-1] == "p4"
-    assert net.calls[0][0] == net.url("p1")       # the primary friend first
+    assert net.calls[0][0] == net.url("p1")  # the primary friend first
 
 
 def test_locate_skips_a_dead_primary_after_one_bounded_timeout(ring):
     net = ring(6, {"p2": ["f.txt"]})
-    net.slow[net.url("p1")] = 30.0                # hangs: costs one request timeout, no more
+    net.slow[net.url("p1")] = 30.0  # hangs: costs one request timeout, no more
     start = time.monotonic()
     answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=2.0, path=[])
     assert time.monotonic() - start < 2.0

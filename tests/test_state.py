@@ -1,12 +1,12 @@
 """Known peers (friends first, pruning of learned peers) and seen query ids, in SQLite."""
+
 from __future__ import annotations
 
 from peer_app.state import KnownPeers, SeenQueries, open_db
 
 
 def make_known(tmp_path, prune_after=3) -> KnownPeers:
-    known = KnownPeers(open_db(str(tmp_path / "p.sqlite3")), prune_after=prune_after,
-                       self_url="http://me:1")
+    known = KnownPeers(open_db(str(tmp_path / "p.sqlite3")), prune_after=prune_after, self_url="http://me:1")
     known.add("http://f1:1", "f1", role="primary")
     known.add("http://f2:1", "f2", role="backup")
     return known
@@ -24,7 +24,7 @@ def test_a_learned_peer_that_keeps_failing_is_pruned_and_learned_again(tmp_path)
     assert "http://l1:1" in urls(known)
     known.failed("http://l1:1")
     assert "http://l1:1" not in urls(known)
-    known.add("http://l1:1", "l1")             # it came back and registered again
+    known.add("http://l1:1", "l1")  # it came back and registered again
     assert urls(known)[-1] == "http://l1:1"
     assert {p["url"]: p["failures"] for p in known.all()}["http://l1:1"] == 0
 
@@ -43,9 +43,8 @@ def test_friends_are_never_pruned_and_keep_their_role(tmp_path):
     known = make_known(tmp_path)
     for _ in range(10):
         known.failed("http://f1:1")
-    known.add("http://f1:1", "f1")             # learning a friend again does not demote it
-    assert [(p["url"], p["role"]) for p in known.friends()] == [("http://f1:1", "primary"),
-                                                                ("http://f2:1", "backup")]
+    known.add("http://f1:1", "f1")  # learning a friend again does not demote it
+    assert [(p["url"], p["role"]) for p in known.friends()] == [("http://f1:1", "primary"), ("http://f2:1", "backup")]
 
 
 def test_a_peer_never_knows_itself(tmp_path):
@@ -56,7 +55,7 @@ def test_a_peer_never_knows_itself(tmp_path):
 
 def test_seen_queries_are_shared_by_every_connection_to_the_file(tmp_path):
     path = str(tmp_path / "p.sqlite3")
-    first, second = SeenQueries(open_db(path)), SeenQueries(open_db(path))   # two workers
+    first, second = SeenQueries(open_db(path)), SeenQueries(open_db(path))  # two workers
     assert first.first_time("q-12345678") is True
     assert second.first_time("q-12345678") is False
     assert second.first_time("q-87654321") is True

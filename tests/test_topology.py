@@ -1,4 +1,5 @@
 """Loading and validating topology.yaml: every problem named by its key, all at once."""
+
 from __future__ import annotations
 
 import socket
@@ -52,11 +53,13 @@ def test_settings_override_defaults():
 
 def _set(path: str, value):
     """A mutation that sets the dotted key path (peers.1.rest_port) to value."""
+
     def fn(d):
         *parents, last = path.split(".")
         for key in parents:
             d = d[int(key)] if isinstance(d, list) else d[key]
         d[int(last) if isinstance(d, list) else last] = value
+
     return fn
 
 
@@ -66,24 +69,38 @@ def _del(path: str):
         for key in parents:
             d = d[int(key)] if isinstance(d, list) else d[key]
         del d[last]
+
     return fn
 
 
 CASES = [
-    ("duplicate-rest-port", _set("peers.1.rest_port", 9001),
-     "peers[1].rest_port: 9001 is already used by peers[0].rest_port"),
-    ("duplicate-grpc-vs-maestro", _set("peers.2.grpc_port", 9000),
-     "peers[2].grpc_port: 9000 is already used by maestro.port"),
-    ("duplicate-grpc-vs-rest", _set("peers.0.grpc_port", 9003),
-     "peers[1].rest_port: 9003 is already used by peers[0].grpc_port"),
-    ("duplicate-name", _set("peers.2.name", "peer1"),
-     "peers[2].name: 'peer1' is already used by peers[0].name"),
-    ("unknown-friend", _set("peers.0.friends.primary", "peer9"),
-     "peers[0].friends.primary: unknown peer 'peer9'"),
-    ("self-friend", _set("peers.1.friends.backup", "peer2"),
-     "peers[1].friends.backup: a peer cannot be its own friend"),
-    ("backup-same-as-primary", _set("peers.0.friends.backup", "peer2"),
-     "peers[0].friends.backup: 'peer2' is already the primary friend"),
+    (
+        "duplicate-rest-port",
+        _set("peers.1.rest_port", 9001),
+        "peers[1].rest_port: 9001 is already used by peers[0].rest_port",
+    ),
+    (
+        "duplicate-grpc-vs-maestro",
+        _set("peers.2.grpc_port", 9000),
+        "peers[2].grpc_port: 9000 is already used by maestro.port",
+    ),
+    (
+        "duplicate-grpc-vs-rest",
+        _set("peers.0.grpc_port", 9003),
+        "peers[1].rest_port: 9003 is already used by peers[0].grpc_port",
+    ),
+    ("duplicate-name", _set("peers.2.name", "peer1"), "peers[2].name: 'peer1' is already used by peers[0].name"),
+    ("unknown-friend", _set("peers.0.friends.primary", "peer9"), "peers[0].friends.primary: unknown peer 'peer9'"),
+    (
+        "self-friend",
+        _set("peers.1.friends.backup", "peer2"),
+        "peers[1].friends.backup: a peer cannot be its own friend",
+    ),
+    (
+        "backup-same-as-primary",
+        _set("peers.0.friends.backup", "peer2"),
+        "peers[0].friends.backup: 'peer2' is already the primary friend",
+    ),
     ("missing-peer-port", _del("peers.1.grpc_port"), "peers[1].grpc_port: missing key"),
     ("missing-friend", _del("peers.2.friends.backup"), "peers[2].friends.backup: missing key"),
     ("missing-friends", _del("peers.2.friends"), "peers[2].friends: missing key"),
@@ -102,8 +119,11 @@ CASES = [
     ("unknown-peer-key", _set("peers.0.colour", "red"), "peers[0].colour: unknown key"),
     ("unknown-top-key", _set("extra", 1), "extra: unknown key"),
     ("unknown-setting", _set("settings", {"heartbeat": 1}), "settings.heartbeat: unknown setting"),
-    ("setting-not-number", _set("settings", {"heartbeat_interval": "fast"}),
-     "settings.heartbeat_interval: 'fast' is not a number"),
+    (
+        "setting-not-number",
+        _set("settings", {"heartbeat_interval": "fast"}),
+        "settings.heartbeat_interval: 'fast' is not a number",
+    ),
     ("setting-not-int", _set("settings", {"rest_workers": 1.5}), "settings.rest_workers: 1.5 is not an integer"),
     ("setting-negative", _set("settings", {"request_timeout": -1}), "settings.request_timeout: -1 must be positive"),
     ("host-empty", _set("peers.1.host", ""), "peers[1].host: '' is not a host name or address"),
@@ -148,8 +168,7 @@ def test_missing_file_and_bad_yaml_are_one_line(tmp_path):
 
 
 def test_document_that_is_not_a_mapping_is_refused():
-    assert problems_of(yaml.safe_load("- a\n- b\n")) == [
-        "the document must be a mapping with keys maestro and peers"]
+    assert problems_of(yaml.safe_load("- a\n- b\n")) == ["the document must be a mapping with keys maestro and peers"]
 
 
 def test_a_bound_port_is_reported_by_ports_in_use_with_its_key():

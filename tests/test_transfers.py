@@ -1,4 +1,5 @@
 """Transfers: verified, resumable, multi-source downloads; uploads that land whole or not at all; limits."""
+
 from __future__ import annotations
 
 import hashlib
@@ -79,10 +80,12 @@ def dl(tmp_path):
 
 def paused_upload(name: str, data: bytes, gate: threading.Event, **first):
     """An upload request stream that sends its first chunk, then waits for gate."""
+
     def chunks():
         yield transfer_pb2.FileChunk(filename=name, data=data[:1000], size=len(data), sha256=sha(data), **first)
         gate.wait(10)
         yield transfer_pb2.FileChunk(data=data[1000:])
+
     return chunks()
 
 
@@ -90,8 +93,11 @@ def test_download_request_honours_offset_and_length_and_names_the_content(serve,
     address, shared = serve()
     data = os.urandom(100_000)
     (shared / "f.bin").write_bytes(data)
-    chunks = list(stub_for(address).Download(
-        transfer_pb2.FileRequest(filename="f.bin", offset=5000, length=20000, chunk_size=8192), timeout=10))
+    chunks = list(
+        stub_for(address).Download(
+            transfer_pb2.FileRequest(filename="f.bin", offset=5000, length=20000, chunk_size=8192), timeout=10
+        )
+    )
     assert b"".join(c.data for c in chunks) == data[5000:25000]
     assert [c.offset for c in chunks] == [5000 + i * 8192 for i in range(len(chunks))]
     assert (chunks[0].size, chunks[0].sha256) == (len(data), sha(data))
@@ -113,8 +119,9 @@ def test_download_from_two_holders_is_verified_and_uses_both(serve, dl):
         address, shared = serve()
         (shared / "f.bin").write_bytes(data)
         holders.append({"name": name, "grpc_address": address})
-    result = Download("f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data),
-                      piece_size=256 * 1024).run()
+    result = Download(
+        "f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data), piece_size=256 * 1024
+    ).run()
     assert (dl / "f.bin").read_bytes() == data
     assert set(result.sources) == {"a", "b"} and sum(result.sources.values()) == len(data)
     assert leftovers(dl) == []
@@ -141,11 +148,17 @@ def test_download_continues_a_partial_file(serve, dl):
     part = PartialFile(dl / "f.bin", len(data), sha(data), piece_size=256 * 1024)
     for piece in (0, 1, 3):
         offset, length = part.piece_range(piece)
-        part.write(offset, data[offset:offset + length])
+        part.write(offset, data[offset : offset + length])
         part.mark_done(piece)
     part.close()
-    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}],
-                      expected_sha256=sha(data), size=len(data), piece_size=256 * 1024).run()
+    result = Download(
+        "f.bin",
+        dl / "f.bin",
+        [{"name": "p", "grpc_address": address}],
+        expected_sha256=sha(data),
+        size=len(data),
+        piece_size=256 * 1024,
+    ).run()
     assert (dl / "f.bin").read_bytes() == data
     assert result.resumed == 3 * 256 * 1024
     assert result.sources == {"p": len(data) - result.resumed}
@@ -156,8 +169,9 @@ def test_wrong_expected_hash_is_data_loss_and_leaves_nothing(serve, dl):
     address, shared = serve()
     (shared / "f.bin").write_bytes(b"x" * 1000)
     with pytest.raises(DataLoss):
-        Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}],
-                 expected_sha256="0" * 64, size=1000).run()
+        Download(
+            "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], expected_sha256="0" * 64, size=1000
+        ).run()
     assert list(dl.iterdir()) == []
 
 
@@ -171,8 +185,9 @@ def test_bytes_that_do_not_match_the_hash_are_discarded(serve, dl):
     path.write_bytes(b"b" * 5000)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(DataLoss, match="sha256 mismatch"):
-        Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}],
-                 expected_sha256=sha(b"a" * 5000), size=5000).run()
+        Download(
+            "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], expected_sha256=sha(b"a" * 5000), size=5000
+        ).run()
     assert leftovers(dl) == [] and not (dl / "f.bin").exists()
 
 
@@ -190,26 +205,35 @@ def test_existing_target_is_kept_unless_overwrite(serve, dl):
 # -- uploads -----------------------------------------------------------------------------------
 def upload(stub, name, data, *, declared_size=None, digest=None, overwrite=False):
     def chunks():
-        yield transfer_pb2.FileChunk(filename=name, data=data[:4096], overwrite=overwrite,
-                                     size=len(data) if declared_size is None else declared_size,
-                                     sha256=sha(data) if digest is None else digest)
+        yield transfer_pb2.FileChunk(
+            filename=name,
+            data=data[:4096],
+            overwrite=overwrite,
+            size=len(data) if declared_size is None else declared_size,
+            sha256=sha(data) if digest is None else digest,
+        )
         for i in range(4096, len(data), 4096):
-            yield transfer_pb2.FileChunk(data=data[i:i + 4096])
+            yield transfer_pb2.FileChunk(data=data[i : i + 4096])
+
     return stub.Upload(chunks(), timeout=10)
 
 
-@pytest.mark.parametrize(("size", "kwargs", "code", "error"), [
-    (MiB, {"digest": "0" * 64}, grpc.StatusCode.DATA_LOSS, DataLoss),
-    (MiB + 1, {}, grpc.StatusCode.RESOURCE_EXHAUSTED, TooLarge),
-    (MiB + 1, {"declared_size": 100}, grpc.StatusCode.RESOURCE_EXHAUSTED, TooLarge),  # lies: cut at the limit
-], ids=["hash-mismatch", "declared-over-limit", "sent-over-limit"])
+@pytest.mark.parametrize(
+    ("size", "kwargs", "code", "error"),
+    [
+        (MiB, {"digest": "0" * 64}, grpc.StatusCode.DATA_LOSS, DataLoss),
+        (MiB + 1, {}, grpc.StatusCode.RESOURCE_EXHAUSTED, TooLarge),
+        (MiB + 1, {"declared_size": 100}, grpc.StatusCode.RESOURCE_EXHAUSTED, TooLarge),  # lies: cut at the limit
+    ],
+    ids=["hash-mismatch", "declared-over-limit", "sent-over-limit"],
+)
 def test_refused_upload_leaves_nothing(serve, stub_for, size, kwargs, code, error):
     address, shared = serve(max_upload_bytes=MiB)
     before = sorted(p.name for p in shared.iterdir())
     with pytest.raises(grpc.RpcError) as err:
         upload(stub_for(address), "up.bin", os.urandom(size), **kwargs)
     assert err.value.code() == code
-    assert type(from_rpc_error(err.value)) is error     # the client names the exact error
+    assert type(from_rpc_error(err.value)) is error  # the client names the exact error
     assert sorted(p.name for p in shared.iterdir()) == before
 
 
@@ -256,9 +280,14 @@ def test_transfers_beyond_the_limit_are_refused_with_a_clear_message(serve, stub
 
 # -- end to end: real processes, the CLI ----------------------------------------------------------
 def cli(maestro: Node, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, "--json", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, "--json", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
@@ -292,8 +321,9 @@ THROTTLED = Settings(heartbeat_interval=0.5, request_timeout=1.0, max_transfer_r
 @pytest.mark.e2e
 def test_download_fails_over_when_a_source_is_killed_mid_transfer(network, tmp_path):
     data = os.urandom(24 * MiB)
-    nodes = network(["peer1", "peer2"], files={"peer1": {"big.bin": data}, "peer2": {"big.bin": data}},
-                    settings=THROTTLED)
+    nodes = network(
+        ["peer1", "peer2"], files={"peer1": {"big.bin": data}, "peer2": {"big.bin": data}}, settings=THROTTLED
+    )
     wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1", "peer2"], what="both holders")
     out = tmp_path / "big.bin"
     proc = cli(nodes["maestro"], "download", "big.bin", "--out", str(out), "--piece-size", str(MiB))
@@ -313,8 +343,9 @@ def test_cut_download_resumes_from_the_same_peer_after_it_returns(network, tmp_p
     nodes = network(["peer1"], files={"peer1": {"big.bin": data}}, settings=THROTTLED)
     wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1"], what="peer1 registered")
     out = tmp_path / "big.bin"
-    proc = cli(nodes["maestro"], "download", "big.bin", "--out", str(out), "--piece-size", str(MiB),
-               "--stall-timeout", "1.5")
+    proc = cli(
+        nodes["maestro"], "download", "big.bin", "--out", str(out), "--piece-size", str(MiB), "--stall-timeout", "1.5"
+    )
     wait_until(lambda: pieces_done(out) >= 3, what="a few pieces")
     peer_grpc = grpc_process(nodes["peer1"])
     peer_grpc.signal_group(signal.SIGSTOP)  # a hung source: the client must give up within seconds
@@ -371,8 +402,10 @@ def test_killed_upload_leaves_nothing_on_the_peer(network, tmp_path):
     source = tmp_path / "up.bin"
     source.write_bytes(os.urandom(16 * MiB))
     proc = cli(nodes["maestro"], "upload", str(source), "--to", nodes["peer1"].url)
-    wait_until(lambda: any(p.stat().st_size > MiB for p in shared.iterdir() if TMP_PREFIX in p.name),
-               what="an upload under way")
+    wait_until(
+        lambda: any(p.stat().st_size > MiB for p in shared.iterdir() if TMP_PREFIX in p.name),
+        what="an upload under way",
+    )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     wait_until(lambda: not leftovers(shared), what="the peer to drop the temporary file")
@@ -382,8 +415,7 @@ def test_killed_upload_leaves_nothing_on_the_peer(network, tmp_path):
 
 @pytest.mark.e2e
 def test_upload_over_the_limit_is_one_line_and_non_zero(network, tmp_path):
-    nodes = network(["peer1"], settings=Settings(heartbeat_interval=0.5, request_timeout=1.0,
-                                                  max_upload_bytes=MiB))
+    nodes = network(["peer1"], settings=Settings(heartbeat_interval=0.5, request_timeout=1.0, max_upload_bytes=MiB))
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(2 * MiB))
     code, _, stderr = finish(cli(nodes["maestro"], "upload", str(source), "--to", nodes["peer1"].url))

@@ -84,8 +84,8 @@ def raw_fetch(port: int, out: str) -> dict:
 
 def grpc_fetch(out: str, sha256: str, size: int, addresses: list[str]) -> dict:
     """Download with the project's library from the given gRPC addresses."""
-    from peer_app.download import download
-    from peer_app.transfer import tune_malloc
+    from client.download import download
+    from common.malloc import tune_malloc
 
     tune_malloc()
     started = time.perf_counter()
@@ -142,8 +142,8 @@ def _clean(out: Path) -> None:
 
 
 def bench(size: int, runs: int, tmp: Path) -> dict:
-    from peer_app.remote import Transfer
-    from peer_app.transfer import sha256_file
+    from client.transfer import TransferClient
+    from common.files import sha256_file
 
     shared, out = tmp / "shared", tmp / "out"
     shared.mkdir()
@@ -170,7 +170,7 @@ def bench(size: int, runs: int, tmp: Path) -> dict:
             address = json.loads(config.read_text())
             peers.append((proc, f"127.0.0.1:{address['grpc_port']}"))
         for _, address in peers:  # connected, and the file hashed into the peer's index
-            with Transfer(address, connect_timeout=30.0) as t:
+            with TransferClient(address, connect_timeout=30.0) as t:
                 t.stat(FILE_NAME)
         target = str(out / FILE_NAME)
         results: dict[str, list[dict]] = {"raw": [], "grpc1": [], "grpc2": []}

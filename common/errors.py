@@ -1,7 +1,9 @@
 """One error vocabulary for REST, gRPC and the CLI.
 
-Each error carries the HTTP status, the gRPC status code and a short machine
-name; the Flask handler, the gRPC servicer and the client CLI map it once.
+Each error carries the HTTP status, the gRPC status code, a short machine name and the
+CLI's exit code (SPEC §10). Servers send the name (the JSON body's `error`, the gRPC
+trailing metadata ERROR_NAME_KEY); clients turn it back into the same class by that name
+(error_class), never by the status, which several errors share.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ class P2PError(Exception):
     http_status = 500
     grpc_code = grpc.StatusCode.INTERNAL
     name = "internal"
+    exit_code = 1  # SPEC §10: 1 other, 2 usage, 3 not found, 4 unreachable, 5 integrity, 6 busy, 7 unauthorized
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.__doc__ or self.name)
@@ -30,12 +33,23 @@ class BadRequest(P2PError):
     http_status = 400
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     name = "bad_request"
+    exit_code = 2
 
 
 class InvalidName(BadRequest):
     """The file name is not a plain name inside the shared folder."""
 
     name = "invalid_name"
+    exit_code = 2
+
+
+class Unauthorized(P2PError):
+    """The request carries no valid credentials for this network."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    name = "unauthorized"
+    exit_code = 7
 
 
 class PermissionDenied(P2PError):
@@ -44,6 +58,7 @@ class PermissionDenied(P2PError):
     http_status = 403
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
     name = "permission_denied"
+    exit_code = 1
 
 
 class NotFound(P2PError):
@@ -52,14 +67,16 @@ class NotFound(P2PError):
     http_status = 404
     grpc_code = grpc.StatusCode.NOT_FOUND
     name = "not_found"
+    exit_code = 3
 
 
 class AlreadyExists(P2PError):
-    """A file of that name exists; pass --overwrite to replace it."""
+    """A file of that name exists already."""
 
     http_status = 409
     grpc_code = grpc.StatusCode.ALREADY_EXISTS
     name = "already_exists"
+    exit_code = 1
 
 
 class TooLarge(P2PError):
@@ -68,6 +85,7 @@ class TooLarge(P2PError):
     http_status = 413
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     name = "too_large"
+    exit_code = 1
 
 
 class Busy(P2PError):
@@ -76,6 +94,7 @@ class Busy(P2PError):
     http_status = 503
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     name = "busy"
+    exit_code = 6
 
 
 class DataLoss(P2PError):
@@ -84,6 +103,7 @@ class DataLoss(P2PError):
     http_status = 502
     grpc_code = grpc.StatusCode.DATA_LOSS
     name = "data_loss"
+    exit_code = 5
 
 
 class Unavailable(P2PError):
@@ -92,6 +112,7 @@ class Unavailable(P2PError):
     http_status = 503
     grpc_code = grpc.StatusCode.UNAVAILABLE
     name = "unavailable"
+    exit_code = 4
 
 
 _BY_GRPC_CODE = {
@@ -103,6 +124,7 @@ _BY_GRPC_CODE = {
     grpc.StatusCode.DATA_LOSS: DataLoss,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
 }
 
 
@@ -113,11 +135,22 @@ def _subclasses(cls: type[P2PError]) -> list[type[P2PError]]:
     return [cls] + [sub for direct in cls.__subclasses__() for sub in _subclasses(direct)]
 
 
+def error_class(name: object) -> type[P2PError] | None:
+    """The P2PError class whose machine name is name (as a server sent it), or None."""
+    return next((c for c in _subclasses(P2PError) if c.name == name), None)
+
+
 def from_rpc_error(err: grpc.RpcError) -> P2PError:
-    """Turn a failed gRPC call into the matching P2PError."""
+    """Turn a failed gRPC call into the matching P2PError: by the error's name, else by the status code."""
     code = err.code() if hasattr(err, "code") else None
     detail = err.details() if hasattr(err, "details") else str(err)
     metadata = dict(err.trailing_metadata() or ()) if hasattr(err, "trailing_metadata") else {}
-    named = {c.name: c for c in _subclasses(P2PError)}.get(metadata.get(ERROR_NAME_KEY))
-    cls = named or _BY_GRPC_CODE.get(code, P2PError)
+    cls = error_class(metadata.get(ERROR_NAME_KEY)) or _BY_GRPC_CODE.get(code, P2PError)
     return cls(f"{detail or code}")
+
+
+def from_http_error(body: object, text: str = "") -> P2PError:
+    """Turn an HTTP error answer into the P2PError its JSON body names ({"error", "detail"})."""
+    if isinstance(body, dict):
+        return (error_class(body.get("error")) or P2PError)(f"{body.get('detail')}")
+    return P2PError(text)

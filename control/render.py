@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import Friend, NodeConfig, write_config
-from common.processes import node_environment, node_programs
+from control.processes import node_environment, node_programs
 from control.topology import MAESTRO, Topology
 
 # AF_UNIX paths hold 108 bytes on Linux (104 on macOS) including the NUL; stay well below.

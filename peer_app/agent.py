@@ -10,10 +10,10 @@ import logging
 import random
 import threading
 
+from client.api import Maestro, Peer
 from common.config import NodeConfig
 from common.errors import NotFound, P2PError
 from peer_app.index import SharedIndex
-from peer_app.remote import Maestro, Peer
 from peer_app.state import KnownPeers
 
 log = logging.getLogger(__name__)

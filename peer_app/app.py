@@ -6,12 +6,12 @@ from concurrent import futures
 
 from flask import Flask
 
+from client.api import call
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.web import install_error_handlers
 from peer_app.index import SharedIndex
 from peer_app.metrics import transfer_families
-from peer_app.remote import call
 from peer_app.search import Discovery
 from peer_app.state import KnownPeers, SeenQueries, TransferTotals, open_db
 

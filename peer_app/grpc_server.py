@@ -20,20 +20,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import NodeConfig, load_config
 from common.errors import ERROR_NAME_KEY, BadRequest, Busy, P2PError, TooLarge
+from common.files import iter_chunks
+from common.malloc import tune_malloc
 from common.names import check_name
+from common.rpc import CHANNEL_OPTIONS, MAX_MESSAGE
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.metrics import count_transfer_bytes
-from peer_app.remote import CHANNEL_OPTIONS, MAX_MESSAGE
 from peer_app.state import KnownPeers, TransferTotals, open_db
-from peer_app.transfer import (
-    AtomicFile,
-    RateLimiter,
-    iter_chunks,
-    open_shared,
-    remove_stale_temporaries,
-    tune_malloc,
-)
+from peer_app.storage import AtomicFile, RateLimiter, open_shared, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.db import Database
-from peer_app.transfer import TMP_PREFIX, sha256_file
+from common.files import sha256_file
+from peer_app.storage import TMP_PREFIX
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_hashes (

@@ -14,8 +14,8 @@ from pathlib import Path
 import requests
 
 from common.config import Friend, NodeConfig, Settings, write_config
-from common.processes import node_environment, node_programs
 from control.generate import free_ports
+from control.processes import node_environment, node_programs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from common import transfer_pb2, transfer_pb2_grpc
+from common.rpc import CHANNEL_OPTIONS
 from peer_app.grpc_server import create_server
-from peer_app.remote import CHANNEL_OPTIONS
 from tests.test_names import HOSTILE
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from common.config import NodeConfig
-from common.processes import GRACEFUL_TIMEOUT
 from control import render, topology
+from control.processes import GRACEFUL_TIMEOUT
 from tests.launcher_support import mutate, seed_dict
 
 PY = sys.executable

@@ -17,13 +17,14 @@ import grpc
 import pytest
 import requests
 
+from client.download import Download
+from client.partial import PART_MARK, PartialFile
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import Settings
 from common.errors import AlreadyExists, Busy, DataLoss, TooLarge, from_rpc_error
-from peer_app.download import Download
+from common.rpc import CHANNEL_OPTIONS
 from peer_app.grpc_server import create_server
-from peer_app.remote import CHANNEL_OPTIONS
-from peer_app.transfer import PART_MARK, TMP_PREFIX, PartialFile
+from peer_app.storage import TMP_PREFIX
 from tests.support import ROOT, Node, wait_until
 
 MiB = 1024 * 1024

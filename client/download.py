@@ -21,7 +21,8 @@ from pathlib import Path
 
 import grpc
 
-from common import transfer_pb2
+from client.partial import InOrderHasher, PartialFile
+from client.transfer import TransferClient
 from common.errors import (
     AlreadyExists,
     BadRequest,
@@ -33,8 +34,6 @@ from common.errors import (
     from_rpc_error,
 )
 from common.names import check_name
-from peer_app.remote import Transfer
-from peer_app.transfer import InOrderHasher, PartialFile
 
 PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
 STREAMS_PER_SOURCE = 2  # parallel ranged calls per holder (hides per-call latency)
@@ -128,7 +127,7 @@ class Download:
         self.connect_timeout = connect_timeout
         self.progress = progress
         self.clock = clock
-        self.transfer_factory = transfer_factory or Transfer
+        self.transfer_factory = transfer_factory or TransferClient
         self._cond = threading.Condition()
         self._pending: list[int] = []
         self._in_flight = 0
@@ -140,7 +139,7 @@ class Download:
         """Fetch, verify, rename into place; a P2PError (partial kept when useful) otherwise."""
         started = self.clock()
         if self.out.exists() and not self.overwrite:
-            raise AlreadyExists(f"{self.out} already exists; pass --overwrite to replace it")
+            raise AlreadyExists(f"{self.out} already exists")
         sources = [_Source(h.get("name") or h["grpc_address"], h["grpc_address"]) for h in self.holders]
         if not sources:
             raise NotFound(f"no peer holds {self.name!r}")
@@ -329,11 +328,12 @@ class Download:
 
     def _fetch_piece(self, part: PartialFile, piece: int, slot: _Slot, transfer) -> None:
         offset, length = part.piece_range(piece)
-        request = transfer_pb2.FileRequest(filename=self.name, offset=offset, length=length, chunk_size=self.chunk_size)
         position, end = offset, offset + length
         slot.last_progress = self.clock()
         try:
-            call = transfer.stub.Download(request, timeout=30.0 + length / (256 * 1024))
+            call = transfer.download_range(
+                self.name, offset, length, chunk_size=self.chunk_size, timeout=30.0 + length / (256 * 1024)
+            )
             slot.call = call
             for chunk in call:
                 if chunk.filename and (chunk.size != part.size or (chunk.sha256 and chunk.sha256 != part.sha256)):

@@ -1,55 +1,22 @@
-"""The one client library for talking to the Maestro and to peers.
+"""The client library's gRPC side: a peer's FileTransfer service as seen from a client.
 
-Used by the CLI, by the tests and by peers themselves. Every call has a
-timeout; every failure comes back as a P2PError.
+Ranged downloads (the pieces of client/download.py), uploads, the ECO/DUMMY transfers,
+stat and a readiness check. Every failure comes back as a P2PError (from_rpc_error).
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from typing import Any
 
 import grpc
 import grpc.experimental
-import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.errors import (
-    AlreadyExists,
-    BadRequest,
-    Busy,
-    NotFound,
-    P2PError,
-    PermissionDenied,
-    TooLarge,
-    Unavailable,
-    from_rpc_error,
-)
-from peer_app.transfer import iter_chunks, sha256_file
+from common.errors import Unavailable, from_rpc_error
+from common.files import iter_chunks, sha256_file
+from common.rpc import CHANNEL_OPTIONS
 
-_BY_STATUS = {
-    400: BadRequest,
-    403: PermissionDenied,
-    404: NotFound,
-    409: AlreadyExists,
-    413: TooLarge,
-    503: Unavailable,
-    429: Busy,
-}
-_local = threading.local()
-MAX_MESSAGE = 16 * 1024 * 1024
-# Shared by servers and clients: big messages, and HTTP/2 pings so a peer that vanished
-# (host down, process stopped) is noticed within keepalive_time + keepalive_timeout.
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
 # Clients only: read a response stream on the calling thread instead of handing each
 # message over from gRPC's channel thread (measured ~20% faster downloads); a 2 MiB
 # receive window per stream instead of BDP growth keeps the client under 100 MiB RSS.
@@ -60,76 +27,7 @@ CLIENT_OPTIONS = CHANNEL_OPTIONS + [
 ]
 
 
-def session() -> requests.Session:
-    """A keep-alive HTTP session per thread."""
-    s = getattr(_local, "session", None)
-    if s is None:
-        s = _local.session = requests.Session()
-        s.trust_env = False  # loopback traffic must not go through a proxy from the environment
-    return s
-
-
-def call(method: str, url: str, *, timeout: float, **kwargs: Any) -> dict:
-    """Make one JSON HTTP call; raise the matching P2PError on any failure."""
-    try:
-        resp = session().request(method, url, timeout=timeout, **kwargs)
-    except requests.Timeout:
-        raise Unavailable(f"{url} did not answer within {timeout:g}s") from None
-    except requests.RequestException as err:
-        raise Unavailable(f"cannot reach {url}: {type(err).__name__}") from None
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if resp.status_code >= 400:
-        detail = body.get("detail") if isinstance(body, dict) else resp.text[:200]
-        raise _BY_STATUS.get(resp.status_code, P2PError)(f"{detail}")
-    if not isinstance(body, dict):
-        raise Unavailable(f"{url} answered something that is not a JSON object")
-    return body
-
-
-class Maestro:
-    """The central directory, seen from a client."""
-
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def register(self, payload: dict) -> dict:
-        return call("POST", f"{self.url}/register", json=payload, timeout=self.timeout)
-
-    def heartbeat(self, name: str) -> dict:
-        return call("POST", f"{self.url}/heartbeat", json={"name": name}, timeout=self.timeout)
-
-    def locate(self, filename: str) -> dict:
-        return call("GET", f"{self.url}/locate", params={"file": filename}, timeout=self.timeout)
-
-    def peers(self) -> list[dict]:
-        return call("GET", f"{self.url}/peers", timeout=self.timeout)["peers"]
-
-
-class Peer:
-    """A peer's REST API, seen from a client."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def info(self) -> dict:
-        return call("GET", f"{self.url}/info", timeout=self.timeout)
-
-    def locate(self, filename: str, **params: Any) -> dict:
-        return call("GET", f"{self.url}/locate", params={"file": filename, **params}, timeout=self.timeout)
-
-    def search(self, query: str, **params: Any) -> dict:
-        return call("GET", f"{self.url}/search", params={"query": query, **params}, timeout=self.timeout)
-
-    def register(self, payload: dict) -> dict:
-        return call("POST", f"{self.url}/register", json=payload, timeout=self.timeout)
-
-
-class Transfer:
+class TransferClient:
     """A peer's gRPC FileTransfer service, seen from a client."""
 
     def __init__(self, address: str, *, chunk_size: int = 1024 * 1024, connect_timeout: float = 5.0) -> None:
@@ -140,7 +38,7 @@ class Transfer:
         self.connect_timeout = connect_timeout
         self._ready = False
 
-    def __enter__(self) -> Transfer:
+    def __enter__(self) -> TransferClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -186,6 +84,19 @@ class Transfer:
         if first is None:
             raise Unavailable(f"{self.address} sent no answer for {name!r}")
         return first.size, first.sha256
+
+    def download_range(
+        self, name: str, offset: int, length: int, *, chunk_size: int | None = None, timeout: float | None = None
+    ):
+        """Start a ranged Download of [offset, offset+length) of name; return the call (iterate it for chunks).
+
+        The first chunk names the file's size and sha256. The caller iterates the call,
+        may cancel() it (a stall), and maps a grpc.RpcError with from_rpc_error.
+        """
+        request = transfer_pb2.FileRequest(
+            filename=name, offset=offset, length=length, chunk_size=chunk_size or self.chunk_size
+        )
+        return self.stub.Download(request, timeout=timeout if timeout is not None else self._stream_deadline(length))
 
     def _stream_deadline(self, size: int) -> float:
         """Generous whole-call deadline: a dead peer is caught sooner by keepalive."""

@@ -1,0 +1,15 @@
+"""gRPC channel settings both ends share: the message size and the keepalive pings."""
+
+from __future__ import annotations
+
+MAX_MESSAGE = 16 * 1024 * 1024
+# Shared by servers and clients: big messages, and HTTP/2 pings so a peer that vanished
+# (host down, process stopped) is noticed within keepalive_time + keepalive_timeout.
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]

@@ -143,7 +143,7 @@ def status(topology: str) -> None:
     for row in net.status():
         h = row.health
         healthy = h.healthy if h else None
-        all_ok &= bool(healthy) and all(p.state == "RUNNING" for p in row.programs) and bool(row.programs)
+        all_ok &= bool(healthy) and all(p.running for p in row.programs) and bool(row.programs)
         rows.append(
             [
                 row.node,

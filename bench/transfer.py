@@ -26,8 +26,8 @@ from pathlib import Path
 
 from common.config import NodeConfig, Settings, write_config
 from control.generate import free_ports
+from control.render import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FILE_NAME = "bench.bin"
 MiB = 1024 * 1024
 
@@ -49,7 +49,7 @@ def _make_file(path: Path, size: int) -> None:
 
 
 def _python(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.transfer", *args], cwd=ROOT, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "bench.transfer", *args], cwd=PROJECT_ROOT, **kwargs)
 
 
 # -- child processes ------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def bench(size: int, runs: int, tmp: Path) -> dict:
             log = open(tmp / "run" / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
             proc = subprocess.Popen(
                 [sys.executable, "-m", "peer_app.grpc_server", "--config", str(config)],
-                cwd=ROOT,
+                cwd=PROJECT_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -1,13 +1,34 @@
-"""Confine file names that come from the network to a shared folder."""
+"""Names that come from users and the network: peer names (one rule everywhere), file names kept in a folder."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from common.errors import InvalidName, PermissionDenied
+from common.errors import BadRequest, InvalidName, PermissionDenied
 
 MAX_NAME_BYTES = 255
+MAX_PEER_NAME = 64
+PEER_NAME_RULE = f"[a-z0-9_-]{{1,{MAX_PEER_NAME}}}"
+_PEER_NAME = re.compile(PEER_NAME_RULE)
+
+
+def peer_name_problem(name: object) -> str | None:
+    """Why name is not a valid peer name (topology, Maestro registration, peer /register), or None."""
+    if isinstance(name, str) and len(name) > MAX_PEER_NAME:
+        return f"{name[:20]!r}... is {len(name)} characters long (at most {MAX_PEER_NAME})"
+    if not isinstance(name, str) or not _PEER_NAME.fullmatch(name):
+        return f"{name!r} does not match {PEER_NAME_RULE}"
+    return None
+
+
+def check_peer_name(name: object, key: str = "name") -> str:
+    """Return name if it is a valid peer name, else raise BadRequest naming the key."""
+    problem = peer_name_problem(name)
+    if problem is not None:
+        raise BadRequest(f"'{key}': {problem}")
+    return name  # type: ignore[return-value]
 
 
 def check_name(name: str) -> str:

@@ -11,21 +11,16 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.http import new_session
 from control.topology import MAESTRO, Topology
 
 PROBE_TIMEOUT = 1.0
 
 
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # never send loopback traffic through a proxy from the env
-    return session
-
-
 def get_json(url: str, timeout: float = PROBE_TIMEOUT) -> dict | None:
     """GET url and return its JSON body when the answer is 200, else None."""
     try:
-        with _session() as session:
+        with new_session() as session:
             resp = session.get(url, timeout=timeout)
             if resp.status_code != 200:
                 return None

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from control import health, render
 from control.errors import LauncherError, NodesDown, NotRunning, TopologyError, UnknownNode
-from control.render import STOPWAITSECS
+from control.render import PROJECT_ROOT, STOPWAITSECS
 from control.supervisor import ProcInfo, Supervisor, kill_pids, orphans, pid_alive
 from control.topology import MAESTRO, Topology, port_in_use, ports_in_use, unusable_shared_dirs
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_LINES = 12
 
 
@@ -102,11 +101,11 @@ class Network:
         return out
 
     def _fatal_nodes(self) -> set[str]:
-        return {p.node for p in self.supervisor.processes() if p.state == "FATAL"}
+        return {p.node for p in self.supervisor.processes() if p.fatal}
 
     def _running_nodes(self) -> set[str]:
         procs = self.supervisor.processes()
-        return {p.node for p in procs} - {p.node for p in procs if p.state != "RUNNING"}
+        return {p.node for p in procs} - {p.node for p in procs if not p.running}
 
     def _wait_ready(self, nodes: list[str], timeout: float, what: str) -> None:
         """Wait until each node is RUNNING in supervisord and healthy (and registered, for peers)."""
@@ -136,7 +135,7 @@ class Network:
         running_before = sup.is_running()
         busy_nodes: set[str] = set()
         if running_before:
-            busy_nodes = {p.node for p in sup.processes() if p.state in ("RUNNING", "STARTING", "BACKOFF")}
+            busy_nodes = {p.node for p in sup.processes() if p.active}
         problems = ports_in_use(self.topology, [n for n in self.topology.node_names if n not in busy_nodes])
         problems += unusable_shared_dirs(self.topology)
         if problems:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from common.config import NodeConfig
+from common.config import CONFIG_ENV, NodeConfig
 
 GRACEFUL_TIMEOUT = 3  # seconds gunicorn gives in-flight requests on stop; supervisor waits longer
 KEEP_ALIVE = 1  # seconds an idle keep-alive connection is held; a stopping worker waits it out
@@ -45,4 +45,4 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
 
 def node_environment(config_path: str) -> dict[str, str]:
     """Environment every process of a node needs besides the inherited one."""
-    return {"P2P_CONFIG": config_path, "PYTHONUNBUFFERED": "1"}
+    return {CONFIG_ENV: config_path, "PYTHONUNBUFFERED": "1"}

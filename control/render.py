@@ -18,6 +18,7 @@ from common.config import Friend, NodeConfig, write_config
 from control.processes import node_environment, node_programs
 from control.topology import MAESTRO, Topology
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # supervisord runs every program from here
 # AF_UNIX paths hold 108 bytes on Linux (104 on macOS) including the NUL; stay well below.
 MAX_SOCKET_PATH = 100
 SHORT_SOCKET_DIR = Path("/tmp")

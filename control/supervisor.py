@@ -15,13 +15,17 @@ import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.states import RUNNING_STATES as ACTIVE_STATES
+from supervisor.states import STOPPED_STATES, ProcessStates, SupervisorStates
 from supervisor.xmlrpc import SupervisorTransport
 
+from common.config import CONFIG_ENV
 from control.errors import LauncherError, NotRunning
 from control.render import RunLayout
 
-RUNNING_STATES = {"RUNNING"}
-DOWN_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
+# supervisor.states: ACTIVE_STATES (the library's RUNNING_STATES) are RUNNING, BACKOFF and
+# STARTING, a program that is or is about to be up; STOPPED_STATES are STOPPED, EXITED,
+# FATAL and UNKNOWN.
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,33 @@ class ProcInfo:
 
     node: str
     name: str
-    state: str
+    state: str  # supervisord's statename, for people
     pid: int
     start: int
     now: int
     description: str
+    code: int = ProcessStates.UNKNOWN  # supervisor.states.ProcessStates, for code
+
+    @property
+    def running(self) -> bool:
+        return self.code == ProcessStates.RUNNING
+
+    @property
+    def fatal(self) -> bool:
+        return self.code == ProcessStates.FATAL
+
+    @property
+    def active(self) -> bool:
+        """Up or on its way up (STARTING, BACKOFF): supervisord will not start it again."""
+        return self.code in ACTIVE_STATES
+
+    @property
+    def down(self) -> bool:
+        return self.code in STOPPED_STATES
 
     @property
     def uptime(self) -> float | None:
-        return float(self.now - self.start) if self.state == "RUNNING" and self.start else None
+        return float(self.now - self.start) if self.running and self.start else None
 
     @classmethod
     def from_xmlrpc(cls, info: dict) -> ProcInfo:
@@ -50,6 +72,7 @@ class ProcInfo:
             start=info["start"],
             now=info["now"],
             description=info.get("description", ""),
+            code=info["state"],
         )
 
 
@@ -76,9 +99,9 @@ def pid_alive(pid: int) -> bool:
 def orphans(layout: RunLayout) -> list[int]:
     """Pids of processes started for this network that outlived their supervisord (kill -9 of it).
 
-    They are found by the P2P_CONFIG in their environment, which points into the run folder.
+    They are found by the CONFIG_ENV (P2P_CONFIG) in their environment, which points into the run folder.
     """
-    marker = f"P2P_CONFIG={layout.run_dir / 'config'}{os.sep}".encode()
+    marker = f"{CONFIG_ENV}={layout.run_dir / 'config'}{os.sep}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -139,7 +162,7 @@ class Supervisor:
         if not self.layout.socket.exists():
             return False
         try:
-            return self._call("getState")["statename"] == "RUNNING"
+            return self._call("getState")["statecode"] == SupervisorStates.RUNNING
         except LauncherError:
             return False
 
@@ -210,7 +233,7 @@ class Supervisor:
         for node in nodes:
             self.stop_group(node, wait=False)
         deadline = time.monotonic() + timeout
-        while any(p.state not in DOWN_STATES for p in self.processes() if p.node in nodes):
+        while any(not p.down for p in self.processes() if p.node in nodes):
             if time.monotonic() >= deadline:
                 raise LauncherError(f"{', '.join(nodes)}: still not stopped after {timeout:g}s")
             time.sleep(0.05)

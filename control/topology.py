@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -19,9 +18,9 @@ from typing import Any
 import yaml
 
 from common.config import Settings, address, http_url
+from common.names import peer_name_problem
 from control.errors import TopologyError
 
-NAME_RE = re.compile(r"[a-z0-9_-]+")
 MAESTRO = "maestro"
 TOP_KEYS = ("maestro", "peers", "settings")
 MAESTRO_KEYS = ("host", "port")
@@ -216,8 +215,8 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
 
     name = _require(item, "name", prefix, problems)
     if name is not None:
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            problems.append(f"{prefix}name: {name!r} does not match [a-z0-9_-]+")
+        if (problem := peer_name_problem(name)) is not None:
+            problems.append(f"{prefix}name: {problem}")
             name = None
         elif name == MAESTRO:
             problems.append(f"{prefix}name: 'maestro' is reserved for the Maestro")

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from common.db import Database
 from common.errors import BadRequest, NotFound
-from common.names import check_name
+from common.names import check_name, check_peer_name
 
-PEER_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_FILES_PER_PEER = 100_000
 
@@ -89,8 +88,7 @@ class Directory:
         heartbeat_interval: float | None = None,
     ) -> None:
         """Record a peer and replace its whole file list in one transaction."""
-        if not isinstance(name, str) or not PEER_NAME.match(name):
-            raise BadRequest("'name' must match [a-z0-9_-]{1,64}")
+        check_peer_name(name)
         if len(files) > MAX_FILES_PER_PEER:
             raise BadRequest(f"at most {MAX_FILES_PER_PEER} files per peer")
         interval = heartbeat_interval or self.default_interval

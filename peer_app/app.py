@@ -13,7 +13,7 @@ from common.web import install_error_handlers
 from peer_app.index import SharedIndex
 from peer_app.metrics import transfer_families
 from peer_app.search import Discovery
-from peer_app.state import KnownPeers, SeenQueries, TransferTotals, open_db
+from peer_app.state import SeenQueries, TransferTotals, known_peers, open_db
 
 
 def http_transport(url: str, route: str, params: dict, timeout: float) -> dict:
@@ -28,9 +28,7 @@ def create_app(config: NodeConfig | None = None, transport=http_transport) -> Fl
     app.json.sort_keys = False
     app.config["NODE"] = config
     db = open_db(config.db_path)
-    known = KnownPeers(db, prune_after=config.settings.prune_after_failures, self_url=config.rest_url)
-    for role, friend in config.friends.items():
-        known.add(friend.rest_url, friend.name, role=role)
+    known = known_peers(db, config)
     index = SharedIndex(config.shared_dir, db)
     me = {"name": config.name, "url": config.rest_url, "grpc_address": config.grpc_address}
     pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="discovery")

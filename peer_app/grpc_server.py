@@ -27,7 +27,7 @@ from common.rpc import CHANNEL_OPTIONS, MAX_MESSAGE
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.metrics import count_transfer_bytes
-from peer_app.state import KnownPeers, TransferTotals, open_db
+from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter, open_shared, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -211,9 +211,7 @@ def serve(config: NodeConfig) -> None:
     removed = remove_stale_temporaries(config.shared_dir)
     if removed:
         log.info("removed %d temporary files left by an earlier run", removed)
-    known = KnownPeers(db, prune_after=config.settings.prune_after_failures, self_url=config.rest_url)
-    for role, friend in config.friends.items():
-        known.add(friend.rest_url, friend.name, role=role)
+    known = known_peers(db, config)
     agent = PresenceAgent(config, index, known)
     server, port, _ = create_server(config, index=index, on_upload=lambda name: agent.register_now())
     server.start()

@@ -39,6 +39,7 @@ class SharedIndex:
         self.folder = Path(shared_dir)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.db = db
+        db.connect().executescript(SCHEMA)
 
     def _entries(self) -> list[os.DirEntry]:
         """Regular, visible files directly in the folder (symlinks are not shared)."""

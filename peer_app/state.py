@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from common.config import NodeConfig
 from common.db import Database
-from peer_app import index
 
-SCHEMA = (
-    index.SCHEMA
-    + """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_peers (
     url TEXT PRIMARY KEY,
     name TEXT,
@@ -31,15 +29,22 @@ CREATE TABLE IF NOT EXISTS transfer_totals (
     calls INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
-)
 
 ROLE_ORDER = {"primary": 0, "backup": 1, "learned": 2}
 SEEN_RETENTION = 600.0  # seconds a query id is remembered
 
 
 def open_db(path: str) -> Database:
-    """Open (and create) a peer's database."""
+    """Open (and create) a peer's database; SharedIndex adds its own table (peer_app/index.py)."""
     return Database(path, SCHEMA)
+
+
+def known_peers(db: Database, config: NodeConfig) -> KnownPeers:
+    """This peer's KnownPeers with its two friends from the config seeded (the REST app and the gRPC process)."""
+    known = KnownPeers(db, prune_after=config.settings.prune_after_failures, self_url=config.rest_url)
+    for role, friend in config.friends.items():
+        known.add(friend.rest_url, friend.name, role=role)
+    return known
 
 
 class KnownPeers:

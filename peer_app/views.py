@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify
 from common.config import NodeConfig
 from common.errors import BadRequest, NotFound
 from common.metrics import Metrics
-from common.names import check_name
+from common.names import check_name, check_peer_name
 from common.web import arg_float, arg_int, arg_str, check_url, json_body
 from peer_app import agent
 from peer_app.index import SharedIndex
@@ -145,8 +145,8 @@ def register():
     body = json_body()
     url = check_url(body.get("url"))
     name, grpc_address = body.get("name"), body.get("grpc_address")
-    if name is not None and (not isinstance(name, str) or not re.match(r"^[a-z0-9_-]{1,64}$", name)):
-        raise BadRequest("'name' must match [a-z0-9_-]{1,64}")
+    if name is not None:
+        check_peer_name(name)
     if grpc_address is not None and (not isinstance(grpc_address, str) or len(grpc_address) > 300):
         raise BadRequest("'grpc_address' must be HOST:PORT")
     added = known().add(url, name, grpc_address)

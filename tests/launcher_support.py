@@ -12,8 +12,7 @@ import yaml
 
 from control.generate import free_ports, generate
 from control.supervisor import pid_alive  # noqa: F401  (re-exported for the tests)
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def seed_dict() -> dict:

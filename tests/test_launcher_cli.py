@@ -50,6 +50,19 @@ def test_validate_prints_one_line_per_problem_on_stderr_and_exits_2(run, tmp_pat
     assert "Traceback" not in result.output
 
 
+def test_a_peer_name_the_maestro_would_refuse_is_refused_by_validate(run, tmp_path):
+    data = seed_dict()
+    data["peers"][0]["name"] = "p" * 70
+    for peer in data["peers"][1:]:
+        peer["friends"] = {role: ("p" * 70 if f == "peer1" else f) for role, f in peer["friends"].items()}
+    path = write(tmp_path, data)
+    result = run("validate", path)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{path}: peers[0].name: 'pppppppppppppppppppp'... is 70 characters long (at most 64)"
+    ]
+
+
 def test_missing_topology_file_is_one_line(run, tmp_path):
     result = run("validate", str(tmp_path / "absent.yaml"))
     assert result.exit_code == 2

@@ -16,7 +16,7 @@ from control.processes import GRACEFUL_TIMEOUT
 from tests.launcher_support import mutate, seed_dict
 
 PY = sys.executable
-ROOT = Path("/proj")
+FAKE_ROOT = Path("/proj")
 
 
 def seed(folder: str = "/net", settings: dict | None = None) -> topology.Topology:
@@ -27,7 +27,7 @@ def seed(folder: str = "/net", settings: dict | None = None) -> topology.Topolog
 
 
 def conf_of(t: topology.Topology) -> configparser.RawConfigParser:
-    r = render.render(t, ROOT)
+    r = render.render(t, FAKE_ROOT)
     parser = configparser.RawConfigParser()
     parser.read_string(r.texts[r.layout.conf])
     return parser
@@ -35,12 +35,12 @@ def conf_of(t: topology.Topology) -> configparser.RawConfigParser:
 
 def test_render_touches_no_disk(tmp_path):
     t = seed(str(tmp_path))
-    render.render(t, ROOT)
+    render.render(t, FAKE_ROOT)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_run_folder_is_beside_the_topology_and_holds_socket_pidfile_logs():
-    r = render.render(seed("/net"), ROOT)
+    r = render.render(seed("/net"), FAKE_ROOT)
     run = Path("/net/.run/topology")
     assert r.layout.run_dir == run
     assert r.layout.socket == run / "supervisor.sock"
@@ -60,13 +60,13 @@ def test_run_folder_is_beside_the_topology_and_holds_socket_pidfile_logs():
 
 def test_long_folder_falls_back_to_a_short_socket_under_tmp_derived_from_the_run_folder():
     deep = "/" + "/".join(["a-rather-long-folder-name"] * 6)
-    r1 = render.render(seed(deep), ROOT)
-    r2 = render.render(seed(deep + "x"), ROOT)
+    r1 = render.render(seed(deep), FAKE_ROOT)
+    r2 = render.render(seed(deep + "x"), FAKE_ROOT)
     for r in (r1, r2):
         assert len(str(r.layout.socket).encode()) <= render.MAX_SOCKET_PATH
         assert r.layout.socket.parent == Path("/tmp")
     assert r1.layout.socket != r2.layout.socket
-    assert r1.layout.socket == render.render(seed(deep), ROOT).layout.socket  # stable
+    assert r1.layout.socket == render.render(seed(deep), FAKE_ROOT).layout.socket  # stable
     assert r1.layout.pidfile.parent == r1.layout.run_dir  # only the socket moves
 
 
@@ -100,7 +100,7 @@ def test_every_program_stops_as_a_group_and_is_restarted_then_fatal_on_a_crash_l
         assert int(prog["stopwaitsecs"]) > GRACEFUL_TIMEOUT
         assert prog["autorestart"] == "true"
         assert int(prog["startsecs"]) >= 1 and 1 <= int(prog["startretries"]) <= 5
-        assert prog["directory"] == str(ROOT)
+        assert prog["directory"] == str(FAKE_ROOT)
         assert prog["redirect_stderr"] == "true"
         assert prog["stdout_logfile"].startswith("/net/.run/topology/logs/")
 
@@ -142,7 +142,7 @@ def test_percent_signs_are_escaped_for_supervisord():
 
 def test_node_configs_carry_identity_friends_maestro_and_settings():
     t = seed("/net", settings={"heartbeat_interval": 0.5})
-    r = render.render(t, ROOT)
+    r = render.render(t, FAKE_ROOT)
     configs = {c.name: c for c in r.configs.values()}
     assert set(configs) == {"maestro", "peer1", "peer2", "peer3"}
     m = configs["maestro"]
@@ -161,7 +161,7 @@ def test_node_configs_carry_identity_friends_maestro_and_settings():
 
 def test_each_node_config_path_is_the_one_its_programs_are_given():
     t = seed()
-    r = render.render(t, ROOT)
+    r = render.render(t, FAKE_ROOT)
     for spec in r.processes:
         env = dict(spec.environment)
         assert Path(env["P2P_CONFIG"]) in r.configs
@@ -171,31 +171,31 @@ def test_each_node_config_path_is_the_one_its_programs_are_given():
 def test_ipv6_hosts_are_bracketed_in_friend_urls():
     data = mutate(seed_dict(), lambda d: [p.update(host="::1") for p in d["peers"]])
     t = topology.parse(data, Path("/net/topology.yaml"))
-    r = render.render(t, ROOT)
+    r = render.render(t, FAKE_ROOT)
     assert {c.name: c for c in r.configs.values()}["peer2"].friends["backup"].rest_url == "http://[::1]:9001"
 
 
 def test_write_creates_files_reports_changes_and_links_supervisord_conf(tmp_path):
     t = topology.parse(seed_dict(), tmp_path / "topology.yaml")
-    r = render.render(t, ROOT)
+    r = render.render(t, FAKE_ROOT)
     changed, warning = render.write(r)
     assert warning is None
     assert changed == set(r.configs) | set(r.texts)
     assert (tmp_path / "supervisord.conf").resolve() == r.layout.conf.resolve()
     assert (tmp_path / "data" / "peer2").is_dir()
-    again, _ = render.write(render.render(t, ROOT))
+    again, _ = render.write(render.render(t, FAKE_ROOT))
     assert again == set()
     t2 = topology.parse(
         mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 1})), tmp_path / "topology.yaml"
     )
-    changed, _ = render.write(render.render(t2, ROOT))
+    changed, _ = render.write(render.render(t2, FAKE_ROOT))
     assert changed == set(r.configs)  # settings reach every node's JSON, not supervisord.conf
 
 
 def test_write_leaves_a_foreign_supervisord_conf_alone(tmp_path):
     (tmp_path / "supervisord.conf").write_text("[supervisord]\n", encoding="utf-8")
     t = topology.parse(seed_dict(), tmp_path / "topology.yaml")
-    _, warning = render.write(render.render(t, ROOT))
+    _, warning = render.write(render.render(t, FAKE_ROOT))
     assert warning and "left alone" in warning
     assert (tmp_path / "supervisord.conf").read_text(encoding="utf-8") == "[supervisord]\n"
 

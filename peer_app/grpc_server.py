@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 from contextlib import contextmanager
 
@@ -19,14 +20,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import NodeConfig, load_config
-from common.errors import ERROR_NAME_KEY, BadRequest, Busy, P2PError, TooLarge
+from common.errors import BadRequest, Busy, TooLarge
 from common.files import iter_chunks
 from common.malloc import tune_malloc
 from common.names import check_name
 from common.rpc import CHANNEL_OPTIONS, MAX_MESSAGE
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
-from peer_app.metrics import count_transfer_bytes
+from peer_app.interceptor import CallHook, PeerInterceptor
+from peer_app.metrics import TransferCounter
 from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter, open_shared, remove_stale_temporaries
 
@@ -39,14 +41,12 @@ SERVER_OPTIONS = CHANNEL_OPTIONS + [
 _ZEROS = bytes(MAX_MESSAGE // 2)
 
 
-def _abort(context: grpc.ServicerContext, err: P2PError):
-    """End the call with err's status code, naming the exact error for clients."""
-    context.set_trailing_metadata(((ERROR_NAME_KEY, err.name),))
-    context.abort(err.grpc_code, err.detail)
-
-
 class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
-    """Streams files out of and into one shared folder."""
+    """Streams files out of and into one shared folder.
+
+    Methods raise P2PError; the interceptor (peer_app/interceptor.py) turns it into the call's
+    status and counts the bytes.
+    """
 
     def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None) -> None:
         self.config = config
@@ -92,56 +92,47 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         The first chunk is sent even for an empty range, so a client always learns
         which content it is reading and can drop a holder whose file changed.
         """
-        try:
-            with self._transfer_slot(), open_shared(self.folder, request.filename) as fh:
-                st = os.fstat(fh.fileno())
-                info = self.index.lookup(request.filename, st)
-                if request.offset > st.st_size:
-                    raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
-                offset = request.offset
-                first = transfer_pb2.FileChunk(
-                    filename=request.filename, sha256=info.sha256, size=info.size, offset=offset
-                )
-                for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
-                    self._rate.consume(len(data))
-                    if first is not None:
-                        first.data = data
-                        chunk, first = first, None
-                    else:
-                        chunk = transfer_pb2.FileChunk(data=data, offset=offset)
-                    offset += len(data)
-                    yield chunk
+        with self._transfer_slot(), open_shared(self.folder, request.filename) as fh:
+            st = os.fstat(fh.fileno())
+            info = self.index.lookup(request.filename, st)
+            if request.offset > st.st_size:
+                raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
+            offset = request.offset
+            first = transfer_pb2.FileChunk(filename=request.filename, sha256=info.sha256, size=info.size, offset=offset)
+            for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
+                self._rate.consume(len(data))
                 if first is not None:
-                    yield first
-        except P2PError as err:
-            _abort(context, err)
+                    first.data = data
+                    chunk, first = first, None
+                else:
+                    chunk = transfer_pb2.FileChunk(data=data, offset=offset)
+                offset += len(data)
+                yield chunk
+            if first is not None:
+                yield first
 
     def Upload(self, request_iterator, context):
+        """Store the streamed file under the first chunk's name once its size and sha256 match.
+
+        A client that goes away mid-stream raises grpc.RpcError out of the request iterator:
+        AtomicFile drops the temporary and nothing is kept.
+        """
         settings = self.config.settings
-        try:
-            first = next(request_iterator, None)
-            if first is None:
-                raise BadRequest("empty upload: the first chunk must name the file")
-            name = check_name(first.filename)
-            if first.size > settings.max_upload_bytes:
-                raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
-            with self._transfer_slot(), self._name_lock(name):
-                with AtomicFile(
-                    self.folder, name, overwrite=first.overwrite, max_bytes=settings.max_upload_bytes
-                ) as out:
-                    self._rate.consume(len(first.data))
-                    out.write(first.data)
-                    for chunk in request_iterator:
-                        self._rate.consume(len(chunk.data))
-                        out.write(chunk.data)
-                    out.commit(first.sha256, first.size or None)
-                self.index.remember(name, out.sha256)
-        except P2PError as err:
-            _abort(context, err)
-        except grpc.RpcError:
-            # The client went away mid-stream; AtomicFile has already dropped the temporary.
-            log.info("upload of %s cut by the client; nothing kept", first.filename if first else "?")
-            context.abort(grpc.StatusCode.CANCELLED, "upload cut by the client; nothing kept")
+        first = next(request_iterator, None)
+        if first is None:
+            raise BadRequest("empty upload: the first chunk must name the file")
+        name = check_name(first.filename)
+        if first.size > settings.max_upload_bytes:
+            raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
+        with self._transfer_slot(), self._name_lock(name):
+            with AtomicFile(self.folder, name, overwrite=first.overwrite, max_bytes=settings.max_upload_bytes) as out:
+                self._rate.consume(len(first.data))
+                out.write(first.data)
+                for chunk in request_iterator:
+                    self._rate.consume(len(chunk.data))
+                    out.write(chunk.data)
+                out.commit(first.sha256, first.size or None)
+            self.index.remember(name, out.sha256)
         log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
         self.on_upload(name)
         return transfer_pb2.UploadStatus(
@@ -149,45 +140,48 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         )
 
     def DummyDownload(self, request, context):
-        try:
-            with self._transfer_slot():
-                remaining = request.length
-                if not remaining:
-                    info = self.index.get(check_name(request.filename)) if request.filename else None
-                    if info is None:
-                        raise BadRequest("DummyDownload needs a length or the name of a shared file")
-                    remaining = info.size
-                chunk_size = self._chunk_size(request)
-                view = memoryview(_ZEROS)
-                while remaining > 0:
-                    n = min(chunk_size, remaining)
-                    self._rate.consume(n)
-                    yield transfer_pb2.FileChunk(data=view[:n].tobytes())
-                    remaining -= n
-        except P2PError as err:
-            _abort(context, err)
+        with self._transfer_slot():
+            remaining = request.length
+            if not remaining:
+                info = self.index.get(check_name(request.filename)) if request.filename else None
+                if info is None:
+                    raise BadRequest("DummyDownload needs a length or the name of a shared file")
+                remaining = info.size
+            chunk_size = self._chunk_size(request)
+            view = memoryview(_ZEROS)
+            while remaining > 0:
+                n = min(chunk_size, remaining)
+                self._rate.consume(n)
+                yield transfer_pb2.FileChunk(data=view[:n].tobytes())
+                remaining -= n
 
     def DummyUpload(self, request_iterator, context):
-        try:
-            with self._transfer_slot():
-                received = sum(len(chunk.data) for chunk in request_iterator)
-        except P2PError as err:
-            _abort(context, err)
+        with self._transfer_slot():
+            received = sum(len(chunk.data) for chunk in request_iterator)
         return transfer_pb2.UploadStatus(ok=True, message=f"received {received} bytes and dropped them", size=received)
 
 
 def create_server(
-    config: NodeConfig, address: str | None = None, *, index: SharedIndex | None = None, on_upload=None
+    config: NodeConfig,
+    address: str | None = None,
+    *,
+    index: SharedIndex | None = None,
+    on_upload=None,
+    hooks: Sequence[CallHook] = (),
 ) -> tuple[grpc.Server, int, FileTransferServicer]:
-    """Build (not start) the gRPC server; return it, its bound port and the servicer."""
+    """Build (not start) the gRPC server; return it, its bound port and the servicer.
+
+    Every call passes the interceptor: the byte counter for /metrics, then the given hooks.
+    """
     if index is None:
         index = SharedIndex(config.shared_dir, open_db(config.db_path))
+    interceptor = PeerInterceptor([TransferCounter(TransferTotals(index.db)), *hooks])
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers, thread_name_prefix="grpc"),
+        interceptors=[interceptor],
         options=SERVER_OPTIONS,
     )
     servicer = FileTransferServicer(config, index, on_upload)
-    count_transfer_bytes(servicer, TransferTotals(index.db))
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     for service in ("", "p2pnet.FileTransfer"):

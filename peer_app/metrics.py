@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 from prometheus_client.core import CounterMetricFamily
 
+from peer_app.interceptor import CallHook, RpcCall
 from peer_app.state import TransferTotals
+
+FILE_TRANSFER = "p2pnet.FileTransfer"  # the proto's package.service
 
 RESPONSE_STREAMS = ("Download", "DummyDownload")  # bytes leave this peer
 REQUEST_STREAMS = ("Upload", "DummyUpload")  # bytes arrive at this peer
 
 
-def count_transfer_bytes(servicer: object, totals: TransferTotals) -> None:
-    """Wrap the servicer's four RPCs so each call adds its chunk bytes to totals when it ends.
+class TransferCounter(CallHook):
+    """Adds each finished (or cut) FileTransfer call's bytes to TransferTotals: one write per call."""
 
-    Call before the servicer is added to a server (gRPC binds the methods then).
-    """
-    for rpc in RESPONSE_STREAMS:
-        setattr(servicer, rpc, _counted_response(rpc, getattr(servicer, rpc), totals))
-    for rpc in REQUEST_STREAMS:
-        setattr(servicer, rpc, _counted_request(rpc, getattr(servicer, rpc), totals))
+    def __init__(self, totals: TransferTotals) -> None:
+        self.totals = totals
 
-
-def _counted_response(rpc: str, method: Callable, totals: TransferTotals) -> Callable:
-    def handler(request, context) -> Iterator:
-        sent = 0
-        try:
-            for chunk in method(request, context):
-                sent += len(chunk.data)
-                yield chunk
-        finally:
-            totals.add(rpc, sent)
-
-    return handler
-
-
-def _counted_request(rpc: str, method: Callable, totals: TransferTotals) -> Callable:
-    def handler(request_iterator, context):
-        received = 0
-
-        def counting():
-            nonlocal received
-            for chunk in request_iterator:
-                received += len(chunk.data)
-                yield chunk
-
-        try:
-            return method(counting(), context)
-        finally:
-            totals.add(rpc, received)
-
-    return handler
+    def ended(self, call: RpcCall) -> None:
+        if call.service == FILE_TRANSFER:
+            self.totals.add(call.method, call.sent + call.received)
 
 
 def transfer_families(totals: TransferTotals) -> list[CounterMetricFamily]:

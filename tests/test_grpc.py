@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
 
 import grpc
 import pytest
 
 from common import transfer_pb2, transfer_pb2_grpc
+from common.errors import BadRequest, Unauthorized, from_rpc_error
 from common.rpc import CHANNEL_OPTIONS
 from peer_app.grpc_server import create_server
+from peer_app.interceptor import CallHook, RpcCall
+from tests.support import wait_until
 from tests.test_names import HOSTILE
 
 
@@ -154,3 +159,75 @@ def test_port_in_use_is_a_one_line_error(peer_config):
         config = dataclasses.replace(peer_config, grpc_port=taken.getsockname()[1])
         with pytest.raises(SystemExit, match="cannot bind gRPC"):
             create_server(config)
+
+
+class Recorder(CallHook):
+    """A hook that keeps every call it saw end, and can refuse calls to one method."""
+
+    def __init__(self, refuse: str = "") -> None:
+        self.ended_calls: list[RpcCall] = []
+        self.refuse = refuse
+        self.started_methods: list[str] = []
+
+    def started(self, call, context) -> None:
+        self.started_methods.append(call.method)
+        if call.method == self.refuse:
+            raise Unauthorized(f"{call.method} needs credentials")
+
+    def ended(self, call) -> None:
+        self.ended_calls.append(call)
+
+
+@pytest.fixture
+def hooked(peer_config):
+    """An in-process server with a Recorder hook; yields (stub, recorder factory)."""
+    servers, channels = [], []
+
+    def start(recorder: Recorder):
+        server, port, _ = create_server(peer_config, "127.0.0.1:0", hooks=[recorder])
+        server.start()
+        servers.append(server)
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
+        return transfer_pb2_grpc.FileTransferStub(channels[-1])
+
+    yield start
+    for channel in channels:
+        channel.close()
+    for server in servers:
+        server.stop(None)
+
+
+def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(hooked, caplog):
+    """Issue 9 saw tracebacks (an unbound name) when a client gave up before sending anything."""
+    recorder = Recorder()
+    stub = hooked(recorder)
+    gate = threading.Event()
+
+    def nothing_yet():
+        gate.wait(10)
+        yield from ()
+
+    call = stub.Upload.future(nothing_yet(), timeout=10)
+    wait_until(lambda: "Upload" in recorder.started_methods, what="the server to take the call")
+    call.cancel()
+    gate.set()
+    ended = wait_until(lambda: [c for c in recorder.ended_calls if c.method == "Upload"], what="the server's end")
+    # gRPC reports the cancel either as a cut stream or as a stream that ended empty
+    assert ended[0].cut or isinstance(ended[0].error, BadRequest), ended[0]
+    assert ended[0].received == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert download(stub, "archivo1.txt") == b"hola\n"  # the server serves on
+
+
+def test_a_hook_sees_each_call_with_its_bytes_and_can_refuse_one_by_name(hooked):
+    recorder = Recorder(refuse="DummyUpload")
+    stub = hooked(recorder)
+    assert download(stub, "archivo1.txt", offset=1) == b"ola\n"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DummyUpload(iter([transfer_pb2.FileChunk(data=b"x")]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert type(from_rpc_error(err.value)) is Unauthorized
+    wait_until(lambda: len(recorder.ended_calls) == 2, what="both calls ended")
+    by_method = {c.method: c for c in recorder.ended_calls}
+    assert (by_method["Download"].sent, by_method["Download"].error) == (4, None)
+    assert isinstance(by_method["DummyUpload"].error, Unauthorized)

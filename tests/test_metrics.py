@@ -6,16 +6,18 @@ import os
 import re
 from concurrent import futures
 
+import grpc
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from common import transfer_pb2, transfer_pb2_grpc
 from common.config import NodeConfig, Settings
 from common.gunicorn_conf import metrics_dir
+from common.rpc import CHANNEL_OPTIONS
 from maestro_app import create_app as create_maestro
 from peer_app import create_app as create_peer
-from peer_app.metrics import count_transfer_bytes
-from peer_app.state import TransferTotals, open_db
+from peer_app.grpc_server import create_server
 from tests.support import wait_until
 
 
@@ -62,44 +64,25 @@ def test_maestro_metrics_gauge_registered_and_alive_peers(maestro_client):
     assert value(text, "p2p_files_registered") == 1
 
 
-def test_transfer_bytes_counted_in_sqlite_show_on_the_peer_metrics(tmp_path):
-    config = NodeConfig(
-        role="peer",
-        name="p1",
-        host="127.0.0.1",
-        rest_port=1,
-        grpc_port=2,
-        run_dir=str(tmp_path / "run"),
-        shared_dir=str(tmp_path / "shared"),
-    )
-    client = create_peer(config).test_client()
-    totals = TransferTotals(open_db(config.db_path))  # what the gRPC process writes
-
-    class Servicer:
-        def Download(self, request, context):
-            yield from (Chunk(b"x" * 10), Chunk(b"y" * 5))
-
-        def DummyDownload(self, request, context):
-            yield Chunk(b"")
-
-        def Upload(self, request_iterator, context):
-            return sum(len(c.data) for c in request_iterator)
-
-        DummyUpload = Upload
-
-    servicer = Servicer()
-    count_transfer_bytes(servicer, totals)
-    assert len(list(servicer.Download(None, None))) == 2
-    assert servicer.Upload(iter([Chunk(b"abc")]), None) == 3
+def test_transfer_bytes_counted_by_the_grpc_server_show_on_the_peer_metrics(peer_config):
+    """The gRPC process counts each call's bytes into SQLite; the REST app's /metrics reads them."""
+    client = create_peer(peer_config).test_client()
+    server, port, _ = create_server(peer_config, "127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
+            stub = transfer_pb2_grpc.FileTransferStub(channel)
+            got = b"".join(c.data for c in stub.Download(transfer_pb2.FileRequest(filename="archivo1.txt"), timeout=10))
+            stub.DummyUpload(iter([transfer_pb2.FileChunk(data=b"abc")]), timeout=10)
+            with pytest.raises(grpc.RpcError):  # a refused call counts as a call of 0 bytes
+                list(stub.Download(transfer_pb2.FileRequest(filename="missing.txt"), timeout=10))
+    finally:
+        server.stop(None)
     text = client.get("/metrics").get_data(as_text=True)
-    assert value(text, "p2p_transfer_bytes_total", rpc="Download", direction="sent") == 15
-    assert value(text, "p2p_transfer_bytes_total", rpc="Upload", direction="received") == 3
-    assert value(text, "p2p_transfers_total", rpc="Download", direction="sent") == 1
-
-
-class Chunk:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    assert value(text, "p2p_transfer_bytes_total", rpc="Download", direction="sent") == len(got) == 5
+    assert value(text, "p2p_transfer_bytes_total", rpc="DummyUpload", direction="received") == 3
+    assert value(text, "p2p_transfers_total", rpc="Download", direction="sent") == 2
+    assert value(text, "p2p_transfers_total", rpc="Upload", direction="received") == 0
 
 
 @pytest.mark.e2e

@@ -1,5 +1,8 @@
 """Expand a topology into node configs and supervisord programs, then render files (pure).
 
+The supervisord text comes from the templates in supervisor/ (string.Template), in the manner
+of honcho's export templates.
+
 Nothing here touches the disk or starts a process: `render()` returns the node configs and
 the text of supervisord.conf keyed by path, and `write()` (the only impure function) puts them
 in the run folder `.run/<topology stem>/` beside the topology file.
@@ -11,6 +14,7 @@ import hashlib
 import json
 import os
 import shlex
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from control.processes import node_environment, node_programs
 from control.topology import MAESTRO, Topology
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # supervisord runs every program from here
+TEMPLATES = PROJECT_ROOT / "supervisor"  # the supervisord templates (not a package: see supervisor/README.md)
 # AF_UNIX paths hold 108 bytes on Linux (104 on macOS) including the NUL; stay well below.
 MAX_SOCKET_PATH = 100
 SHORT_SOCKET_DIR = Path("/tmp")
@@ -174,65 +179,50 @@ def _env_value(value: str) -> str:
     return '"' + _esc(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _template(name: str) -> string.Template:
+    return string.Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
 def render_supervisord(
     topology: Topology, layout: RunLayout, processes: tuple[ProcessSpec, ...], project_root: Path
 ) -> str:
-    """The text of supervisord.conf: its own socket, pidfile and logs; a group per node."""
-    lines = [
-        f"{GENERATED_MARK} from {topology.path}; edit the topology and run `launcher.py render`",
-        "",
-        "[unix_http_server]",
-        f"file={_esc(str(layout.socket))}",
-        "chmod=0700",
-        "",
-        "[supervisord]",
-        f"logfile={_esc(str(layout.logfile))}",
-        "logfile_maxbytes=5MB",
-        "logfile_backups=2",
-        f"pidfile={_esc(str(layout.pidfile))}",
-        f"childlogdir={_esc(str(layout.logs_dir))}",
-        f"directory={_esc(str(project_root))}",
-        "nodaemon=false",
-        f"identifier=p2pnet-{hashlib.sha256(os.fsencode(str(layout.run_dir))).hexdigest()[:12]}",
-        "",
-        "[rpcinterface:supervisor]",
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "",
-        "[supervisorctl]",
-        f"serverurl={_esc(layout.serverurl)}",
-        "",
+    """The text of supervisord.conf from supervisor/*.tmpl: its own socket, pidfile and logs; a group per node."""
+    root = _esc(str(project_root))
+    parts = [
+        _template("supervisord.conf.tmpl").substitute(
+            generated_mark=GENERATED_MARK,
+            topology=topology.path,
+            socket=_esc(str(layout.socket)),
+            logfile=_esc(str(layout.logfile)),
+            pidfile=_esc(str(layout.pidfile)),
+            logs_dir=_esc(str(layout.logs_dir)),
+            project_root=root,
+            identifier=hashlib.sha256(os.fsencode(str(layout.run_dir))).hexdigest()[:12],
+            serverurl=_esc(layout.serverurl),
+        )
     ]
+    program = _template("program.conf.tmpl")
     for spec in processes:
-        environment = ",".join(f"{k}={_env_value(v)}" for k, v in spec.environment)
-        lines += [
-            f"[program:{spec.name}]",
-            f"command={_esc(shlex.join(spec.command))}",
-            f"directory={_esc(str(project_root))}",
-            f"environment={environment}",
-            f"priority={spec.priority}",
-            "autostart=true",
-            "autorestart=true",
-            f"startsecs={STARTSECS}",
-            f"startretries={STARTRETRIES}",
-            "stopsignal=TERM",
-            f"stopwaitsecs={STOPWAITSECS}",
-            "stopasgroup=true",
-            "killasgroup=true",
-            "redirect_stderr=true",
-            f"stdout_logfile={_esc(str(spec.log))}",
-            "stdout_logfile_maxbytes=10MB",
-            "stdout_logfile_backups=2",
-            "",
-        ]
+        parts.append(
+            program.substitute(
+                name=spec.name,
+                command=_esc(shlex.join(spec.command)),
+                project_root=root,
+                environment=",".join(f"{k}={_env_value(v)}" for k, v in spec.environment),
+                priority=spec.priority,
+                startsecs=STARTSECS,
+                startretries=STARTRETRIES,
+                stopwaitsecs=STOPWAITSECS,
+                log=_esc(str(spec.log)),
+            )
+        )
+    group = _template("group.conf.tmpl")
     for node in topology.node_names:
         programs = [p for p in processes if p.node == node]
-        lines += [
-            f"[group:{node}]",
-            f"programs={','.join(p.name for p in programs)}",
-            f"priority={programs[0].priority}",
-            "",
-        ]
-    return "\n".join(lines)
+        parts.append(
+            group.substitute(node=node, programs=",".join(p.name for p in programs), priority=programs[0].priority)
+        )
+    return "".join(parts).rstrip("\n") + "\n"
 
 
 def render(topology: Topology, project_root: Path) -> Rendered:

@@ -32,11 +32,12 @@ import requests
 import yaml
 
 from common.config import Settings, http_url
+from common.http import new_session
 from control.generate import free_ports, generate
 from control.network import Network
+from control.processes import Process, node_configs, wait_until, write_nodes
 from control.topology import load as load_topology
 from maestro_app.directory import Directory, FileEntry
-from tests.support import Process, node_configs, wait_until, write_nodes
 
 RING_SETTINGS = Settings(heartbeat_interval=2.0, request_timeout=2.0, rest_workers=1, rest_threads=8)
 
@@ -102,8 +103,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
         pids = [p.pid for row in network.status() for p in row.programs if p.pid]
         rss, pss, processes = tree_memory_mib(pids)
         origin = http_url(doc["peers"][0]["host"], doc["peers"][0]["rest_port"])
-        session = requests.Session()
-        session.trust_env = False
+        session = new_session()
         params = {"query": "far-side", "fanout": 2, "ttl": 10}
         session.get(origin + "/search", params=params, timeout=10)  # warm the connections
         latencies, handled, messages, found, repeats = [], [], [], 0, 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common.config import NodeConfig, Settings, write_config
 from control.generate import free_ports
-from control.render import PROJECT_ROOT
+from control.processes import PROJECT_ROOT
 
 FILE_NAME = "bench.bin"
 MiB = 1024 * 1024

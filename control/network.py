@@ -11,7 +11,8 @@ from pathlib import Path
 
 from control import health, render
 from control.errors import LauncherError, NodesDown, NotRunning, TopologyError, UnknownNode
-from control.render import PROJECT_ROOT, STOPWAITSECS
+from control.processes import PROJECT_ROOT
+from control.render import STOPWAITSECS
 from control.supervisor import ProcInfo, Supervisor, kill_pids, orphans, pid_alive
 from control.topology import MAESTRO, Topology, port_in_use, ports_in_use, unusable_shared_dirs
 

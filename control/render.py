@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import Friend, NodeConfig, write_config
-from control.processes import node_environment, node_programs
+from control.processes import PROJECT_ROOT, node_environment, node_programs
 from control.topology import MAESTRO, Topology
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # supervisord runs every program from here
 TEMPLATES = PROJECT_ROOT / "supervisor"  # the supervisord templates (not a package: see supervisor/README.md)
 # AF_UNIX paths hold 108 bytes on Linux (104 on macOS) including the NUL; stay well below.
 MAX_SOCKET_PATH = 100

@@ -1,23 +1,21 @@
-"""Helpers for tests that start real processes: free ports, polling, node configs."""
+"""Helpers for tests: the project root, free ports, polling, and nodes run as child processes.
+
+Nodes, processes and polling live in control/processes.py (benchmarks use them too); they are
+re-exported here so tests import one module.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
 
-from common.config import Friend, NodeConfig, Settings, write_config
 from control.generate import free_ports
-from control.processes import node_environment, node_programs
+from control.processes import PROJECT_ROOT, Node, Process, node_configs, wait_until, write_nodes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT: Path = PROJECT_ROOT
+
+__all__ = ["ROOT", "Node", "Process", "free_port", "get_json", "node_configs", "wait_until", "write_nodes"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,139 +23,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
-) -> object:
-    """Poll predicate until it returns something truthy; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as err:  # noqa: BLE001 - a server that is not up yet raises anything
-            last_error = err
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
-
-
 def get_json(url: str, timeout: float = 5.0, **kwargs) -> tuple[int, dict]:
     resp = requests.get(url, timeout=timeout, **kwargs)
     return resp.status_code, resp.json()
-
-
-@dataclass
-class Process:
-    """A child process in its own session, stopped by pid (and its group)."""
-
-    args: list[str]
-    env: dict
-    log: Path
-    popen: subprocess.Popen | None = None
-
-    def start(self) -> Process:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
-            self.popen = subprocess.Popen(
-                self.args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.signal_group(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal_group(signal.SIGKILL)
-            self.popen.wait(5)
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
-
-
-@dataclass
-class Node:
-    config: NodeConfig
-    config_path: Path
-    processes: list[Process] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.config.rest_url
-
-    def start(self) -> Node:
-        env = {**os.environ, **node_environment(str(self.config_path))}
-        self.processes = [
-            Process(argv, env, Path(self.config.run_dir) / f"{program}.log").start()
-            for program, argv in node_programs(self.config, str(self.config_path)).items()
-        ]
-        return self
-
-    def stop(self) -> None:
-        for p in self.processes:
-            p.stop()
-
-    def wait_healthy(self, timeout: float = 20.0) -> None:
-        def healthy():
-            for p in self.processes:
-                if p.popen.poll() is not None:
-                    raise AssertionError(f"{self.config.name} exited:\n{p.tail()}")
-            return requests.get(self.url + "/health", timeout=1).status_code == 200
-
-        wait_until(healthy, timeout, what=f"{self.config.name} /health")
-
-
-def node_configs(
-    tmp: Path, peer_names: list[str], settings: Settings | None = None, host: str = "127.0.0.1"
-) -> dict[str, NodeConfig]:
-    """Configs for a Maestro and peers on free ports; friends in a ring (i+1 primary, i+2 backup)."""
-    settings = settings or Settings(heartbeat_interval=0.5, request_timeout=1.0)
-    run = tmp / "run"
-    maestro = NodeConfig(
-        role="maestro", name="maestro", host=host, rest_port=free_port(), run_dir=str(run), settings=settings
-    )
-    maestro = replace(maestro, maestro_url=maestro.rest_url)
-    peers = {
-        n: NodeConfig(
-            role="peer",
-            name=n,
-            host=host,
-            rest_port=free_port(),
-            grpc_port=free_port(),
-            shared_dir=str(tmp / "data" / n),
-            run_dir=str(run),
-            maestro_url=maestro.rest_url,
-            settings=settings,
-        )
-        for n in peer_names
-    }
-    names = list(peers)
-    for i, n in enumerate(names):
-        friends = {}
-        for role, step in (("primary", 1), ("backup", 2)):
-            other = names[(i + step) % len(names)]
-            if other != n and other not in [f.name for f in friends.values()]:
-                friends[role] = Friend(other, peers[other].rest_url)
-        peers[n] = replace(peers[n], friends=friends)
-        Path(peers[n].shared_dir).mkdir(parents=True, exist_ok=True)
-    return {"maestro": maestro, **peers}
-
-
-def write_nodes(tmp: Path, configs: dict[str, NodeConfig]) -> dict[str, Node]:
-    nodes = {}
-    for name, config in configs.items():
-        path = tmp / "run" / f"{name}.json"
-        write_config(config, path)
-        nodes[name] = Node(config, path)
-    return nodes

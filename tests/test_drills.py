@@ -18,6 +18,7 @@ import pytest
 import requests
 import yaml
 
+from common.http import new_session
 from control import health, topology
 from control.render import layout_for
 from control.supervisor import Supervisor
@@ -37,8 +38,7 @@ class Net:
         self.path = path
         self.topology = topology.load(path)
         self.supervisor = Supervisor(layout_for(self.topology))
-        self.http = requests.Session()
-        self.http.trust_env = False
+        self.http = new_session()
 
     def url(self, node: str) -> str:
         return self.topology.maestro.url if node == "maestro" else self.topology.peer(node).rest_url
@@ -132,8 +132,7 @@ def test_kill_9_of_a_peer_is_restarted_and_reregistered_while_locate_goes_throug
     done = threading.Event()
 
     def locate_in_a_loop() -> None:
-        session = requests.Session()
-        session.trust_env = False
+        session = new_session()
         while not done.is_set():
             try:
                 answers.append(session.get(net.url("peer1") + "/locate?file=archivo3.txt", timeout=5).status_code)

@@ -1,85 +1,79 @@
-"""Fixtures: in-process apps on temporary folders, and real networks of processes."""
+"""Fixtures for every test: node configs (one factory) and the in-process apps built from them.
+
+Tests under tests/e2e/ start real processes; their fixtures live in tests/e2e/conftest.py.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.support import node_configs, write_nodes
+from common.config import Friend, NodeConfig, Settings
+from tests.support import free_port
 
 
 @pytest.fixture
-def network(tmp_path):
-    """Start a Maestro and peers as real gunicorn + gRPC processes; stop them by pid afterwards.
+def make_config(tmp_path: Path):
+    """The one way to build a node's config: make_config("peer" | "maestro", **fields to override).
 
-    Call it with the peer names and (optionally) files to place before start.
+    A peer shares tmp_path/shared; its Maestro and friends listen nowhere (their ports were
+    free a moment ago) unless overridden.
     """
-    started = []
 
-    def start(peer_names=("peer1", "peer2"), files=None, settings=None):
-        configs = node_configs(tmp_path, list(peer_names), settings)
-        for peer, content in (files or {}).items():
-            for name, data in content.items():
-                (tmp_path / "data" / peer / name).write_bytes(data)
-        nodes = write_nodes(tmp_path, configs)
-        for node in nodes.values():
-            started.append(node.start())
-        for node in nodes.values():
-            node.wait_healthy()
-        return nodes
+    def make(role: str = "peer", **fields) -> NodeConfig:
+        run_dir = str(tmp_path / "run")
+        if role == "maestro":
+            return NodeConfig(**{"role": role, "name": "maestro", "host": "127.0.0.1", "rest_port": 1,
+                                 "run_dir": run_dir, **fields})  # fmt: skip
+        shared = tmp_path / "shared"
+        shared.mkdir(exist_ok=True)
+        defaults = {
+            "role": role,
+            "name": "peer1",
+            "host": "127.0.0.1",
+            "rest_port": free_port(),
+            "grpc_port": free_port(),
+            "shared_dir": str(shared),
+            "run_dir": run_dir,
+            "maestro_url": f"http://127.0.0.1:{free_port()}",
+            "friends": {
+                "primary": Friend("peer2", f"http://127.0.0.1:{free_port()}"),
+                "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}"),
+            },
+            "settings": Settings(request_timeout=0.5),
+        }
+        return NodeConfig(**{**defaults, **fields})
 
-    yield start
-    for node in reversed(started):
-        node.stop()
-    for node in started:  # pytest shows this only when the test failed
-        for proc in node.processes:
-            print(f"--- {proc.log.name} (exit {proc.popen.returncode}) ---\n{proc.tail(15)}")
+    return make
 
 
 @pytest.fixture
-def maestro_config(tmp_path):
-    from common.config import NodeConfig
-
-    return NodeConfig(role="maestro", name="maestro", host="127.0.0.1", rest_port=1, run_dir=str(tmp_path / "run"))
+def maestro_config(make_config) -> NodeConfig:
+    return make_config("maestro")
 
 
 @pytest.fixture
 def maestro(maestro_config):
-    """The Maestro app in-process (Flask test client)."""
+    """The Maestro's REST app in-process (a Flask test client)."""
     from maestro_app import create_app
 
     return create_app(maestro_config).test_client()
 
 
 @pytest.fixture
-def peer_config(tmp_path):
-    """A peer whose friends listen nowhere (their ports were free a moment ago)."""
-    from common.config import Friend, NodeConfig, Settings
-    from tests.support import free_port
-
-    shared = tmp_path / "shared"
-    shared.mkdir()
+def peer_config(make_config) -> NodeConfig:
+    """peer1 sharing archivo1.txt and notes.md."""
+    config = make_config("peer")
+    shared = Path(config.shared_dir)
     (shared / "archivo1.txt").write_text("hola\n")
     (shared / "notes.md").write_text("# notes\n")
-    return NodeConfig(
-        role="peer",
-        name="peer1",
-        host="127.0.0.1",
-        rest_port=free_port(),
-        grpc_port=free_port(),
-        shared_dir=str(shared),
-        run_dir=str(tmp_path / "run"),
-        maestro_url=f"http://127.0.0.1:{free_port()}",
-        friends={
-            "primary": Friend("peer2", f"http://127.0.0.1:{free_port()}"),
-            "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}"),
-        },
-        settings=Settings(request_timeout=0.5),
-    )
+    return config
 
 
 @pytest.fixture
 def peer(peer_config):
-    """A peer's REST app in-process (Flask test client)."""
+    """A peer's REST app in-process (a Flask test client)."""
     from peer_app import create_app
 
     return create_app(peer_config).test_client()

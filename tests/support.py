@@ -6,16 +6,35 @@ re-exported here so tests import one module.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from client.partial import PART_MARK
 from control.generate import free_ports
 from control.processes import PROJECT_ROOT, Node, Process, node_configs, wait_until, write_nodes
+from peer_app.storage import TMP_PREFIX
 
 ROOT: Path = PROJECT_ROOT
 
-__all__ = ["ROOT", "Node", "Process", "free_port", "get_json", "node_configs", "wait_until", "write_nodes"]
+MiB = 1024 * 1024
+
+__all__ = [
+    "ROOT",
+    "MiB",
+    "Node",
+    "Process",
+    "free_port",
+    "get_json",
+    "leftovers",
+    "metric_value",
+    "node_configs",
+    "sha",
+    "wait_until",
+    "write_nodes",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,3 +45,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 def get_json(url: str, timeout: float = 5.0, **kwargs) -> tuple[int, dict]:
     resp = requests.get(url, timeout=timeout, **kwargs)
     return resp.status_code, resp.json()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary (upload) or partial (download) files left in a folder."""
+    return sorted(p.name for p in folder.iterdir() if TMP_PREFIX in p.name or PART_MARK in p.name)
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """One sample's value from Prometheus text (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0

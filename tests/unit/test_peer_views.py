@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from common.config import Friend, NodeConfig, Settings
+from common.config import Friend, Settings
 from common.errors import Unavailable
 from peer_app import create_app
 
@@ -24,49 +26,47 @@ class Recorder:
 
 
 @pytest.fixture
-def peer(tmp_path):
+def peer_with(make_config):
+    """peer_with(transport, **settings): a peer's REST app whose discovery goes through transport."""
+
     def make(transport, **settings):
-        config = NodeConfig(
-            role="peer",
+        config = make_config(
+            "peer",
             name="p1",
-            host="127.0.0.1",
             rest_port=1,
             grpc_port=2,
-            run_dir=str(tmp_path / "run"),
-            shared_dir=str(tmp_path / "shared"),
             friends={"primary": Friend("p2", "http://p2:1"), "backup": Friend("p3", "http://p3:1")},
             settings=Settings(**settings),
         )
-        (tmp_path / "shared").mkdir(exist_ok=True)
-        (tmp_path / "shared" / "song.mp3").write_bytes(b"la la")
+        (Path(config.shared_dir) / "song.mp3").write_bytes(b"la la")
         return create_app(config, transport=transport).test_client()
 
     return make
 
 
-def test_search_caps_the_ttl_at_the_configured_maximum(peer):
+def test_search_caps_the_ttl_at_the_configured_maximum(peer_with):
     transport = Recorder()
-    client = peer(transport, search_max_ttl=10)
+    client = peer_with(transport, search_max_ttl=10)
     body = client.get("/search?query=song&ttl=50&fanout=2").get_json()
     assert body["results"][0]["peer"] == "p1" and body["results"][0]["file"] == "song.mp3"
     assert {int(params["ttl"]) for _, _, params in transport.calls} == {9}
 
 
-def test_search_defaults_to_the_gnutella_ttl(peer):
+def test_search_defaults_to_the_gnutella_ttl(peer_with):
     transport = Recorder()
-    peer(transport).get("/search?query=x")
+    peer_with(transport).get("/search?query=x")
     assert {int(params["ttl"]) for _, _, params in transport.calls} == {6}
 
 
-def test_search_caps_the_fanout(peer):
+def test_search_caps_the_fanout(peer_with):
     transport = Recorder()
-    client = peer(transport, search_max_fanout=1)
+    client = peer_with(transport, search_max_fanout=1)
     client.get("/search?query=x&fanout=5")
     assert [url for url, _, _ in transport.calls] == ["http://p2:1"]
 
 
-def test_search_counts_handled_and_duplicate_queries(peer):
-    client = peer(Recorder())
+def test_search_counts_handled_and_duplicate_queries(peer_with):
+    client = peer_with(Recorder())
     for _ in range(2):
         client.get("/search?query=x&ttl=1&qid=abcdefgh1")
     text = client.get("/metrics").get_data(as_text=True)
@@ -74,9 +74,9 @@ def test_search_counts_handled_and_duplicate_queries(peer):
     assert "p2p_search_duplicates_total 1.0" in text
 
 
-def test_locate_with_a_dead_primary_asks_the_backup(peer):
+def test_locate_with_a_dead_primary_asks_the_backup(peer_with):
     transport = Recorder(fail={"http://p2:1"})
-    client = peer(transport)
+    client = peer_with(transport)
     assert client.get("/locate?file=nowhere.txt").status_code == 404
     assert [url for url, _, _ in transport.calls] == ["http://p2:1", "http://p3:1"]
     assert client.get("/locate?file=song.mp3").get_json()["peers"][0]["name"] == "p1"
@@ -95,6 +95,6 @@ def test_locate_with_a_dead_primary_asks_the_backup(peer):
     ],
     ids=["negative-ttl", "text-fanout", "no-query", "oversized", "no-file", "escaping-name", "bad-qid"],
 )
-def test_bad_search_input_is_a_json_4xx(peer, query):
-    resp = peer(Recorder()).get(query)
+def test_bad_search_input_is_a_json_4xx(peer_with, query):
+    resp = peer_with(Recorder()).get(query)
     assert 400 <= resp.status_code < 500 and resp.get_json()["error"]

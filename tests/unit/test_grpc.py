@@ -16,7 +16,7 @@ from common.rpc import CHANNEL_OPTIONS
 from peer_app.grpc_server import create_server
 from peer_app.interceptor import CallHook, RpcCall
 from tests.support import wait_until
-from tests.test_names import HOSTILE
+from tests.unit.test_names import HOSTILE
 
 
 @pytest.fixture

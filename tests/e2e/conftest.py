@@ -1,0 +1,49 @@
+"""Everything under tests/e2e/ starts real processes: it carries the e2e marker whatever the file says.
+
+So `pytest -m "not e2e"` (`make unit`) can never start a process because a test forgot its marker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import node_configs, write_nodes
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def network(tmp_path):
+    """Start a Maestro and peers as real gunicorn + gRPC processes; stop them by pid afterwards.
+
+    Call it with the peer names and (optionally) files to place before start.
+    """
+    started = []
+
+    def start(peer_names=("peer1", "peer2"), files=None, settings=None):
+        configs = node_configs(tmp_path, list(peer_names), settings)
+        for peer, content in (files or {}).items():
+            for name, data in content.items():
+                (tmp_path / "data" / peer / name).write_bytes(data)
+        nodes = write_nodes(tmp_path, configs)
+        for node in nodes.values():
+            started.append(node.start())
+        for node in nodes.values():
+            node.wait_healthy()
+        return nodes
+
+    yield start
+    for node in reversed(started):
+        node.stop()
+    for node in started:  # pytest shows this only when the test failed
+        for proc in node.processes:
+            print(f"--- {proc.log.name} (exit {proc.popen.returncode}) ---\n{proc.tail(15)}")

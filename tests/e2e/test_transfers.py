@@ -1,0 +1,157 @@
+"""Transfers through the CLI against real peer processes: failover, resume, cut uploads, limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from client.partial import PART_MARK
+from common.config import Settings
+from peer_app.storage import TMP_PREFIX
+from tests.support import ROOT, MiB, Node, leftovers, sha, wait_until
+
+
+# -- end to end: real processes, the CLI ----------------------------------------------------------
+def cli(maestro: Node, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "peer_app.client", "--maestro", maestro.url, "--json", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def grpc_process(node: Node):
+    return next(p for p in node.processes if "peer_app.grpc_server" in p.args)
+
+
+def holders(maestro: Node, name: str) -> list[str]:
+    resp = requests.get(maestro.url + "/locate", params={"file": name}, timeout=5)
+    return sorted(p["name"] for p in resp.json()["peers"]) if resp.status_code == 200 else []
+
+
+def pieces_done(out: Path) -> int:
+    journals = list(out.parent.glob(f".{out.name}{PART_MARK}*.journal"))
+    return max((len(j.read_text().splitlines()) - 1 for j in journals), default=0)
+
+
+THROTTLED = Settings(heartbeat_interval=0.5, request_timeout=1.0, max_transfer_rate=4 * MiB)
+
+
+def test_download_fails_over_when_a_source_is_killed_mid_transfer(network, tmp_path):
+    data = os.urandom(24 * MiB)
+    nodes = network(
+        ["peer1", "peer2"], files={"peer1": {"big.bin": data}, "peer2": {"big.bin": data}}, settings=THROTTLED
+    )
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1", "peer2"], what="both holders")
+    out = tmp_path / "big.bin"
+    proc = cli(nodes["maestro"], "download", "big.bin", "--out", str(out), "--piece-size", str(MiB))
+    wait_until(lambda: pieces_done(out) >= 2, what="a few pieces")
+    grpc_process(nodes["peer1"]).signal_group(signal.SIGKILL)
+    code, stdout, stderr = finish(proc)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert out.read_bytes() == data and report["sha256"] == sha(data)
+    assert report["bytes_from"]["peer2"] > len(data) // 2
+    assert leftovers(tmp_path) == []
+
+
+def test_cut_download_resumes_from_the_same_peer_after_it_returns(network, tmp_path):
+    data = os.urandom(16 * MiB)
+    nodes = network(["peer1"], files={"peer1": {"big.bin": data}}, settings=THROTTLED)
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1"], what="peer1 registered")
+    out = tmp_path / "big.bin"
+    proc = cli(
+        nodes["maestro"], "download", "big.bin", "--out", str(out), "--piece-size", str(MiB), "--stall-timeout", "1.5"
+    )
+    wait_until(lambda: pieces_done(out) >= 3, what="a few pieces")
+    peer_grpc = grpc_process(nodes["peer1"])
+    peer_grpc.signal_group(signal.SIGSTOP)  # a hung source: the client must give up within seconds
+    try:
+        started = time.monotonic()
+        code, _, stderr = finish(proc, timeout=30)
+        assert code != 0 and time.monotonic() - started < 15
+        assert "run the same download again to resume" in one_line_error(stderr)
+        assert not out.exists() and leftovers(tmp_path)
+    finally:
+        peer_grpc.signal_group(signal.SIGCONT)
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1"], what="peer1 back")
+    code, stdout, stderr = finish(cli(nodes["maestro"], "download", "big.bin", "--out", str(out)))
+    assert code == 0, stderr
+    assert out.read_bytes() == data and json.loads(stdout)["resumed"] >= 3 * MiB
+    assert leftovers(tmp_path) == []
+
+
+def test_killed_client_resumes_from_another_holder(network, tmp_path):
+    data = os.urandom(16 * MiB)
+    nodes = network(["peer1", "peer2"], files={"peer1": {"big.bin": data}}, settings=THROTTLED)
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1"], what="peer1 registered")
+    out = tmp_path / "big.bin"
+    proc = cli(nodes["maestro"], "download", "big.bin", "--out", str(out), "--piece-size", str(MiB))
+    wait_until(lambda: pieces_done(out) >= 3, what="a few pieces")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    (tmp_path / "data" / "peer2" / "big.bin").write_bytes(data)
+    grpc_process(nodes["peer1"]).signal_group(signal.SIGKILL)  # only the new holder is left
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer2"], what="peer2 as the only holder")
+    code, stdout, stderr = finish(cli(nodes["maestro"], "download", "big.bin", "--out", str(out)))
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert out.read_bytes() == data and report["resumed"] >= 3 * MiB and report["from"] == ["peer2"]
+
+
+def test_download_of_a_file_changed_after_registering_fails_cleanly(network, tmp_path):
+    slow_beats = Settings(heartbeat_interval=30.0, request_timeout=1.0)  # the Maestro keeps the old hash
+    nodes = network(["peer1"], files={"peer1": {"doc.txt": b"version one\n"}}, settings=slow_beats)
+    wait_until(lambda: holders(nodes["maestro"], "doc.txt") == ["peer1"], what="peer1 registered")
+    (tmp_path / "data" / "peer1" / "doc.txt").write_bytes(b"version two, longer\n")
+    code, _, stderr = finish(cli(nodes["maestro"], "download", "doc.txt", "--out", str(tmp_path / "doc.txt")))
+    assert code != 0
+    assert "other content" in one_line_error(stderr)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == []
+
+
+def test_killed_upload_leaves_nothing_on_the_peer(network, tmp_path):
+    nodes = network(["peer1"], settings=THROTTLED)
+    shared = tmp_path / "data" / "peer1"
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(16 * MiB))
+    proc = cli(nodes["maestro"], "upload", str(source), "--to", nodes["peer1"].url)
+    wait_until(
+        lambda: any(p.stat().st_size > MiB for p in shared.iterdir() if TMP_PREFIX in p.name),
+        what="an upload under way",
+    )
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    wait_until(lambda: not leftovers(shared), what="the peer to drop the temporary file")
+    assert not (shared / "up.bin").exists()
+    assert requests.get(nodes["peer1"].url + "/health", timeout=5).status_code == 200
+
+
+def test_upload_over_the_limit_is_one_line_and_non_zero(network, tmp_path):
+    nodes = network(["peer1"], settings=Settings(heartbeat_interval=0.5, request_timeout=1.0, max_upload_bytes=MiB))
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(2 * MiB))
+    code, _, stderr = finish(cli(nodes["maestro"], "upload", str(source), "--to", nodes["peer1"].url))
+    assert code != 0 and "limit" in one_line_error(stderr)
+    assert not (tmp_path / "data" / "peer1" / "big.bin").exists()

@@ -148,7 +148,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
 def expand(topology: Topology, layout: RunLayout) -> tuple[ProcessSpec, ...]:
     """Turn the topology into one process spec per program (maestro, peerN-rest, peerN-grpc).
 
-    The command lines come from common.processes, the one place the tests use too.
+    The command lines come from control.processes, the one place the tests use too.
     """
     specs = []
     for name, config in node_configs(topology, layout).items():

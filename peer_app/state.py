@@ -1,4 +1,7 @@
-"""A peer's durable state in one SQLite file: known peers and seen query ids."""
+"""A peer's durable state in one SQLite file: known peers, seen query ids, transfer totals.
+
+The shared folder's hash cache lives in the same file; its table belongs to index.py.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import NodeConfig
+from common.config import CONFIG_ENV, NodeConfig
 from control import render, topology
 from control.processes import GRACEFUL_TIMEOUT
 from tests.launcher_support import mutate, seed_dict
@@ -164,8 +164,8 @@ def test_each_node_config_path_is_the_one_its_programs_are_given():
     r = render.render(t, FAKE_ROOT)
     for spec in r.processes:
         env = dict(spec.environment)
-        assert Path(env["P2P_CONFIG"]) in r.configs
-        assert r.configs[Path(env["P2P_CONFIG"])].name == spec.node
+        assert Path(env[CONFIG_ENV]) in r.configs
+        assert r.configs[Path(env[CONFIG_ENV])].name == spec.node
 
 
 def test_ipv6_hosts_are_bracketed_in_friend_urls():

@@ -1,0 +1,269 @@
+"""The live page (SPEC §10): served by the Maestro, read in a real headless Chromium against a real network.
+
+The browser tests skip, saying why, where no Chromium, chromedriver or selenium can be had
+(`.ci/run` installs Debian's chromium and chromium-driver when it runs as root). Screenshots go
+to the test's tmp folder, or to $P2P_UI_SCREENSHOTS when set (that is how docs/ui.png is made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import wait_until
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# What Chromium needs on these machines: no sandbox as root, and no background traffic
+# towards an internet it cannot reach.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
+
+
+# ---- the Maestro's side, in-process ------------------------------------------------------------
+
+
+def register(client, name, friends=None, files=(), url="http://127.0.0.1:1"):
+    body = {
+        "name": name,
+        "rest_url": url,
+        "grpc_address": "127.0.0.1:2",
+        "heartbeat_interval": 0.5,
+        "files": [{"name": f, "size": 1, "mtime": 1.0, "sha256": "a" * 64} for f in files],
+    }
+    if friends is not None:
+        body["friends"] = friends
+    return client.post("/register", json=body)
+
+
+def test_page_and_its_files_are_served_with_a_same_origin_policy(maestro):
+    page = maestro.get("/ui")
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "connect-src 'self'" in csp
+    html = page.get_data(as_text=True)
+    assert 'src="/ui/static/ui.js"' in html and 'href="/ui/static/ui.css"' in html
+    assert "http://" not in html and "https://" not in html  # nothing from outside
+    for asset, kind in (("ui.js", "javascript"), ("ui.css", "text/css")):
+        resp = maestro.get(f"/ui/static/{asset}")
+        assert resp.status_code == 200 and kind in resp.content_type
+    assert maestro.get("/ui/static/nothing.js").status_code == 404
+
+
+def test_peers_carry_their_friends_and_heartbeat_age(maestro):
+    assert register(maestro, "peer1", {"primary": "peer2", "backup": "peer3"}).status_code == 200
+    assert register(maestro, "peer2").status_code == 200  # an older peer that sends no friends
+    peers = {p["name"]: p for p in maestro.get("/peers").get_json()["peers"]}
+    assert peers["peer1"]["friends"] == {"primary": "peer2", "backup": "peer3"}
+    assert peers["peer2"]["friends"] == {}
+    assert 0 <= peers["peer1"]["age"] < 5
+
+
+@pytest.mark.parametrize(
+    "friends",
+    [["peer2"], {"primary": "Peer 2"}, {"primary": 3}, {"third": "peer2"}, "peer2"],
+)
+def test_malformed_friends_are_refused(maestro, friends):
+    resp = register(maestro, "peer1", friends)
+    assert resp.status_code == 400
+    assert resp.get_json()["error"] == "bad_request" and "friends" in resp.get_json()["detail"]
+
+
+def test_a_directory_from_before_friends_gains_the_column(maestro_config):
+    from maestro_app.directory import Directory
+
+    path = Path(maestro_config.db_path)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE peers (name TEXT PRIMARY KEY, rest_url TEXT NOT NULL, grpc_address TEXT NOT NULL,"
+            " heartbeat_interval REAL NOT NULL, registered_at REAL NOT NULL, last_seen REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO peers VALUES ('old', 'http://127.0.0.1:1', '127.0.0.1:2', 2, 0, 0)")
+    directory = Directory(str(path), default_interval=2.0, expire_after_beats=3)
+    Directory(str(path), default_interval=2.0, expire_after_beats=3)  # a second worker opening it
+    assert [(p["name"], p["friends"]) for p in directory.peers()] == [("old", {})]
+
+
+def test_search_needs_a_query_and_a_live_known_peer(maestro):
+    assert maestro.get("/ui/search").status_code == 400
+    resp = maestro.get("/ui/search?query=x")
+    assert resp.status_code == 503 and "no live peer" in resp.get_json()["detail"]
+    register(maestro, "peer1")
+    resp = maestro.get("/ui/search?query=x&peer=ghost")
+    assert resp.status_code == 404 and "ghost" in resp.get_json()["detail"]
+    resp = maestro.get("/ui/search?query=x&peer=peer1")  # registered, but nothing listens at its URL
+    assert resp.status_code == 503 and "peer1" in resp.get_json()["detail"]
+
+
+# ---- the page in a browser, against a real network ----------------------------------------------
+
+
+def _chromium() -> tuple[str, str]:
+    """Paths of Chromium and chromedriver, or skip saying what is missing."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -r requirements-dev.txt)")
+    browser = os.environ.get("P2P_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    driver = os.environ.get("P2P_CHROMEDRIVER") or shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip(
+            "no headless browser here: apt-get install -y chromium chromium-driver "
+            "(or set P2P_CHROMIUM and P2P_CHROMEDRIVER)"
+        )
+    return browser, driver
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = _chromium()
+    profile = tempfile.mkdtemp(prefix="p2p-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    except WebDriverException as err:
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(f"{binary} did not start under {driver_path}: {err.msg}")
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+class Page:
+    """The page as a person sees it, read through the DOM."""
+
+    def __init__(self, driver, shots: Path) -> None:
+        self.driver = driver
+        self.shots = shots
+
+    def css(self, selector: str) -> list:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def peers(self) -> dict[str, str]:
+        return {e.get_attribute("data-peer"): e.get_attribute("data-alive") for e in self.css("[data-peer]")}
+
+    def wait(self, predicate, what: str, timeout: float = 15.0):
+        return wait_until(predicate, timeout, interval=0.1, what=what)
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def errors(self) -> list[str]:
+        return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = Path(os.environ.get("P2P_UI_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.mark.e2e
+def test_the_page_shows_the_live_network_and_follows_it(browser, network, shots):
+    nodes = network(
+        ("peer1", "peer2", "peer3"),
+        files={
+            "peer1": {"archivo1.txt": b"hola desde peer1\n", "informe.pdf": b"version a" * 1000},
+            "peer2": {"archivo2.txt": b"hola desde peer2\n", "informe.pdf": b"version b" * 1000},
+            "peer3": {"archivo3.txt": b"hola desde peer3\n", "archivo1.txt": b"hola desde peer1\n"},
+        },
+    )
+    maestro = nodes["maestro"].url
+    page = Page(browser, shots)
+    browser.get(maestro + "/ui")
+    browser.execute_script("window.__sameDocument = true")  # gone if the page ever reloads
+
+    # Peers appear, alive, with their friend links and file counts.
+    page.wait(lambda: page.peers() == {"peer1": "true", "peer2": "true", "peer3": "true"}, "three live peers")
+    links = {
+        (e.get_attribute("data-from"), e.get_attribute("data-to"), e.get_attribute("data-role"))
+        for e in page.css("#map path.link")
+    }
+    assert links == {
+        ("peer1", "peer2", "primary"),
+        ("peer1", "peer3", "backup"),
+        ("peer2", "peer3", "primary"),
+        ("peer2", "peer1", "backup"),
+        ("peer3", "peer1", "primary"),
+        ("peer3", "peer2", "backup"),
+    }
+    assert page.css('[data-peer="peer3"] text.count')[0].text == "2"
+
+    # The directory lists holders and flags the file whose holders disagree.
+    page.wait(lambda: page.css('#directory tr[data-file="informe.pdf"][data-conflict="true"]'), "the conflict flag")
+    row = page.css('#directory tr[data-file="archivo1.txt"]')[0]
+    assert row.get_attribute("data-conflict") == "false"
+    assert {c.get_attribute("data-holder") for c in row.find_elements("css selector", ".chip")} == {"peer1", "peer3"}
+    assert "2 different sha256" in page.css('#directory tr[data-file="informe.pdf"]')[0].text
+    page.shot("1-all-alive")
+
+    # A search shows its results and which peers it reached.
+    page.css("#search-input")[0].send_keys("archivo")
+    page.css("#search-form button")[0].click()
+    page.wait(lambda: page.css("#search-summary[data-state=done]"), "the search's answer")
+    results = {
+        li.get_attribute("data-file"): {
+            c.get_attribute("data-holder") for c in li.find_elements("css selector", ".chip")
+        }
+        for li in page.css("#search-results li")
+    }
+    assert results == {"archivo1.txt": {"peer1", "peer3"}, "archivo2.txt": {"peer2"}, "archivo3.txt": {"peer3"}}
+    summary = page.css("#search-summary")[0].text
+    assert "Reached 3 peer(s)" in summary, summary
+    page.wait(
+        lambda: (
+            {e.get_attribute("data-peer") for e in page.css('[data-reached="true"]')} == {"peer1", "peer2", "peer3"}
+        ),
+        "the reached peers marked on the map",
+    )
+    page.shot("2-search")
+
+    # A stopped peer turns not alive on the page, without a reload.
+    nodes["peer2"].stop()
+    page.wait(lambda: page.peers().get("peer2") == "false", "peer2 shown not alive", timeout=20)
+    assert page.peers() == {"peer1": "true", "peer2": "false", "peer3": "true"}
+    assert "not alive" in page.css('#peers tr[data-row="peer2"]')[0].text
+    assert browser.execute_script("return window.__sameDocument") is True
+    page.shot("3-peer2-stopped")
+
+    # Nothing came from anywhere but the Maestro, and the page logged no error.
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    assert resources and all(r.startswith(maestro + "/") for r in resources), resources
+    assert page.errors() == []
+
+    # The Maestro gone: the page says so, keeps the last state, and tries again.
+    nodes["maestro"].stop()
+    page.wait(lambda: page.css("#status[data-state=down]"), "the Maestro-down notice")
+    assert "python launcher.py status" in page.css("#status")[0].text
+    assert page.peers()["peer1"] == "true"
+    page.shot("4-maestro-down")
+    print(f"screenshots in {shots}")

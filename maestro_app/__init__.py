@@ -26,9 +26,11 @@ def create_app(config: NodeConfig | None = None) -> Flask:
         default_interval=config.settings.heartbeat_interval,
         expire_after_beats=config.settings.expire_after_beats,
     )
+    from maestro_app import ui
     from maestro_app.views import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(ui.bp)
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     install_error_handlers(app)
     app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ CREATE TABLE IF NOT EXISTS peers (
     grpc_address TEXT NOT NULL,
     heartbeat_interval REAL NOT NULL,
     registered_at REAL NOT NULL,
-    last_seen REAL NOT NULL
+    last_seen REAL NOT NULL,
+    friends TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS files (
     name TEXT NOT NULL,
@@ -33,6 +36,18 @@ CREATE TABLE IF NOT EXISTS files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_peer ON files(peer);
 """
+
+
+FRIEND_ROLES = ("primary", "backup")
+
+
+def parse_friends(raw: object) -> dict[str, str]:
+    """Validate a registration's friends: {"primary": NAME, "backup": NAME}, each optional."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - set(FRIEND_ROLES):
+        raise BadRequest("'friends' must be an object with 'primary' and/or 'backup'")
+    return {role: check_peer_name(raw[role], f"friends.{role}") for role in FRIEND_ROLES if raw.get(role) is not None}
 
 
 @dataclass(frozen=True)
@@ -68,9 +83,20 @@ class Directory:
         self, path: str, *, default_interval: float, expire_after_beats: float, clock: Callable[[], float] = time.time
     ) -> None:
         self.db = Database(path, SCHEMA)
+        self._add_friends_column()
         self.default_interval = default_interval
         self.expire_after_beats = expire_after_beats
         self.clock = clock
+
+    def _add_friends_column(self) -> None:
+        """A directory written before peers sent their friends gets the column (once, whichever worker)."""
+        columns = {r["name"] for r in self.db.connect().execute("PRAGMA table_info(peers)")}
+        if "friends" not in columns:
+            try:
+                self.db.connect().execute("ALTER TABLE peers ADD COLUMN friends TEXT NOT NULL DEFAULT '{}'")
+            except sqlite3.OperationalError as err:  # another worker added it first
+                if "duplicate column" not in str(err):
+                    raise
 
     def _alive_since(self) -> str:
         """SQL condition: a peer heard from within expire_after_beats of its interval."""
@@ -86,6 +112,7 @@ class Directory:
         grpc_address: str,
         files: list[FileEntry],
         heartbeat_interval: float | None = None,
+        friends: dict[str, str] | None = None,
     ) -> None:
         """Record a peer and replace its whole file list in one transaction."""
         check_peer_name(name)
@@ -96,10 +123,11 @@ class Directory:
         with self.db.connect() as conn:
             conn.execute(
                 "INSERT INTO peers (name, rest_url, grpc_address, heartbeat_interval, registered_at,"
-                " last_seen) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " last_seen, friends) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " rest_url=excluded.rest_url, grpc_address=excluded.grpc_address,"
-                " heartbeat_interval=excluded.heartbeat_interval, last_seen=excluded.last_seen",
-                (name, rest_url, grpc_address, interval, now, now),
+                " heartbeat_interval=excluded.heartbeat_interval, last_seen=excluded.last_seen,"
+                " friends=excluded.friends",
+                (name, rest_url, grpc_address, interval, now, now, json.dumps(friends or {})),
             )
             conn.execute("DELETE FROM files WHERE peer = ?", (name,))
             conn.executemany(
@@ -114,19 +142,28 @@ class Directory:
             raise NotFound(f"peer {name!r} is not registered; register first")
 
     def peers(self) -> list[dict]:
-        """Every registered peer with its liveness and file count."""
+        """Every registered peer: liveness, seconds since last heard (`age`), friends, file count."""
+        params = self._params()
         rows = (
             self.db.connect()
             .execute(
                 f"SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, p.heartbeat_interval,"
                 f" {self._alive_since()} AS alive,"
-                f" (SELECT COUNT(*) FROM files f WHERE f.peer = p.name) AS files"
+                f" (SELECT COUNT(*) FROM files f WHERE f.peer = p.name) AS files, p.friends"
                 f" FROM peers p ORDER BY p.name",
-                self._params(),
+                params,
             )
             .fetchall()
         )
-        return [{**dict(r), "alive": bool(r["alive"])} for r in rows]
+        return [
+            {
+                **dict(r),
+                "alive": bool(r["alive"]),
+                "age": round(max(0.0, params["now"] - r["last_seen"]), 3),
+                "friends": json.loads(r["friends"]),
+            }
+            for r in rows
+        ]
 
     LOCATE_SQL = (
         "SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256"

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, send_from_directory
 from common.errors import NotFound, Unavailable
 from common.web import arg_str
 from maestro_app.directory import Directory
-from peer_app.remote import Peer
+from client.api import Peer
 
 bp = Blueprint("ui", __name__, static_folder="static", static_url_path="/ui/static")
 

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify
 from common.errors import BadRequest, NotFound
 from common.names import check_name
 from common.web import arg_str, check_url, json_body
-from maestro_app.directory import Directory, FileEntry
+from maestro_app.directory import Directory, FileEntry, parse_friends
 
 bp = Blueprint("maestro", __name__)
 
@@ -59,7 +59,9 @@ def register():
     interval = body.get("heartbeat_interval")
     if interval is not None and (not isinstance(interval, (int, float)) or not 0 < interval <= 3600):
         raise BadRequest("'heartbeat_interval' must be a number of seconds in (0, 3600]")
-    directory().register(body.get("name"), check_url(body.get("rest_url"), "rest_url"), grpc_address, entries, interval)
+    friends = parse_friends(body.get("friends"))
+    rest_url = check_url(body.get("rest_url"), "rest_url")
+    directory().register(body.get("name"), rest_url, grpc_address, entries, interval, friends)
     return jsonify({"status": "registered", "name": body["name"], "files": len(entries)})
 
 

@@ -33,6 +33,7 @@ def register_at_maestro(config: NodeConfig, index: SharedIndex) -> dict:
         "grpc_address": config.grpc_address,
         "heartbeat_interval": config.settings.heartbeat_interval,
         "files": files,
+        "friends": {role: friend.name for role, friend in config.friends.items()},
     }
     return Maestro(config.maestro_url, config.settings.request_timeout).register(payload)
 

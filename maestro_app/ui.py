@@ -13,10 +13,10 @@ import random
 
 from flask import Blueprint, current_app, jsonify, send_from_directory
 
+from client.api import Peer
 from common.errors import NotFound, Unavailable
 from common.web import arg_str
 from maestro_app.directory import Directory
-from client.api import Peer
 
 bp = Blueprint("ui", __name__, static_folder="static", static_url_path="/ui/static")
 

@@ -1,12 +1,20 @@
 PY ?= python
 
-.PHONY: proto test unit e2e lint format bench install
+.PHONY: proto test unit e2e lint format typecheck constraints bench install
 
 proto:  ## regenerate the gRPC stubs from proto/
 	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/common/transfer.proto
 
 install:
-	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install -r requirements-dev.txt -c constraints.txt
+
+constraints:  ## after editing requirements*.txt: pin every transitive dependency into constraints.txt
+	rm -rf .venv-constraints
+	$(PY) -m venv .venv-constraints
+	.venv-constraints/bin/pip install --quiet -r requirements-dev.txt
+	{ echo "# Every installed package, transitive ones included: made by \`make constraints\` from requirements-dev.txt."; \
+	  .venv-constraints/bin/pip freeze; } > constraints.txt
+	rm -rf .venv-constraints
 
 test:  ## everything: unit then end-to-end (real processes)
 	$(PY) -m pytest
@@ -20,6 +28,9 @@ e2e:  ## tests that start real gunicorn/gRPC/supervisord processes on free ports
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+typecheck:  ## mypy over the packages listed in pyproject's [tool.mypy] files
+	$(PY) -m mypy
 
 format:
 	$(PY) -m ruff format .

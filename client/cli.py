@@ -58,7 +58,7 @@ def progress_bar(length: int, label: str):
     if not sys.stdout.isatty():
         yield None
         return
-    with click.progressbar(length=length or None, label=label, show_pos=True, width=30) as bar:
+    with click.progressbar(length=length or None, label=label, show_pos=True, width=30) as bar:  # type: ignore[var-annotated]
         yield bar.update
 
 

@@ -66,7 +66,7 @@ class _SourceGone(Exception):
 class _Source:
     name: str
     address: str
-    transfer: object = None
+    transfer: TransferClient | None = None
     error: P2PError | None = None
     sent: int = 0
     workers: int = 0
@@ -81,7 +81,7 @@ class _Slot:
     """What one worker is doing now, for the stall watchdog."""
 
     source: _Source
-    call: object = None
+    call: grpc.Call | None = None  # the ranged Download call in flight (cancel() on a stall)
     last_progress: float = field(default_factory=time.monotonic)
     stalled: bool = False
 
@@ -110,7 +110,7 @@ class Download:
         stall_timeout: float = STALL_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         progress: Callable[[int], None] | None = None,
-        transfer_factory: Callable[..., object] | None = None,
+        transfer_factory: Callable[..., TransferClient] | None = None,
         clock=time.monotonic,
     ) -> None:
         self.name = check_name(name)
@@ -144,9 +144,8 @@ class Download:
         if not sources:
             raise NotFound(f"no peer holds {self.name!r}")
         try:
-            if not self.sha256 or self.size is None:
-                self._learn_content(sources)
-            part = PartialFile(self.out, self.size, self.sha256, self.piece_size)
+            size = self.size if self.sha256 and self.size is not None else self._learn_content(sources)
+            part = PartialFile(self.out, size, self.sha256, self.piece_size)
             try:
                 return self._fetch(part, sources, started)
             finally:
@@ -156,15 +155,15 @@ class Download:
                 if source.transfer is not None:
                     source.transfer.close()
 
-    def _connect(self, source: _Source):
+    def _connect(self, source: _Source) -> TransferClient:
         if source.transfer is None:
             source.transfer = self.transfer_factory(
                 source.address, chunk_size=self.chunk_size, connect_timeout=self.connect_timeout
             )
         return source.transfer
 
-    def _learn_content(self, sources: list[_Source]) -> None:
-        """Ask holders in turn for the file's size and sha256."""
+    def _learn_content(self, sources: list[_Source]) -> int:
+        """Ask holders in turn for the file's size and sha256; return the size."""
         for source in sources:
             try:
                 size, sha = self._connect(source).stat(self.name)
@@ -175,7 +174,7 @@ class Download:
                 source.error = DataLoss(f"{source.name} holds other content (sha256 {sha[:12]})")
                 continue
             self.sha256, self.size = sha, size
-            return
+            return size
         raise self._failure(sources, 0, None)
 
     def _fetch(self, part: PartialFile, sources: list[_Source], started: float) -> Result:
@@ -259,7 +258,7 @@ class Download:
         """The one error that explains why no (further) holder could help."""
         errors = [s.error for s in sources if s.error is not None]
         reasons = "; ".join(f"{s.name}: {s.error.detail}" for s in sources if s.error is not None)
-        kind = Unavailable
+        kind: type[P2PError] = Unavailable
         if errors and all(isinstance(e, Busy) for e in errors):
             kind = Busy
         elif (

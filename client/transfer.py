@@ -58,7 +58,7 @@ class TransferClient:
             return
         request = health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer")
         try:
-            answer = health_pb2_grpc.HealthStub(self.channel).Check(
+            answer = health_pb2_grpc.HealthStub(self.channel).Check(  # type: ignore[attr-defined]  # stubs omit it
                 request, timeout=self.connect_timeout, wait_for_ready=True
             )
         except grpc.RpcError as err:

@@ -144,8 +144,8 @@ def from_rpc_error(err: grpc.RpcError) -> P2PError:
     """Turn a failed gRPC call into the matching P2PError: by the error's name, else by the status code."""
     code = err.code() if hasattr(err, "code") else None
     detail = err.details() if hasattr(err, "details") else str(err)
-    metadata = dict(err.trailing_metadata() or ()) if hasattr(err, "trailing_metadata") else {}
-    cls = error_class(metadata.get(ERROR_NAME_KEY)) or _BY_GRPC_CODE.get(code, P2PError)
+    metadata: dict = dict(err.trailing_metadata() or ()) if hasattr(err, "trailing_metadata") else {}  # type: ignore[arg-type]
+    cls = error_class(metadata.get(ERROR_NAME_KEY)) or (_BY_GRPC_CODE.get(code, P2PError) if code else P2PError)
     return cls(f"{detail or code}")
 
 

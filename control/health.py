@@ -39,7 +39,7 @@ def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """True when the gRPC health service answers SERVING for the whole server ("")."""
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stubs omit it
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
         except grpc.RpcError:

@@ -190,9 +190,9 @@ class Network:
                     time.sleep(0.05)
                 kill_pids([p for p in pids if pid_alive(p)], signal.SIGKILL)
             else:
-                bound = [f"{key} ({h}:{p})" for key, h, p in self.topology.ports() if port_in_use(h, p)]
-                if bound:
-                    raise LauncherError(f"the network is not running, yet other processes hold {', '.join(bound)}")
+                held = [f"{key} ({h}:{p})" for key, h, p in self.topology.ports() if port_in_use(h, p)]
+                if held:
+                    raise LauncherError(f"the network is not running, yet other processes hold {', '.join(held)}")
                 return []
         left: list[int] = []
         bound: list[str] = []

@@ -100,12 +100,18 @@ class Process:
         return self
 
     @property
+    def started(self) -> subprocess.Popen:
+        if self.popen is None:
+            raise RuntimeError(f"{self.args[:3]} was never started")
+        return self.popen
+
+    @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.started.pid
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+            os.killpg(self.started.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -146,7 +152,7 @@ class Node:
     def wait_healthy(self, timeout: float = 20.0) -> None:
         def healthy():
             for p in self.processes:
-                if p.popen.poll() is not None:
+                if p.started.poll() is not None:
                     raise AssertionError(f"{self.config.name} exited:\n{p.tail()}")
             with new_session() as session:
                 return session.get(self.url + "/health", timeout=1).status_code == 200
@@ -180,7 +186,7 @@ def node_configs(
     }
     names = list(peers)
     for i, n in enumerate(names):
-        friends = {}
+        friends: dict[str, Friend] = {}
         for role, step in (("primary", 1), ("backup", 2)):
             other = names[(i + step) % len(names)]
             if other != n and other not in [f.name for f in friends.values()]:

@@ -253,8 +253,10 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         if friends.get("primary") and friends.get("primary") == friends.get("backup"):
             problems.append(f"{prefix}friends.backup: {friends['backup']!r} is already the primary friend")
 
-    values = (name, host, rest_port, grpc_port, shared_dir, friends.get("primary"), friends.get("backup"))
-    if any(v is None for v in values):
+    primary, backup = friends.get("primary"), friends.get("backup")
+    if name is None or host is None or rest_port is None or grpc_port is None or shared_dir is None:
+        return None
+    if primary is None or backup is None:
         return None
     shared = Path(shared_dir).expanduser()
     shared = shared if shared.is_absolute() else folder / shared
@@ -264,8 +266,8 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         rest_port=rest_port,
         grpc_port=grpc_port,
         shared_dir=Path(os.path.normpath(shared)),
-        primary=friends["primary"],
-        backup=friends["backup"],
+        primary=primary,
+        backup=backup,
     )
 
 

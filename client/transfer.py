@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Unavailable, from_rpc_error
 from common.files import iter_chunks, sha256_file
-from common.rpc import CHANNEL_OPTIONS
+from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER
 
 # Clients only: read a response stream on the calling thread instead of handing each
 # message over from gRPC's channel thread (measured ~20% faster downloads); a 2 MiB
@@ -56,7 +56,7 @@ class TransferClient:
         """
         if self._ready:
             return
-        request = health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer")
+        request = health_pb2.HealthCheckRequest(service=FILE_TRANSFER)
         try:
             answer = health_pb2_grpc.HealthStub(self.channel).Check(  # type: ignore[attr-defined]  # stubs omit it
                 request, timeout=self.connect_timeout, wait_for_ready=True

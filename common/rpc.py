@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from common import transfer_pb2
+
+# "p2pnet.FileTransfer": the full service name, for the health service and the interceptor.
+FILE_TRANSFER = transfer_pb2.DESCRIPTOR.services_by_name["FileTransfer"].full_name
 MAX_MESSAGE = 16 * 1024 * 1024
 # Shared by servers and clients: big messages, and HTTP/2 pings so a peer that vanished
 # (host down, process stopped) is noticed within keepalive_time + keepalive_timeout.

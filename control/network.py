@@ -101,6 +101,15 @@ class Network:
             out += [f"  {line}" for line in tail]
         return out
 
+    def _refuse_a_silent_supervisord(self, advice: str) -> None:
+        """LauncherError when this network's pidfile names a live supervisord that does not answer."""
+        stale = self.supervisor.pidfile_pid()
+        if stale and pid_alive(stale):
+            layout = self.rendered.layout
+            raise LauncherError(
+                f"a supervisord (pid {stale}) holds {layout.pidfile} but does not answer on {layout.socket}; {advice}"
+            )
+
     def _fatal_nodes(self) -> set[str]:
         return {p.node for p in self.supervisor.processes() if p.fatal}
 
@@ -154,12 +163,7 @@ class Network:
             for node in self.topology.node_names:
                 sup.start_group(node, wait=False)
         else:
-            stale = sup.pidfile_pid()
-            if stale and pid_alive(stale):
-                raise LauncherError(
-                    f"a supervisord (pid {stale}) holds {self.rendered.layout.pidfile} "
-                    f"but does not answer on {self.rendered.layout.socket}; stop it first"
-                )
+            self._refuse_a_silent_supervisord("stop it first")
             self.echo(f"starting supervisord ({self.rendered.layout.conf})")
             sup.start_daemon(self.python, self.project_root, time.monotonic() + 15)
         self._wait_ready(self.topology.node_names, timeout, "up")
@@ -175,12 +179,7 @@ class Network:
             sup.stop_all()
             sup.shutdown()
         else:
-            stale = sup.pidfile_pid()
-            if stale and pid_alive(stale):
-                raise LauncherError(
-                    f"supervisord (pid {stale}) does not answer on "
-                    f"{self.rendered.layout.socket}; cannot stop it cleanly"
-                )
+            self._refuse_a_silent_supervisord("cannot stop it cleanly")
             pids = orphans(self.rendered.layout)
             if pids:  # its supervisord died (kill -9): stop what it left behind
                 self.echo(f"supervisord is gone; stopping {len(pids)} process(es) it left: {', '.join(map(str, pids))}")

@@ -24,7 +24,7 @@ from common.errors import BadRequest, Busy, TooLarge
 from common.files import iter_chunks
 from common.malloc import tune_malloc
 from common.names import check_name
-from common.rpc import CHANNEL_OPTIONS, MAX_MESSAGE
+from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, MAX_MESSAGE
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.interceptor import CallHook, PeerInterceptor
@@ -184,7 +184,7 @@ def create_server(
     servicer = FileTransferServicer(config, index, on_upload)
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
-    for service in ("", "p2pnet.FileTransfer"):
+    for service in ("", FILE_TRANSFER):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = address or config.grpc_address

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily
 
+from common.rpc import FILE_TRANSFER
 from peer_app.interceptor import CallHook, RpcCall
 from peer_app.state import TransferTotals
-
-FILE_TRANSFER = "p2pnet.FileTransfer"  # the proto's package.service
 
 RESPONSE_STREAMS = ("Download", "DummyDownload")  # bytes leave this peer
 REQUEST_STREAMS = ("Upload", "DummyUpload")  # bytes arrive at this peer

@@ -1,0 +1,73 @@
+"""What a file's fields may hold on the wire: size, mtime and sha256 (one rule for every reader).
+
+The Maestro checks each registered file with these, a peer checks the answers of other peers
+with them, and a peer's index lists only files whose fields pass, so a peer never announces
+what the Maestro would refuse. Limits, and why:
+
+- size: an integer in 0..MAX_FILE_SIZE (2^53 - 1, 8 PiB): the largest integer a JSON number
+  keeps exactly in every reader (a browser's page included); far below SQLite's 2^63 - 1.
+- mtime: a finite number of seconds since the epoch in MIN_MTIME..MAX_MTIME (1901 to 2514,
+  what ext4, XFS and btrfs store); NaN and Infinity are refused.
+- sha256: 64 lowercase hex digits.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from common.errors import BadRequest
+
+MAX_FILE_SIZE = 2**53 - 1
+MIN_MTIME = -(2**31)
+MAX_MTIME = 2**34
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def size_problem(value: object) -> str | None:
+    """Why value is not a file size, or None."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "must be an integer"
+    if not 0 <= value <= MAX_FILE_SIZE:
+        return f"must be within 0..{MAX_FILE_SIZE}"
+    return None
+
+
+def mtime_problem(value: object) -> str | None:
+    """Why value is not a modification time, or None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "must be a number"
+    if not math.isfinite(value) or not MIN_MTIME <= value <= MAX_MTIME:
+        return f"must be a finite number of seconds within {MIN_MTIME}..{MAX_MTIME}"
+    return None
+
+
+def sha256_problem(value: object) -> str | None:
+    """Why value is not a hex sha256 digest, or None."""
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
+        return "must be 64 lowercase hex digits"
+    return None
+
+
+def check_field(key: str, problem: str | None) -> None:
+    """Raise BadRequest naming key when problem is not None."""
+    if problem is not None:
+        raise BadRequest(f"{key} {problem}")
+
+
+def check_size(value: object, key: str = "size") -> int:
+    """Return value if it is a file size, else raise BadRequest naming key."""
+    check_field(key, size_problem(value))
+    return value  # type: ignore[return-value]
+
+
+def check_mtime(value: object, key: str = "mtime") -> float:
+    """Return value as a float if it is a modification time, else raise BadRequest naming key."""
+    check_field(key, mtime_problem(value))
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_sha256(value: object, key: str = "sha256") -> str:
+    """Return value if it is a hex sha256 digest, else raise BadRequest naming key."""
+    check_field(key, sha256_problem(value))
+    return value  # type: ignore[return-value]

@@ -203,8 +203,19 @@ def attack_many_files(net: Net, peers: int = 3, files: int = 100_000) -> dict:
     }
 
 
+def post_json(url: str, body: dict) -> requests.Response:
+    """POST body as JSON, NaN and Infinity written as the JavaScript literals Python's json reads back."""
+    return requests.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=10)
+
+
+def register_entry(net: Net, override: dict) -> dict:
+    """Register one file whose fields are those of a good entry with override applied."""
+    entry = {"name": "n.bin", "size": 1, "mtime": 1.7e9, "sha256": "ab" * 32, **override}
+    return _status_and_error(post_json(net.maestro.url + "/register", register_body("numbers", [entry])))
+
+
 def attack_numbers(net: Net) -> dict:
-    """Sizes and mtimes out of range: 2^70, NaN, Infinity, 1e300, negative, bool."""
+    """Sizes and mtimes out of range: 2^70, NaN, Infinity, 1e300, negative; heartbeat intervals."""
     cases = {
         "size_2^70": {"size": 2**70},
         "size_2^63": {"size": 2**63},
@@ -214,20 +225,10 @@ def attack_numbers(net: Net) -> dict:
         "mtime_1e300": {"mtime": 1e300},
         "mtime_negative": {"mtime": -1e12},
     }
-    out = {}
-    for case, override in cases.items():
-        entry = {"name": "n.bin", "size": 1, "mtime": 1.7e9, "sha256": "ab" * 32, **override}
-        body = json.dumps(register_body("numbers", [entry]))  # allow_nan: NaN/Infinity as JS literals
-        resp = requests.post(
-            net.maestro.url + "/register", data=body, headers={"Content-Type": "application/json"}, timeout=10
-        )
-        out[case] = _status_and_error(resp)
+    out = {case: register_entry(net, override) for case, override in cases.items()}
     for case, interval in {"heartbeat_3600": 3600, "heartbeat_1e-9": 1e-9, "heartbeat_nan": math.nan}.items():
-        body = json.dumps(register_body("beats", [], heartbeat_interval=interval))
-        resp = requests.post(
-            net.maestro.url + "/register", data=body, headers={"Content-Type": "application/json"}, timeout=10
-        )
-        out[case] = _status_and_error(resp)
+        body = register_body("beats", [], heartbeat_interval=interval)
+        out[case] = _status_and_error(post_json(net.maestro.url + "/register", body))
     return out
 
 
@@ -256,22 +257,23 @@ def attack_twins(net: Net) -> dict:
     return {"nfc_status": first, "nfd_status": second, "files_named_cafe": len(twins)}
 
 
-def attack_format_names(net: Net) -> dict:
-    """RTLO, C1 and ZWJ names: at the peer (Upload) and at the Maestro (/register)."""
+FORMAT_NAMES = {
+    "rtlo": RTLO_NAME,
+    "c1": C1_NAME,
+    "zwj": ZWJ_NAME,
+    "trailing_dot": "x.",
+    "trailing_space": "y ",
+}
+
+
+def attack_format_names(net: Net, labels: list[str] | None = None) -> dict:
+    """RTLO, C1, ZWJ, trailing dot and space: at the peer (Upload) and at the Maestro (/register)."""
     out = {}
-    for label, name in (
-        ("rtlo", RTLO_NAME),
-        ("c1", C1_NAME),
-        ("zwj", ZWJ_NAME),
-        ("trailing_dot", "x."),
-        ("trailing_space", "y "),
-    ):
+    for label in labels or list(FORMAT_NAMES):
+        name = FORMAT_NAMES[label]
         status = upload(net, name, label.encode())[0]
-        resp = requests.post(
-            net.maestro.url + "/register",
-            json=register_body("names", [{"name": name, "size": 1, "mtime": 1.0, "sha256": "ab" * 32}]),
-            timeout=10,
-        )
+        entry = {"name": name, "size": 1, "mtime": 1.0, "sha256": "ab" * 32}
+        resp = requests.post(net.maestro.url + "/register", json=register_body("names", [entry]), timeout=10)
         out[label] = {"upload": status, "stored": (net.shared / name).exists(), "register": resp.status_code}
     return out
 
@@ -361,13 +363,16 @@ def attack_hardlink(net: Net) -> dict:
 # --- socket squatting -------------------------------------------------------------------------------
 
 
-def attack_socket_squat(tmp: Path) -> dict:
-    """Listen first on the fallback socket of a network whose run folder path is long, then run
-    `launcher.py status` on it: how many XML-RPC requests reach the squatter."""
+RUNTIME_ENV = "P2P_RUNTIME_DIR"  # control.private's override of the socket fallback folder
+SQUATTER_UID = 65534  # "nobody": the other user who made the folder first
+
+
+def deep_topology(tmp: Path) -> Path:
+    """A valid topology whose run folder path is too long for an AF_UNIX socket (fallback used)."""
     deep = tmp / ("d" * 60) / ("e" * 60)
-    deep.mkdir(parents=True)
-    (deep / "data").mkdir()
-    (deep / "topology.yaml").write_text(
+    (deep / "data").mkdir(parents=True)
+    path = deep / "topology.yaml"
+    path.write_text(
         "maestro: {host: 127.0.0.1, port: 1}\n"
         "peers:\n  - {name: peer1, host: 127.0.0.1, rest_port: 2, grpc_port: 3, shared_dir: data,\n"
         "     friends: {primary: peer1b, backup: peer1c}}\n"
@@ -376,18 +381,47 @@ def attack_socket_squat(tmp: Path) -> dict:
         "  - {name: peer1c, host: 127.0.0.1, rest_port: 6, grpc_port: 7, shared_dir: data,\n"
         "     friends: {primary: peer1, backup: peer1b}}\n"
     )
-    sys.path.insert(0, str(ROOT))
-    from control.render import layout_for
-    from control.topology import load as load_topology
+    return path
 
-    socket_path = layout_for(load_topology(deep / "topology.yaml")).socket
-    if socket_path.parent == deep / ".run" / "topology":
+
+def _squat_folder(folder: Path) -> None:
+    """Make the socket's folder first, as another user would: open to all, owned by them."""
+    if folder.exists():
+        return  # /tmp itself (the fallback before the fix)
+    folder.mkdir(parents=True)
+    os.chmod(folder, 0o777)
+    if os.geteuid() == 0:
+        os.chown(folder, SQUATTER_UID, SQUATTER_UID)
+
+
+def attack_socket_squat(tmp: Path) -> dict:
+    """Listen first on the fallback socket of a network whose run folder path is long, then run
+    `launcher.py status` on it: how many XML-RPC requests reach the squatter."""
+    topology = deep_topology(tmp)
+    env = {**os.environ, RUNTIME_ENV: str(tmp / "runtime")}
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from control.render import layout_for; from control.topology import load;"
+            " print(layout_for(load(sys.argv[1])).socket)",
+            str(topology),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    socket_path = Path(probe.stdout.strip())
+    if socket_path.parent == topology.parent / ".run" / "topology":
         return {"socket": str(socket_path), "fallback_used": False}
     received: list[bytes] = []
     squatter = socket.socket(socket.AF_UNIX)
-    refused = ""
+    said = ""
     try:
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        _squat_folder(socket_path.parent)
         socket_path.unlink(missing_ok=True)
         squatter.bind(str(socket_path))
         squatter.listen(8)
@@ -408,13 +442,14 @@ def attack_socket_squat(tmp: Path) -> dict:
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         proc = subprocess.run(
-            [sys.executable, "launcher.py", "status", str(deep / "topology.yaml")],
+            [sys.executable, "launcher.py", "status", str(topology)],
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
         )
-        refused = (proc.stderr.strip().splitlines() or [""])[-1]
+        said = (proc.stderr.strip().splitlines() or [""])[-1]
         stop.set()
         thread.join()
     finally:
@@ -427,7 +462,7 @@ def attack_socket_squat(tmp: Path) -> dict:
         "xmlrpc_methods": sorted(
             {r.split(b"<methodName>")[1].split(b"<")[0].decode() for r in received if b"<methodName>" in r}
         ),
-        "launcher_said": refused[:120],
+        "launcher_said": said[:200],
     }
 
 

@@ -15,13 +15,18 @@ import threading
 from pathlib import Path
 
 from common.files import HASH_BLOCK, move_into_place
+from common.names import MAX_NAME_BYTES, fit_name
 
 PART_MARK = ".p2p-part-"
+JOURNAL_SUFFIX = ".journal"
 
 
 def partial_name(target_name: str, sha256: str) -> str:
-    """Hidden name of a download in progress, beside its target, keyed by the content hash."""
-    return f".{target_name[:200]}{PART_MARK}{sha256[:16]}"
+    """Hidden name of a download in progress, beside its target, keyed by the content hash.
+
+    The target's name is cut by bytes, so the name and its journal (JOURNAL_SUFFIX) fit 255 bytes.
+    """
+    return fit_name(".", target_name, f"{PART_MARK}{sha256[:16]}", limit=MAX_NAME_BYTES - len(JOURNAL_SUFFIX))
 
 
 class PartialFile:
@@ -42,7 +47,7 @@ class PartialFile:
         self.sha256 = sha256
         base = self.target.parent / partial_name(self.target.name, sha256)
         self.path = base
-        self.journal_path = base.with_name(base.name + ".journal")
+        self.journal_path = base.with_name(base.name + JOURNAL_SUFFIX)
         header = {"size": size, "sha256": sha256, "piece_size": piece_size}
         self.piece_size, self.done = self._load(header)
         self.pieces = max(1, -(-size // self.piece_size)) if size else 0

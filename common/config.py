@@ -38,6 +38,16 @@ class Settings:
     search_default_fanout: int = 2
     max_query_length: int = 256
     prune_after_failures: int = 3  # known peers that fail this often in a row are dropped
+    max_body_bytes: int = 16 * 1024 * 1024  # REST request bodies above this are refused (413), chunked or not
+    max_files_per_peer: int = 10_000  # files a peer shares and registers; the Maestro refuses more (413)
+    max_heartbeat_interval: float = 60.0  # longest beat interval a peer may announce (its expiry scales with it)
+
+
+@dataclass(frozen=True)
+class Security:
+    """The topology's `security:` section, as every node reads it (SPEC §8)."""
+
+    allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class NodeConfig:
     maestro_url: str = ""
     friends: dict[str, Friend] = field(default_factory=dict)  # "primary"/"backup" -> Friend
     settings: Settings = field(default_factory=Settings)
+    security: Security = field(default_factory=Security)
 
     @property
     def rest_url(self) -> str:
@@ -86,7 +97,9 @@ class NodeConfig:
         known = {f.name for f in fields(Settings)}
         settings = {k: v for k, v in (data.pop("settings", None) or {}).items() if k in known}
         friends = {role: Friend(**f) for role, f in (data.pop("friends", None) or {}).items() if f}
-        return cls(friends=friends, settings=Settings(**settings), **data)
+        known_security = {f.name for f in fields(Security)}
+        security = {k: v for k, v in (data.pop("security", None) or {}).items() if k in known_security}
+        return cls(friends=friends, settings=Settings(**settings), security=Security(**security), **data)
 
 
 def address(host: str, port: int) -> str:

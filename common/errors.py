@@ -115,6 +115,15 @@ class Unavailable(P2PError):
     exit_code = 4
 
 
+class StorageError(P2PError):
+    """The peer could not read or write its shared folder; its operator can see why in its log."""
+
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+    name = "storage_error"
+    exit_code = 1
+
+
 _BY_GRPC_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,

@@ -14,12 +14,19 @@ HASH_BLOCK = 4 * 1024 * 1024
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in blocks (flat memory)."""
+    with open(path, "rb", buffering=0) as fh:
+        return sha256_fd(fh.fileno())
+
+
+def sha256_fd(fd: int) -> str:
+    """Hex sha256 of an open file's bytes from offset 0, read with pread (its position untouched)."""
     digest = hashlib.sha256()
     buf = bytearray(HASH_BLOCK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
+    offset = 0
+    while n := os.preadv(fd, [buf], offset):
+        digest.update(view[:n])
+        offset += n
     return digest.hexdigest()
 
 
@@ -36,18 +43,20 @@ def iter_chunks(fh, offset: int, length: int, chunk_size: int, size: int | None 
         pos += len(data)
 
 
-def move_into_place(tmp: Path, final: Path, overwrite: bool) -> Path:
+def move_into_place(tmp: str | Path, final: str | Path, overwrite: bool, dir_fd: int | None = None) -> Path:
     """Rename a finished temporary file to its final name in one step.
 
     Without overwrite the name must still be free at this instant (link fails
     if it appeared meanwhile): AlreadyExists, and the temporary is left to its owner.
+    With dir_fd, tmp and final are names inside that open folder (never followed if links).
     """
+    at = {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
     if overwrite:
-        os.replace(tmp, final)
+        os.replace(tmp, final, **at)
     else:
         try:
-            os.link(tmp, final)
+            os.link(tmp, final, follow_symlinks=False, **at)
         except FileExistsError:
-            raise AlreadyExists(f"{final.name!r} already exists") from None
-        os.unlink(tmp)
-    return final
+            raise AlreadyExists(f"{Path(final).name!r} already exists") from None
+        os.unlink(tmp, dir_fd=dir_fd)
+    return Path(final)

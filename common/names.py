@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+import unicodedata
 
-from common.errors import BadRequest, InvalidName, PermissionDenied
+from common.errors import BadRequest, InvalidName
 
 MAX_NAME_BYTES = 255
+# Cc: C0, DEL, C1; Cf: format (RTLO, ZWJ, BOM...); Cs: lone surrogates; Zl, Zp: line and paragraph separators
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 MAX_PEER_NAME = 64
 PEER_NAME_RULE = f"[a-z0-9_-]{{1,{MAX_PEER_NAME}}}"
 _PEER_NAME = re.compile(PEER_NAME_RULE)
@@ -31,34 +33,55 @@ def check_peer_name(name: object, key: str = "name") -> str:
     return name  # type: ignore[return-value]
 
 
-def check_name(name: str) -> str:
-    """Return name if it is a plain file name, else raise InvalidName."""
+def name_problem(name: object) -> str | None:
+    """Why name is not a plain file name in its NFC form, or None (the rule check_name applies)."""
     if not isinstance(name, str) or not name:
-        raise InvalidName("file name is empty")
+        return "file name is empty"
     if "\x00" in name:
-        raise InvalidName("file name contains NUL")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise InvalidName(f"file name is longer than {MAX_NAME_BYTES} bytes")
+        return "file name contains NUL"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "file name is not valid Unicode (a lone surrogate)"
+    if size > MAX_NAME_BYTES:
+        return f"file name is {size} bytes long in UTF-8 (at most {MAX_NAME_BYTES})"
     if "/" in name or "\\" in name or os.sep in name:
-        raise InvalidName(f"file name {name!r} contains a path separator")
+        return f"file name {name!r} contains a path separator"
     if name in (".", "..") or name.startswith("."):
-        raise InvalidName(f"file name {name!r} is hidden or a relative path")
-    if any(ord(c) < 32 for c in name):
-        raise InvalidName("file name contains control characters")
-    return name
+        return f"file name {name!r} is hidden or a relative path"
+    for char in name:
+        if unicodedata.category(char) in REFUSED_CATEGORIES:
+            return f"file name contains the control or format character U+{ord(char):04X}"
+    if name[-1] == "." or name[-1].isspace():
+        return f"file name {name!r} ends with a dot or a space"
+    if not unicodedata.is_normalized("NFC", name):
+        return f"file name {name!r} is not in Unicode NFC form"
+    return None
 
 
-def resolve_in(folder: str | os.PathLike, name: str) -> Path:
-    """Return the path of plain name inside folder, refusing escapes.
+def check_name(name: object) -> str:
+    """Return the NFC form of name if that is a plain file name, else raise InvalidName.
 
-    The name must pass check_name; an existing path (a symlink, say) must
-    also resolve inside the folder, else PermissionDenied.
+    The one file-name rule of the network (Maestro, peers' REST and gRPC, the index): NFC,
+    at most 255 bytes of UTF-8, no separator, not hidden, no control or format character
+    (C0, DEL, C1, RTLO, ZWJ...), no trailing dot or space. Two spellings of one name (NFC and
+    NFD) are one name.
     """
-    check_name(name)
-    base = Path(folder).resolve()
-    path = base / name
-    if path.is_symlink() or path.exists():
-        real = path.resolve()
-        if real.parent != base and base not in real.parents:
-            raise PermissionDenied(f"{name!r} leads outside the shared folder")
-    return path
+    if isinstance(name, str):
+        name = unicodedata.normalize("NFC", name)
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidName(problem)
+    return name  # type: ignore[return-value]
+
+
+def is_plain_name(name: str) -> bool:
+    """True when name is already a plain NFC file name (what a shared folder may list)."""
+    return name_problem(name) is None
+
+
+def fit_name(prefix: str, name: str, suffix: str = "", limit: int = MAX_NAME_BYTES) -> str:
+    """prefix + name + suffix, with name cut (at a character boundary) so the whole fits limit bytes of UTF-8."""
+    room = limit - len(prefix.encode("utf-8")) - len(suffix.encode("utf-8"))
+    cut = name.encode("utf-8")[: max(room, 0)].decode("utf-8", "ignore")
+    return f"{prefix}{cut}{suffix}"

@@ -6,9 +6,9 @@ import logging
 from urllib.parse import urlsplit
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from common.errors import BadRequest, P2PError
+from common.errors import BadRequest, P2PError, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,31 @@ def install_error_handlers(app: Flask) -> None:
     def _unexpected(err: Exception):
         log.exception("unexpected error on %s %s", request.method, request.path)
         return jsonify({"error": "internal", "detail": "internal error; see the server log"}), 500
+
+
+def install_body_limit(app: Flask, max_bytes: int) -> None:
+    """Refuse request bodies over max_bytes with 413 too_large, whether declared (Content-Length) or chunked.
+
+    A declared length over the limit is refused before a byte of the body is read, whatever the
+    route. A chunked body is read (and cached for the view) through werkzeug's limited stream,
+    which stops one byte past the limit: a body that reaches that byte is refused, so at most
+    max_bytes + 1 bytes are ever held. The answer closes the connection: the rest is never read.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes + 1  # the stream's cap: one byte more tells "over the limit"
+
+    @app.before_request
+    def _check_body_size():
+        declared = request.content_length
+        chunked = declared is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if (declared or 0) > max_bytes or (chunked and len(request.get_data(cache=True)) > max_bytes):
+            raise RequestEntityTooLarge()
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(err: RequestEntityTooLarge):
+        error = TooLarge(f"the request body is over this server's limit of {max_bytes} bytes (settings.max_body_bytes)")
+        response = jsonify(error.to_json())
+        response.headers["Connection"] = "close"
+        return response, error.http_status
 
 
 def arg_str(

@@ -15,10 +15,12 @@ import os
 import stat
 from pathlib import Path
 
+from control.errors import LauncherError
+
 RUNTIME_ENV = "P2P_RUNTIME_DIR"  # overrides the fallback socket folder (tests; unusual systems)
 
 
-class NotPrivate(Exception):
+class NotPrivate(LauncherError):
     """A folder that must be private to this user is not; the message says which and how."""
 
 
@@ -29,7 +31,7 @@ def runtime_dir() -> Path:
 
 
 def check_private(path: Path) -> None:
-    """Raise NotPrivate unless path is a directory (not a link) of this user that others cannot enter."""
+    """Raise NotPrivate unless path is a directory (not a link) of this user that nobody else can write to."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -41,10 +43,10 @@ def check_private(path: Path) -> None:
             f"{path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}); "
             "someone else may be listening there: remove it (as its owner or root) and run the command again"
         )
-    if st.st_mode & 0o077:
+    if st.st_mode & 0o022:
         raise NotPrivate(
-            f"{path} is open to others (mode {stat.S_IMODE(st.st_mode):04o}, must be 0700); "
-            "remove it and run the command again"
+            f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}, must be 0700): "
+            "someone else may have put a socket there; remove it and run the command again"
         )
 
 
@@ -52,8 +54,8 @@ def make_private(path: Path, *, tighten: bool = False) -> Path:
     """Create path (mode 0700) if missing, then check it with check_private.
 
     With tighten, a folder of this user that others could only read or enter (no write bit for
-    them: nobody could have put anything in it) is closed to 0700 first: an existing run folder
-    from before this rule.
+    them: nobody else could have put anything in it) is closed to 0700 first, such as a run
+    folder made before this rule.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):

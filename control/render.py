@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import Friend, NodeConfig, write_config
+from control.private import make_private, runtime_dir
 from control.processes import PROJECT_ROOT, node_environment, node_programs
 from control.topology import MAESTRO, Topology
 
 TEMPLATES = PROJECT_ROOT / "supervisor"  # the supervisord templates (not a package: see supervisor/README.md)
 # AF_UNIX paths hold 108 bytes on Linux (104 on macOS) including the NUL; stay well below.
 MAX_SOCKET_PATH = 100
-SHORT_SOCKET_DIR = Path("/tmp")
 STOPWAITSECS = 10  # > gunicorn's GRACEFUL_TIMEOUT: supervisord never SIGKILLs a clean stop
 STARTSECS = 2  # a process that lives this long counts as started (imports take ~1s)
 STARTRETRIES = 3  # then a crash loop ends in FATAL, which `up` and `status` report
@@ -97,13 +97,13 @@ def run_dir_for(topology: Topology) -> Path:
     return topology.folder / ".run" / topology.path.stem
 
 
-def socket_path_for(run_dir: Path) -> Path:
-    """The socket in the run folder, or a short path under /tmp when that one is too long."""
+def socket_path_for(run_dir: Path, runtime: Path | None = None) -> Path:
+    """The socket in the run folder, or in this user's private runtime folder when that path is too long."""
     path = run_dir / "supervisor.sock"
     if len(os.fsencode(str(path))) <= MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(os.fsencode(str(run_dir))).hexdigest()[:16]
-    return SHORT_SOCKET_DIR / f"p2pnet-{digest}.sock"
+    return (runtime or runtime_dir()) / f"{digest}.sock"
 
 
 def layout_for(topology: Topology) -> RunLayout:
@@ -123,6 +123,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             run_dir=str(layout.run_dir),
             maestro_url=maestro.url,
             settings=topology.settings,
+            security=topology.security,
         ),
     }
     for peer in topology.peers:
@@ -141,6 +142,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             maestro_url=maestro.url,
             friends=friends,
             settings=topology.settings,
+            security=topology.security,
         )
     return configs
 
@@ -254,6 +256,8 @@ def _same_config(path: Path, config: NodeConfig) -> bool:
 def write(rendered: Rendered) -> tuple[set[Path], str | None]:
     """Write the rendered files; return the paths that changed and a warning, if any."""
     changed: set[Path] = set()
+    make_private(rendered.layout.run_dir, tighten=True)
+    make_private(rendered.layout.socket.parent, tighten=True)
     for d in rendered.dirs:
         d.mkdir(parents=True, exist_ok=True)
     for path, config in rendered.configs.items():

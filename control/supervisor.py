@@ -21,6 +21,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from common.config import CONFIG_ENV
 from control.errors import LauncherError, NotRunning
+from control.private import NotPrivate, check_private, make_private
 from control.render import RunLayout
 
 # supervisor.states: ACTIVE_STATES (the library's RUNNING_STATES) are RUNNING, BACKOFF and
@@ -139,6 +140,7 @@ class Supervisor:
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
     def _call(self, method: str, *args):
+        check_private(self.layout.socket.parent)  # never talk to a socket someone else could have put there
         proxy = self._proxy()
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(self.timeout)
@@ -163,6 +165,8 @@ class Supervisor:
             return False
         try:
             return self._call("getState")["statecode"] == SupervisorStates.RUNNING
+        except NotPrivate:
+            raise
         except LauncherError:
             return False
 
@@ -179,6 +183,7 @@ class Supervisor:
     def start_daemon(self, python: str, cwd: Path, deadline: float) -> None:
         """Start supervisord on the rendered config; return once it answers on its socket."""
         self.layout.logs_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.layout.socket.parent, tighten=True)
         proc = subprocess.run(
             [python, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)],
             cwd=cwd,

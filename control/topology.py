@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from common.config import Settings, address, http_url
+from common.config import Security, Settings, address, http_url
 from common.names import peer_name_problem
 from control.errors import TopologyError
 
 MAESTRO = "maestro"
-TOP_KEYS = ("maestro", "peers", "settings")
+TOP_KEYS = ("maestro", "peers", "settings", "security")
 MAESTRO_KEYS = ("host", "port")
 PEER_KEYS = ("name", "host", "rest_port", "grpc_port", "shared_dir", "friends")
 FRIEND_ROLES = ("primary", "backup")
@@ -65,6 +65,7 @@ class Topology:
     maestro: MaestroSpec
     peers: tuple[PeerSpec, ...]
     settings: Settings
+    security: Security = Security()
 
     @property
     def folder(self) -> Path:
@@ -125,12 +126,13 @@ def parse(data: Any, path: Path) -> Topology:
     maestro = _maestro(data, problems)
     peers = _peers(data, path.parent, problems)
     settings = _settings(data.get("settings"), problems)
+    security = _security(data.get("security"), problems)
     _check_ports(maestro, data.get("peers"), problems)
 
     if problems:
         raise TopologyError(source, problems)
     assert maestro is not None
-    return Topology(path=path, maestro=maestro, peers=tuple(peers), settings=settings)
+    return Topology(path=path, maestro=maestro, peers=tuple(peers), settings=settings, security=security)
 
 
 # --- converters: each reads one key, appends problems, returns a value or None ---------------
@@ -294,7 +296,31 @@ def _settings(raw: Any, problems: list[str]) -> Settings:
             problems.append(f"settings.{key}: {value!r} must be positive")
             continue
         values[key] = float(value) if isinstance(default, float) else value
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.heartbeat_interval > settings.max_heartbeat_interval:
+        problems.append(
+            f"settings.heartbeat_interval: {settings.heartbeat_interval:g} is above "
+            f"settings.max_heartbeat_interval ({settings.max_heartbeat_interval:g}): the Maestro would refuse it"
+        )
+    return settings
+
+
+def _security(raw: Any, problems: list[str]) -> Security:
+    if raw is None:
+        return Security()
+    if not isinstance(raw, dict):
+        problems.append("security: must be a mapping of key: value")
+        return Security()
+    defaults = {f.name: f.default for f in fields(Security)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in defaults:
+            problems.append(f"security.{key}: unknown key (known: {', '.join(sorted(defaults))})")
+        elif isinstance(defaults[key], bool) and not isinstance(value, bool):
+            problems.append(f"security.{key}: {value!r} is not true or false")
+        else:
+            values[key] = value
+    return Security(**values)
 
 
 def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:

@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
-from common.web import install_error_handlers
+from common.web import install_body_limit, install_error_handlers
 from maestro_app.directory import Directory
 from maestro_app.fastpath import LocateFastPath
 
@@ -25,6 +25,8 @@ def create_app(config: NodeConfig | None = None) -> Flask:
         config.db_path,
         default_interval=config.settings.heartbeat_interval,
         expire_after_beats=config.settings.expire_after_beats,
+        max_files=config.settings.max_files_per_peer,
+        max_interval=config.settings.max_heartbeat_interval,
     )
     from maestro_app import ui
     from maestro_app.views import bp
@@ -33,6 +35,7 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     app.register_blueprint(ui.bp)
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     install_error_handlers(app)
+    install_body_limit(app, config.settings.max_body_bytes)
     app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics)
     return app
 

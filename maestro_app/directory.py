@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-import re
+import math
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.config import Settings
 from common.db import Database
-from common.errors import BadRequest, NotFound
+from common.errors import BadRequest, NotFound, TooLarge
+from common.fields import mtime_problem, sha256_problem, size_problem
 from common.names import check_name, check_peer_name
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_FILES_PER_PEER = 100_000
+MIN_HEARTBEAT_INTERVAL = 0.05  # seconds: beats faster than 20 a second are a flood, not a heartbeat
+DIRECTORY_PAGE = 1000  # files per /directory answer unless ?limit= asks for fewer or more
+DIRECTORY_MAX_PAGE = 5000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -59,31 +62,80 @@ class FileEntry:
 
     @classmethod
     def parse(cls, raw: object, index: int) -> FileEntry:
-        """Validate one file entry of a registration."""
+        """Validate one file entry of a registration (the rules of common.names and common.fields)."""
         if not isinstance(raw, dict):
             raise BadRequest(f"files[{index}] must be an object")
         try:
             name = check_name(raw.get("name"))
         except BadRequest as err:
             raise BadRequest(f"files[{index}].name: {err.detail}") from None
-        size, mtime, sha = raw.get("size", 0), raw.get("mtime", 0), raw.get("sha256", "") or ""
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadRequest(f"files[{index}].size must be a non-negative integer")
-        if not isinstance(mtime, (int, float)) or isinstance(mtime, bool):
-            raise BadRequest(f"files[{index}].mtime must be a number")
-        if not isinstance(sha, str) or (sha and not SHA256.match(sha)):
-            raise BadRequest(f"files[{index}].sha256 must be 64 lowercase hex digits")
-        return cls(name, size, float(mtime), sha)
+        size, mtime, sha = raw.get("size"), raw.get("mtime"), raw.get("sha256")
+        for key, problem in (
+            ("size", size_problem(size)),
+            ("mtime", mtime_problem(mtime)),
+            ("sha256", sha256_problem(sha)),
+        ):
+            if problem is not None:
+                raise BadRequest(f"files[{index}].{key} {problem}")
+        return cls(name, size, float(mtime), sha)  # type: ignore[arg-type]
+
+
+def parse_files(raw: object, max_files: int) -> list[FileEntry]:
+    """A registration's file list: at most max_files entries (413 above), each valid, no name twice."""
+    if not isinstance(raw, list):
+        raise BadRequest("'files' must be a list")
+    if len(raw) > max_files:
+        raise TooLarge(
+            f"{len(raw)} files in one registration; this network takes at most {max_files} per peer "
+            "(settings.max_files_per_peer)"
+        )
+    entries, seen = [], {}
+    for i, item in enumerate(raw):
+        entry = FileEntry.parse(item, i)
+        if entry.name in seen:
+            raise BadRequest(
+                f"files[{i}].name: {entry.name!r} is listed twice (files[{seen[entry.name]}]), "
+                "perhaps in two Unicode spellings"
+            )
+        seen[entry.name] = i
+        entries.append(entry)
+    return entries
+
+
+def check_interval(value: object, maximum: float) -> float | None:
+    """A peer's announced heartbeat interval: None (the default) or seconds in MIN_HEARTBEAT_INTERVAL..maximum."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not MIN_HEARTBEAT_INTERVAL <= value <= maximum
+    ):
+        raise BadRequest(
+            f"'heartbeat_interval' must be a number of seconds within {MIN_HEARTBEAT_INTERVAL:g}..{maximum:g} "
+            "(settings.max_heartbeat_interval)"
+        )
+    return float(value)
 
 
 class Directory:
     """Who holds which file, and who is alive. Shared by every gunicorn worker."""
 
     def __init__(
-        self, path: str, *, default_interval: float, expire_after_beats: float, clock: Callable[[], float] = time.time
+        self,
+        path: str,
+        *,
+        default_interval: float,
+        expire_after_beats: float,
+        clock: Callable[[], float] = time.time,
+        max_files: int = Settings.max_files_per_peer,
+        max_interval: float = Settings.max_heartbeat_interval,
     ) -> None:
         self.db = Database(path, SCHEMA)
         self._add_friends_column()
+        self.max_files = max_files
+        self.max_interval = max_interval
         self.default_interval = default_interval
         self.expire_after_beats = expire_after_beats
         self.clock = clock
@@ -116,8 +168,8 @@ class Directory:
     ) -> None:
         """Record a peer and replace its whole file list in one transaction."""
         check_peer_name(name)
-        if len(files) > MAX_FILES_PER_PEER:
-            raise BadRequest(f"at most {MAX_FILES_PER_PEER} files per peer")
+        if len(files) > self.max_files:
+            raise TooLarge(f"at most {self.max_files} files per peer (settings.max_files_per_peer)")
         interval = heartbeat_interval or self.default_interval
         now = self.clock()
         with self.db.connect() as conn:
@@ -178,18 +230,21 @@ class Directory:
         cur = self.db.connect().execute(self.LOCATE_SQL, (filename, self.clock(), self.expire_after_beats))
         return [dict(r) for r in cur.fetchall()]
 
-    def directory(self) -> list[dict]:
-        """Every file with the peers that hold it (alive or not)."""
-        rows = (
-            self.db.connect()
-            .execute(
-                f"SELECT f.name AS file, p.name, p.grpc_address, f.size, f.sha256,"
-                f" {self._alive_since()} AS alive"
-                f" FROM files f JOIN peers p ON p.name = f.peer ORDER BY f.name, p.name",
-                self._params(),
-            )
-            .fetchall()
-        )
+    def directory(self, limit: int = DIRECTORY_PAGE, after: str = "") -> dict:
+        """One page of the directory: up to limit files named after `after`, each with its holders.
+
+        {"files": [{"name", "peers": [...]}], "count", "total", "next"}: `next` is the name to pass
+        as `after` for the following page (None on the last), `total` the distinct files in all.
+        """
+        conn = self.db.connect()
+        rows = conn.execute(
+            f"SELECT f.name AS file, p.name, p.grpc_address, f.size, f.sha256,"
+            f" {self._alive_since()} AS alive"
+            f" FROM files f JOIN peers p ON p.name = f.peer"
+            f" WHERE f.name IN (SELECT DISTINCT name FROM files WHERE name > :after ORDER BY name LIMIT :limit)"
+            f" ORDER BY f.name, p.name",
+            self._params(after=after, limit=limit),
+        ).fetchall()
         files: dict[str, list[dict]] = {}
         for r in rows:
             files.setdefault(r["file"], []).append(
@@ -201,7 +256,11 @@ class Directory:
                     "alive": bool(r["alive"]),
                 }
             )
-        return [{"name": name, "peers": holders} for name, holders in files.items()]
+        last = next(reversed(files), None)
+        more = last is not None and conn.execute("SELECT 1 FROM files WHERE name > ? LIMIT 1", (last,)).fetchone()
+        total = conn.execute("SELECT COUNT(DISTINCT name) FROM files").fetchone()[0]
+        page = [{"name": name, "peers": holders} for name, holders in files.items()]
+        return {"files": page, "count": len(page), "total": total, "next": last if more else None}
 
     def counts(self) -> dict:
         """Numbers for the status page and metrics."""

@@ -48,9 +48,8 @@ class LocateFastPath:
         values = parse_qs(query).get("file")
         if not values or len(values[0]) > MAX_PARAM_LENGTH:
             return None
-        name = values[0]
         try:
-            check_name(name)
+            name = check_name(values[0])
         except P2PError:
             return None
         holders = self.directory.locate(name)

@@ -6,8 +6,15 @@ from flask import Blueprint, current_app, jsonify
 
 from common.errors import BadRequest, NotFound
 from common.names import check_name
-from common.web import arg_str, check_url, json_body
-from maestro_app.directory import Directory, FileEntry, parse_friends
+from common.web import arg_int, arg_str, check_url, json_body
+from maestro_app.directory import (
+    DIRECTORY_MAX_PAGE,
+    DIRECTORY_PAGE,
+    Directory,
+    check_interval,
+    parse_files,
+    parse_friends,
+)
 
 bp = Blueprint("maestro", __name__)
 
@@ -33,8 +40,8 @@ def peers():
 
 @bp.get("/directory")
 def full_directory():
-    files = directory().directory()
-    return jsonify({"files": files, "count": len(files)})
+    limit = arg_int("limit", default=DIRECTORY_PAGE, minimum=1, maximum=DIRECTORY_MAX_PAGE)
+    return jsonify(directory().directory(limit, arg_str("after", required=False) or ""))
 
 
 @bp.get("/locate")
@@ -49,16 +56,11 @@ def locate():
 @bp.post("/register")
 def register():
     body = json_body()
-    files = body.get("files", [])
-    if not isinstance(files, list):
-        raise BadRequest("'files' must be a list")
-    entries = [FileEntry.parse(f, i) for i, f in enumerate(files)]
+    entries = parse_files(body.get("files", []), directory().max_files)
     grpc_address = body.get("grpc_address")
     if not isinstance(grpc_address, str) or ":" not in grpc_address or len(grpc_address) > 300:
         raise BadRequest("'grpc_address' must be HOST:PORT")
-    interval = body.get("heartbeat_interval")
-    if interval is not None and (not isinstance(interval, (int, float)) or not 0 < interval <= 3600):
-        raise BadRequest("'heartbeat_interval' must be a number of seconds in (0, 3600]")
+    interval = check_interval(body.get("heartbeat_interval"), directory().max_interval)
     friends = parse_friends(body.get("friends"))
     rest_url = check_url(body.get("rest_url"), "rest_url")
     directory().register(body.get("name"), rest_url, grpc_address, entries, interval, friends)

@@ -9,7 +9,7 @@ from flask import Flask
 from client.api import call
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
-from common.web import install_error_handlers
+from common.web import install_body_limit, install_error_handlers
 from peer_app.index import SharedIndex
 from peer_app.metrics import transfer_families
 from peer_app.search import Discovery
@@ -29,7 +29,7 @@ def create_app(config: NodeConfig | None = None, transport=http_transport) -> Fl
     app.config["NODE"] = config
     db = open_db(config.db_path)
     known = known_peers(db, config)
-    index = SharedIndex(config.shared_dir, db)
+    index = SharedIndex.for_node(config, db)
     me = {"name": config.name, "url": config.rest_url, "grpc_address": config.grpc_address}
     pool = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="discovery")
     app.extensions.update(
@@ -52,4 +52,5 @@ def create_app(config: NodeConfig | None = None, transport=http_transport) -> Fl
     totals = TransferTotals(db)
     install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
     install_error_handlers(app)
+    install_body_limit(app, config.settings.max_body_bytes)
     return app

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import NodeConfig, load_config
 from common.errors import BadRequest, Busy, TooLarge
+from common.fields import check_sha256
 from common.files import iter_chunks
 from common.malloc import tune_malloc
 from common.names import check_name
@@ -30,7 +31,7 @@ from peer_app.index import SharedIndex
 from peer_app.interceptor import CallHook, PeerInterceptor
 from peer_app.metrics import TransferCounter
 from peer_app.state import TransferTotals, known_peers, open_db
-from peer_app.storage import AtomicFile, RateLimiter, open_shared, remove_stale_temporaries
+from peer_app.storage import AtomicFile, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None) -> None:
         self.config = config
         self.index = index
-        self.folder = config.shared_dir
+        self.folder = index.folder
         self.on_upload = on_upload or (lambda name: None)
         self._slots = threading.BoundedSemaphore(config.settings.max_concurrent_transfers)
         self._rate = RateLimiter(config.settings.max_transfer_rate)
@@ -92,24 +93,28 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         The first chunk is sent even for an empty range, so a client always learns
         which content it is reading and can drop a holder whose file changed.
         """
-        with self._transfer_slot(), open_shared(self.folder, request.filename) as fh:
-            st = os.fstat(fh.fileno())
-            info = self.index.lookup(request.filename, st)
-            if request.offset > st.st_size:
-                raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
-            offset = request.offset
-            first = transfer_pb2.FileChunk(filename=request.filename, sha256=info.sha256, size=info.size, offset=offset)
-            for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
-                self._rate.consume(len(data))
-                if first is not None:
-                    first.data = data
-                    chunk, first = first, None
-                else:
-                    chunk = transfer_pb2.FileChunk(data=data, offset=offset)
-                offset += len(data)
-                yield chunk
+        with self._transfer_slot():
+            fh, st, name = self.folder.open(request.filename)
+            with fh:
+                yield from self._stream(request, fh, st, name)
+
+    def _stream(self, request, fh, st: os.stat_result, name: str):
+        info = self.index.lookup(name, st, fh)
+        if request.offset > st.st_size:
+            raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
+        offset = request.offset
+        first = transfer_pb2.FileChunk(filename=name, sha256=info.sha256, size=info.size, offset=offset)
+        for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
+            self._rate.consume(len(data))
             if first is not None:
-                yield first
+                first.data = data
+                chunk, first = first, None
+            else:
+                chunk = transfer_pb2.FileChunk(data=data, offset=offset)
+            offset += len(data)
+            yield chunk
+        if first is not None:
+            yield first
 
     def Upload(self, request_iterator, context):
         """Store the streamed file under the first chunk's name once its size and sha256 match.
@@ -122,6 +127,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if first is None:
             raise BadRequest("empty upload: the first chunk must name the file")
         name = check_name(first.filename)
+        check_sha256(first.sha256, "the upload's sha256")
         if first.size > settings.max_upload_bytes:
             raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
         with self._transfer_slot(), self._name_lock(name):
@@ -131,8 +137,8 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                 for chunk in request_iterator:
                     self._rate.consume(len(chunk.data))
                     out.write(chunk.data)
-                out.commit(first.sha256, first.size or None)
-            self.index.remember(name, out.sha256)
+                stored = out.commit(first.sha256, first.size)
+            self.index.remember(name, out.sha256, stored)
         log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
         self.on_upload(name)
         return transfer_pb2.UploadStatus(
@@ -174,7 +180,7 @@ def create_server(
     Every call passes the interceptor: the byte counter for /metrics, then the given hooks.
     """
     if index is None:
-        index = SharedIndex(config.shared_dir, open_db(config.db_path))
+        index = SharedIndex.for_node(config, open_db(config.db_path))
     interceptor = PeerInterceptor([TransferCounter(TransferTotals(index.db)), *hooks])
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers, thread_name_prefix="grpc"),
@@ -201,8 +207,8 @@ def serve(config: NodeConfig) -> None:
     """Run the gRPC server and the presence agent until SIGTERM/SIGINT."""
     tune_malloc()
     db = open_db(config.db_path)
-    index = SharedIndex(config.shared_dir, db)
-    removed = remove_stale_temporaries(config.shared_dir)
+    index = SharedIndex.for_node(config, db)
+    removed = index.folder.remove_stale_temporaries()
     if removed:
         log.info("removed %d temporary files left by an earlier run", removed)
     known = known_peers(db, config)

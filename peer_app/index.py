@@ -1,22 +1,33 @@
-"""A peer's shared folder: the truth for its files, with sha256 cached by size and mtime."""
+"""A peer's shared folder: the truth for its files, with sha256 cached by size, mtime and inode.
+
+What the index lists is what the peer serves: SharedFolder (storage.py) decides which entries
+are shared (plain NFC names, regular files with one link, fields within the wire's bounds),
+at most max_files of them (by name), and every hash is read from a safely opened descriptor.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from common.config import NodeConfig, Settings
 from common.db import Database
-from common.files import sha256_file
-from peer_app.storage import TMP_PREFIX
+from common.errors import P2PError
+from common.files import sha256_fd
+from peer_app.storage import SharedFolder
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_hashes (
     name TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
+    sha256 TEXT NOT NULL,
+    ino INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -33,88 +44,127 @@ class FileInfo:
 
 
 class SharedIndex:
-    """Lists the shared folder; hashes a file only when its size or mtime changed."""
+    """Lists the shared folder; hashes a file only when its size, mtime or inode changed."""
 
-    def __init__(self, shared_dir: str | os.PathLike, db: Database) -> None:
-        self.folder = Path(shared_dir)
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        shared_dir: str | os.PathLike,
+        db: Database,
+        *,
+        max_files: int = Settings.max_files_per_peer,
+        allow_hardlinks: bool = False,
+    ) -> None:
+        Path(shared_dir).mkdir(parents=True, exist_ok=True)
+        self.folder = SharedFolder(shared_dir, allow_hardlinks=allow_hardlinks)
+        self.max_files = max_files
         self.db = db
-        db.connect().executescript(SCHEMA)
+        self._warned_over = 0
+        conn = db.connect()
+        conn.executescript(SCHEMA)
+        if "ino" not in {row[1] for row in conn.execute("PRAGMA table_info(file_hashes)")}:
+            with conn:  # a cache from before the inode was kept: add it (every row is hashed once more)
+                conn.execute("ALTER TABLE file_hashes ADD COLUMN ino INTEGER NOT NULL DEFAULT 0")
 
-    def _entries(self) -> list[os.DirEntry]:
-        """Regular, visible files directly in the folder (symlinks are not shared)."""
-        with os.scandir(self.folder) as it:
-            return [
-                e
-                for e in it
-                if not e.name.startswith(".") and not e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False)
-            ]
+    @classmethod
+    def for_node(cls, config: NodeConfig, db: Database) -> SharedIndex:
+        """The index of a peer's shared folder, with its node's limits."""
+        return cls(
+            config.shared_dir,
+            db,
+            max_files=config.settings.max_files_per_peer,
+            allow_hardlinks=config.security.allow_hardlinks,
+        )
+
+    def _entries(self) -> list[tuple[str, os.stat_result]]:
+        """The shared files, at most max_files of them (the first by name)."""
+        entries = sorted(self.folder.entries())
+        if len(entries) > self.max_files:
+            if self._warned_over != len(entries):
+                log.warning(
+                    "%s holds %d shareable files; only the first %d by name are shared (settings.max_files_per_peer)",
+                    self.folder.path,
+                    len(entries),
+                    self.max_files,
+                )
+                self._warned_over = len(entries)
+            entries = entries[: self.max_files]
+        return entries
 
     def signature(self) -> tuple:
         """A cheap fingerprint of the folder: changes when any file is added, removed or edited."""
-        return tuple(
-            sorted((e.name, (s := e.stat(follow_symlinks=False)).st_size, s.st_mtime_ns) for e in self._entries())
-        )
+        return tuple((name, st.st_size, st.st_mtime_ns, st.st_ino) for name, st in self._entries())
 
     def scan(self) -> list[FileInfo]:
-        """Every shared file with its sha256 (from the cache when size and mtime match)."""
+        """Every shared file with its sha256 (from the cache when size, mtime and inode match)."""
         conn = self.db.connect()
         cached = {r["name"]: r for r in conn.execute("SELECT * FROM file_hashes")}
         files, fresh = [], []
-        for entry in self._entries():
-            try:
-                st = entry.stat(follow_symlinks=False)
-                row = cached.get(entry.name)
-                if _matches(row, st):
-                    sha = row["sha256"]
-                else:
-                    sha = sha256_file(entry.path)
-                    fresh.append((entry.name, st.st_size, st.st_mtime_ns, sha))
-            except FileNotFoundError:  # removed while we looked
+        for name, st in self._entries():
+            row = cached.get(name)
+            if _matches(row, st):
+                files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"]))
                 continue
-            files.append(FileInfo(entry.name, st.st_size, st.st_mtime_ns / 1e9, sha))
+            try:
+                fh, st, name = self.folder.open(name)
+            except (P2PError, OSError):  # changed or removed since we listed it: not shared now
+                continue
+            with fh:
+                sha = sha256_fd(fh.fileno())
+            fresh.append((name, st.st_size, st.st_mtime_ns, sha, st.st_ino))
+            files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha))
         gone = set(cached) - {f.name for f in files}
         if fresh or gone:
             with conn:
-                conn.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", fresh)
+                conn.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)", fresh)
                 conn.executemany("DELETE FROM file_hashes WHERE name = ?", [(n,) for n in gone])
-        return sorted(files, key=lambda f: f.name)
+        return files
 
     def get(self, name: str) -> FileInfo | None:
         """The named file's info (hashing only that file if needed), or None when it is not shared."""
-        try:
-            st = (self.folder / name).stat(follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
+        st = self.folder.stat(name)
+        if st is None:
             return None
-        if name.startswith(".") or not stat.S_ISREG(st.st_mode):
-            return None
-        return self.lookup(name, st)
-
-    def lookup(self, name: str, st: os.stat_result) -> FileInfo:
-        """Info of one shared file whose stat is st; hashes it only if the cache is stale.
-
-        One row, not a folder scan: what every transfer request needs.
-        """
-        conn = self.db.connect()
-        row = conn.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE name = ?", (name,)).fetchone()
+        row = self._row(name)
         if _matches(row, st):
             return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"])
-        sha = sha256_file(self.folder / name)
-        with conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (name, st.st_size, st.st_mtime_ns, sha)
-            )
+        try:
+            fh, st, name = self.folder.open(name)
+        except (P2PError, OSError):  # changed since the stat: not shared now
+            return None
+        with fh:
+            return self.lookup(name, st, fh)
+
+    def lookup(self, name: str, st: os.stat_result, fh: BinaryIO) -> FileInfo:
+        """Info of the shared file opened as fh, whose fstat is st; hashes fh only if the cache is stale.
+
+        One row, not a folder scan: what every transfer request needs. The hash is always of
+        the opened file, never of whatever the name points to a moment later.
+        """
+        row = self._row(name)
+        if _matches(row, st):
+            return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"])
+        sha = sha256_fd(fh.fileno())
+        self.remember(name, sha, st)
         return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha)
 
-    def remember(self, name: str, sha256: str) -> None:
-        """Cache the hash of a file just written, so the next scan need not re-read it."""
-        st = (self.folder / name).stat()
+    def remember(self, name: str, sha256: str, st: os.stat_result) -> None:
+        """Cache the hash of a file whose status is st (one just written, say), so no scan re-reads it."""
         with self.db.connect() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (name, st.st_size, st.st_mtime_ns, sha256)
+                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)",
+                (name, st.st_size, st.st_mtime_ns, sha256, st.st_ino),
             )
+
+    def _row(self, name: str):
+        return (
+            self.db.connect()
+            .execute("SELECT size, mtime_ns, sha256, ino FROM file_hashes WHERE name = ?", (name,))
+            .fetchone()
+        )
 
 
 def _matches(row, st: os.stat_result) -> bool:
-    """True when a cached hash row still describes the file (same size and mtime)."""
-    return row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns
+    """True when a cached hash row still describes the file (same size, mtime and inode)."""
+    return (
+        row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and row["ino"] == st.st_ino
+    )

@@ -95,7 +95,7 @@ def search():
     settings = node().settings
     exact = arg_str("file", required=False, max_length=settings.max_query_length)
     if exact is not None:
-        check_name(exact)
+        exact = check_name(exact)
         found = [f.to_json() for f in index().scan() if f.name == exact]
         return jsonify({"peer": node().name, "file": exact, "found": bool(found), "results": found})
     # `q` is seed 002's spelling (`/search?q=foo`); `query` is SPEC's.

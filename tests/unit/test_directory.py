@@ -73,7 +73,7 @@ def test_directory_survives_reopening(tmp_path, clock):
 def test_directory_lists_every_holder(directory):
     directory.register("peer1", "http://h:1", "h:2", files("a.txt"))
     directory.register("peer2", "http://h:3", "h:4", files("a.txt", "b.txt"))
-    listing = {f["name"]: [p["name"] for p in f["peers"]] for f in directory.directory()}
+    listing = {f["name"]: [p["name"] for p in f["peers"]] for f in directory.directory()["files"]}
     assert listing == {"a.txt": ["peer1", "peer2"], "b.txt": ["peer2"]}
     assert directory.counts() == {"peers": 2, "alive": 2, "files": 3}
 
@@ -84,18 +84,49 @@ def test_bad_peer_names_are_refused(directory, name):
         directory.register(name, "http://h:1", "h:2", [])
 
 
+GOOD = {"name": "ok", "size": 1, "mtime": 1.7e9, "sha256": "a" * 64}
+
+
 @pytest.mark.parametrize(
     "raw",
     [
-        {"name": "../x", "size": 1},
-        {"name": "ok", "size": -1},
-        {"name": "ok", "size": "1"},
-        {"name": "ok", "sha256": "xyz"},
-        {"name": "ok", "mtime": "yesterday"},
+        {**GOOD, "name": "../x"},
+        {**GOOD, "size": -1},
+        {**GOOD, "size": "1"},
+        {**GOOD, "sha256": "xyz"},
+        {**GOOD, "mtime": "yesterday"},
         "not-an-object",
+        {**GOOD, "size": 2**70},
+        {**GOOD, "size": 2**53},
+        {**GOOD, "size": True},
+        {**GOOD, "mtime": float("nan")},
+        {**GOOD, "mtime": float("inf")},
+        {**GOOD, "mtime": 1e300},
+        {**GOOD, "sha256": ""},
+        {key: value for key, value in GOOD.items() if key != "sha256"},
+        {**GOOD, "name": "a\u202etxt.exe"},
+        {**GOOD, "name": "x."},
     ],
-    ids=["escape", "negative-size", "string-size", "bad-sha", "bad-mtime", "not-object"],
+    ids=[
+        "escape",
+        "negative-size",
+        "string-size",
+        "bad-sha",
+        "bad-mtime",
+        "not-object",
+        "size-2^70",
+        "size-2^53",
+        "size-bool",
+        "mtime-nan",
+        "mtime-inf",
+        "mtime-1e300",
+        "empty-sha",
+        "no-sha",
+        "rtlo-name",
+        "trailing-dot",
+    ],
 )
 def test_malformed_file_entries_are_refused(raw):
+    FileEntry.parse(GOOD, 0)  # the base entry itself is fine: each case fails on its one field
     with pytest.raises(BadRequest):
         FileEntry.parse(raw, 0)

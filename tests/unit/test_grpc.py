@@ -36,6 +36,8 @@ def download(stub, name, **kw) -> bytes:
 
 
 def upload(stub, name, data, chunk=1000, **first):
+    first.setdefault("sha256", hashlib.sha256(data).hexdigest())
+
     def chunks():
         yield transfer_pb2.FileChunk(filename=name, data=data[:chunk], size=len(data), **first)
         for i in range(chunk, len(data), chunk):

@@ -28,7 +28,7 @@ def test_maestro_metrics_gauge_registered_and_alive_peers(maestro):
         "name": "p1",
         "rest_url": "http://127.0.0.1:1",
         "grpc_address": "127.0.0.1:2",
-        "files": [{"name": "a.txt", "size": 1}],
+        "files": [{"name": "a.txt", "size": 1, "mtime": 1.0, "sha256": "a" * 64}],
     }
     assert maestro.post("/register", json=body).status_code == 200
     text = maestro.get("/metrics").get_data(as_text=True)

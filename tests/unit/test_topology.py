@@ -51,6 +51,38 @@ def test_settings_override_defaults():
     assert s.chunk_size == Settings().chunk_size
 
 
+def test_a_heartbeat_interval_above_the_maestros_maximum_is_refused_naming_both_keys():
+    data = mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 90}))
+    (problem,) = problems_of(data)
+    assert problem.startswith("settings.heartbeat_interval:") and "settings.max_heartbeat_interval" in problem
+    data = mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 90, "max_heartbeat_interval": 120}))
+    assert topology.parse(data, HERE).settings.max_heartbeat_interval == 120.0
+
+
+def test_security_allow_hardlinks_reaches_every_node_config():
+    from control import render
+
+    data = mutate(seed_dict(), lambda d: d.update(security={"allow_hardlinks": True}))
+    t = topology.parse(data, HERE)
+    assert t.security.allow_hardlinks is True
+    configs = render.node_configs(t, render.layout_for(t))
+    assert all(c.security.allow_hardlinks for c in configs.values())
+    assert topology.parse(seed_dict(), HERE).security.allow_hardlinks is False
+
+
+@pytest.mark.parametrize(
+    ("security", "key"),
+    [
+        ({"allow_hardlinks": "yes"}, "security.allow_hardlinks"),
+        ({"allow_symlinks": True}, "security.allow_symlinks"),
+        ("on", "security"),
+    ],  # fmt: skip
+)
+def test_a_bad_security_section_is_named_by_its_key(security, key):
+    data = mutate(seed_dict(), lambda d: d.update(security=security))
+    assert [p.split(":")[0] for p in problems_of(data)] == [key]
+
+
 def _set(path: str, value):
     """A mutation that sets the dotted key path (peers.1.rest_port) to value."""
 

@@ -49,9 +49,10 @@ def name_problem(name: object) -> str | None:
         return f"file name {name!r} contains a path separator"
     if name in (".", "..") or name.startswith("."):
         return f"file name {name!r} is hidden or a relative path"
-    for char in name:
-        if unicodedata.category(char) in REFUSED_CATEGORIES:
-            return f"file name contains the control or format character U+{ord(char):04X}"
+    if not name.isprintable():  # fast path in C: a printable name holds none of the refused categories
+        for char in name:
+            if unicodedata.category(char) in REFUSED_CATEGORIES:
+                return f"file name contains the control or format character U+{ord(char):04X}"
     if name[-1] == "." or name[-1].isspace():
         return f"file name {name!r} ends with a dot or a space"
     if not unicodedata.is_normalized("NFC", name):

@@ -200,6 +200,7 @@ def attack_many_files(net: Net, peers: int = 3, files: int = 100_000) -> dict:
         "directory_status": resp.status_code,
         "directory_bytes": len(resp.content),
         "directory_files": len(resp.json().get("files", [])),
+        "directory_total": resp.json().get("total"),
     }
 
 
@@ -490,6 +491,9 @@ def replay(body_mib: int = 100, swap_tries: int = 2000, files: int = 100_000) ->
             t0 = time.monotonic()
             results["many_files"] = attack_many_files(net, files=files)
             results["many_files"]["seconds"] = round(time.monotonic() - t0, 1)
+            t0 = time.monotonic()
+            results["files_at_cap"] = attack_many_files(net, files=Settings().max_files_per_peer)
+            results["files_at_cap"]["seconds"] = round(time.monotonic() - t0, 1)
         finally:
             stop_net(net)
         results["socket_squat"] = attack_socket_squat(tmp / "s")

@@ -32,6 +32,7 @@ import requests
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import Settings
+from control.private import RUNTIME_ENV
 from tests.support import ROOT, Node, node_configs, write_nodes
 
 SECRET = b"OUTSIDE-SECRET-" * 64
@@ -364,7 +365,6 @@ def attack_hardlink(net: Net) -> dict:
 # --- socket squatting -------------------------------------------------------------------------------
 
 
-RUNTIME_ENV = "P2P_RUNTIME_DIR"  # control.private's override of the socket fallback folder
 SQUATTER_UID = 65534  # "nobody": the other user who made the folder first
 
 
@@ -383,6 +383,12 @@ def deep_topology(tmp: Path) -> Path:
         "     friends: {primary: peer1, backup: peer1b}}\n"
     )
     return path
+
+
+def launcher(command: str, topology: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run `python launcher.py COMMAND TOPOLOGY` from the project root with env."""
+    return subprocess.run([sys.executable, "launcher.py", command, str(topology)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
 def _squat_folder(folder: Path) -> None:
@@ -442,14 +448,7 @@ def attack_socket_squat(tmp: Path) -> dict:
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        proc = subprocess.run(
-            [sys.executable, "launcher.py", "status", str(topology)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = launcher("status", topology, env)
         said = (proc.stderr.strip().splitlines() or [""])[-1]
         stop.set()
         thread.join()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ import requests
 
 from common.config import Settings
 from tests.e2e import attacks_bounds as attacks
-from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -146,14 +143,7 @@ def test_a_squatted_socket_folder_is_refused_with_one_line(tmp_path):
 def test_the_run_folder_and_the_socket_folder_are_private(tmp_path):
     deep = attacks.deep_topology(tmp_path)
     env = {**os.environ, attacks.RUNTIME_ENV: str(tmp_path / "runtime")}
-    proc = subprocess.run(
-        [sys.executable, "launcher.py", "render", str(deep)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = attacks.launcher("render", deep, env)
     assert proc.returncode == 0, proc.stderr
     assert (Path(deep).parent / ".run" / "topology").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "runtime").stat().st_mode & 0o777 == 0o700

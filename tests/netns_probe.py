@@ -1,0 +1,66 @@
+"""Small probes run inside a lab host (`python -m tests.netns_probe ...` under `ip netns exec`).
+
+Each prints one JSON document on stdout, so a test in the root namespace (which cannot
+reach the lab's addresses) reads what a host on the lab's network sees.
+
+  alive MAESTRO_URL NAME SECONDS OUT   append {"t", "alive"} lines for NAME every 0.1 s to OUT
+  time URL N                           GET URL N times: {"codes", "seconds"} per request
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import requests
+
+
+def _session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def alive(maestro: str, name: str, seconds: float, out: str) -> None:
+    """Record NAME's alive flag at the Maestro every 0.1 s for SECONDS (None: no answer)."""
+    s = _session()
+    end = time.monotonic() + seconds
+    with open(out, "a", encoding="utf-8") as fh:
+        while time.monotonic() < end:
+            state = None
+            try:
+                peers = s.get(f"{maestro}/peers", timeout=0.5).json()["peers"]
+                state = next((p["alive"] for p in peers if p["name"] == name), None)
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            fh.write(json.dumps({"t": time.time(), "alive": state}) + "\n")
+            fh.flush()
+            time.sleep(0.1)
+
+
+def timed(url: str, n: int) -> None:
+    """GET url n times one after another; print each status and duration."""
+    s = _session()
+    codes, seconds = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        try:
+            codes.append(s.get(url, timeout=30).status_code)
+        except requests.RequestException as err:
+            codes.append(type(err).__name__)
+        seconds.append(round(time.perf_counter() - start, 4))
+    print(json.dumps({"url": url, "codes": codes, "seconds": seconds}))
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "alive":
+        alive(argv[1], argv[2], float(argv[3]), argv[4])
+    elif argv[0] == "time":
+        timed(argv[1], int(argv[2]))
+    else:
+        raise SystemExit(f"unknown probe {argv[0]!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

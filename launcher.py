@@ -2,6 +2,8 @@
 
 Every command reads a topology (default topology.yaml), validates it, and talks to that
 network's own supervisord through the socket in the run folder `.run/<topology>/` beside it.
+With nodes on several hosts, each host runs its own nodes (`--host auto`: those whose address
+is on this machine) under its own supervisord and run folder `.run/<topology>@<host>/`.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ class LauncherGroup(click.Group):
             ctx.exit(1)
 
 
-def _network(path: str) -> Network:
-    return Network(topo.load(path), echo=lambda s: click.echo(s, err=True))
+def _network(path: str, host: str = topo.AUTO, require: bool = True) -> Network:
+    """The network of the topology at path, as this machine (or --host) runs it."""
+    placed = topo.on_this_host(topo.load(path), host, require=require)
+    return Network(placed, echo=lambda s: click.echo(s, err=True))
 
 
 def _fmt_uptime(seconds: float | None) -> str:
@@ -58,8 +62,10 @@ def _table(rows: list[list[str]]) -> str:
 
 def _urls(net: Network) -> str:
     t = net.topology
-    rows = [["NODE", "REST", "GRPC"], ["maestro", t.maestro.url, "-"]]
-    rows += [[p.name, p.rest_url, p.grpc_address] for p in t.peers]
+    where = (lambda n: []) if t.local is None else (lambda n: ["here" if t.is_local(n) else "remote"])
+    rows = [["NODE", "REST", "GRPC", *(["WHERE"] if t.local is not None else [])]]
+    rows.append(["maestro", t.maestro.url, "-", *where("maestro")])
+    rows += [[p.name, p.rest_url, p.grpc_address, *where(p.name)] for p in t.peers]
     return _table(rows)
 
 
@@ -78,6 +84,15 @@ topology_option = click.option(
     show_envvar=True,
     type=click.Path(dir_okay=False),
     help=TOPOLOGY_HELP,
+)
+host_option = click.option(
+    "--host",
+    default=topo.AUTO,
+    show_default=True,
+    envvar="P2P_HOST",
+    show_envvar=True,
+    help="which nodes run on this machine: auto (those whose address is on this machine) or ADDR "
+    "(those whose host is ADDR, e.g. a public address behind NAT); the others are remote",
 )
 timeout_option = click.option(
     "--timeout",
@@ -99,9 +114,10 @@ def validate(topology: str) -> None:
 
 @cli.command(name="render")
 @topology_argument
-def render_cmd(topology: str) -> None:
+@host_option
+def render_cmd(topology: str, host: str) -> None:
     """Write the node configs and supervisord.conf of TOPOLOGY without starting anything."""
-    net = _network(topology)
+    net = _network(topology, host)
     net.write()
     r = net.rendered
     for path in sorted([*r.configs, *r.texts]):
@@ -110,51 +126,67 @@ def render_cmd(topology: str) -> None:
 
 @cli.command()
 @topology_argument
+@host_option
 @timeout_option
-def up(topology: str, timeout: float) -> None:
-    """Start TOPOLOGY's network and wait until every node is healthy (idempotent)."""
-    net = _network(topology)
+def up(topology: str, host: str, timeout: float) -> None:
+    """Start TOPOLOGY's nodes on this machine and wait until each is healthy (idempotent).
+
+    Nodes on other hosts are never started here: run `up` on each host with the same topology.
+    """
+    net = _network(topology, host)
     started = time.monotonic()
     net.up(timeout=timeout)
     elapsed = time.monotonic() - started
     click.echo(_urls(net))
+    remote = len(net.topology.node_names) - len(net.topology.local_names)
     click.echo(
-        f"up: {len(net.topology.node_names)} node(s) healthy in {elapsed:.1f}s; "
-        f"supervisorctl -c {net.rendered.layout.conf} status"
+        f"up: {len(net.topology.local_names)} node(s) healthy in {elapsed:.1f}s"
+        + (f" ({remote} on other hosts)" if remote else "")
+        + f"; supervisorctl -c {net.rendered.layout.conf} status"
     )
 
 
 @cli.command()
 @topology_argument
-def down(topology: str) -> None:
-    """Stop every node and supervisord of TOPOLOGY; wait until no process or port is left."""
-    net = _network(topology)
+@host_option
+def down(topology: str, host: str) -> None:
+    """Stop this machine's nodes of TOPOLOGY and its supervisord; wait until no process or port is left."""
+    net = _network(topology, host)
     pids = net.down()
     click.echo(f"down: {len(pids)} process(es) stopped" if pids else "down: was not running")
 
 
 @cli.command()
 @topology_argument
-def status(topology: str) -> None:
-    """One row per node: processes, state, pid, uptime, health, registration, file count."""
-    net = _network(topology)
+@host_option
+@click.option("--all", "every", is_flag=True, help="exit code over every node, remote ones too")
+def status(topology: str, host: str, every: bool) -> None:
+    """One row per node: processes, state, pid, uptime, health, registration, file count.
+
+    Nodes on other hosts show as REMOTE, probed over the network (REST and gRPC health, alive at
+    the Maestro). Exit 0 when every node of this machine is running and healthy (--all: every node).
+    """
+    net = _network(topology, host, require=False)
     rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
     all_ok = True
     for row in net.status():
         h = row.health
         healthy = h.healthy if h else None
-        all_ok &= bool(healthy) and all(p.running for p in row.programs) and bool(row.programs)
+        if row.remote:
+            all_ok &= not every or bool(h and h.ready)
+        else:
+            all_ok &= bool(healthy) and all(p.running for p in row.programs) and bool(row.programs)
         rows.append(
             [
                 row.node,
-                row.state if row.programs else "DOWN",
+                row.state,
                 ",".join(str(p.pid) for p in row.programs if p.pid) or "-",
                 _fmt_uptime(row.uptime),
                 _yn(healthy),
                 _yn(h.registered if h else None),
                 "-" if not h or h.files is None else str(h.files),
                 row.url,
-                ",".join(net.rendered.programs_of(row.node)),
+                ",".join(net.rendered.programs_of(row.node)) or "-",
             ]
         )
     click.echo(_table(rows))
@@ -165,38 +197,42 @@ def status(topology: str) -> None:
 @cli.command()
 @click.argument("node")
 @topology_option
+@host_option
 @timeout_option
-def start(node: str, topology: str, timeout: float) -> None:
+def start(node: str, topology: str, host: str, timeout: float) -> None:
     """Start NODE (maestro or a peer name) and wait until it is healthy."""
-    _network(topology).start(node, timeout)
+    _network(topology, host, require=False).start(node, timeout)
     click.echo(f"{node}: started")
 
 
 @cli.command()
 @click.argument("node")
 @topology_option
-def stop(node: str, topology: str) -> None:
+@host_option
+def stop(node: str, topology: str, host: str) -> None:
     """Stop NODE; supervisord keeps it down until `start`."""
-    _network(topology).stop(node)
+    _network(topology, host, require=False).stop(node)
     click.echo(f"{node}: stopped")
 
 
 @cli.command()
 @click.argument("node")
 @topology_option
+@host_option
 @timeout_option
-def restart(node: str, topology: str, timeout: float) -> None:
+def restart(node: str, topology: str, host: str, timeout: float) -> None:
     """Stop then start NODE, waiting until it is healthy again."""
-    _network(topology).restart(node, timeout)
+    _network(topology, host, require=False).restart(node, timeout)
     click.echo(f"{node}: restarted")
 
 
 @cli.command()
 @click.argument("node")
 @topology_option
-def kill(node: str, topology: str) -> None:
+@host_option
+def kill(node: str, topology: str, host: str) -> None:
     """SIGKILL every process of NODE, workers included (a drill); supervisord restarts it."""
-    pids = _network(topology).kill(node)
+    pids = _network(topology, host, require=False).kill(node)
     click.echo(f"{node}: SIGKILL sent to process group(s) {', '.join(map(str, pids))}")
 
 
@@ -205,10 +241,11 @@ def kill(node: str, topology: str) -> None:
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
 @click.option("-n", "--lines", default=50, show_default=True, help="lines of history per log")
 @topology_option
-def logs(node: str, follow: bool, lines: int, topology: str) -> None:
+@host_option
+def logs(node: str, follow: bool, lines: int, topology: str, host: str) -> None:
     """Print NODE's logs (each program's), and follow them with -f."""
     try:
-        for line in _network(topology).follow_logs(node, follow, lines):
+        for line in _network(topology, host, require=False).follow_logs(node, follow, lines):
             click.echo(line)
     except KeyboardInterrupt:
         pass
@@ -226,7 +263,13 @@ def logs(node: str, follow: bool, lines: int, topology: str) -> None:
 @click.option(
     "--base-port", type=int, default=None, help="Maestro on P, peers on P+1, P+2, ... (default: free ports from the OS)"
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="the address of every node")
+@click.option(
+    "--hosts",
+    default=None,
+    metavar="A,B,C",
+    help="spread the nodes over these hosts: the Maestro on A, peer i on the i-th host in turn",
+)
 @click.option(
     "--data-dir",
     default="data",
@@ -243,6 +286,7 @@ def generate(
     seed: int | None,
     base_port: int | None,
     host: str,
+    hosts: str | None,
     data_dir: str,
     sample_files: bool,
     out: str,
@@ -254,7 +298,10 @@ def generate(
     if peers < 3:
         raise click.BadParameter(f"{peers} is too few (each peer needs two friends)", param_hint="--peers")
     ports = base_ports(base_port, peers) if base_port is not None else free_ports(1 + 2 * peers)
-    doc = make(peers, ports, ring=ring, seed=seed, host=host, data_dir=data_dir)
+    host_list = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
+    if hosts is not None and not host_list:
+        raise click.BadParameter("give at least one host, e.g. 10.0.0.1,10.0.0.2", param_hint="--hosts")
+    doc = make(peers, ports, ring=ring, seed=seed, host=host, hosts=host_list, data_dir=data_dir)
     target = Path(out).absolute()
     topo.parse(doc, target if out != "-" else Path("<generated topology>"))  # e.g. ports past 65535
     text = f"# generated by `launcher.py generate --peers {peers}`\n" + yaml.safe_dump(doc, sort_keys=False)

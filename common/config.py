@@ -41,6 +41,13 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024  # REST request bodies above this are refused (413), chunked or not
     max_files_per_peer: int = 10_000  # files a peer shares and registers; the Maestro refuses more (413)
     max_heartbeat_interval: float = 60.0  # longest beat interval a peer may announce (its expiry scales with it)
+    # A friend that did not answer (timeout, refused) is skipped by discovery for down_mark seconds,
+    # doubled for each further failure in a row up to down_mark_max: a cut-off friend costs one
+    # timeout per mark, not one per lookup. Any answer clears the mark.
+    down_mark: float = 5.0
+    down_mark_max: float = 30.0
+    # While the Maestro (or a friend) cannot be reached, a peer retries with doubling waits up to this.
+    retry_backoff_max: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class NodeConfig:
     friends: dict[str, Friend] = field(default_factory=dict)  # "primary"/"backup" -> Friend
     settings: Settings = field(default_factory=Settings)
     security: Security = field(default_factory=Security)
+    bind: str = ""  # the address it listens on, when not host (e.g. 0.0.0.0 behind NAT)
 
     @property
     def rest_url(self) -> str:
@@ -78,7 +86,11 @@ class NodeConfig:
 
     @property
     def rest_bind(self) -> str:
-        return address(self.host, self.rest_port)
+        return address(self.bind or self.host, self.rest_port)
+
+    @property
+    def grpc_bind(self) -> str:
+        return address(self.bind or self.host, self.grpc_port)
 
     @property
     def grpc_address(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -29,8 +30,16 @@ def reset_dir(path: str) -> str:
 
 def on_starting(server) -> None:
     from common.config import load_config
+    from common.net import bind_problem
 
     config = load_config()
+    # gunicorn retries a failed bind for ~5 s, longer than supervisord's startsecs, so a node that
+    # cannot listen would count as started and restart forever; one try, then exit with the reason:
+    # supervisord retries a few times and ends in FATAL, which `up` and `status` report.
+    problem = bind_problem(config.bind or config.host, config.rest_port)
+    if problem is not None:
+        server.log.error("cannot bind REST on %s: %s", config.rest_bind, problem)
+        sys.exit(1)
     os.environ[MULTIPROC_ENV] = reset_dir(metrics_dir(config.run_dir, config.name))
 
 

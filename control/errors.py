@@ -47,3 +47,9 @@ class NodesDown(LauncherError):
     """Some nodes did not come up (or go down) in time; their log tails follow."""
 
     exit_code = 1
+
+
+class RemoteNode(LauncherError):
+    """The node runs on another host: run the command there."""
+
+    exit_code = 2

@@ -17,10 +17,16 @@ def generate(
     ring: bool = True,
     seed: int | None = None,
     host: str = "127.0.0.1",
+    hosts: list[str] | None = None,
     data_dir: str = "data",
     settings: dict | None = None,
 ) -> dict:
-    """The topology document for `peers` peers; ports[0] is the Maestro's, then rest/grpc pairs."""
+    """The topology document for `peers` peers; ports[0] is the Maestro's, then rest/grpc pairs.
+
+    With hosts, the Maestro goes to the first one and peer i to hosts[i % len(hosts)], so with
+    three hosts or more a ring's friends (i+1, i+2) are on other hosts.
+    """
+    hosts = list(hosts or [host])
     if peers < MIN_PEERS:
         raise ValueError(f"--peers: {peers} is too few (at least {MIN_PEERS}: each peer needs two friends)")
     if len(ports) != 1 + 2 * peers:
@@ -38,13 +44,13 @@ def generate(
             primary, backup = rng.sample([n for n in names if n != names[i]], 2)
             return primary, backup
 
-    doc: dict = {"maestro": {"host": host, "port": ports[0]}, "peers": []}
+    doc: dict = {"maestro": {"host": hosts[0], "port": ports[0]}, "peers": []}
     for i, name in enumerate(names):
         primary, backup = pick(i)
         doc["peers"].append(
             {
                 "name": name,
-                "host": host,
+                "host": hosts[i % len(hosts)],
                 "rest_port": ports[1 + 2 * i],
                 "grpc_port": ports[2 + 2 * i],
                 "shared_dir": f"{data_dir}/{name}",

@@ -11,6 +11,7 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.config import address, http_url
 from common.http import new_session
 from control.topology import MAESTRO, Topology
 
@@ -82,31 +83,39 @@ def probe(
     peers = [n for n in names if n != MAESTRO]
 
     def one(name: str, registry: dict[str, dict] | None) -> NodeHealth:
+        host = topology.contact_host(name)
         if name == MAESTRO:
-            return NodeHealth(MAESTRO, rest=rest_healthy(topology.maestro.url, timeout))
+            return NodeHealth(MAESTRO, rest=rest_healthy(http_url(host, topology.maestro.port), timeout))
         spec = topology.peer(name)
+        url = http_url(host, spec.rest_port)
         if with_files:
-            info = get_json(f"{spec.rest_url}/info", timeout)
-            rest = info is not None and rest_healthy(spec.rest_url, timeout)
+            info = get_json(f"{url}/info", timeout)
+            rest = info is not None and rest_healthy(url, timeout)
             files = info.get("file_count") if info else None
         else:
-            rest, files = rest_healthy(spec.rest_url, timeout), None
+            rest, files = rest_healthy(url, timeout), None
         entry = (registry or {}).get(name)
         registered = None if registry is None else bool(entry and entry.get("alive"))
         return NodeHealth(
             name,
             rest=rest,
-            grpc=grpc_healthy(spec.grpc_address, timeout),
+            grpc=grpc_healthy(address(host, spec.grpc_port), timeout),
             registered=registered,
             files=files if isinstance(files, int) else None,
         )
 
-    registry = maestro_peers(topology.maestro.url, timeout) if peers else None
-    if peers and registry is None:
-        registry = {}  # no Maestro: nobody counts as registered
+    registry = maestro_peers(maestro_contact_url(topology), timeout) if peers else None
+    if peers and registry is None and topology.is_local(MAESTRO):
+        registry = {}  # our own Maestro is down: nobody counts as registered
+    # (a Maestro on another host that does not answer leaves registration unknown: peers keep trying)
     with ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
         results = list(pool.map(lambda n: one(n, registry), names))
     return {h.node: h for h in results}
+
+
+def maestro_contact_url(topology: Topology) -> str:
+    """The Maestro's URL as seen from this machine."""
+    return http_url(topology.contact_host(MAESTRO), topology.maestro.port)
 
 
 def wait_until_ready(

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from control import health, render
-from control.errors import LauncherError, NodesDown, NotRunning, TopologyError, UnknownNode
+from control.errors import LauncherError, NodesDown, NotRunning, RemoteNode, TopologyError, UnknownNode
 from control.processes import PROJECT_ROOT
 from control.render import STOPWAITSECS
 from control.supervisor import ProcInfo, Supervisor, kill_pids, orphans, pid_alive
-from control.topology import MAESTRO, Topology, port_in_use, ports_in_use, unusable_shared_dirs
+from control.topology import MAESTRO, Topology, port_in_use, ports_in_use, unbindable, unusable_shared_dirs
 
 LOG_TAIL_LINES = 12
 
@@ -27,9 +27,14 @@ class NodeStatus:
     programs: tuple[ProcInfo, ...]
     health: health.NodeHealth | None
     url: str
+    remote: bool = False  # runs on another host: probed over the network, no processes here
 
     @property
     def state(self) -> str:
+        if self.remote:
+            return "REMOTE"
+        if not self.programs:
+            return "DOWN"
         states = {p.state for p in self.programs}
         if len(states) == 1:
             return states.pop()
@@ -42,7 +47,7 @@ class NodeStatus:
 
 
 class Network:
-    """One topology's network on this machine."""
+    """One topology's network as this machine sees it: its local nodes run here, the others are probed."""
 
     def __init__(
         self,
@@ -61,9 +66,13 @@ class Network:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def check_node(self, node: str) -> str:
+    def check_node(self, node: str, verb: str | None = None) -> str:
+        """node, if the topology has it (and, for a verb, if it runs on this machine)."""
         if node not in self.topology.node_names:
             raise UnknownNode(f"unknown node {node!r}: the topology has {', '.join(self.topology.node_names)}")
+        if verb is not None and not self.topology.is_local(node):
+            host = self.topology.host_of(node)
+            raise RemoteNode(f"{node} runs on {host}, not on this machine: run `launcher.py {verb} {node}` on {host}")
         return node
 
     def write(self) -> set[str]:
@@ -73,7 +82,7 @@ class Network:
             self.echo(f"warning: {warning}")
         by_path = {
             render_path: name
-            for name in self.topology.node_names
+            for name in self.topology.local_names
             for render_path in [self.rendered.layout.config_path(name)]
         }
         return {by_path[p] for p in changed if p in by_path}
@@ -140,13 +149,21 @@ class Network:
     # --- verbs ------------------------------------------------------------------------------
 
     def up(self, timeout: float = 60.0) -> None:
-        """Start supervisord and every node (idempotent); return when every node is ready."""
+        """Start supervisord and every local node (idempotent); return when every local node is ready.
+
+        Remote nodes are never started nor port-checked here. A Maestro on another host that does
+        not answer yet is a warning: the peers start and keep trying to register.
+        """
         sup = self.supervisor
+        local = self.topology.local_names
         running_before = sup.is_running()
         busy_nodes: set[str] = set()
         if running_before:
             busy_nodes = {p.node for p in sup.processes() if p.active}
-        problems = ports_in_use(self.topology, [n for n in self.topology.node_names if n not in busy_nodes])
+        problems = unbindable(self.topology)
+        if problems:  # an address of another machine: nothing else is worth checking
+            raise TopologyError(str(self.topology.path), problems)
+        problems = ports_in_use(self.topology, [n for n in local if n not in busy_nodes])
         problems += unusable_shared_dirs(self.topology)
         if problems:
             raise TopologyError(str(self.topology.path), problems)
@@ -160,17 +177,23 @@ class Network:
             if restart:
                 self.echo(f"config changed, restarting: {', '.join(sorted(restart))}")
                 sup.stop_groups(sorted(restart))
-            for node in self.topology.node_names:
+            for node in local:
                 sup.start_group(node, wait=False)
         else:
             self._refuse_a_silent_supervisord("stop it first")
             self.echo(f"starting supervisord ({self.rendered.layout.conf})")
             sup.start_daemon(self.python, self.project_root, time.monotonic() + 15)
-        self._wait_ready(self.topology.node_names, timeout, "up")
+        self._wait_ready(local, timeout, "up")
+        if not self.topology.is_local(MAESTRO) and not health.rest_healthy(health.maestro_contact_url(self.topology)):
+            self.echo(
+                f"warning: the Maestro at {self.topology.maestro.url} does not answer yet; "
+                "the peers here keep trying to register"
+            )
 
     def down(self, timeout: float = 30.0) -> list[int]:
-        """Stop every node and supervisord; return once no pid is left and no port is bound."""
+        """Stop every local node and supervisord; return once no pid is left and no port is bound."""
         sup = self.supervisor
+        local = self.topology.local_names
         deadline = time.monotonic() + timeout
         pids: list[int] = []
         if sup.is_running():
@@ -189,7 +212,7 @@ class Network:
                     time.sleep(0.05)
                 kill_pids([p for p in pids if pid_alive(p)], signal.SIGKILL)
             else:
-                held = [f"{key} ({h}:{p})" for key, h, p in self.topology.ports() if port_in_use(h, p)]
+                held = [f"{key} ({h}:{p})" for key, h, p in self.topology.ports(local) if port_in_use(h, p)]
                 if held:
                     raise LauncherError(f"the network is not running, yet other processes hold {', '.join(held)}")
                 return []
@@ -197,43 +220,45 @@ class Network:
         bound: list[str] = []
         while time.monotonic() < deadline:
             left = [p for p in pids if pid_alive(p)]
-            bound = [f"{h}:{p}" for _, h, p in self.topology.ports() if port_in_use(h, p)]
+            bound = [f"{h}:{p}" for _, h, p in self.topology.ports(local) if port_in_use(h, p)]
             if not left and not bound:
                 return pids
             time.sleep(0.05)
         raise LauncherError(f"down: still alive after {timeout:g}s: pids {left or '-'}, ports {bound or '-'}")
 
     def status(self) -> list[NodeStatus]:
-        """One row per node; works (showing no processes) when supervisord is down."""
-        procs = self.supervisor.processes() if self.supervisor.is_running() else []
+        """One row per node, remote ones too; works (showing no processes) when supervisord is down."""
+        local = self.topology.local_names
+        procs = self.supervisor.processes() if local and self.supervisor.is_running() else []
         probed = health.probe(self.topology, with_files=True)
-        rows = []
-        for node in self.topology.node_names:
-            url = self.topology.maestro.url if node == MAESTRO else self.topology.peer(node).rest_url
-            rows.append(
-                NodeStatus(
-                    node=node, programs=tuple(p for p in procs if p.node == node), health=probed.get(node), url=url
-                )
+        return [
+            NodeStatus(
+                node=node,
+                programs=tuple(p for p in procs if p.node == node),
+                health=probed.get(node),
+                url=self.topology.url_of(node),
+                remote=node not in local,
             )
-        return rows
+            for node in self.topology.node_names
+        ]
 
-    def start(self, node: str, timeout: float = 30.0) -> None:
-        self.check_node(node)
+    def start(self, node: str, timeout: float = 30.0, verb: str = "start") -> None:
+        self.check_node(node, verb)
         self.require_running()
         self.supervisor.start_group(node, wait=False)
         self._wait_ready([node], timeout, "start")
 
-    def stop(self, node: str) -> None:
-        self.check_node(node)
+    def stop(self, node: str, verb: str = "stop") -> None:
+        self.check_node(node, verb)
         self.require_running()
         self.supervisor.stop_group(node)
 
     def restart(self, node: str, timeout: float = 30.0) -> None:
-        self.stop(node)
-        self.start(node, timeout)
+        self.stop(node, "restart")
+        self.start(node, timeout, "restart")
 
     def kill(self, node: str) -> list[int]:
-        self.check_node(node)
+        self.check_node(node, "kill")
         self.require_running()
         killed = self.supervisor.kill_group(node)
         if not killed:
@@ -244,7 +269,7 @@ class Network:
         self, node: str, follow: bool, lines: int = 50, stop: Callable[[], bool] = lambda: False
     ) -> Iterator[str]:
         """Yield the last lines of the node's logs, then (follow) new lines as they come."""
-        self.check_node(node)
+        self.check_node(node, "logs")
         paths = self.log_paths(node)
         prefix = len(paths) > 1
         offsets: dict[Path, int] = {}

@@ -5,7 +5,8 @@ of honcho's export templates.
 
 Nothing here touches the disk or starts a process: `render()` returns the node configs and
 the text of supervisord.conf keyed by path, and `write()` (the only impure function) puts them
-in the run folder `.run/<topology stem>/` beside the topology file.
+in the run folder `.run/<topology stem>/` beside the topology file (`.run/<stem>@<host>/` when
+this machine runs only some of the nodes).
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ class Rendered:
 
 
 def run_dir_for(topology: Topology) -> Path:
-    return topology.folder / ".run" / topology.path.stem
+    """`.run/<topology stem>/`, or `.run/<stem>@<host>/` for one host's share of a multi-host network.
+
+    Hosts sharing a filesystem (network namespaces, a shared home) then never share a supervisord,
+    a socket, a database or a log.
+    """
+    stem = topology.path.stem + (f"@{topology.host_label}" if topology.host_label else "")
+    return topology.folder / ".run" / stem
 
 
 def socket_path_for(run_dir: Path, runtime: Path | None = None) -> Path:
@@ -112,13 +119,14 @@ def layout_for(topology: Topology) -> RunLayout:
 
 
 def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]:
-    """The JSON config of every node, by node name."""
+    """The JSON config of every node this machine runs, by node name."""
     maestro = topology.maestro
     configs = {
         MAESTRO: NodeConfig(
             role="maestro",
             name=MAESTRO,
             host=maestro.host,
+            bind=maestro.bind or "",
             rest_port=maestro.port,
             run_dir=str(layout.run_dir),
             maestro_url=maestro.url,
@@ -135,6 +143,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             role="peer",
             name=peer.name,
             host=peer.host,
+            bind=peer.bind or "",
             rest_port=peer.rest_port,
             grpc_port=peer.grpc_port,
             run_dir=str(layout.run_dir),
@@ -144,7 +153,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             settings=topology.settings,
             security=topology.security,
         )
-    return configs
+    return {name: config for name, config in configs.items() if topology.is_local(name)}
 
 
 def expand(topology: Topology, layout: RunLayout) -> tuple[ProcessSpec, ...]:
@@ -218,7 +227,7 @@ def render_supervisord(
             )
         )
     group = _template("group.conf.tmpl")
-    for node in topology.node_names:
+    for node in topology.local_names:
         programs = [p for p in processes if p.node == node]
         parts.append(
             group.substitute(node=node, programs=",".join(p.name for p in programs), priority=programs[0].priority)
@@ -232,7 +241,7 @@ def render(topology: Topology, project_root: Path) -> Rendered:
     processes = expand(topology, layout)
     configs = {layout.config_path(name): cfg for name, cfg in node_configs(topology, layout).items()}
     texts = {layout.conf: render_supervisord(topology, layout, processes, project_root)}
-    dirs = (layout.run_dir, layout.logs_dir, *(p.shared_dir for p in topology.peers))
+    dirs = (layout.run_dir, layout.logs_dir, *(p.shared_dir for p in topology.peers if topology.is_local(p.name)))
     return Rendered(
         layout=layout,
         configs=configs,

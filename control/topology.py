@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,14 @@ import yaml
 
 from common.config import Security, Settings, address, http_url
 from common.names import peer_name_problem
+from common.net import WILDCARDS, bind_errno, is_local_address
 from control.errors import TopologyError
 
 MAESTRO = "maestro"
 TOP_KEYS = ("maestro", "peers", "settings", "security")
-MAESTRO_KEYS = ("host", "port")
-PEER_KEYS = ("name", "host", "rest_port", "grpc_port", "shared_dir", "friends")
+MAESTRO_KEYS = ("host", "bind", "port")
+PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "shared_dir", "friends")
+AUTO = "auto"  # `up --host auto`: the nodes whose address belongs to this machine
 FRIEND_ROLES = ("primary", "backup")
 # settings that may be zero; every other one must be positive
 _MAY_BE_ZERO = {"heartbeat_jitter"}
@@ -32,12 +33,17 @@ _MAY_BE_ZERO = {"heartbeat_jitter"}
 
 @dataclass(frozen=True)
 class MaestroSpec:
-    host: str
+    host: str  # the address it advertises
     port: int
+    bind: str | None = None  # the address it listens on (default: host)
 
     @property
     def url(self) -> str:
         return http_url(self.host, self.port)
+
+    @property
+    def listen(self) -> str:
+        return self.bind or self.host
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,11 @@ class PeerSpec:
     shared_dir: Path  # absolute
     primary: str
     backup: str
+    bind: str | None = None  # the address it listens on (default: host)
+
+    @property
+    def listen(self) -> str:
+        return self.bind or self.host
 
     @property
     def rest_url(self) -> str:
@@ -66,6 +77,9 @@ class Topology:
     peers: tuple[PeerSpec, ...]
     settings: Settings
     security: Security = Security()
+    # Which nodes run on this machine (SPEC §9); None: all of them (a single-machine network).
+    local: frozenset[str] | None = None
+    host_label: str = ""  # names this machine's run folder when only some nodes are local
 
     @property
     def folder(self) -> Path:
@@ -75,6 +89,37 @@ class Topology:
     def node_names(self) -> list[str]:
         return [MAESTRO, *(p.name for p in self.peers)]
 
+    @property
+    def local_names(self) -> list[str]:
+        """The nodes this machine runs, in topology order."""
+        return [n for n in self.node_names if self.is_local(n)]
+
+    def is_local(self, node: str) -> bool:
+        return self.local is None or node in self.local
+
+    def key(self, node: str) -> str:
+        """The node's key in the file: `maestro` or `peers[i]`."""
+        if node == MAESTRO:
+            return MAESTRO
+        return f"peers[{[p.name for p in self.peers].index(node)}]"
+
+    def host_of(self, node: str) -> str:
+        return self.maestro.host if node == MAESTRO else self.peer(node).host
+
+    def listen_of(self, node: str) -> str:
+        return self.maestro.listen if node == MAESTRO else self.peer(node).listen
+
+    def url_of(self, node: str) -> str:
+        return self.maestro.url if node == MAESTRO else self.peer(node).rest_url
+
+    def contact_host(self, node: str) -> str:
+        """Where this machine reaches node: a local node at its listen address (loopback for a
+        wildcard bind, whatever NAT does to the advertised one), a remote node at its host."""
+        if not self.is_local(node):
+            return self.host_of(node)
+        listen = self.listen_of(node)
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen, listen)
+
     def peer(self, name: str) -> PeerSpec:
         for p in self.peers:
             if p.name == name:
@@ -82,15 +127,15 @@ class Topology:
         raise KeyError(name)
 
     def ports(self, nodes: Iterable[str] | None = None) -> list[tuple[str, str, int]]:
-        """Return (key, host, port) for every port of the given nodes (all by default)."""
+        """Return (key, listen address, port) for every port of the given nodes (all by default)."""
         wanted = set(self.node_names if nodes is None else nodes)
         out: list[tuple[str, str, int]] = []
         if MAESTRO in wanted:
-            out.append(("maestro.port", self.maestro.host, self.maestro.port))
+            out.append(("maestro.port", self.maestro.listen, self.maestro.port))
         for i, p in enumerate(self.peers):
             if p.name in wanted:
-                out.append((f"peers[{i}].rest_port", p.host, p.rest_port))
-                out.append((f"peers[{i}].grpc_port", p.host, p.grpc_port))
+                out.append((f"peers[{i}].rest_port", p.listen, p.rest_port))
+                out.append((f"peers[{i}].grpc_port", p.listen, p.grpc_port))
         return out
 
 
@@ -158,7 +203,9 @@ def _port(mapping: dict, key: str, prefix: str, problems: list[str]) -> int | No
     return value
 
 
-def _host(mapping: dict, key: str, prefix: str, problems: list[str]) -> str | None:
+def _host(mapping: dict, key: str, prefix: str, problems: list[str], optional: bool = False) -> str | None:
+    if optional and mapping.get(key) is None:
+        return None
     value = _require(mapping, key, prefix, problems)
     if value is None:
         return None
@@ -183,10 +230,11 @@ def _maestro(data: dict, problems: list[str]) -> MaestroSpec | None:
         return None
     _unknown_keys(raw, MAESTRO_KEYS, "maestro.", problems)
     host = _host(raw, "host", "maestro.", problems)
+    bind = _host(raw, "bind", "maestro.", problems, optional=True)
     port = _port(raw, "port", "maestro.", problems)
     if host is None or port is None:
         return None
-    return MaestroSpec(host=host, port=port)
+    return MaestroSpec(host=host, port=port, bind=bind)
 
 
 def _peers(data: dict, folder: Path, problems: list[str]) -> list[PeerSpec]:
@@ -226,6 +274,7 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         elif names.get(name) != i:
             problems.append(f"{prefix}name: {name!r} is already used by peers[{names[name]}].name")
     host = _host(item, "host", prefix, problems)
+    bind = _host(item, "bind", prefix, problems, optional=True)
     rest_port = _port(item, "rest_port", prefix, problems)
     grpc_port = _port(item, "grpc_port", prefix, problems)
 
@@ -270,6 +319,7 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         shared_dir=Path(os.path.normpath(shared)),
         primary=primary,
         backup=backup,
+        bind=bind,
     )
 
 
@@ -324,48 +374,44 @@ def _security(raw: Any, problems: list[str]) -> Security:
 
 
 def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:
-    """Report every port used twice, across the Maestro and all peers, REST and gRPC."""
-    seen: dict[int, str] = {}
+    """Report every port used twice on one host, across the Maestro and all peers, REST and gRPC.
 
-    def claim(key: str, value: Any) -> None:
+    Nodes on different hosts may use the same port (each VM's peer on 9001, say).
+    """
+    seen: dict[tuple[Any, int], str] = {}
+
+    def claim(key: str, host: Any, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
             return  # already reported by the converter
-        if value in seen:
-            problems.append(f"{key}: {value} is already used by {seen[value]}")
+        if (host, value) in seen:
+            problems.append(f"{key}: {value} is already used by {seen[host, value]}")
         else:
-            seen[value] = key
+            seen[host, value] = key
 
     if maestro is not None:
-        claim("maestro.port", maestro.port)
+        claim("maestro.port", maestro.host, maestro.port)
     if isinstance(raw_peers, list):
         for i, item in enumerate(raw_peers):
             if isinstance(item, dict):
-                claim(f"peers[{i}].rest_port", item.get("rest_port"))
-                claim(f"peers[{i}].grpc_port", item.get("grpc_port"))
+                host = item.get("host") if isinstance(item.get("host"), str) else None
+                claim(f"peers[{i}].rest_port", host, item.get("rest_port"))
+                claim(f"peers[{i}].grpc_port", host, item.get("grpc_port"))
 
 
 # --- ports in use (checked at `up`, not by `validate`) ---------------------------------------
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Return True when something on this machine holds host:port (a bind test)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return False  # an unknown host is the server's problem, not a port clash
-    family, socktype, proto, _, addr = infos[0]
-    with socket.socket(family, socktype, proto) as sock:
-        # like gunicorn and grpc: a port held only by TIME_WAIT connections is free
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return True
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return False  # not a local address: nothing here can hold it
-            raise
-    return False
+    """Return True when something on this machine holds host:port (a bind test).
+
+    An address that is not on this machine holds nothing here: `unbindable` reports those.
+    """
+    code = bind_errno(host, port)
+    if code in (errno.EADDRINUSE, errno.EACCES):
+        return True
+    if code in (0, errno.EADDRNOTAVAIL):
+        return False
+    raise OSError(code, os.strerror(code), f"{host}:{port}")
 
 
 def ports_in_use(topology: Topology, nodes: Iterable[str] | None = None) -> list[str]:
@@ -382,5 +428,56 @@ def unusable_shared_dirs(topology: Topology) -> list[str]:
     return [
         f"peers[{i}].shared_dir: {peer.shared_dir} exists and is not a folder"
         for i, peer in enumerate(topology.peers)
-        if peer.shared_dir.exists() and not peer.shared_dir.is_dir()
+        if topology.is_local(peer.name) and peer.shared_dir.exists() and not peer.shared_dir.is_dir()
     ]
+
+
+# --- which nodes run here (SPEC §9) ------------------------------------------------------------
+
+
+def on_this_host(topology: Topology, host: str = AUTO, *, require: bool = True) -> Topology:
+    """The topology with the nodes this machine runs marked local (`up --host auto|ADDR`).
+
+    auto: the nodes whose address (host, or a specific bind) is on this machine; ADDR: the nodes
+    whose host is ADDR. When every node is local the network is a single-machine one, as before.
+    Raise TopologyError when no node is selected (unless require is false: then every node is remote).
+    """
+    local: set[str] = set()
+    for node in topology.node_names:
+        if host == AUTO:
+            listen = topology.listen_of(node)
+            addresses = [topology.host_of(node)] + ([] if listen in WILDCARDS else [listen])
+            if any(is_local_address(a) for a in addresses):
+                local.add(node)
+        elif topology.host_of(node) == host:
+            local.add(node)
+    if not local and not require:
+        return replace(topology, local=frozenset(), host_label=host if host != AUTO else "none")
+    if not local:
+        hosts = ", ".join(sorted({topology.host_of(n) for n in topology.node_names}))
+        why = "has an address on this machine" if host == AUTO else f"has host {host}"
+        raise TopologyError(
+            str(topology.path),
+            [
+                f"no node {why} (hosts: {hosts}): run `launcher.py up` on one of those hosts, "
+                "or pass --host ADDR (behind NAT: the address the nodes advertise)"
+            ],
+        )
+    if local == set(topology.node_names):
+        return topology
+    label = host if host != AUTO else "+".join(sorted({topology.host_of(n) for n in local}))
+    return replace(topology, local=frozenset(local), host_label=label)
+
+
+def unbindable(topology: Topology) -> list[str]:
+    """One problem line per local node whose listen address is not on this machine."""
+    problems = []
+    for node in topology.local_names:
+        spec = topology.maestro if node == MAESTRO else topology.peer(node)
+        if not is_local_address(spec.listen):
+            key = f"{topology.key(node)}.{'bind' if spec.bind else 'host'}"
+            problems.append(
+                f"{key}: {spec.listen} is not an address of this machine: run `launcher.py up` on that host "
+                f"(behind NAT: set {topology.key(node)}.bind, e.g. 0.0.0.0)"
+            )
+    return problems

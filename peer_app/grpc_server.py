@@ -25,6 +25,7 @@ from common.fields import check_sha256
 from common.files import iter_chunks
 from common.malloc import tune_malloc
 from common.names import check_name
+from common.net import bind_problem
 from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, MAX_MESSAGE
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
@@ -193,13 +194,14 @@ def create_server(
     for service in ("", FILE_TRANSFER):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = address or config.grpc_address
+    address = address or config.grpc_bind
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises on a failed bind; older versions return 0
         port = 0
     if port == 0:
-        raise SystemExit(f"error: cannot bind gRPC on {address}: address in use or not local")
+        reason = bind_problem(config.bind or config.host, config.grpc_port) or "address in use or not local"
+        raise SystemExit(f"error: cannot bind gRPC on {address}: {reason}")
     return server, port, servicer
 
 
@@ -215,7 +217,7 @@ def serve(config: NodeConfig) -> None:
     agent = PresenceAgent(config, index, known)
     server, port, _ = create_server(config, index=index, on_upload=lambda name: agent.register_now())
     server.start()
-    log.info("%s gRPC listening on %s", config.name, config.grpc_address)
+    log.info("%s gRPC listening on %s (advertised as %s)", config.name, config.grpc_bind, config.grpc_address)
     agent.start()
     done = threading.Event()
 

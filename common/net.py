@@ -1,0 +1,49 @@
+"""Bind tests: may this machine listen on an address? (the launcher's checks and the servers' start)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+WILDCARDS = ("0.0.0.0", "::")  # binds that listen on every address of the machine
+
+
+def bind_errno(host: str, port: int) -> int:
+    """0 when a listening socket could bind host:port now, else the errno (EADDRINUSE, EADDRNOTAVAIL...).
+
+    SO_REUSEADDR as gunicorn and grpc set it: a port held only by TIME_WAIT connections is free.
+    A host that does not resolve counts as EADDRNOTAVAIL.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return errno.EADDRNOTAVAIL
+    code = errno.EADDRNOTAVAIL
+    for family, socktype, proto, _, addr in infos:
+        with socket.socket(family, socktype, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                code = exc.errno or errno.EADDRNOTAVAIL
+                continue
+        return 0
+    return code
+
+
+def is_local_address(host: str) -> bool:
+    """True when host (a name or an address) is an address of this machine."""
+    return host in WILDCARDS or bind_errno(host, 0) != errno.EADDRNOTAVAIL
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on host:port, in words, or None when it can."""
+    code = bind_errno(host, port)
+    if code == 0:
+        return None
+    if code == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine (start this node on its own host, or set its bind)"
+    if code == errno.EADDRINUSE:
+        return f"port {port} is already in use on {host}"
+    return os.strerror(code)

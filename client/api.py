@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from common.errors import Unavailable, from_http_error
+from common.errors import NoAnswer, Unavailable, from_http_error
 from common.http import new_session
 
 _local = threading.local()
@@ -30,9 +30,9 @@ def call(method: str, url: str, *, timeout: float, **kwargs: Any) -> dict:
     try:
         resp = session().request(method, url, timeout=timeout, **kwargs)
     except requests.Timeout:
-        raise Unavailable(f"{url} did not answer within {timeout:g}s") from None
+        raise NoAnswer(f"{url} did not answer within {timeout:g}s") from None
     except requests.RequestException as err:
-        raise Unavailable(f"cannot reach {url}: {type(err).__name__}") from None
+        raise NoAnswer(f"cannot reach {url}: {type(err).__name__}") from None
     try:
         body = resp.json()
     except ValueError:

@@ -124,6 +124,17 @@ class StorageError(P2PError):
     exit_code = 1
 
 
+class NoAnswer(Unavailable):
+    """Nothing answered at all (timeout, connection refused or cut): the host may be down or cut off.
+
+    A caller that keeps a "down" mark on peers (KnownPeers) sets it for these, never for a
+    server that answered with an error (a server relays its own NoAnswer as Unavailable: it did
+    answer; see common.web).
+    """
+
+    name = "no_answer"
+
+
 _BY_GRPC_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from common.errors import BadRequest, P2PError, TooLarge
+from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(P2PError)
     def _p2p_error(err: P2PError):
+        if isinstance(err, NoAnswer):  # our upstream gave no answer; we do answer: unavailable
+            err = Unavailable(err.detail)
         return jsonify(err.to_json()), err.http_status
 
     @app.errorhandler(HTTPException)

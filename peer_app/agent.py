@@ -12,7 +12,7 @@ import threading
 
 from client.api import Maestro, Peer
 from common.config import NodeConfig
-from common.errors import NotFound, P2PError
+from common.errors import NoAnswer, NotFound, P2PError
 from peer_app.index import SharedIndex
 from peer_app.state import KnownPeers
 
@@ -38,12 +38,18 @@ def register_at_maestro(config: NodeConfig, index: SharedIndex) -> dict:
     return Maestro(config.maestro_url, config.settings.request_timeout).register(payload)
 
 
-def bootstrap(config: NodeConfig, known: KnownPeers) -> list[dict]:
-    """Introduce ourselves to both friends and learn the peers they know."""
+def bootstrap(config: NodeConfig, known: KnownPeers, only: set[str] | None = None) -> list[dict]:
+    """Introduce ourselves to both friends (or those whose URL is in only) and learn the peers they know."""
     outcome = []
     for friend in known.friends():
+        if only is not None and friend["url"] not in only:
+            continue
         try:
             answer = Peer(friend["url"], config.settings.request_timeout).register(self_description(config))
+        except NoAnswer as err:
+            known.unreachable(friend["url"])
+            outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
+            continue
         except P2PError as err:
             known.failed(friend["url"])
             outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
@@ -56,8 +62,30 @@ def bootstrap(config: NodeConfig, known: KnownPeers) -> list[dict]:
     return outcome
 
 
+class Backoff:
+    """Waits that double from first up to cap; reset() after a success."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = max(cap, first)
+        self._next = first
+
+    def next(self) -> float:
+        wait, self._next = self._next, min(self._next * 2, self.cap)
+        return wait
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
 class PresenceAgent:
-    """Registers the peer, then beats; re-registers when the folder or the Maestro changed."""
+    """Registers the peer, then beats; re-registers when the folder or the Maestro changed.
+
+    A Maestro that cannot be reached (not up yet, on a host that is cut off) is retried with
+    doubling waits up to retry_backoff_max; friends are introduced to on their own thread,
+    again and again with backoff until each has answered once, so friends that come up later
+    learn this peer without a restart and a cut-off friend never delays a heartbeat.
+    """
 
     def __init__(self, config: NodeConfig, index: SharedIndex, known: KnownPeers) -> None:
         self.config = config
@@ -99,14 +127,39 @@ class PresenceAgent:
         s = self.config.settings
         return s.heartbeat_interval * (1 + random.uniform(0, s.heartbeat_jitter))
 
+    def _backoff(self) -> Backoff:
+        s = self.config.settings
+        return Backoff(min(1.0, s.heartbeat_interval), s.retry_backoff_max)
+
     def run(self) -> None:
-        """Bootstrap at friends, then beat until stop is set."""
-        bootstrap(self.config, self.known)
+        """Register, then beat until stop is set; retry an unreachable Maestro with backoff."""
+        retry = self._backoff()
+        failing = False
         while not self.stop.is_set():
             self.beat()
-            self.stop.wait(self._interval() if self.registered else min(1.0, self._interval()))
+            if self.registered:
+                if failing:
+                    log.info("registered at %s", self.config.maestro_url)
+                failing = False
+                retry.reset()
+                self.stop.wait(self._interval())
+            else:
+                failing = True
+                self.stop.wait(retry.next())
+
+    def introduce(self) -> None:
+        """Introduce this peer to its friends until each has answered once (backoff between rounds)."""
+        pending = {f["url"] for f in self.known.friends()}
+        retry = self._backoff()
+        while pending and not self.stop.is_set():
+            for result in bootstrap(self.config, self.known, only=pending):
+                if result["ok"]:
+                    pending.discard(result["url"])
+            if pending:
+                self.stop.wait(retry.next())
 
     def start(self) -> threading.Thread:
+        threading.Thread(target=self.introduce, name="introductions", daemon=True).start()
         thread = threading.Thread(target=self.run, name="presence", daemon=True)
         thread.start()
         return thread

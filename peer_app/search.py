@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
-from common.errors import NotFound, P2PError
+from common.errors import NoAnswer, NotFound, P2PError
 from peer_app.state import KnownPeers, SeenQueries
 
 Transport = Callable[[str, str, dict, float], dict]
@@ -88,9 +88,9 @@ class Discovery:
         }
 
     def _targets(self, path: list[str], limit: int) -> list[dict]:
-        """Known peers not yet on the path, friends first."""
+        """Known peers not yet on the path and not marked down, friends first."""
         on_path = set(path)
-        picked = [p for p in self.known.all() if p["url"] not in on_path and (p["name"] or "") not in on_path]
+        picked = [p for p in self.known.reachable() if p["url"] not in on_path and (p["name"] or "") not in on_path]
         return picked[:limit]
 
     def search(self, q: Query) -> dict:
@@ -150,6 +150,9 @@ class Discovery:
             answer = self.transport(peer["url"], route, params, timeout)
         except NotFound:
             self.known.succeeded(peer["url"])
+            return None
+        except NoAnswer:  # no answer at all: skip it for a while (KnownPeers' down mark)
+            self.known.unreachable(peer["url"])
             return None
         except P2PError:
             self.known.failed(peer["url"])

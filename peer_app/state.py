@@ -21,6 +21,11 @@ CREATE TABLE IF NOT EXISTS known_peers (
     last_ok REAL,
     added REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS peer_marks (   -- peers that did not answer: skipped until down_until
+    url TEXT PRIMARY KEY,
+    down_until REAL NOT NULL,
+    strikes INTEGER NOT NULL               -- failures in a row; each doubles the mark
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_queries (
     qid TEXT PRIMARY KEY,
     at REAL NOT NULL
@@ -44,22 +49,44 @@ def open_db(path: str) -> Database:
 
 def known_peers(db: Database, config: NodeConfig) -> KnownPeers:
     """This peer's KnownPeers with its two friends from the config seeded (the REST app and the gRPC process)."""
-    known = KnownPeers(db, prune_after=config.settings.prune_after_failures, self_url=config.rest_url)
+    s = config.settings
+    known = KnownPeers(
+        db,
+        prune_after=s.prune_after_failures,
+        self_url=config.rest_url,
+        down_mark=s.down_mark,
+        down_mark_max=s.down_mark_max,
+    )
     for role, friend in config.friends.items():
         known.add(friend.rest_url, friend.name, role=role)
     return known
 
 
 class KnownPeers:
-    """Peers this peer can ask: its two friends first, then those it learned."""
+    """Peers this peer can ask: its two friends first, then those it learned.
+
+    A peer that did not answer at all (timeout, refused) carries a short "down" mark that every
+    gunicorn worker sees: discovery skips it until the mark ends, so a cut-off friend costs one
+    timeout per mark instead of one per lookup. The mark doubles with each failure in a row (up
+    to down_mark_max) and any answer clears it.
+    """
 
     def __init__(
-        self, db: Database, *, prune_after: int, self_url: str, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        *,
+        prune_after: int,
+        self_url: str,
+        clock: Callable[[], float] = time.time,
+        down_mark: float = 5.0,
+        down_mark_max: float = 30.0,
     ) -> None:
         self.db = db
         self.prune_after = prune_after
         self.self_url = self_url
         self.clock = clock
+        self.down_mark = down_mark
+        self.down_mark_max = down_mark_max
 
     def add(self, url: str, name: str | None = None, grpc_address: str | None = None, role: str = "learned") -> bool:
         """Remember a peer (a friend keeps its role); return False for ourselves."""
@@ -76,20 +103,49 @@ class KnownPeers:
         return True
 
     def all(self) -> list[dict]:
-        """Every known peer, friends first."""
-        rows = self.db.connect().execute("SELECT * FROM known_peers").fetchall()
+        """Every known peer, friends first; `down_until` is set while a peer carries a down mark."""
+        rows = (
+            self.db.connect()
+            .execute(
+                "SELECT k.*, CASE WHEN m.down_until > ? THEN m.down_until END AS down_until"
+                " FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url",
+                (self.clock(),),
+            )
+            .fetchall()
+        )
         return sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
+
+    def reachable(self) -> list[dict]:
+        """The known peers worth asking now (friends first): those without a down mark."""
+        return [p for p in self.all() if p["down_until"] is None]
 
     def friends(self) -> list[dict]:
         """The primary then the backup friend."""
         return [p for p in self.all() if p["role"] in ("primary", "backup")]
 
     def succeeded(self, url: str, name: str | None = None) -> None:
-        """Record that url answered."""
-        self.db.connect().execute(
-            "UPDATE known_peers SET failures = 0, last_ok = ?, name = COALESCE(?, name) WHERE url = ?",
-            (self.clock(), name, url),
-        )
+        """Record that url answered (which also ends its down mark)."""
+        with self.db.connect() as conn:
+            conn.execute(
+                "UPDATE known_peers SET failures = 0, last_ok = ?, name = COALESCE(?, name) WHERE url = ?",
+                (self.clock(), name, url),
+            )
+            conn.execute("DELETE FROM peer_marks WHERE url = ?", (url,))
+
+    def unreachable(self, url: str) -> float:
+        """Record that url did not answer at all: mark it down; return how long it is skipped."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT strikes FROM peer_marks WHERE url = ?", (url,)).fetchone()
+            strikes = (row["strikes"] if row else 0) + 1
+            seconds = min(self.down_mark * 2 ** (strikes - 1), self.down_mark_max)
+            conn.execute(
+                "INSERT INTO peer_marks (url, down_until, strikes) VALUES (?, ?, ?)"
+                " ON CONFLICT(url) DO UPDATE SET down_until = excluded.down_until, strikes = excluded.strikes",
+                (url, now + seconds, strikes),
+            )
+        self.failed(url)
+        return seconds
 
     def failed(self, url: str) -> None:
         """Record that url did not answer; drop a learned peer that keeps failing."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 from client.api import Maestro, Peer
 from common.config import NodeConfig
@@ -91,7 +92,10 @@ class PresenceAgent:
         self.config = config
         self.index = index
         self.known = known
-        self.maestro = Maestro(config.maestro_url, config.settings.request_timeout)
+        s = config.settings
+        # A beat never takes longer than the interval, so a beat lost to a cut-off network is
+        # retried on time and the peer is alive again within one beat of the network healing.
+        self.maestro = Maestro(config.maestro_url, min(s.request_timeout, s.heartbeat_interval))
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._signature: tuple | None = None
@@ -136,13 +140,14 @@ class PresenceAgent:
         retry = self._backoff()
         failing = False
         while not self.stop.is_set():
+            started = time.monotonic()
             self.beat()
             if self.registered:
                 if failing:
                     log.info("registered at %s", self.config.maestro_url)
                 failing = False
                 retry.reset()
-                self.stop.wait(self._interval())
+                self.stop.wait(max(0.0, self._interval() - (time.monotonic() - started)))
             else:
                 failing = True
                 self.stop.wait(retry.next())

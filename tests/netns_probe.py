@@ -4,7 +4,8 @@ Each prints one JSON document on stdout, so a test in the root namespace (which 
 reach the lab's addresses) reads what a host on the lab's network sees.
 
   alive MAESTRO_URL NAME SECONDS OUT   append {"t", "alive"} lines for NAME every 0.1 s to OUT
-  time URL N                           GET URL N times: {"codes", "seconds"} per request
+  time URL N [GAP]                     GET URL N times (GAP s apart): {"codes", "seconds"} per request
+  get URL                              {"status", "body"} of one GET (status 0: no answer)
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ def alive(maestro: str, name: str, seconds: float, out: str) -> None:
             time.sleep(0.1)
 
 
-def timed(url: str, n: int) -> None:
+def timed(url: str, n: int, gap: float = 0.0) -> None:
     """GET url n times one after another; print each status and duration."""
     s = _session()
     codes, seconds = [], []
-    for _ in range(n):
+    for i in range(n):
+        if i and gap:
+            time.sleep(gap)
         start = time.perf_counter()
         try:
             codes.append(s.get(url, timeout=30).status_code)
@@ -53,11 +56,27 @@ def timed(url: str, n: int) -> None:
     print(json.dumps({"url": url, "codes": codes, "seconds": seconds}))
 
 
+def get(url: str) -> None:
+    """One GET; print its status and JSON body."""
+    try:
+        resp = _session().get(url, timeout=10)
+    except requests.RequestException as err:
+        print(json.dumps({"status": 0, "body": {"error": type(err).__name__}}))
+        return
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"text": resp.text[:200]}
+    print(json.dumps({"status": resp.status_code, "body": body}))
+
+
 def main(argv: list[str]) -> None:
     if argv[0] == "alive":
         alive(argv[1], argv[2], float(argv[3]), argv[4])
     elif argv[0] == "time":
-        timed(argv[1], int(argv[2]))
+        timed(argv[1], int(argv[2]), float(argv[3]) if len(argv) > 3 else 0.0)
+    elif argv[0] == "get":
+        get(argv[1])
     else:
         raise SystemExit(f"unknown probe {argv[0]!r}")
 

@@ -99,6 +99,7 @@ class PresenceAgent:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._signature: tuple | None = None
+        self._missed = 0  # heartbeats lost in a row
         self.registered = False
 
     def register_now(self) -> bool:
@@ -125,7 +126,14 @@ class PresenceAgent:
         except NotFound:  # the Maestro forgot us (a new directory): introduce ourselves again
             self.register_now()
         except P2PError as err:
-            log.warning("heartbeat to %s failed: %s", self.config.maestro_url, err.detail)
+            # one line when beats start failing and one when they get through again, not one per beat
+            if not self._missed:
+                log.warning("heartbeat to %s failed: %s (retrying every beat)", self.config.maestro_url, err.detail)
+            self._missed += 1
+            return
+        if self._missed:
+            log.info("heartbeat to %s got through again after %d missed", self.config.maestro_url, self._missed)
+            self._missed = 0
 
     def _interval(self) -> float:
         s = self.config.settings

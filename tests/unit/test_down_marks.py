@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from common.errors import NoAnswer, NotFound, Unavailable
@@ -91,10 +92,8 @@ def test_a_server_that_answers_with_an_error_is_not_marked_down(tmp_path):
     net = cut_off_network(tmp_path, {})
     try:
         for _ in range(2):
-            try:
+            with contextlib.suppress(NotFound):
                 net["p0"].locate("nothing.txt", qid=new_qid(), ttl=2, budget=1.0, path=[])
-            except NotFound:
-                pass
         assert [p["down_until"] for p in net["p0"].known.all()] == [None, None]
     finally:
         net.close()

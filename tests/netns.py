@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from control.supervisor import pid_alive
+
 PREFIX = "p2p10"  # namespace names start with the owning issue's prefix
 SUBNET = "10.210"  # the issue's /16: hosts get 10.210.<lab>.<i>
 
@@ -71,16 +73,6 @@ def ns_pids(ns: str) -> list[int]:
     return sorted(int(p) for p in out.split() if p.isdigit())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def kill_all(pids: Iterable[int], grace: float = 5.0) -> None:
     """SIGTERM pids, then SIGKILL whatever is left after grace seconds."""
     pids = list(pids)
@@ -89,9 +81,9 @@ def kill_all(pids: Iterable[int], grace: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = [p for p in pids if _pid_alive(p)]
+        pids = [p for p in pids if pid_alive(p)]
         if not pids:
             return
 
@@ -101,7 +93,7 @@ def remove_stale(prefix: str = PREFIX) -> list[str]:
     removed = []
     for ns in namespaces():
         parts = ns.split("-")
-        if len(parts) < 3 or parts[0] != prefix or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+        if len(parts) < 3 or parts[0] != prefix or not parts[1].isdigit() or pid_alive(int(parts[1])):
             continue
         kill_all(ns_pids(ns))
         _ip("netns", "del", ns, check=False)

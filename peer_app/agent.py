@@ -13,7 +13,7 @@ import time
 
 from client.api import Maestro, Peer
 from common.config import NodeConfig
-from common.errors import NoAnswer, NotFound, P2PError
+from common.errors import NotFound, P2PError
 from peer_app.index import SharedIndex
 from peer_app.state import KnownPeers
 
@@ -47,11 +47,7 @@ def bootstrap(config: NodeConfig, known: KnownPeers, only: set[str] | None = Non
             continue
         try:
             answer = Peer(friend["url"], config.settings.request_timeout).register(self_description(config))
-        except NoAnswer as err:
-            known.unreachable(friend["url"])
-            outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
-            continue
-        except P2PError as err:
+        except P2PError as err:  # no down mark: at start-up a friend is often just not up yet
             known.failed(friend["url"])
             outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
             continue

@@ -65,10 +65,10 @@ def known_peers(db: Database, config: NodeConfig) -> KnownPeers:
 class KnownPeers:
     """Peers this peer can ask: its two friends first, then those it learned.
 
-    A peer that did not answer at all (timeout, refused) carries a short "down" mark that every
+    A friend that did not answer at all (timeout, refused) carries a short "down" mark that every
     gunicorn worker sees: discovery skips it until the mark ends, so a cut-off friend costs one
     timeout per mark instead of one per lookup. The mark doubles with each failure in a row (up
-    to down_mark_max) and any answer clears it.
+    to down_mark_max) and any answer clears it. Learned peers are pruned instead (prune_after).
     """
 
     def __init__(
@@ -133,8 +133,15 @@ class KnownPeers:
             conn.execute("DELETE FROM peer_marks WHERE url = ?", (url,))
 
     def unreachable(self, url: str) -> float:
-        """Record that url did not answer at all: mark it down; return how long it is skipped."""
+        """Record that url did not answer at all: mark a friend down; return how long it is skipped.
+
+        A learned peer gets no mark: it is pruned after prune_after failures, as before.
+        """
         now = self.clock()
+        known = self.db.connect().execute("SELECT role FROM known_peers WHERE url = ?", (url,)).fetchone()
+        if known is None or known["role"] not in ("primary", "backup"):
+            self.failed(url)
+            return 0.0
         with self.db.connect() as conn:
             row = conn.execute("SELECT strikes FROM peer_marks WHERE url = ?", (url,)).fetchone()
             strikes = (row["strikes"] if row else 0) + 1

@@ -48,6 +48,16 @@ def test_any_answer_clears_the_mark_and_the_next_failure_starts_short_again(tmp_
     assert known.unreachable("http://a:1") == 5.0
 
 
+def test_a_learned_peer_gets_no_mark_and_is_pruned_as_before(tmp_path):
+    clock = Clock()
+    known = make_known(tmp_path, clock)
+    known.add("http://c:1", "c")
+    assert [known.unreachable("http://c:1") for _ in range(2)] == [0.0, 0.0]
+    assert [p["name"] for p in known.reachable()] == ["a", "b", "c"]
+    known.unreachable("http://c:1")
+    assert [p["name"] for p in known.all()] == ["a", "b"]  # pruned after prune_after=3 failures
+
+
 def test_marks_are_shared_by_every_connection_to_the_file(tmp_path):
     clock = Clock()
     make_known(tmp_path, clock).unreachable("http://a:1")

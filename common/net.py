@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 
@@ -32,8 +33,10 @@ def bind_errno(host: str, port: int) -> int:
     return code
 
 
+@functools.lru_cache(maxsize=256)
 def is_local_address(host: str) -> bool:
-    """True when host (a name or an address) is an address of this machine."""
+    """True when host (a name or an address) is an address of this machine (asked once per process:
+    a topology names each host many times, and a name may take a slow DNS lookup)."""
     return host in WILDCARDS or bind_errno(host, 0) != errno.EADDRNOTAVAIL
 
 

@@ -129,6 +129,13 @@ def test_up_on_each_host_starts_only_its_nodes(hosts):
     ok(hosts.launcher("c", "up", str(hosts.topology)))
     # every node healthy and alive at the Maestro, peer2 included, without a restart
     wait_until(lambda: hosts.alive() == {"peer1": True, "peer2": True, "peer3": True}, 15, what="3 peers alive")
+
+    # peer2 introduced itself to its friends once they came up (they were down at its start)
+    def introduced() -> bool:
+        status, body = hosts.get("b", f"{hosts.url('peer2')}/peers")
+        return status == 200 and all(p["last_ok"] for p in body["peers"] if p["role"] != "learned")
+
+    wait_until(introduced, 15, what="peer2's friends answered its introduction")
     for host in "abc":
         ok(hosts.launcher(host, "status", str(hosts.topology), "--all"))
     # one run folder per host, each with its own supervisord

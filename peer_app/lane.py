@@ -1,0 +1,315 @@
+"""The peer's fast lane: ticketed byte ranges sent with sendfile, beside the gRPC stream.
+
+One listener per gRPC process, on an OS-chosen port of the address the gRPC
+server binds, so no port is configured anywhere: each ticket names the port.
+
+A ticket is 32 random bytes made by `grant()` when a caller allowed to read asks
+over gRPC (`OpenLane`): 16 bytes name the grant in this process's memory, 16
+secret bytes prove it. The grant binds the file (name and the stat of the
+content the caller was told about), the exact range, the caller's IP address
+and an expiry a few seconds ahead; it holds one of the peer's transfer slots
+from the moment it is issued. Presenting a ticket removes its grant whatever
+the outcome, so a ticket works once; an unredeemed grant expires and gives its
+slot back. The secret lives nowhere but in this process and in the caller's
+memory: a restarted peer knows no old ticket.
+
+On a redeemed ticket the bytes go from the page cache to the socket with
+`os.sendfile` on a blocking socket: no Python touches them. A receiver that
+takes nothing for `stall_timeout` seconds makes the send fail and frees the slot,
+the same deadline a gRPC stream gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common.lane import (
+    BUSY,
+    FAILED,
+    GONE,
+    OK,
+    REFUSED,
+    TICKET_BYTES,
+    TICKET_ID_BYTES,
+    ProtocolError,
+    encode_reply,
+    read_hello,
+)
+
+log = logging.getLogger(__name__)
+
+SEND_BLOCK = 1 << 30  # bytes per sendfile call when not rate-limited (the kernel loops inside)
+RATE_BLOCK = 1 << 20  # bytes per call when a rate limit paces the sender
+
+
+def file_state(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must not change between a ticket and its bytes: the same inode, size and mtime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def caller_host(peer: str) -> str:
+    """The IP address in a gRPC peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"); "" for others (unix sockets)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return normal_ip(rest.rpartition(":")[0])
+    if kind == "ipv6":
+        return normal_ip(rest.rpartition(":")[0].strip("[]"))
+    return ""
+
+
+def normal_ip(text: str) -> str:
+    """One spelling per address: IPv4-mapped IPv6 as IPv4, zone ids dropped."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+class Refused(Exception):
+    """A hello the peer will not serve; the message goes back to the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Grant:
+    secret: bytes
+    name: str
+    offset: int
+    length: int
+    caller: str
+    state: tuple[int, int, int, int]
+    expires: float
+    release: Callable[[], None]  # gives the transfer slot back (called exactly once)
+
+
+class LaneServer:
+    """A TCP listener that serves ticketed ranges of shared files with sendfile.
+
+    open_file(name) opens a shared file for reading (refusing escapes, as the
+    gRPC Download does) and raises an exception with a `detail` or a message
+    when it cannot; rate, when given, has consume(n) and paces the sender.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        open_file: Callable[[str], object],
+        *,
+        ttl: float = 10.0,
+        stall_timeout: float = 10.0,
+        hello_timeout: float = 5.0,
+        max_connections: int = 64,
+        rate=None,
+        on_sent: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self.open_file = open_file
+        self.ttl = ttl
+        self.stall_timeout = stall_timeout
+        self.hello_timeout = hello_timeout
+        self.rate = rate
+        self.on_sent = on_sent or (lambda n: None)
+        self.clock = clock
+        self.port = 0
+        self._grants: dict[bytes, Grant] = {}
+        self._lock = threading.Lock()
+        self._connections = threading.BoundedSemaphore(max_connections)
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- life ---------------------------------------------------------------------------------------
+    def start(self) -> int:
+        """Bind an OS-chosen port on host, start accepting; return the port."""
+        self._listener = _listen(self.host)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept_loop, name="p2p-lane-accept", daemon=True)
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        """Stop accepting and give back every outstanding grant's slot (connections being served finish)."""
+        self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            grants, self._grants = list(self._grants.values()), {}
+        for grant in grants:
+            grant.release()
+
+    # -- tickets ------------------------------------------------------------------------------------
+    def grant(
+        self,
+        name: str,
+        offset: int,
+        length: int,
+        caller: str,
+        state: tuple[int, int, int, int],
+        release: Callable[[], None],
+    ) -> bytes:
+        """A one-time ticket for [offset, offset+length) of name, for caller only, valid for ttl seconds.
+
+        The caller of grant() has taken a transfer slot; release gives it back
+        once: after the bytes are sent, or when the ticket is refused or expires.
+        """
+        ticket_id = secrets.token_bytes(TICKET_ID_BYTES)
+        secret = secrets.token_bytes(TICKET_BYTES - TICKET_ID_BYTES)
+        grant = Grant(secret, name, offset, length, normal_ip(caller), state, self.clock() + self.ttl, release)
+        with self._lock:
+            self._grants[ticket_id] = grant
+        self._sweep()
+        return ticket_id + secret
+
+    @property
+    def outstanding(self) -> int:
+        """Tickets issued and neither presented nor expired."""
+        with self._lock:
+            return len(self._grants)
+
+    def _sweep(self) -> None:
+        """Drop expired grants and give their slots back."""
+        now = self.clock()
+        with self._lock:
+            expired = [tid for tid, g in self._grants.items() if g.expires < now]
+            grants = [self._grants.pop(tid) for tid in expired]
+        for grant in grants:
+            grant.release()
+
+    def redeem(self, ticket: bytes, name: str, offset: int, length: int, caller: str) -> Grant:
+        """The grant this hello may use, removed from the table; Refused (slot given back) otherwise."""
+        with self._lock:
+            grant = self._grants.pop(ticket[:TICKET_ID_BYTES], None)
+        if grant is None:
+            raise Refused(REFUSED, "unknown or already used lane ticket")
+        try:
+            if not hmac.compare_digest(grant.secret, ticket[TICKET_ID_BYTES:]):
+                raise Refused(REFUSED, "lane ticket does not match")
+            if self.clock() > grant.expires:
+                raise Refused(REFUSED, "lane ticket expired")
+            if (name, offset, length) != (grant.name, grant.offset, grant.length):
+                raise Refused(REFUSED, "lane ticket is for another file or range")
+            if normal_ip(caller) != grant.caller:
+                raise Refused(REFUSED, "lane ticket was issued to another caller")
+        except Refused:
+            grant.release()
+            raise
+        return grant
+
+    # -- connections --------------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        listener.settimeout(1.0)  # wake up now and then to expire unredeemed tickets
+        while not self._stopping.is_set():
+            try:
+                conn, addr = listener.accept()
+            except TimeoutError:
+                self._sweep()
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)  # out of file descriptors or similar: do not spin
+                continue
+            if not self._connections.acquire(blocking=False):
+                conn.close()  # more connections than transfers could use: a flood, not a client
+                continue
+            threading.Thread(target=self._serve, args=(conn, addr), name="p2p-lane", daemon=True).start()
+
+    def _serve(self, conn: socket.socket, addr) -> None:
+        try:
+            conn.settimeout(self.hello_timeout)
+            try:
+                ticket, name, offset, length = read_hello(conn)
+                grant = self.redeem(ticket, name, offset, length, addr[0])
+            except Refused as refused:
+                log.info("lane from %s refused: %s", addr[0], refused.message)
+                _reply(conn, refused.status, refused.message)
+                return
+            except (ProtocolError, OSError, struct.error):
+                return
+            try:
+                self._send(conn, grant)
+            finally:
+                grant.release()
+        finally:
+            conn.close()
+            self._connections.release()
+
+    def _send(self, conn: socket.socket, grant: Grant) -> None:
+        try:
+            fh = self.open_file(grant.name)
+        except Exception as err:  # noqa: BLE001 - the opener's refusal, told to the client
+            _reply(conn, GONE, getattr(err, "detail", None) or str(err))
+            return
+        with fh:
+            st = os.fstat(fh.fileno())
+            if file_state(st) != grant.state or grant.offset + grant.length > st.st_size:
+                _reply(conn, GONE, f"{grant.name} changed since the ticket was issued")
+                return
+            conn.settimeout(None)  # blocking: sendfile loops in the kernel; SO_SNDTIMEO is the stall deadline
+            seconds = int(self.stall_timeout)
+            micros = int((self.stall_timeout - seconds) * 1e6)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+            conn.sendall(encode_reply(OK, grant.length))
+            sent = 0
+            try:
+                sent = self._sendfile(conn, fh.fileno(), grant.offset, grant.length)
+            except OSError as err:  # a stall (EAGAIN after the deadline) or the client went away
+                log.info("lane send of %s cut after %d bytes: %s", grant.name, sent, err.strerror or err)
+            finally:
+                self.on_sent(sent)
+
+    def _sendfile(self, conn: socket.socket, fd: int, offset: int, length: int) -> int:
+        out = conn.fileno()
+        position, end = offset, offset + length
+        block = SEND_BLOCK if self.rate is None else RATE_BLOCK
+        while position < end:
+            n = min(block, end - position)
+            if self.rate is not None:
+                self.rate.consume(n)
+            sent = os.sendfile(out, fd, position, n)
+            if sent == 0:  # the file shrank under us: the client sees a short range
+                break
+            position += sent
+        return position - offset
+
+
+def _reply(conn: socket.socket, status: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(encode_reply(status, 0, message))
+
+
+def _listen(host: str) -> socket.socket:
+    """A listening socket on an OS-chosen port of host (the gRPC server's bind address)."""
+    bind_host = host.strip("[]")
+    if bind_host in ("", "::", "0.0.0.0") and socket.has_dualstack_ipv6() and bind_host != "0.0.0.0":
+        return socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True, backlog=64)
+    infos = socket.getaddrinfo(bind_host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    return socket.create_server(sockaddr, family=family, backlog=64)
+
+
+__all__ = ["BUSY", "FAILED", "LaneServer", "Refused", "caller_host", "file_state", "normal_ip"]

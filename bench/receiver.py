@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import mmap
 import os
 import queue
 import socket
@@ -37,7 +38,15 @@ from pathlib import Path
 
 MiB = 1024 * 1024
 BUFFER = 1 * MiB
-KINDS = ["raw", "sha256-inline", "sha256-thread", "blake3-inline", "blake3-thread", "blake3-readback"]
+KINDS = [
+    "raw",
+    "sha256-inline",
+    "sha256-thread",
+    "blake3-inline",
+    "blake3-thread",
+    "blake3-readback",
+    "blake3-mmap",
+]
 LABELS = {
     "raw": "raw, no hash",
     "sha256-inline": "+ sha256 inline",
@@ -45,6 +54,7 @@ LABELS = {
     "blake3-inline": "+ BLAKE3 inline",
     "blake3-thread": "+ BLAKE3 in a second thread",
     "blake3-readback": "+ BLAKE3 read back in order (thread)",
+    "blake3-mmap": "+ BLAKE3 of the file mapped, in order (thread)",
 }
 
 
@@ -126,8 +136,12 @@ def _receive_pooled(conn: socket.socket, fd: int, digest) -> int:
     return offset
 
 
-def _receive_readback(conn: socket.socket, fd: int, digest) -> int:
-    """Receive and pwrite on this thread; another thread reads the written prefix back and hashes it."""
+def _receive_readback(conn: socket.socket, fd: int, digest, mapped: bool = False) -> int:
+    """Receive and pwrite on this thread; another thread reads the written prefix back and hashes it.
+
+    mapped: the other thread hashes the written prefix through mmap instead of
+    copying it into a buffer first.
+    """
     written = 0
     cond = threading.Condition()
     finished = False
@@ -143,8 +157,13 @@ def _receive_readback(conn: socket.socket, fd: int, digest) -> int:
                 available = written - hashed
                 if available == 0 and finished:
                     return
-            n = os.preadv(fd, [view[: min(len(buf), available)]], hashed)
-            digest.update(view[:n])
+            n = min(len(buf), available)
+            if mapped:
+                with mmap.mmap(fd, n, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ, offset=hashed) as m:
+                    digest.update(m)
+            else:
+                n = os.preadv(fd, [view[:n]], hashed)
+                digest.update(view[:n])
             hashed += n
 
     worker = threading.Thread(target=hash_loop)
@@ -179,7 +198,7 @@ def fetch(kind: str, port: int, out: str) -> dict:
             elif kind.endswith("-thread"):
                 received = _receive_pooled(conn, fd, digest)
             else:
-                received = _receive_readback(conn, fd, digest)
+                received = _receive_readback(conn, fd, digest, mapped=kind.endswith("-mmap"))
     finally:
         os.close(fd)
     seconds = time.perf_counter() - started
@@ -259,12 +278,12 @@ def report(data: dict, speeds: dict[str, float]) -> str:
     lines = [
         f"file {size / MiB:.0f} MiB over loopback, os.sendfile -> recv_into + pwrite ({BUFFER // MiB} MiB buffer), "
         f"median of {data['runs']} [best], {os.cpu_count()} CPU(s), load {os.getloadavg()[0]:.2f}",
-        f"  {'receiver':40s} {'MB/s':>7s} {'[best]':>8s} {'x raw':>6s} {'RSS MiB':>8s}",
+        f"  {'receiver':46s} {'MB/s':>7s} {'[best]':>8s} {'x raw':>6s} {'RSS MiB':>8s}",
     ]
     for kind in results:
         rss = max(r["rss_kib"] for r in results[kind]) / 1024
         lines.append(
-            f"  {LABELS[kind]:40s} {mbps(kind):7.0f} [{mbps(kind, min):6.0f}] {mbps(kind) / raw:6.2f} {rss:8.1f}"
+            f"  {LABELS[kind]:46s} {mbps(kind):7.0f} [{mbps(kind, min):6.0f}] {mbps(kind) / raw:6.2f} {rss:8.1f}"
         )
     lines.append("  hash alone, one thread, in memory: " + ", ".join(f"{k} {v:,.0f} MB/s" for k, v in speeds.items()))
     return "\n".join(lines)

@@ -48,6 +48,9 @@ class Settings:
     down_mark_max: float = 30.0
     # While the Maestro (or a friend) cannot be reached, a peer retries with doubling waits up to this.
     retry_backoff_max: float = 15.0
+    # seconds a fast-lane ticket stays valid (OpenLane, then sendfile on an OS-chosen port of the gRPC
+    # bind address); 0 turns this peer's lane off and clients use the gRPC Download stream
+    lane_ticket_seconds: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,17 @@ class Database:
         self._local = threading.local()
         self.connect().executescript(schema)
 
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        """Give a table written by an older version its new column (once, whichever process or worker is first)."""
+        conn = self.connect()
+        if column in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            return
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        except sqlite3.OperationalError as err:  # another worker or process added it first
+            if "duplicate column" not in str(err):
+                raise
+
     def connect(self) -> sqlite3.Connection:
         """Return this thread's connection, opening it on first use."""
         conn = getattr(self._local, "conn", None)

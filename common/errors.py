@@ -135,6 +135,15 @@ class NoAnswer(Unavailable):
     name = "no_answer"
 
 
+class NoLane(P2PError):
+    """This peer offers no fast lane (turned off, TLS on, or an older peer): use the gRPC stream."""
+
+    http_status = 409
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    name = "no_lane"
+    exit_code = 1
+
+
 _BY_GRPC_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
@@ -145,6 +154,8 @@ _BY_GRPC_CODE = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
     grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
+    grpc.StatusCode.FAILED_PRECONDITION: NoLane,
+    grpc.StatusCode.UNIMPLEMENTED: NoLane,  # only OpenLane is new enough to be missing on a peer
 }
 
 

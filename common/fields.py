@@ -9,6 +9,7 @@ what the Maestro would refuse. Limits, and why:
 - mtime: a finite number of seconds since the epoch in MIN_MTIME..MAX_MTIME (1901 to 2514,
   what ext4, XFS and btrfs store); NaN and Infinity are refused.
 - sha256: 64 lowercase hex digits.
+- blake3: 64 lowercase hex digits, or "" (peers from before BLAKE3 was recorded).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def sha256_problem(value: object) -> str | None:
     if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
         return "must be 64 lowercase hex digits"
     return None
+
+
+def blake3_problem(value: object) -> str | None:
+    """Why value is not a hex BLAKE3 digest (or "": none known), or None."""
+    return None if value == "" else sha256_problem(value)
 
 
 def check_field(key: str, problem: str | None) -> None:

@@ -54,6 +54,11 @@ class FileTransferStub:
                 request_serializer=common_dot_transfer__pb2.FileChunk.SerializeToString,
                 response_deserializer=common_dot_transfer__pb2.UploadStatus.FromString,
                 _registered_method=True)
+        self.OpenLane = channel.unary_unary(
+                '/p2pnet.FileTransfer/OpenLane',
+                request_serializer=common_dot_transfer__pb2.FileRequest.SerializeToString,
+                response_deserializer=common_dot_transfer__pb2.LaneTicket.FromString,
+                _registered_method=True)
 
 
 class FileTransferServicer:
@@ -87,6 +92,16 @@ class FileTransferServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenLane(self, request, context):
+        """The fast lane: a one-time ticket for [offset, offset+length) of a file (length 0 = to the end),
+        for this caller only, valid for a few seconds. The caller connects to `port` on the host it
+        reached this server at, presents the ticket and receives the raw bytes (common/lane.py).
+        FAILED_PRECONDITION when this peer has no lane (turned off, or TLS on): use Download.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FileTransferServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +124,11 @@ def add_FileTransferServicer_to_server(servicer, server):
                     servicer.DummyUpload,
                     request_deserializer=common_dot_transfer__pb2.FileChunk.FromString,
                     response_serializer=common_dot_transfer__pb2.UploadStatus.SerializeToString,
+            ),
+            'OpenLane': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenLane,
+                    request_deserializer=common_dot_transfer__pb2.FileRequest.FromString,
+                    response_serializer=common_dot_transfer__pb2.LaneTicket.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +239,33 @@ class FileTransfer:
             '/p2pnet.FileTransfer/DummyUpload',
             common_dot_transfer__pb2.FileChunk.SerializeToString,
             common_dot_transfer__pb2.UploadStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenLane(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pnet.FileTransfer/OpenLane',
+            common_dot_transfer__pb2.FileRequest.SerializeToString,
+            common_dot_transfer__pb2.LaneTicket.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "shared_dir", "fr
 AUTO = "auto"  # `up --host auto`: the nodes whose address belongs to this machine
 FRIEND_ROLES = ("primary", "backup")
 # settings that may be zero; every other one must be positive
-_MAY_BE_ZERO = {"heartbeat_jitter"}
+_MAY_BE_ZERO = {"heartbeat_jitter", "lane_ticket_seconds"}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from common.config import Settings
 from common.db import Database
 from common.errors import BadRequest, NotFound, TooLarge
-from common.fields import mtime_problem, sha256_problem, size_problem
+from common.fields import blake3_problem, mtime_problem, sha256_problem, size_problem
 from common.names import check_name, check_peer_name
 
 MIN_HEARTBEAT_INTERVAL = 0.05  # seconds: beats faster than 20 a second are a flood, not a heartbeat
@@ -35,6 +34,7 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
     sha256 TEXT NOT NULL,
+    blake3 TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (name, peer)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_peer ON files(peer);
@@ -59,6 +59,7 @@ class FileEntry:
     size: int
     mtime: float
     sha256: str
+    blake3: str = ""  # the fast lane verifies with it; "" from peers that do not send it
 
     @classmethod
     def parse(cls, raw: object, index: int) -> FileEntry:
@@ -70,14 +71,16 @@ class FileEntry:
         except BadRequest as err:
             raise BadRequest(f"files[{index}].name: {err.detail}") from None
         size, mtime, sha = raw.get("size"), raw.get("mtime"), raw.get("sha256")
+        b3 = raw.get("blake3") or ""  # optional: peers from before BLAKE3 do not send it
         for key, problem in (
             ("size", size_problem(size)),
             ("mtime", mtime_problem(mtime)),
             ("sha256", sha256_problem(sha)),
+            ("blake3", blake3_problem(b3)),
         ):
             if problem is not None:
                 raise BadRequest(f"files[{index}].{key} {problem}")
-        return cls(name, size, float(mtime), sha)  # type: ignore[arg-type]
+        return cls(name, size, float(mtime), sha, b3)  # type: ignore[arg-type]
 
 
 def parse_files(raw: object, max_files: int) -> list[FileEntry]:
@@ -133,22 +136,13 @@ class Directory:
         max_interval: float = Settings.max_heartbeat_interval,
     ) -> None:
         self.db = Database(path, SCHEMA)
-        self._add_friends_column()
+        self.db.add_column("peers", "friends", "TEXT NOT NULL DEFAULT '{}'")  # directories from before friends
+        self.db.add_column("files", "blake3", "TEXT NOT NULL DEFAULT ''")  # directories from before BLAKE3
         self.max_files = max_files
         self.max_interval = max_interval
         self.default_interval = default_interval
         self.expire_after_beats = expire_after_beats
         self.clock = clock
-
-    def _add_friends_column(self) -> None:
-        """A directory written before peers sent their friends gets the column (once, whichever worker)."""
-        columns = {r["name"] for r in self.db.connect().execute("PRAGMA table_info(peers)")}
-        if "friends" not in columns:
-            try:
-                self.db.connect().execute("ALTER TABLE peers ADD COLUMN friends TEXT NOT NULL DEFAULT '{}'")
-            except sqlite3.OperationalError as err:  # another worker added it first
-                if "duplicate column" not in str(err):
-                    raise
 
     def _alive_since(self) -> str:
         """SQL condition: a peer heard from within expire_after_beats of its interval."""
@@ -183,8 +177,8 @@ class Directory:
             )
             conn.execute("DELETE FROM files WHERE peer = ?", (name,))
             conn.executemany(
-                "INSERT OR REPLACE INTO files (name, peer, size, mtime, sha256) VALUES (?, ?, ?, ?, ?)",
-                [(f.name, name, f.size, f.mtime, f.sha256) for f in files],
+                "INSERT OR REPLACE INTO files (name, peer, size, mtime, sha256, blake3) VALUES (?, ?, ?, ?, ?, ?)",
+                [(f.name, name, f.size, f.mtime, f.sha256, f.blake3) for f in files],
             )
 
     def heartbeat(self, name: str) -> None:
@@ -218,14 +212,14 @@ class Directory:
         ]
 
     LOCATE_SQL = (
-        "SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256"
+        "SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256, f.blake3"
         " FROM files f JOIN peers p ON p.name = f.peer"
         " WHERE f.name = ? AND p.last_seen >= ? - p.heartbeat_interval * ?"
         " ORDER BY p.last_seen DESC"
     )
 
     def locate(self, filename: str) -> list[dict]:
-        """Live peers holding filename, with the file's size, mtime and sha256."""
+        """Live peers holding filename, with the file's size, mtime, sha256 and BLAKE3."""
         # One constant statement: sqlite3's statement cache reuses it on this thread's connection.
         cur = self.db.connect().execute(self.LOCATE_SQL, (filename, self.clock(), self.expire_after_beats))
         return [dict(r) for r in cur.fetchall()]

@@ -19,8 +19,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.config import NodeConfig, load_config
-from common.errors import BadRequest, Busy, TooLarge
+from common.config import NodeConfig, host_of, load_config
+from common.errors import BadRequest, Busy, NoLane, TooLarge
 from common.fields import check_sha256
 from common.files import iter_chunks
 from common.malloc import tune_malloc
@@ -30,6 +30,7 @@ from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, MAX_MESSAGE
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.interceptor import CallHook, PeerInterceptor
+from peer_app.lane import LaneServer, caller_host, file_state
 from peer_app.metrics import TransferCounter
 from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter
@@ -50,7 +51,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     status and counts the bytes.
     """
 
-    def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None) -> None:
+    def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None, lane_host: str | None = None) -> None:
         self.config = config
         self.index = index
         self.folder = index.folder
@@ -59,18 +60,72 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self._rate = RateLimiter(config.settings.max_transfer_rate)
         self._uploading: set[str] = set()
         self._lock = threading.Lock()
+        # The fast lane listens where gRPC binds, on a port the OS picks when the first ticket is asked for.
+        self.lane_host = config.host if lane_host is None else lane_host
+        self.on_lane_bytes = lambda n: None  # the byte counter for /metrics (create_server sets it)
+        self._lane: LaneServer | None = None
+        self._lane_error = ""
 
-    @contextmanager
-    def _transfer_slot(self):
+    def _acquire_slot(self):
+        """One of the peer's transfer slots, or Busy; returns its release (calling it twice is harmless)."""
         if not self._slots.acquire(blocking=False):
             raise Busy(
                 f"peer {self.config.name} is at its limit of "
                 f"{self.config.settings.max_concurrent_transfers} concurrent transfers; retry shortly"
             )
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if released.is_set():
+                    return
+                released.set()
+            self._slots.release()
+
+        return release
+
+    @contextmanager
+    def _transfer_slot(self):
+        release = self._acquire_slot()
         try:
             yield
         finally:
-            self._slots.release()
+            release()
+
+    def lane(self) -> LaneServer:
+        """This peer's lane listener, started on first use; NoLane when the lane is off or cannot listen."""
+        ttl = self.config.settings.lane_ticket_seconds
+        if ttl <= 0:
+            raise NoLane(f"peer {self.config.name} has its fast lane turned off; use the Download stream")
+        # With TLS on (issue 8's `security: tls`), bytes travel only over the TLS gRPC stream: the lane is plain TCP.
+        if getattr(getattr(self.config, "security", None), "tls", False):
+            raise NoLane(f"peer {self.config.name} uses TLS, which its lane does not carry; use the Download stream")
+        with self._lock:
+            if self._lane is None and not self._lane_error:
+                lane = LaneServer(
+                    self.lane_host,
+                    lambda name: self.folder.open(name)[0],
+                    ttl=ttl,
+                    rate=self._rate if self.config.settings.max_transfer_rate > 0 else None,
+                    max_connections=2 * self.config.settings.max_concurrent_transfers + 16,
+                    on_sent=lambda n: self.on_lane_bytes(n),
+                )
+                try:
+                    lane.start()
+                    self._lane = lane
+                except OSError as err:
+                    self._lane_error = f"cannot listen on {self.lane_host}: {err.strerror or err}"
+                    log.warning("fast lane off: %s", self._lane_error)
+            if self._lane is None:
+                raise NoLane(f"peer {self.config.name} has no fast lane ({self._lane_error}); use the Download stream")
+            return self._lane
+
+    def close(self) -> None:
+        """Stop the lane listener (the gRPC server is stopped by its owner)."""
+        with self._lock:
+            lane, self._lane = self._lane, None
+        if lane is not None:
+            lane.stop()
 
     @contextmanager
     def _name_lock(self, name: str):
@@ -104,7 +159,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if request.offset > st.st_size:
             raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
         offset = request.offset
-        first = transfer_pb2.FileChunk(filename=name, sha256=info.sha256, size=info.size, offset=offset)
+        first = transfer_pb2.FileChunk(
+            filename=name, sha256=info.sha256, blake3=info.blake3, size=info.size, offset=offset
+        )
         for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
             self._rate.consume(len(data))
             if first is not None:
@@ -116,6 +173,39 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
             yield chunk
         if first is not None:
             yield first
+
+    def OpenLane(self, request, context):
+        """A one-time ticket for a range of a shared file over the fast lane (see peer_app/lane.py).
+
+        The ticket holds one transfer slot from now until its bytes are sent, it is refused, or it
+        expires; it is good only for this caller's address, this file as it is now, and this range.
+        """
+        lane = self.lane()
+        release = self._acquire_slot()
+        try:
+            fh, st, name = self.folder.open(request.filename)
+            with fh:
+                info = self.index.lookup(name, st, fh)
+            if request.offset > st.st_size:
+                raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
+            left = st.st_size - request.offset
+            length = left if request.length == 0 else min(request.length, left)
+            caller = caller_host(context.peer())
+            # bound to the name as the caller spells it (its hello repeats it) and to this very file
+            ticket = lane.grant(request.filename, request.offset, length, caller, file_state(st), release)
+        except BaseException:
+            release()
+            raise
+        return transfer_pb2.LaneTicket(
+            port=lane.port,
+            ticket=ticket,
+            offset=request.offset,
+            length=length,
+            size=info.size,
+            sha256=info.sha256,
+            blake3=info.blake3,
+            expires_in=lane.ttl,
+        )
 
     def Upload(self, request_iterator, context):
         """Store the streamed file under the first chunk's name once its size and sha256 match.
@@ -139,7 +229,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                     self._rate.consume(len(chunk.data))
                     out.write(chunk.data)
                 stored = out.commit(first.sha256, first.size)
-            self.index.remember(name, out.sha256, stored)
+            self.index.remember(name, out.sha256, stored, out.blake3)
         log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
         self.on_upload(name)
         return transfer_pb2.UploadStatus(
@@ -182,19 +272,21 @@ def create_server(
     """
     if index is None:
         index = SharedIndex.for_node(config, open_db(config.db_path))
-    interceptor = PeerInterceptor([TransferCounter(TransferTotals(index.db)), *hooks])
+    totals = TransferTotals(index.db)
+    interceptor = PeerInterceptor([TransferCounter(totals), *hooks])
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers, thread_name_prefix="grpc"),
         interceptors=[interceptor],
         options=SERVER_OPTIONS,
     )
-    servicer = FileTransferServicer(config, index, on_upload)
+    address = address or config.grpc_bind
+    servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address))
+    servicer.on_lane_bytes = lambda n: totals.add("Lane", n)
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     for service in ("", FILE_TRANSFER):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = address or config.grpc_bind
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises on a failed bind; older versions return 0
@@ -215,7 +307,7 @@ def serve(config: NodeConfig) -> None:
         log.info("removed %d temporary files left by an earlier run", removed)
     known = known_peers(db, config)
     agent = PresenceAgent(config, index, known)
-    server, port, _ = create_server(config, index=index, on_upload=lambda name: agent.register_now())
+    server, port, servicer = create_server(config, index=index, on_upload=lambda name: agent.register_now())
     server.start()
     log.info("%s gRPC listening on %s (advertised as %s)", config.name, config.grpc_bind, config.grpc_address)
     agent.start()
@@ -228,6 +320,7 @@ def serve(config: NodeConfig) -> None:
     signal.signal(signal.SIGINT, _stop)
     done.wait()
     agent.stop.set()
+    servicer.close()
     server.stop(grace=2).wait()
 
 

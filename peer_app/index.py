@@ -1,4 +1,4 @@
-"""A peer's shared folder: the truth for its files, with sha256 cached by size, mtime and inode.
+"""A peer's shared folder: the truth for its files, with sha256 and BLAKE3 cached by size, mtime and inode.
 
 What the index lists is what the peer serves: SharedFolder (storage.py) decides which entries
 are shared (plain NFC names, regular files with one link, fields within the wire's bounds),
@@ -16,7 +16,7 @@ from typing import BinaryIO
 from common.config import NodeConfig, Settings
 from common.db import Database
 from common.errors import P2PError
-from common.files import sha256_fd
+from common.files import digest_fd
 from peer_app.storage import SharedFolder
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,11 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    ino INTEGER NOT NULL DEFAULT 0
+    ino INTEGER NOT NULL DEFAULT 0,
+    blake3 TEXT NOT NULL DEFAULT ''
 );
 """
+INSERT = "INSERT OR REPLACE INTO file_hashes (name, size, mtime_ns, sha256, ino, blake3) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class FileInfo:
     size: int
     mtime: float
     sha256: str
+    blake3: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -59,11 +62,10 @@ class SharedIndex:
         self.max_files = max_files
         self.db = db
         self._warned_over = 0
-        conn = db.connect()
-        conn.executescript(SCHEMA)
-        if "ino" not in {row[1] for row in conn.execute("PRAGMA table_info(file_hashes)")}:
-            with conn:  # a cache from before the inode was kept: add it (every row is hashed once more)
-                conn.execute("ALTER TABLE file_hashes ADD COLUMN ino INTEGER NOT NULL DEFAULT 0")
+        db.connect().executescript(SCHEMA)
+        # caches from before the inode or BLAKE3 were kept: every row is hashed once more
+        db.add_column("file_hashes", "ino", "INTEGER NOT NULL DEFAULT 0")
+        db.add_column("file_hashes", "blake3", "TEXT NOT NULL DEFAULT ''")
 
     @classmethod
     def for_node(cls, config: NodeConfig, db: Database) -> SharedIndex:
@@ -95,27 +97,27 @@ class SharedIndex:
         return tuple((name, st.st_size, st.st_mtime_ns, st.st_ino) for name, st in self._entries())
 
     def scan(self) -> list[FileInfo]:
-        """Every shared file with its sha256 (from the cache when size, mtime and inode match)."""
+        """Every shared file with its digests (from the cache when size, mtime and inode match)."""
         conn = self.db.connect()
         cached = {r["name"]: r for r in conn.execute("SELECT * FROM file_hashes")}
         files, fresh = [], []
         for name, st in self._entries():
             row = cached.get(name)
             if _matches(row, st):
-                files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"]))
+                files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"], row["blake3"]))
                 continue
             try:
                 fh, st, name = self.folder.open(name)
             except (P2PError, OSError):  # changed or removed since we listed it: not shared now
                 continue
             with fh:
-                sha = sha256_fd(fh.fileno())
-            fresh.append((name, st.st_size, st.st_mtime_ns, sha, st.st_ino))
-            files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha))
+                sha, b3 = digest_fd(fh.fileno(), with_blake3=True)
+            fresh.append((name, st.st_size, st.st_mtime_ns, sha, st.st_ino, b3))
+            files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha, b3))
         gone = set(cached) - {f.name for f in files}
         if fresh or gone:
             with conn:
-                conn.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)", fresh)
+                conn.executemany(INSERT, fresh)
                 conn.executemany("DELETE FROM file_hashes WHERE name = ?", [(n,) for n in gone])
         return files
 
@@ -126,7 +128,7 @@ class SharedIndex:
             return None
         row = self._row(name)
         if _matches(row, st):
-            return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"])
+            return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"], row["blake3"])
         try:
             fh, st, name = self.folder.open(name)
         except (P2PError, OSError):  # changed since the stat: not shared now
@@ -142,29 +144,30 @@ class SharedIndex:
         """
         row = self._row(name)
         if _matches(row, st):
-            return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"])
-        sha = sha256_fd(fh.fileno())
-        self.remember(name, sha, st)
-        return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha)
+            return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"], row["blake3"])
+        sha, b3 = digest_fd(fh.fileno(), with_blake3=True)
+        self.remember(name, sha, st, b3)
+        return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha, b3)
 
-    def remember(self, name: str, sha256: str, st: os.stat_result) -> None:
-        """Cache the hash of a file whose status is st (one just written, say), so no scan re-reads it."""
+    def remember(self, name: str, sha256: str, st: os.stat_result, blake3: str) -> None:
+        """Cache the digests of a file whose status is st (one just written, say), so no scan re-reads it."""
         with self.db.connect() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)",
-                (name, st.st_size, st.st_mtime_ns, sha256, st.st_ino),
-            )
+            conn.execute(INSERT, (name, st.st_size, st.st_mtime_ns, sha256, st.st_ino, blake3))
 
     def _row(self, name: str):
         return (
             self.db.connect()
-            .execute("SELECT size, mtime_ns, sha256, ino FROM file_hashes WHERE name = ?", (name,))
+            .execute("SELECT size, mtime_ns, sha256, ino, blake3 FROM file_hashes WHERE name = ?", (name,))
             .fetchone()
         )
 
 
 def _matches(row, st: os.stat_result) -> bool:
-    """True when a cached hash row still describes the file (same size, mtime and inode)."""
+    """True when a cached row still describes the file (same size, mtime and inode) and has both digests."""
     return (
-        row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and row["ino"] == st.st_ino
+        row is not None
+        and row["size"] == st.st_size
+        and row["mtime_ns"] == st.st_mtime_ns
+        and row["ino"] == st.st_ino
+        and bool(row["blake3"])
     )

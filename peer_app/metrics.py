@@ -8,7 +8,7 @@ from common.rpc import FILE_TRANSFER
 from peer_app.interceptor import CallHook, RpcCall
 from peer_app.state import TransferTotals
 
-RESPONSE_STREAMS = ("Download", "DummyDownload")  # bytes leave this peer
+RESPONSE_STREAMS = ("Download", "DummyDownload", "Lane")  # bytes leave this peer ("Lane": the fast lane's sendfile)
 REQUEST_STREAMS = ("Upload", "DummyUpload")  # bytes arrive at this peer
 
 

@@ -74,6 +74,7 @@ class Discovery:
             "grpc_address": self.me["grpc_address"],
             "size": f["size"],
             "sha256": f["sha256"],
+            "blake3": f.get("blake3", ""),
         }
 
     def _hit(self, f: dict) -> dict:

@@ -35,7 +35,7 @@ from common.errors import (
     TooLarge,
 )
 from common.fields import mtime_problem, size_problem
-from common.files import move_into_place
+from common.files import move_into_place, new_digest
 from common.names import check_name, fit_name, is_plain_name
 
 TMP_PREFIX = ".p2p-tmp-"
@@ -175,6 +175,7 @@ class AtomicFile:
         self.size = 0
         self.stat: os.stat_result | None = None
         self._digest = hashlib.sha256()
+        self._blake3 = new_digest("blake3")  # recorded in the index beside the sha256 (the lane verifies it)
         self._fd = -1
         self._dir = -1
         self._done = False
@@ -211,6 +212,7 @@ class AtomicFile:
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise TooLarge(f"upload exceeds this peer's limit of {self.max_bytes} bytes")
         self._digest.update(data)
+        self._blake3.update(data)
         view = memoryview(data)
         try:
             while view:
@@ -221,6 +223,10 @@ class AtomicFile:
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
+
+    @property
+    def blake3(self) -> str:
+        return self._blake3.hexdigest()
 
     def commit(self, expected_sha256: str, expected_size: int) -> os.stat_result:
         """Verify size and sha256, then rename into place; DataLoss (and nothing kept) on a mismatch.

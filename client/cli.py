@@ -155,6 +155,12 @@ def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) 
     hidden=True,
     help="Bytes per ranged request (the unit of resume and failover).",
 )
+@click.option(
+    "--no-lane",
+    "no_lane",
+    is_flag=True,
+    help="Fetch over the gRPC Download stream only, verifying sha256 (no fast lane).",
+)
 @click.pass_obj
 def download(
     obj: Context,
@@ -166,11 +172,15 @@ def download(
     sources: int,
     stall_timeout: float,
     piece_size: int,
+    no_lane: bool,
 ) -> None:
-    """Locate NAME, fetch it over gRPC from its holders at once, verify its sha256.
+    """Locate NAME, fetch it from its holders at once, verify it.
 
-    A cut download keeps what arrived beside the target (a hidden .NAME.p2p-part-*
-    file); running the same command again continues it, from any holder.
+    The bytes come over each holder's fast lane (a one-time ticket asked for over
+    gRPC, then sendfile on a plain TCP connection, verified with BLAKE3) or, where a
+    lane cannot connect or with --no-lane, over the gRPC Download stream (verified
+    with sha256). A cut download keeps what arrived beside the target (a hidden
+    .NAME.p2p-part-* file); running the same command again continues it, from any holder.
     """
     out = out or os.path.join(os.getcwd(), name)
     holders, sha, size = _holders(obj, name, source, via_peer)
@@ -186,6 +196,7 @@ def download(
             stall_timeout=stall_timeout,
             piece_size=piece_size,
             progress=update,
+            lanes=not no_lane,
         )
     names = ", ".join(result.sources) or "local partial file"
     resumed = f", resumed after {result.resumed} bytes" if result.resumed else ""
@@ -199,6 +210,9 @@ def download(
             "bytes_from": result.sources,
             "resumed": result.resumed,
             "seconds": round(result.seconds, 3),
+            "verified": result.verified,
+            "lane_bytes": result.lane_bytes,
+            "lane_off": result.lane_off,
         },
         f"downloaded {name} ({result.size} bytes) from {names} to {result.path}{resumed}",
     )

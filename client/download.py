@@ -1,13 +1,22 @@
 """Downloads that are verified, resumable and fetched from several holders at once.
 
 A file is split into pieces. Worker threads, a few per source (one gRPC channel
-per source), take the lowest missing piece, fetch it as one ranged Download call
-and pwrite it in place into a preallocated partial file beside the target. A
-source that fails, stalls or turns out to hold other content is dropped and its
-piece goes back to the pool for the remaining sources. A thread hashes the
-finished prefix while the rest arrives; the file is renamed into place only
-when the whole sha256 matches. Anything cut keeps its finished pieces for the
-next run (see PartialFile).
+per source), take the lowest missing pieces and pwrite them in place into a
+preallocated partial file beside the target, over one of two paths:
+
+- the fast lane (client/lane.py): an OpenLane call gets a one-time ticket for a
+  run of consecutive pieces, and the holder sends the raw bytes with sendfile on
+  a plain TCP connection; used when the holders' BLAKE3 digest is known and agreed;
+- the gRPC Download stream, one ranged call per piece: the seed's path, used for
+  holders without a lane, when a lane cannot connect (a firewall) or was cut, and
+  for everything with lanes=False.
+
+Both paths mark each piece done in the same journal, so resume, failover and
+several sources work across them. A source that fails, stalls or turns out to hold
+other content is dropped and its pieces go back to the pool for the remaining
+sources. A thread hashes the finished prefix while the rest arrives (BLAKE3 when
+known, else sha256); the file is renamed into place only when the whole digest
+matches. Anything cut keeps its finished pieces for the next run (see PartialFile).
 """
 
 from __future__ import annotations
@@ -21,13 +30,16 @@ from pathlib import Path
 
 import grpc
 
+from client import lane
 from client.partial import InOrderHasher, PartialFile
 from client.transfer import TransferClient
+from common.config import host_of
 from common.errors import (
     AlreadyExists,
     BadRequest,
     Busy,
     DataLoss,
+    NoLane,
     NotFound,
     P2PError,
     Unavailable,
@@ -42,6 +54,8 @@ MAX_SOURCES = 4
 STALL_TIMEOUT = 10.0  # seconds without a byte before a source counts as dead
 CONNECT_TIMEOUT = 5.0
 WATCH_INTERVAL = 0.1
+LANE_RUN_PIECES = 16  # at most this many consecutive pieces per lane ticket (fewer round trips, bounded rework)
+LANE_CONNECT_TIMEOUT = 2.0  # a lane not connected by then (a firewall dropping it) falls back to the stream
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,17 @@ class Result:
     resumed: int  # bytes kept from an earlier, cut run
     sources: dict[str, int]  # holder name -> bytes it sent in this run
     seconds: float
+    verified: str = "sha256"  # the digest checked: "blake3" (lane downloads) or "sha256"
+    lane_bytes: dict[str, int] = field(default_factory=dict)  # holder name -> bytes it sent over its lane
+    lane_off: dict[str, str] = field(default_factory=dict)  # holder name -> why its lane was not (or no longer) used
+
+
+class _LaneDown(Exception):
+    """This holder's lane cannot serve (now); its gRPC stream may."""
+
+
+class _Aborted(Exception):
+    """The download is being stopped; leave the lane at once."""
 
 
 class _SourceGone(Exception):
@@ -70,6 +95,8 @@ class _Source:
     error: P2PError | None = None
     sent: int = 0
     workers: int = 0
+    lane_sent: int = 0
+    lane_off: str = ""  # why this holder's lane is not used ("" while it is worth trying)
 
     @property
     def alive(self) -> bool:
@@ -84,14 +111,20 @@ class _Slot:
     call: grpc.Call | None = None  # the ranged Download call in flight (cancel() on a stall)
     last_progress: float = field(default_factory=time.monotonic)
     stalled: bool = False
+    buffer: bytearray | None = None  # this worker's lane receive buffer, reused run after run
 
 
 class Download:
     """One download of `name` into the local path `out` from any of `holders`.
 
     holders are dicts with at least "name" and "grpc_address" (as /locate gives
-    them). With no expected sha256 and size, the first holder that answers
-    tells them.
+    them, with "blake3" when the holder advertises it). With no expected sha256
+    and size, the first holder that answers tells them (and its BLAKE3).
+
+    The BLAKE3 a lane download verifies comes from the same place as the sha256:
+    expected_blake3, else the holders' entries when they all agree, else the
+    holder asked for the content. Holders that disagree on it refuse the lane:
+    the download then goes over gRPC streams and verifies sha256.
     """
 
     def __init__(
@@ -101,7 +134,10 @@ class Download:
         holders: list[dict],
         *,
         expected_sha256: str = "",
+        expected_blake3: str = "",
         size: int | None = None,
+        lanes: bool = True,
+        lane_connect_timeout: float = LANE_CONNECT_TIMEOUT,
         overwrite: bool = False,
         piece_size: int = PIECE_SIZE,
         streams_per_source: int = STREAMS_PER_SOURCE,
@@ -117,7 +153,11 @@ class Download:
         self.out = Path(os.path.abspath(out))
         self.holders = holders
         self.sha256 = expected_sha256
+        self.blake3 = expected_blake3
         self.size = size
+        self.lanes = lanes
+        self.lane_connect_timeout = lane_connect_timeout
+        self.lanes_refused = ""  # why no lane is used at all
         self.overwrite = overwrite
         self.piece_size = max(64 * 1024, piece_size)
         self.streams_per_source = max(1, streams_per_source)
@@ -145,6 +185,15 @@ class Download:
             raise NotFound(f"no peer holds {self.name!r}")
         try:
             size = self.size if self.sha256 and self.size is not None else self._learn_content(sources)
+            if self.sha256 and self.size is not None and not self.blake3:
+                self._agree_on_blake3(sources)
+            if not self.lanes:
+                self.lanes_refused = "lanes turned off"
+            elif not self.blake3 and not self.lanes_refused:
+                self.lanes_refused = "no BLAKE3 digest advertised for this content"
+            if self.lanes_refused:
+                for source in sources:
+                    source.lane_off = self.lanes_refused
             part = PartialFile(self.out, size, self.sha256, self.piece_size)
             try:
                 return self._fetch(part, sources, started)
@@ -162,17 +211,29 @@ class Download:
             )
         return source.transfer
 
+    def _agree_on_blake3(self, sources: list[_Source]) -> None:
+        """The BLAKE3 the holders advertise beside the expected sha256, if they all say the same."""
+        advertised = {h["blake3"] for h in self.holders if h.get("blake3")}
+        if len(advertised) == 1:
+            self.blake3 = advertised.pop()
+        elif len(advertised) > 1:
+            self.lanes_refused = "the holders disagree on the BLAKE3 digest of this content; verifying sha256"
+
     def _learn_content(self, sources: list[_Source]) -> int:
-        """Ask holders in turn for the file's size and sha256; return the size."""
+        """Ask holders in turn for the file's size and digests; return the size."""
         for source in sources:
             try:
-                size, sha = self._connect(source).stat(self.name)
+                size, sha, b3 = self._connect(source).stat(self.name)
             except (Unavailable, Busy) as err:
                 source.error = err
                 continue
             if self.sha256 and sha != self.sha256:
                 source.error = DataLoss(f"{source.name} holds other content (sha256 {sha[:12]})")
                 continue
+            if self.sha256:  # the sha256 came from elsewhere: a BLAKE3 must come from there too
+                self._agree_on_blake3(sources)
+            else:
+                self.blake3 = self.blake3 or b3
             self.sha256, self.size = sha, size
             return size
         raise self._failure(sources, 0, None)
@@ -180,7 +241,8 @@ class Download:
     def _fetch(self, part: PartialFile, sources: list[_Source], started: float) -> Result:
         resumed = part.done_bytes
         self._pending = part.missing()
-        hasher = InOrderHasher(part)
+        verify = "blake3" if self.blake3 and not self.lanes_refused else "sha256"
+        hasher = InOrderHasher(part, kind=verify)
         hasher.start()
         live = [s for s in sources if s.alive][: self.max_sources]
         per_source = max(1, min(self.streams_per_source, MAX_STREAMS // max(1, len(live))))
@@ -212,15 +274,24 @@ class Download:
             raise error
         hasher.join()
         digest = hasher.hexdigest()
-        if digest != part.sha256:
+        expected = self.blake3 if verify == "blake3" else part.sha256
+        if digest != expected:
             part.discard()
             raise DataLoss(
-                f"sha256 mismatch for {self.name}: got {digest[:16]}…, expected "
-                f"{part.sha256[:16]}…; the partial download was deleted"
+                f"{verify} mismatch for {self.name}: got {digest[:16]}…, expected "
+                f"{expected[:16]}…; the partial download was deleted"
             )
         path = part.commit(self.overwrite)
         return Result(
-            path, part.size, digest, resumed, {s.name: s.sent for s in sources if s.sent}, self.clock() - started
+            path,
+            part.size,
+            part.sha256,
+            resumed,
+            {s.name: s.sent for s in sources if s.sent},
+            self.clock() - started,
+            verified=verify,
+            lane_bytes={s.name: s.lane_sent for s in sources if s.lane_sent},
+            lane_off={s.name: s.lane_off for s in sources if s.lane_off},
         )
 
     def _watch(self, workers: list[threading.Thread], sources: list[_Source]) -> None:
@@ -274,24 +345,34 @@ class Download:
         return kind(f"cannot fetch {self.name}: {reasons or 'no holder answered'}{kept}")
 
     # -- one worker ------------------------------------------------------------------------------
-    def _take(self) -> int | None:
-        """The lowest missing piece; None when nothing is left to do or to retry."""
+    def _take(self, most: int = 1) -> list[int]:
+        """The lowest missing piece and up to most-1 consecutive ones after it; [] when nothing is left."""
         with self._cond:
             while not self._pending and self._in_flight and not self._abort.is_set():
                 self._cond.wait(0.5)
             if not self._pending or self._abort.is_set():
-                return None
-            self._in_flight += 1
-            return self._pending.pop(0)
+                return []
+            run = [self._pending.pop(0)]
+            while len(run) < most and self._pending and self._pending[0] == run[-1] + 1:
+                run.append(self._pending.pop(0))
+            self._in_flight += len(run)
+            return run
 
-    def _give_back(self, piece: int | None, done: bool) -> None:
+    def _give_back(self, pieces: list[int], done: set[int]) -> None:
+        """Pieces taken by a worker come back: those not done return to the pool."""
         with self._cond:
-            if piece is not None:
-                self._in_flight -= 1
-                if not done:
-                    self._pending.append(piece)
-                    self._pending.sort()
+            self._in_flight -= len(pieces)
+            back = [p for p in pieces if p not in done]
+            if back:
+                self._pending.extend(back)
+                self._pending.sort()
             self._cond.notify_all()
+
+    def _lane_run(self) -> int:
+        """Pieces per lane ticket: long runs, but short enough that every worker gets a share."""
+        with self._cond:
+            workers = sum(1 for slot in self._slots if slot.source.alive) or 1
+            return max(1, min(LANE_RUN_PIECES, len(self._pending) // (2 * workers)))
 
     def _work(self, part: PartialFile, slot: _Slot, hasher: InOrderHasher) -> None:
         source = slot.source
@@ -300,16 +381,26 @@ class Download:
             transfer.wait_ready()
         except P2PError as err:
             source.error = source.error or err
-            self._give_back(None, False)
+            self._give_back([], set())
             return
         while source.alive and not self._abort.is_set():
-            piece = self._take()
-            if piece is None:
+            by_lane = not source.lane_off
+            pieces = self._take(self._lane_run() if by_lane else 1)
+            if not pieces:
                 break
-            done = False
+            done: set[int] = set()
             try:
-                self._fetch_piece(part, piece, slot, transfer)
-                done = True
+                if by_lane:
+                    self._fetch_lane(part, pieces, slot, transfer, hasher, done)
+                else:
+                    self._fetch_piece(part, pieces[0], slot, transfer)
+                    part.mark_done(pieces[0])
+                    done.add(pieces[0])
+                    hasher.piece_done()
+            except _LaneDown as down:
+                source.lane_off = source.lane_off or str(down)
+            except _Aborted:
+                pass
             except Busy as err:
                 with self._cond:
                     source.workers -= 1
@@ -320,10 +411,74 @@ class Download:
                 source.error = source.error or gone.error
             finally:
                 slot.call = None
-                self._give_back(piece, done)
-            if done:
+                self._give_back(pieces, done)
+
+    def _fetch_lane(
+        self, part: PartialFile, pieces: list[int], slot: _Slot, transfer, hasher: InOrderHasher, done: set[int]
+    ) -> None:
+        """Fetch a run of consecutive pieces over the holder's lane, marking each done as its last byte lands."""
+        source = slot.source
+        offset = part.piece_range(pieces[0])[0]
+        last_offset, last_length = part.piece_range(pieces[-1])
+        length = last_offset + last_length - offset
+        try:
+            ticket = transfer.open_lane(self.name, offset, length, timeout=self.connect_timeout + 5.0)
+        except NoLane as err:
+            raise _LaneDown(err.detail) from None
+        except Busy:
+            raise
+        except P2PError as err:
+            raise _SourceGone(err) from None
+        if ticket.size != part.size or ticket.sha256 != part.sha256 or ticket.blake3 != self.blake3:
+            raise _SourceGone(
+                DataLoss(f"{source.name} now holds other content ({ticket.size} bytes, sha256 {ticket.sha256[:12]})")
+            )
+        if (ticket.offset, ticket.length) != (offset, length):
+            raise _SourceGone(DataLoss(f"{source.name} granted another range than the one asked for"))
+        queue = list(pieces)
+        boundary = part.piece_range(queue[0])[0] + part.piece_range(queue[0])[1]
+
+        def write(position: int, block: memoryview) -> None:
+            nonlocal boundary
+            part.write(position, block)
+            n = len(block)
+            source.sent += n
+            source.lane_sent += n
+            slot.last_progress = self.clock()
+            end = position + n
+            while queue and end >= boundary:
+                piece = queue.pop(0)
                 part.mark_done(piece)
+                done.add(piece)
                 hasher.piece_done()
+                if queue:
+                    boundary += part.piece_range(queue[0])[1]
+            if self._abort.is_set():
+                raise _Aborted
+
+        if slot.buffer is None:
+            slot.buffer = bytearray(lane.BUFFER_SIZE)
+        try:
+            lane.fetch(
+                host_of(source.address),
+                ticket.port,
+                ticket.ticket,
+                self.name,
+                offset,
+                length,
+                write,
+                connect_timeout=self.lane_connect_timeout,
+                stall_timeout=self.stall_timeout,
+                buffer=slot.buffer,
+            )
+        except lane.LaneError as err:
+            if err.kind == "busy":
+                raise Busy(f"{source.name}: {err.detail}") from None
+            if err.kind == "gone":
+                raise _SourceGone(DataLoss(f"{source.name}: {err.detail}")) from None
+            if err.kind == "stalled":
+                raise _SourceGone(Unavailable(f"{source.name} sent nothing for {self.stall_timeout:g}s")) from None
+            raise _LaneDown(f"lane {err.kind}: {err.detail}") from None
 
     def _fetch_piece(self, part: PartialFile, piece: int, slot: _Slot, transfer) -> None:
         offset, length = part.piece_range(piece)

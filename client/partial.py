@@ -8,13 +8,12 @@ continues where it stopped. The whole file is renamed into place only when its s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
 from pathlib import Path
 
-from common.files import HASH_BLOCK, move_into_place
+from common.files import HASH_BLOCK, move_into_place, new_digest
 from common.names import MAX_NAME_BYTES, fit_name
 
 PART_MARK = ".p2p-part-"
@@ -134,11 +133,12 @@ class InOrderHasher(threading.Thread):
     moment after the last byte lands.
     """
 
-    def __init__(self, part: PartialFile, block: int = HASH_BLOCK) -> None:
+    def __init__(self, part: PartialFile, block: int = HASH_BLOCK, kind: str = "sha256") -> None:
         super().__init__(name="p2p-hasher", daemon=True)
         self.part = part
         self.block = block
-        self.digest = hashlib.sha256()
+        self.kind = kind  # "sha256", or "blake3" for a download over the fast lane
+        self.digest = new_digest(kind)
         self.hashed = 0
         self.error: BaseException | None = None
         self._cond = threading.Condition()

@@ -7,6 +7,7 @@ stat and a readiness check. Every failure comes back as a P2PError (from_rpc_err
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import grpc
 import grpc.experimental
@@ -25,6 +26,14 @@ CLIENT_OPTIONS = CHANNEL_OPTIONS + [
     ("grpc.http2.lookahead_bytes", 2 * 1024 * 1024),
     ("grpc.http2.bdp_probe", 0),
 ]
+
+
+class Content(NamedTuple):
+    """What a holder says a file is: its size and digests (BLAKE3 "" from peers that do not record it)."""
+
+    size: int
+    sha256: str
+    blake3: str = ""
 
 
 class TransferClient:
@@ -71,8 +80,8 @@ class TransferClient:
             raise Unavailable(f"the gRPC server at {self.address} is not serving transfers")
         self._ready = True
 
-    def stat(self, name: str) -> tuple[int, str]:
-        """(size, sha256) of name on this peer, from the first chunk of a one-byte read."""
+    def stat(self, name: str) -> Content:
+        """The size and digests of name on this peer, from the first chunk of a one-byte read."""
         self.wait_ready()
         request = transfer_pb2.FileRequest(filename=name, offset=0, length=1)
         try:
@@ -83,7 +92,18 @@ class TransferClient:
             raise from_rpc_error(err) from None
         if first is None:
             raise Unavailable(f"{self.address} sent no answer for {name!r}")
-        return first.size, first.sha256
+        return Content(first.size, first.sha256, first.blake3)
+
+    def open_lane(self, name: str, offset: int, length: int, *, timeout: float | None = None):
+        """A one-time LaneTicket for [offset, offset+length) of name (see common/lane.py); P2PError otherwise.
+
+        NoLane when the peer offers no lane (turned off, TLS on, or a peer older than the lane).
+        """
+        request = transfer_pb2.FileRequest(filename=name, offset=offset, length=length)
+        try:
+            return self.stub.OpenLane(request, timeout=timeout if timeout is not None else self.connect_timeout + 5.0)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     def download_range(
         self, name: str, offset: int, length: int, *, chunk_size: int | None = None, timeout: float | None = None

@@ -122,6 +122,12 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def host_of(target: str) -> str:
+    """The host of a HOST:PORT address, without IPv6 brackets (the inverse of address())."""
+    host = target.rpartition(":")[0] if ":" in target else target
+    return host.strip("[]")
+
+
 def http_url(host: str, port: int) -> str:
     """The http:// URL of a REST server."""
     return f"http://{address(host, port)}"

@@ -1,13 +1,23 @@
-"""Download speed on loopback: p2pnet's gRPC download against raw TCP, one and two sources.
+"""Download speed on loopback: raw TCP, the fast lane (1 and 2 sources) and the gRPC stream,
+through the library and through the CLI, in one run.
 
-    python -m bench.transfer [--size-mib 512] [--quick] [--runs N]
+    python -m bench.transfer [--sizes 512,2048] [--runs 3] [--quick] [--json]
 
-Everything runs as separate processes on 127.0.0.1: the real peer gRPC server
-(`python -m peer_app.grpc_server`, one or two of them sharing the file), a
-client process per download using the project's download library (ranged
-streams, pwrite, sha256 verified, renamed into place), and a raw TCP baseline
-(server `socket.sendfile`, client `recv_into` + write to disk, no hashing).
-Prints MB/s, the ratio to raw TCP, and the peak RSS of clients and servers.
+Everything runs as separate processes on 127.0.0.1: a real network (a Maestro and two
+peers, each with its REST and gRPC processes, both sharing the same files), a raw TCP
+baseline (server `os.sendfile`, client `recv_into` + write to disk, no hashing), and one
+client process per download:
+
+- library: a process that calls client.download.download() with the holders and digests
+  that /locate gave (lane: BLAKE3 verified; stream: lanes=False, sha256 verified);
+- CLI: `python -m peer_app.client download NAME` as a user types it, timed from spawn to
+  exit (start-up, locate at the Maestro, transfer, verification, rename), plus
+  `python -m peer_app.client locate NAME`, the CLI's own floor.
+
+Kinds are interleaved run by run, so a load change hits all of them alike. Prints MB/s
+(median, best in brackets), the ratio of medians to raw TCP, client CPU seconds per GiB,
+peak RSS of the clients and of the peers' gRPC processes, and issue 13's target: the
+CLI's 2-source download against (raw TCP time + CLI locate time) / 0.75.
 """
 
 from __future__ import annotations
@@ -15,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -24,21 +33,39 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.config import NodeConfig, Settings, write_config
-from control.generate import free_ports
 from control.processes import PROJECT_ROOT
 
-FILE_NAME = "bench.bin"
 MiB = 1024 * 1024
+TARGET = 0.75  # issue 13: the CLI's download at least this fast as raw TCP + the CLI's locate
+CLI = [sys.executable, "-m", "peer_app.client"]
+KINDS = [
+    # (key, label, what runs it)
+    ("raw", "raw TCP (sendfile -> recv_into + write)", "raw"),
+    ("lane1", "library, lane, 1 source, BLAKE3", "lib"),
+    ("lane2", "library, lane, 2 sources, BLAKE3", "lib"),
+    ("stream1", "library, gRPC stream, 1 source, sha256", "lib"),
+    ("cli_lane2", "CLI download (lanes, 2 sources)", "cli"),
+    ("cli_lane1", "CLI download --sources 1", "cli"),
+    ("cli_stream", "CLI download --no-lane (2 sources)", "cli"),
+    ("cli_locate", "CLI locate", "cli"),
+]
+QUICK_KINDS = ["raw", "lane1", "lane2", "stream1", "cli_lane2", "cli_stream", "cli_locate"]
 
 
-def _vm_hwm_kib(pid: int) -> int:
+def _vm_hwm_kib(pid: int | str = "self") -> int:
     """Peak resident set of a live process, in KiB."""
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a live process has used so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -48,30 +75,29 @@ def _make_file(path: Path, size: int) -> None:
             fh.write(os.urandom(min(block, size - offset)))
 
 
-def _python(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.transfer", *args], cwd=PROJECT_ROOT, **kwargs)
-
-
 # -- child processes ------------------------------------------------------------------------------
-def raw_serve(path: str) -> None:
-    """Serve path to every connection with sendfile (the baseline's server)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
+def raw_serve(folder: str) -> None:
+    """Serve the file named in each connection's first line with sendfile (the baseline's server)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
         print(listener.getsockname()[1], flush=True)
         while True:
             conn, _ = listener.accept()
-            with conn, open(path, "rb") as fh:
-                conn.sendfile(fh)
+            with conn:
+                name = conn.recv(256).decode().strip()
+                with open(os.path.join(folder, name), "rb") as fh:
+                    size, offset = os.fstat(fh.fileno()).st_size, 0
+                    while offset < size:
+                        offset += os.sendfile(conn.fileno(), fh.fileno(), offset, size - offset)
 
 
-def raw_fetch(port: int, out: str) -> dict:
+def raw_fetch(port: int, name: str, out: str) -> dict:
     """Receive until EOF with recv_into, writing to out (the baseline's client)."""
     started = time.perf_counter()
     buf = bytearray(MiB)
     view = memoryview(buf)
     received = 0
     with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(name.encode() + b"\n")
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             while n := conn.recv_into(buf):
@@ -82,16 +108,24 @@ def raw_fetch(port: int, out: str) -> dict:
     return {"seconds": time.perf_counter() - started, "bytes": received}
 
 
-def grpc_fetch(out: str, sha256: str, size: int, addresses: list[str]) -> dict:
-    """Download with the project's library from the given gRPC addresses."""
+def lib_fetch(out: str, name: str, lanes: str, holders_json: str) -> dict:
+    """Download with the project's library from the holders /locate gave."""
     from client.download import download
     from common.malloc import tune_malloc
 
     tune_malloc()
+    holders = json.loads(holders_json)
     started = time.perf_counter()
-    holders = [{"name": f"peer{i + 1}", "grpc_address": a} for i, a in enumerate(addresses)]
-    result = download(FILE_NAME, out, holders, expected_sha256=sha256, size=size)
-    return {"seconds": time.perf_counter() - started, "bytes": result.size, "sources": result.sources}
+    result = download(
+        name,
+        out,
+        holders,
+        expected_sha256=holders[0]["sha256"],
+        size=holders[0]["size"],
+        lanes=lanes == "lanes",
+    )
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": result.size, "verified": result.verified, "lane_bytes": result.lane_bytes}
 
 
 def child(argv: list[str]) -> None:
@@ -99,40 +133,42 @@ def child(argv: list[str]) -> None:
     if role == "_raw-serve":
         raw_serve(argv[1])
         return
-    if role == "_raw-fetch":
-        report = raw_fetch(int(argv[1]), argv[2])
-    else:
-        report = grpc_fetch(argv[1], argv[2], int(argv[3]), argv[4:])
-    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
-    report["rss_kib"] = _vm_hwm_kib(os.getpid())
+    report = raw_fetch(int(argv[1]), argv[2], argv[3]) if role == "_raw-fetch" else lib_fetch(*argv[1:5])
+    report["rss_kib"] = _vm_hwm_kib()
     print(json.dumps(report), flush=True)
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-def _peer_config(tmp: Path, name: str, shared: Path) -> Path:
-    port = free_ports(1)[0]
-    config = NodeConfig(
-        role="peer",
-        name=name,
-        host="127.0.0.1",
-        rest_port=free_ports(1)[0],
-        grpc_port=port,
-        shared_dir=str(shared),
-        run_dir=str(tmp / "run" / name),
-        maestro_url="http://127.0.0.1:1",  # no Maestro: registration fails fast, quietly retried
-        settings=Settings(heartbeat_interval=60.0),
-    )
-    path = tmp / "run" / f"{name}.json"
-    write_config(config, path)
-    return path
+# Runs a command and reports its wall time and rusage. A bare interpreter (-S, a few MiB) forks
+# it, so its ru_maxrss is its own: exec keeps the forking process's peak RSS as a floor, and
+# this benchmark's process is much larger than the wrapper.
+_WRAPPER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(sys.argv[1], "w") as fh:
+    json.dump({"seconds": seconds, "status": os.waitstatus_to_exitcode(status),
+               "cpu": usage.ru_utime + usage.ru_stime, "rss_kib": usage.ru_maxrss}, fh)
+"""
 
 
-def _run_child(args: list[str]) -> dict:
-    proc = _python(*args, stdout=subprocess.PIPE, text=True)
-    out, _ = proc.communicate(timeout=600)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark client {args[0]} failed with exit {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1])
+def _timed(argv: list[str]) -> tuple[float, str, dict]:
+    """Run argv to its end; (wall seconds from fork to exit, stdout, its CPU seconds and peak RSS)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as figures:
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", _WRAPPER, figures.name, *argv],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            timeout=900,
+        )
+        data = json.loads(figures.read() or "{}")
+    if proc.returncode != 0 or data.get("status") != 0:
+        raise SystemExit(f"{' '.join(argv[2:6])} failed ({data}): {proc.stderr.decode()[-500:]}")
+    return data["seconds"], proc.stdout.decode(), {"cpu": data["cpu"], "rss_kib": data["rss_kib"]}
 
 
 def _clean(out: Path) -> None:
@@ -141,90 +177,147 @@ def _clean(out: Path) -> None:
     os.sync()  # start every run without the last one's dirty pages in flight
 
 
-def bench(size: int, runs: int, tmp: Path) -> dict:
-    from client.transfer import TransferClient
-    from common.files import sha256_file
+def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
+    """One download (or locate) of the given kind; its seconds, client CPU and peak RSS."""
+    here = [sys.executable, "-m", "bench.transfer"]
+    maestro = ["--maestro", ctx["maestro"]]
+    if kind == "raw":
+        argv = here + ["_raw-fetch", str(ctx["raw_port"]), name, str(target)]
+    elif kind in ("lane1", "lane2", "stream1"):
+        holders = ctx["holders"][name][: 1 if kind.endswith("1") else 2]
+        argv = here + ["_fetch", str(target), name, "stream" if kind == "stream1" else "lanes", json.dumps(holders)]
+    elif kind == "cli_locate":
+        argv = CLI + maestro + ["locate", name]
+    else:
+        extra = {"cli_lane2": [], "cli_lane1": ["--sources", "1"], "cli_stream": ["--no-lane"]}[kind]
+        argv = CLI + maestro + ["download", name, "--out", str(target), *extra]
+    servers_before = sum(_cpu_seconds(pid) for pid in ctx["grpc_pids"])
+    seconds, out, usage = _timed(argv)
+    usage["server_cpu"] = sum(_cpu_seconds(pid) for pid in ctx["grpc_pids"]) - servers_before
+    if kind in ("raw", "lane1", "lane2", "stream1"):
+        report = json.loads(out.strip().splitlines()[-1])
+        usage["rss_kib"] = report["rss_kib"]  # VmHWM of the child itself
+        if kind != "raw":
+            expected = "sha256" if kind == "stream1" else "blake3"
+            if report["verified"] != expected or (kind != "stream1" and not report["lane_bytes"]):
+                raise SystemExit(f"{kind}: verified {report['verified']}, lane bytes {report['lane_bytes']}")
+        seconds = report["seconds"]  # the transfer alone (the process's start-up is not the library's)
+    if kind != "cli_locate" and target.stat().st_size != ctx["sizes"][name]:
+        raise SystemExit(f"{kind}: {target} has {target.stat().st_size} bytes")
+    return {"seconds": seconds, **usage}
 
-    shared, out = tmp / "shared", tmp / "out"
-    shared.mkdir()
+
+def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
+    from client.api import Maestro
+    from common.config import Settings
+    from control.processes import node_configs, wait_until, write_nodes
+
+    configs = node_configs(tmp, ["peer1", "peer2"], Settings(heartbeat_interval=1.0))
+    names = {size: f"bench-{size // MiB}MiB.bin" for size in sizes}
+    shared1, shared2 = Path(configs["peer1"].shared_dir), Path(configs["peer2"].shared_dir)
+    for size, name in names.items():
+        _make_file(shared1 / name, size)
+        os.link(shared1 / name, shared2 / name)  # one inode: both peers serve the same cached pages
+    out = tmp / "out"
     out.mkdir()
-    source = shared / FILE_NAME
-    _make_file(source, size)
-    sha256 = sha256_file(source)
-    servers = []
+    nodes = write_nodes(tmp, configs)
+    raw = subprocess.Popen(
+        [sys.executable, "-m", "bench.transfer", "_raw-serve", str(shared1)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    results: dict[str, dict[str, list[dict]]] = {name: {k: [] for k in kinds} for name in names.values()}
     try:
-        raw = _python("_raw-serve", str(source), stdout=subprocess.PIPE, text=True)
-        servers.append(raw)
-        raw_port = int(raw.stdout.readline())
-        peers = []
-        for name in ("peer1", "peer2"):
-            config = _peer_config(tmp, name, shared)
-            log = open(tmp / "run" / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "peer_app.grpc_server", "--config", str(config)],
-                cwd=PROJECT_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            servers.append(proc)
-            address = json.loads(config.read_text())
-            peers.append((proc, f"127.0.0.1:{address['grpc_port']}"))
-        for _, address in peers:  # connected, and the file hashed into the peer's index
-            with TransferClient(address, connect_timeout=30.0) as t:
-                t.stat(FILE_NAME)
-        target = str(out / FILE_NAME)
-        results: dict[str, list[dict]] = {"raw": [], "grpc1": [], "grpc2": []}
-        for _ in range(runs):
-            _clean(out)
-            results["raw"].append(_run_child(["_raw-fetch", str(raw_port), target]))
-            _clean(out)
-            results["grpc1"].append(_run_child(["_fetch", target, sha256, str(size), peers[0][1]]))
-            _clean(out)
-            results["grpc2"].append(_run_child(["_fetch", target, sha256, str(size), peers[0][1], peers[1][1]]))
-        rss = {
-            "raw_server": _vm_hwm_kib(raw.pid),
-            "grpc_server1": _vm_hwm_kib(peers[0][0].pid),
-            "grpc_server2": _vm_hwm_kib(peers[1][0].pid),
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            node.wait_healthy(60)
+        maestro = Maestro(configs["maestro"].rest_url, 5.0)
+
+        def located(name: str):
+            peers = maestro.locate(name)["peers"]
+            return peers if len(peers) == 2 and all(p.get("blake3") for p in peers) else None
+
+        holders = {
+            name: wait_until(lambda n=name: located(n), 120, what=f"{name} at the Maestro") for name in names.values()
         }
-        _clean(out)
+        grpc_pids = [
+            p.pid for n in ("peer1", "peer2") for p in nodes[n].processes if "peer_app.grpc_server" in " ".join(p.args)
+        ]
+        ctx = {
+            "maestro": configs["maestro"].rest_url,
+            "raw_port": int(raw.stdout.readline()),
+            "holders": holders,
+            "grpc_pids": grpc_pids,
+            "sizes": {name: size for size, name in names.items()},
+        }
+        for name in names.values():
+            target = out / name
+            for _ in range(runs):
+                for kind in kinds:
+                    _clean(out)
+                    results[name][kind].append(_run(kind, name, target, ctx))
+            _clean(out)
+        server_rss = [_vm_hwm_kib(pid) for pid in grpc_pids]
     finally:
-        for proc in servers:
-            proc.send_signal(signal.SIGTERM)
-        for proc in servers:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return {"size": size, "runs": runs, "results": results, "server_rss_kib": rss}
+        raw.terminate()
+        raw.wait(10)
+        for node in nodes.values():
+            node.stop()
+    return {
+        "sizes": {name: size for size, name in names.items()},
+        "runs": runs,
+        "results": results,
+        "server_rss_kib": server_rss,
+        "load": os.getloadavg(),
+    }
 
 
 def report(data: dict) -> str:
-    """The figures as a small table: median MB/s (best run in brackets), peak RSS, ratios of medians."""
-    size = data["size"]
-
-    def mbps(kind: str, pick=statistics.median) -> float:
-        return size / pick([r["seconds"] for r in data["results"][kind]]) / 1e6
-
-    def rss(kind: str) -> float:
-        return max(r["rss_kib"] for r in data["results"][kind]) / 1024
-
-    srv = {k: v / 1024 for k, v in data["server_rss_kib"].items()}
-    rows = [
-        ("raw TCP (sendfile -> recv_into + write)", "raw", srv["raw_server"]),
-        ("p2pnet gRPC, 1 source, sha256 verified", "grpc1", srv["grpc_server1"]),
-        ("p2pnet gRPC, 2 sources, sha256 verified", "grpc2", max(srv["grpc_server1"], srv["grpc_server2"])),
+    lines = [
+        f"median of {data['runs']} run(s) [best], loopback, {os.cpu_count()} CPU(s), "
+        f"load {data['load'][0]:.2f} {data['load'][1]:.2f} {data['load'][2]:.2f}"
     ]
-    lines = [f"file {size / MiB:.0f} MiB, median of {data['runs']} run(s) [best], loopback, {os.cpu_count()} CPU(s)"]
-    for label, kind, server in rows:
+    labels = {key: label for key, label, _ in KINDS}
+    for name, size in data["sizes"].items():
+        results = data["results"][name]
+
+        def secs(kind: str, pick=statistics.median, results=results) -> float:
+            return pick([r["seconds"] for r in results[kind]])
+
+        raw = secs("raw")
+        lines.append(f"file {size / MiB:.0f} MiB")
         lines.append(
-            f"  {label:42s} {mbps(kind):7.0f} MB/s [{mbps(kind, min):5.0f}]"
-            f"   client RSS {rss(kind):6.1f} MiB   server RSS {server:6.1f} MiB"
+            f"  {'':42s} {'MB/s':>7s} {'[best]':>8s} {'x raw':>6s} {'seconds':>8s}"
+            f" {'client CPU-s/GiB':>17s} {'server CPU-s/GiB':>17s} {'client RSS MiB':>15s}"
         )
-    raw, one, two = mbps("raw"), mbps("grpc1"), mbps("grpc2")
+        for kind in results:
+            rows = results[kind]
+            rss = max(r["rss_kib"] for r in rows) / 1024
+            cpu = statistics.median(r["cpu"] for r in rows) * 1024 * MiB / size
+            server_cpu = statistics.median(r["server_cpu"] for r in rows) * 1024 * MiB / size
+            if kind == "cli_locate":
+                lines.append(
+                    f"  {labels[kind]:42s} {'':7s} {'':8s} {'':6s} {secs(kind):8.3f} {'':17s} {'':17s} {rss:15.1f}"
+                )
+                continue
+            lines.append(
+                f"  {labels[kind]:42s} {size / secs(kind) / 1e6:7.0f} [{size / secs(kind, min) / 1e6:6.0f}]"
+                f" {raw / secs(kind):6.2f} {secs(kind):8.3f} {cpu:17.2f} {server_cpu:17.2f} {rss:15.1f}"
+            )
+        if "cli_lane2" in results and "cli_locate" in results:
+            cli, locate = secs("cli_lane2"), secs("cli_locate")
+            ratio = (raw + locate) / cli
+            verdict = "met" if ratio >= TARGET else "NOT met"
+            lines.append(
+                f"  target: CLI download {cli:.3f} s vs (raw {raw:.3f} s + locate {locate:.3f} s) / {TARGET}"
+                f" = {(raw + locate) / TARGET:.3f} s -> ratio {ratio:.2f}, {verdict}"
+            )
     lines.append(
-        f"  ratio 1 source / raw TCP: {one / raw:.2f} [best {mbps('grpc1', min) / mbps('raw', min):.2f}]"
-        f"    2 sources / 1 source: {two / one:.2f}"
+        "peak RSS of the peers' gRPC processes over all runs: "
+        + ", ".join(f"{kib / 1024:.1f} MiB" for kib in data["server_rss_kib"])
+        + "; client CPU counts the whole client process (start-up included)"
     )
     return "\n".join(lines)
 
@@ -237,15 +330,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.transfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size-mib", type=int, default=512, help="file size (default 512)")
-    parser.add_argument("--quick", action="store_true", help="64 MiB, one run: a smoke test for CI")
+    parser.add_argument("--sizes", default="512,2048", help="file sizes in MiB, comma-separated (default 512,2048)")
+    parser.add_argument("--quick", action="store_true", help="64 MiB, one run, fewer kinds: a smoke test for CI")
     parser.add_argument("--runs", type=int, default=None, help="runs per kind; the median counts (default 3)")
+    parser.add_argument("--kinds", default="", help="comma-separated subset of " + ",".join(k for k, _, _ in KINDS))
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = parser.parse_args(argv)
-    size = (64 if args.quick else args.size_mib) * MiB
+    sizes = [64 * MiB] if args.quick else [int(s) * MiB for s in args.sizes.split(",") if s]
     runs = args.runs or (1 if args.quick else 3)
+    kinds = [k for k in args.kinds.split(",") if k] or (QUICK_KINDS if args.quick else [k for k, _, _ in KINDS])
+    unknown = set(kinds) - {k for k, _, _ in KINDS}
+    if unknown:
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
+    if "raw" not in kinds:
+        kinds.insert(0, "raw")
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
-        data = bench(size, runs, Path(tmp))
+        data = bench(sizes, runs, kinds, Path(tmp))
     print(report(data))
     if args.json:
         print(json.dumps(data))

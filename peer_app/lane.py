@@ -141,6 +141,7 @@ class LaneServer:
     def start(self) -> int:
         """Bind an OS-chosen port on host, start accepting; return the port."""
         self._listener = _listen(self.host)
+        self._listener.settimeout(1.0)  # accept wakes up now and then to expire unredeemed tickets
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept_loop, name="p2p-lane-accept", daemon=True)
         self._thread.start()
@@ -221,7 +222,6 @@ class LaneServer:
     # -- connections --------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
         listener = self._listener
-        listener.settimeout(1.0)  # wake up now and then to expire unredeemed tickets
         while not self._stopping.is_set():
             try:
                 conn, addr = listener.accept()

@@ -1,0 +1,368 @@
+"""The fast lane: tickets that work once, for one file, range and caller; sendfile bytes verified by BLAKE3;
+mixed lane and stream sources; fallback to the gRPC stream when a lane cannot connect or is cut."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from dataclasses import replace
+
+import blake3
+import grpc
+import pytest
+
+from client import lane
+from client.download import Download
+from client.transfer import TransferClient
+from common import transfer_pb2, transfer_pb2_grpc
+from common.errors import Busy, DataLoss, NoLane, from_rpc_error
+from common.rpc import CHANNEL_OPTIONS
+from peer_app import lane as lane_server
+from peer_app.grpc_server import create_server
+from tests.support import MiB, leftovers, sha, wait_until
+
+
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+@pytest.fixture
+def serve(peer_config, tmp_path):
+    """Start in-process gRPC servers; yield (address, shared folder, servicer)."""
+    started = []
+
+    def start(name: str = "peer1", **settings):
+        shared = tmp_path / f"shared-{name}-{len(started)}"
+        shared.mkdir()
+        config = replace(
+            peer_config,
+            name=name,
+            shared_dir=str(shared),
+            run_dir=str(tmp_path / f"run-{len(started)}"),
+            settings=replace(peer_config.settings, **settings),
+        )
+        server, port, servicer = create_server(config, "127.0.0.1:0")
+        server.start()
+        started.append((server, servicer))
+        return f"127.0.0.1:{port}", shared, servicer
+
+    yield start
+    for server, servicer in started:
+        servicer.close()
+        server.stop(None)
+
+
+@pytest.fixture
+def client():
+    made = []
+
+    def make(address: str) -> TransferClient:
+        made.append(TransferClient(address))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def dl(tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    return folder
+
+
+def receive(ticket, name: str, offset: int | None = None, length: int | None = None, **kwargs) -> bytes:
+    """The bytes a lane delivers for this ticket (offset and length default to the ticket's)."""
+    got = bytearray()
+
+    def write(position: int, block: memoryview) -> None:
+        assert position == (ticket.offset if offset is None else offset) + len(got)
+        got.extend(block)
+
+    lane.fetch(
+        "127.0.0.1",
+        ticket.port,
+        ticket.ticket,
+        name,
+        ticket.offset if offset is None else offset,
+        ticket.length if length is None else length,
+        write,
+        **kwargs,
+    )
+    return bytes(got)
+
+
+# -- tickets ---------------------------------------------------------------------------------------
+def test_a_ticket_delivers_its_range_and_names_the_content(serve, client):
+    address, shared, _ = serve()
+    data = os.urandom(3 * MiB + 17)
+    (shared / "f.bin").write_bytes(data)
+    ticket = client(address).open_lane("f.bin", 1000, 2 * MiB)
+    assert (ticket.size, ticket.sha256, ticket.blake3) == (len(data), sha(data), b3(data))
+    assert (ticket.offset, ticket.length) == (1000, 2 * MiB) and len(ticket.ticket) == 32
+    assert receive(ticket, "f.bin") == data[1000 : 1000 + 2 * MiB]
+    to_end = client(address).open_lane("f.bin", 3 * MiB, 0)  # length 0: to the end of the file
+    assert to_end.length == 17 and receive(to_end, "f.bin") == data[3 * MiB :]
+
+
+def test_a_ticket_works_once(serve, client):
+    address, shared, _ = serve()
+    (shared / "f.bin").write_bytes(b"x" * 5000)
+    ticket = client(address).open_lane("f.bin", 0, 5000)
+    assert receive(ticket, "f.bin") == b"x" * 5000
+    with pytest.raises(lane.LaneError, match="unknown or already used") as err:
+        receive(ticket, "f.bin")
+    assert err.value.kind == "refused" and err.value.stream_may_serve
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"name": "other.bin"}, "another file or range"),
+        ({"offset": 1}, "another file or range"),
+        ({"length": 4999}, "another file or range"),
+        ({"ticket": secrets.token_bytes(32)}, "unknown or already used"),
+        ({"source": "127.0.0.2"}, "another caller"),
+    ],
+)
+def test_a_ticket_for_another_file_range_or_caller_is_refused_and_burnt(serve, client, change, reason):
+    address, shared, _ = serve()
+    for name in ("f.bin", "other.bin"):
+        (shared / name).write_bytes(b"y" * 5000)
+    ticket = client(address).open_lane("f.bin", 0, 5000)
+    presented = change.get("ticket", ticket.ticket)
+    source = (change["source"], 0) if "source" in change else None
+    with pytest.raises(lane.LaneError, match=reason):
+        lane.fetch(
+            "127.0.0.1",
+            ticket.port,
+            presented,
+            change.get("name", "f.bin"),
+            change.get("offset", 0),
+            change.get("length", 5000),
+            lambda position, block: None,
+            source_address=source,
+        )
+    if "ticket" not in change:  # a ticket shown wrongly is used up: it cannot be tried again
+        with pytest.raises(lane.LaneError, match="unknown or already used"):
+            receive(ticket, "f.bin")
+
+
+def test_an_expired_ticket_is_refused_and_gives_its_slot_back(serve, client):
+    address, shared, servicer = serve(max_concurrent_transfers=1)
+    (shared / "f.bin").write_bytes(b"z" * 5000)
+    ticket = client(address).open_lane("f.bin", 0, 5000)
+    with pytest.raises(Busy, match="limit of 1 concurrent"):  # the unused ticket holds the only slot
+        client(address).open_lane("f.bin", 0, 5000)
+    server = servicer.lane()
+    real_clock = server.clock
+    server.clock = lambda: real_clock() + server.ttl + 1  # the ticket's seconds are over
+    with pytest.raises(lane.LaneError, match="expired"):
+        receive(ticket, "f.bin")
+    server.clock = real_clock
+    assert receive(client(address).open_lane("f.bin", 0, 5000), "f.bin") == b"z" * 5000
+
+
+def test_unredeemed_tickets_expire_on_their_own(serve, client):
+    address, shared, servicer = serve(max_concurrent_transfers=1)
+    (shared / "f.bin").write_bytes(b"z" * 10)
+    client(address).open_lane("f.bin", 0, 10)
+    server = servicer.lane()
+    real_clock = server.clock
+    server.clock = lambda: real_clock() + server.ttl + 1
+    server._sweep()  # what the accept loop does every second
+    assert server.outstanding == 0
+    server.clock = real_clock
+    client(address).open_lane("f.bin", 0, 10)  # the slot is free again
+
+
+def test_a_file_changed_after_its_ticket_is_not_sent(serve, client):
+    address, shared, _ = serve()
+    (shared / "f.bin").write_bytes(b"a" * 5000)
+    ticket = client(address).open_lane("f.bin", 0, 5000)
+    (shared / "f.bin").write_bytes(b"b" * 6000)
+    with pytest.raises(lane.LaneError, match="changed since the ticket") as err:
+        receive(ticket, "f.bin")
+    assert err.value.kind == "gone"
+
+
+def test_open_lane_refuses_bad_names_and_ranges_like_download(serve, client):
+    address, shared, _ = serve()
+    (shared / "f.bin").write_bytes(b"a" * 10)
+    stub = transfer_pb2_grpc.FileTransferStub(grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
+    for request, code in [
+        (transfer_pb2.FileRequest(filename="../etc/passwd"), grpc.StatusCode.INVALID_ARGUMENT),
+        (transfer_pb2.FileRequest(filename="missing.bin"), grpc.StatusCode.NOT_FOUND),
+        (transfer_pb2.FileRequest(filename="f.bin", offset=11), grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.OpenLane(request, timeout=5)
+        assert err.value.code() == code
+    # every refused OpenLane gave its slot back: as many tickets as slots can still be had
+    assert len([client(address).open_lane("f.bin", 0, 10) for _ in range(16)]) == 16
+
+
+def test_a_lane_turned_off_says_so(serve, client):
+    address, shared, _ = serve(lane_ticket_seconds=0)
+    (shared / "f.bin").write_bytes(b"a" * 10)
+    with pytest.raises(NoLane, match="turned off"):
+        client(address).open_lane("f.bin", 0, 10)
+
+
+def test_garbage_on_the_lane_port_is_dropped_without_harm(serve, client):
+    address, shared, servicer = serve()
+    (shared / "f.bin").write_bytes(b"a" * 10)
+    port = client(address).open_lane("f.bin", 0, 10).port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n" + b"x" * 100)
+        try:
+            answer = s.recv(100)
+        except ConnectionResetError:  # closed with our bytes unread
+            answer = b""
+        assert answer == b""  # nothing sent back
+    assert servicer.lane().outstanding == 1  # the real ticket is still there, untouched
+
+
+# -- downloads ---------------------------------------------------------------------------------------
+def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl):
+    address, shared, _ = serve()
+    data = os.urandom(5 * MiB + 3)
+    (shared / "f.bin").write_bytes(data)
+    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB).run()
+    assert (dl / "f.bin").read_bytes() == data
+    assert result.verified == "blake3" and result.lane_bytes == {"p": len(data)} and result.sha256 == sha(data)
+    assert leftovers(dl) == []
+
+
+def test_lane_and_stream_sources_mix_in_one_download(serve, dl):
+    data = os.urandom(8 * MiB)
+    holders = []
+    for name, ttl in (("lane", 10.0), ("stream", 0.0)):  # the second peer has its lane turned off
+        address, shared, _ = serve(name, lane_ticket_seconds=ttl)
+        (shared / "f.bin").write_bytes(data)
+        holders.append({"name": name, "grpc_address": address, "blake3": b3(data)})
+    result = Download(
+        "f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data), piece_size=256 * 1024
+    ).run()
+    assert (dl / "f.bin").read_bytes() == data and result.verified == "blake3"
+    assert set(result.sources) == {"lane", "stream"} and sum(result.sources.values()) == len(data)
+    assert set(result.lane_bytes) == {"lane"} and "turned off" in result.lane_off["stream"]
+
+
+def test_holders_that_disagree_on_blake3_refuse_the_lane(serve, dl):
+    data = os.urandom(MiB)
+    address, shared, _ = serve()
+    (shared / "f.bin").write_bytes(data)
+    holders = [
+        {"name": "a", "grpc_address": address, "blake3": b3(data)},
+        {"name": "b", "grpc_address": address, "blake3": b3(b"something else")},
+    ]
+    result = Download("f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data)).run()
+    assert (dl / "f.bin").read_bytes() == data
+    assert result.verified == "sha256" and result.lane_bytes == {}
+    assert "disagree" in result.lane_off["a"]
+
+
+def test_a_corrupted_byte_on_the_lane_is_caught(serve, dl):
+    """A holder whose index still names the old digests (same size and mtime): BLAKE3 catches it."""
+    address, shared, _ = serve()
+    path = shared / "f.bin"
+    data = os.urandom(2 * MiB)
+    path.write_bytes(data)
+    holder = [{"name": "p", "grpc_address": address}]
+    Download("f.bin", dl / "first.bin", holder).run()  # the digests are cached now
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(MiB + 5)
+        fh.write(bytes([data[MiB + 5] ^ 1]))  # one bit, mtime put back
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    holder[0]["blake3"] = b3(data)
+    with pytest.raises(DataLoss, match="blake3 mismatch"):
+        Download("f.bin", dl / "f.bin", holder, expected_sha256=sha(data), size=len(data)).run()
+    assert leftovers(dl) == [] and not (dl / "f.bin").exists()
+
+
+def test_an_unreachable_lane_falls_back_to_the_stream(serve, dl):
+    address, shared, servicer = serve()
+    data = os.urandom(3 * MiB)
+    (shared / "f.bin").write_bytes(data)
+    listener = servicer.lane()
+    listener.stop()  # tickets still name its port, but nothing listens there any more
+    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB).run()
+    assert (dl / "f.bin").read_bytes() == data
+    assert result.lane_bytes == {} and "unreachable" in result.lane_off["p"]
+    assert result.verified == "blake3"  # the digest known from the holder still verifies the stream's bytes
+
+
+def test_a_cut_lane_keeps_its_finished_pieces_and_the_stream_does_the_rest(serve, dl, monkeypatch):
+    address, shared, _ = serve()
+    data = os.urandom(6 * MiB)
+    (shared / "f.bin").write_bytes(data)
+    real = lane_server.LaneServer._sendfile
+
+    def cut_after_2_5_mib(self, conn, fd, offset, length):
+        return real(self, conn, fd, offset, min(length, 5 * MiB // 2))  # then the connection closes
+
+    monkeypatch.setattr(lane_server.LaneServer, "_sendfile", cut_after_2_5_mib)
+    result = Download(
+        "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB, streams_per_source=1
+    ).run()
+    assert (dl / "f.bin").read_bytes() == data
+    assert "cut" in result.lane_off["p"]
+    assert result.lane_bytes["p"] == 5 * MiB // 2  # two whole pieces and half of one came over the lane
+    assert result.sources["p"] == len(data) + MiB // 2  # only the cut piece was fetched twice
+
+
+def test_a_stalled_lane_drops_the_source_in_stall_timeout(serve, dl, monkeypatch):
+    address, shared, _ = serve()
+    (shared / "f.bin").write_bytes(os.urandom(2 * MiB))
+
+    def hang(self, conn, fd, offset, length):
+        time.sleep(3)  # a sender that stops sending (the client gives up long before)
+        return 0
+
+    monkeypatch.setattr(lane_server.LaneServer, "_sendfile", hang)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="sent nothing for 0.5s"):
+        Download(
+            "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], stall_timeout=0.5, streams_per_source=1
+        ).run()
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_peer_that_does_not_know_open_lane_counts_as_one_without_a_lane():
+    """An older peer answers OpenLane with UNIMPLEMENTED: the download treats it like a lane turned off."""
+    err = grpc.RpcError()
+    err.code = lambda: grpc.StatusCode.UNIMPLEMENTED
+    err.details = lambda: "Method not found!"
+    err.trailing_metadata = lambda: ()
+    assert isinstance(from_rpc_error(err), NoLane)
+
+
+def test_lanes_false_uses_only_the_stream(serve, dl):
+    address, shared, _ = serve()
+    data = os.urandom(MiB)
+    (shared / "f.bin").write_bytes(data)
+    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], lanes=False).run()
+    assert (dl / "f.bin").read_bytes() == data
+    assert result.verified == "sha256" and result.lane_bytes == {} and result.lane_off == {"p": "lanes turned off"}
+
+
+def test_lane_bytes_are_counted_for_metrics(serve, client):
+    address, shared, servicer = serve()
+    (shared / "f.bin").write_bytes(b"q" * 4096)
+    counted = []
+    servicer.on_lane_bytes = counted.append
+    receive(client(address).open_lane("f.bin", 0, 4096), "f.bin")
+    wait_until(lambda: counted, what="the lane's bytes counted")  # the server thread counts after its last send
+    assert counted == [4096]
+
+
+def test_lane_listens_where_grpc_binds(serve, client):
+    address, shared, servicer = serve()
+    (shared / "f.bin").write_bytes(b"a")
+    client(address).open_lane("f.bin", 0, 1)
+    assert servicer.lane()._listener.getsockname()[0] == "127.0.0.1"

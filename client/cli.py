@@ -18,7 +18,6 @@ import click
 from client.api import Maestro, Peer
 from client.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
 from client.download import download as fetch
-from client.transfer import TransferClient
 from common.errors import AlreadyExists, NotFound, P2PError
 from common.malloc import tune_malloc
 
@@ -228,6 +227,8 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
     """Send the local file PATH to a peer's shared folder."""
     peer = obj.resolve_peer(target)
     name = name or os.path.basename(path)
+    from client.transfer import TransferClient  # grpc: only for the commands that speak it
+
     with TransferClient(peer["grpc_address"]) as t, progress_bar(os.path.getsize(path), name) as update:
         status = t.upload(path, name, overwrite=overwrite, progress=update)
     obj.emit(
@@ -244,6 +245,8 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
 def dummy_download(obj: Context, name: str, source: str, size: int) -> None:
     """ECO/DUMMY: stream NAME's bytes from a peer and drop them."""
     peer = obj.resolve_peer(source)
+    from client.transfer import TransferClient  # grpc: only for the commands that speak it
+
     with TransferClient(peer["grpc_address"]) as t, progress_bar(size, name) as update:
         received = t.dummy_download(name, size, progress=update)
     obj.emit(
@@ -259,6 +262,8 @@ def dummy_download(obj: Context, name: str, source: str, size: int) -> None:
 def dummy_upload(obj: Context, target: str, size: int) -> None:
     """ECO/DUMMY: send SIZE bytes to a peer, which drops them."""
     peer = obj.resolve_peer(target)
+    from client.transfer import TransferClient  # grpc: only for the commands that speak it
+
     with TransferClient(peer["grpc_address"]) as t, progress_bar(size, "dummy") as update:
         status = t.dummy_upload(size, progress=update)
     obj.emit(

@@ -28,11 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
 from client import lane
 from client.partial import InOrderHasher, PartialFile
-from client.transfer import TransferClient
 from common.config import host_of
 from common.errors import (
     AlreadyExists,
@@ -167,7 +164,7 @@ class Download:
         self.connect_timeout = connect_timeout
         self.progress = progress
         self.clock = clock
-        self.transfer_factory = transfer_factory or TransferClient
+        self.transfer_factory = transfer_factory or _transfer_client
         self._cond = threading.Condition()
         self._pending: list[int] = []
         self._in_flight = 0
@@ -511,7 +508,7 @@ class Download:
                 if self._abort.is_set():
                     call.cancel()
                     return
-        except grpc.RpcError as err:
+        except _rpc_error() as err:
             if slot.stalled:
                 raise _SourceGone(Unavailable(f"{slot.source.name} sent nothing for {self.stall_timeout:g}s")) from None
             error = from_rpc_error(err)
@@ -522,6 +519,19 @@ class Download:
             raise _SourceGone(
                 Unavailable(f"{slot.source.name} ended piece {piece} after {position - offset} of {length} bytes")
             )
+
+
+def _transfer_client(*args, **kwargs):
+    """A TransferClient; grpc is imported with it, not with this module (the CLI's locate needs neither)."""
+    from client.transfer import TransferClient
+
+    return TransferClient(*args, **kwargs)
+
+
+def _rpc_error() -> type[Exception]:
+    import grpc
+
+    return grpc.RpcError
 
 
 def download(name: str, out: str | os.PathLike, holders: list[dict], **options) -> Result:

@@ -8,14 +8,33 @@ trailing metadata ERROR_NAME_KEY); clients turn it back into the same class by t
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
+
+
+class _StatusCode:
+    """A class attribute that is a grpc.StatusCode, imported only when read.
+
+    The CLI's commands that never speak gRPC (locate, search) then never import grpc
+    (tens of milliseconds of start-up); servers and gRPC clients read it as before.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> grpc.StatusCode:
+        import grpc
+
+        return grpc.StatusCode[self.name]
 
 
 class P2PError(Exception):
     """Base of every error p2pnet reports to a user."""
 
     http_status = 500
-    grpc_code = grpc.StatusCode.INTERNAL
+    grpc_code = _StatusCode("INTERNAL")
     name = "internal"
     exit_code = 1  # SPEC §10: 1 other, 2 usage, 3 not found, 4 unreachable, 5 integrity, 6 busy, 7 unauthorized
 
@@ -31,7 +50,7 @@ class BadRequest(P2PError):
     """The request is malformed: fix the named parameter and retry."""
 
     http_status = 400
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = _StatusCode("INVALID_ARGUMENT")
     name = "bad_request"
     exit_code = 2
 
@@ -47,7 +66,7 @@ class Unauthorized(P2PError):
     """The request carries no valid credentials for this network."""
 
     http_status = 401
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    grpc_code = _StatusCode("UNAUTHENTICATED")
     name = "unauthorized"
     exit_code = 7
 
@@ -56,7 +75,7 @@ class PermissionDenied(P2PError):
     """The file lies outside the shared folder (e.g. through a symlink)."""
 
     http_status = 403
-    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    grpc_code = _StatusCode("PERMISSION_DENIED")
     name = "permission_denied"
     exit_code = 1
 
@@ -65,7 +84,7 @@ class NotFound(P2PError):
     """No such file or peer: check the name, or locate it first."""
 
     http_status = 404
-    grpc_code = grpc.StatusCode.NOT_FOUND
+    grpc_code = _StatusCode("NOT_FOUND")
     name = "not_found"
     exit_code = 3
 
@@ -74,7 +93,7 @@ class AlreadyExists(P2PError):
     """A file of that name exists already."""
 
     http_status = 409
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    grpc_code = _StatusCode("ALREADY_EXISTS")
     name = "already_exists"
     exit_code = 1
 
@@ -83,7 +102,7 @@ class TooLarge(P2PError):
     """The upload is larger than the peer accepts."""
 
     http_status = 413
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_code = _StatusCode("RESOURCE_EXHAUSTED")
     name = "too_large"
     exit_code = 1
 
@@ -92,7 +111,7 @@ class Busy(P2PError):
     """The peer is at its limit of concurrent transfers; retry shortly."""
 
     http_status = 503
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_code = _StatusCode("RESOURCE_EXHAUSTED")
     name = "busy"
     exit_code = 6
 
@@ -101,7 +120,7 @@ class DataLoss(P2PError):
     """The bytes received do not match their sha256; nothing was kept."""
 
     http_status = 502
-    grpc_code = grpc.StatusCode.DATA_LOSS
+    grpc_code = _StatusCode("DATA_LOSS")
     name = "data_loss"
     exit_code = 5
 
@@ -110,7 +129,7 @@ class Unavailable(P2PError):
     """A peer or the Maestro did not answer in time; check that it is running."""
 
     http_status = 503
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    grpc_code = _StatusCode("UNAVAILABLE")
     name = "unavailable"
     exit_code = 4
 
@@ -139,23 +158,23 @@ class NoLane(P2PError):
     """This peer offers no fast lane (turned off, TLS on, or an older peer): use the gRPC stream."""
 
     http_status = 409
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_code = _StatusCode("FAILED_PRECONDITION")
     name = "no_lane"
     exit_code = 1
 
 
-_BY_GRPC_CODE = {
-    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: Busy,
-    grpc.StatusCode.DATA_LOSS: DataLoss,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
-    grpc.StatusCode.FAILED_PRECONDITION: NoLane,
-    grpc.StatusCode.UNIMPLEMENTED: NoLane,  # only OpenLane is new enough to be missing on a peer
+_BY_GRPC_CODE = {  # by grpc.StatusCode name
+    "INVALID_ARGUMENT": BadRequest,
+    "PERMISSION_DENIED": PermissionDenied,
+    "NOT_FOUND": NotFound,
+    "ALREADY_EXISTS": AlreadyExists,
+    "RESOURCE_EXHAUSTED": Busy,
+    "DATA_LOSS": DataLoss,
+    "UNAVAILABLE": Unavailable,
+    "DEADLINE_EXCEEDED": Unavailable,
+    "UNAUTHENTICATED": Unauthorized,
+    "FAILED_PRECONDITION": NoLane,
+    "UNIMPLEMENTED": NoLane,  # only OpenLane is new enough to be missing on a peer
 }
 
 
@@ -171,12 +190,12 @@ def error_class(name: object) -> type[P2PError] | None:
     return next((c for c in _subclasses(P2PError) if c.name == name), None)
 
 
-def from_rpc_error(err: grpc.RpcError) -> P2PError:
+def from_rpc_error(err) -> P2PError:
     """Turn a failed gRPC call into the matching P2PError: by the error's name, else by the status code."""
     code = err.code() if hasattr(err, "code") else None
     detail = err.details() if hasattr(err, "details") else str(err)
-    metadata: dict = dict(err.trailing_metadata() or ()) if hasattr(err, "trailing_metadata") else {}  # type: ignore[arg-type]
-    cls = error_class(metadata.get(ERROR_NAME_KEY)) or (_BY_GRPC_CODE.get(code, P2PError) if code else P2PError)
+    metadata: dict = dict(err.trailing_metadata() or ()) if hasattr(err, "trailing_metadata") else {}
+    cls = error_class(metadata.get(ERROR_NAME_KEY)) or _BY_GRPC_CODE.get(getattr(code, "name", ""), P2PError)
     return cls(f"{detail or code}")
 
 

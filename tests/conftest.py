@@ -77,3 +77,11 @@ def peer(peer_config):
     from peer_app import create_app
 
     return create_app(peer_config).test_client()
+
+
+@pytest.fixture
+def dl(tmp_path):
+    """An empty folder to download into."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    return folder

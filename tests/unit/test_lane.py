@@ -67,13 +67,6 @@ def client():
         c.close()
 
 
-@pytest.fixture
-def dl(tmp_path):
-    folder = tmp_path / "downloads"
-    folder.mkdir()
-    return folder
-
-
 def receive(ticket, name: str, offset: int | None = None, length: int | None = None, **kwargs) -> bytes:
     """The bytes a lane delivers for this ticket (offset and length default to the ticket's)."""
     got = bytearray()

@@ -51,14 +51,6 @@ def stub_for():
         channel.close()
 
 
-@pytest.fixture
-def dl(tmp_path):
-    """An empty folder to download into."""
-    folder = tmp_path / "downloads"
-    folder.mkdir()
-    return folder
-
-
 def paused_upload(name: str, data: bytes, gate: threading.Event, **first):
     """An upload request stream that sends its first chunk, then waits for gate."""
 

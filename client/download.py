@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from client import lane
 from client.partial import InOrderHasher, PartialFile
@@ -43,6 +44,11 @@ from common.errors import (
     from_rpc_error,
 )
 from common.names import check_name
+
+if TYPE_CHECKING:  # imported for real only when a gRPC client is made (the CLI's locate needs no grpc)
+    import grpc
+
+    from client.transfer import TransferClient
 
 PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
 STREAMS_PER_SOURCE = 2  # parallel ranged calls per holder (hides per-call latency)
@@ -521,7 +527,7 @@ class Download:
             )
 
 
-def _transfer_client(*args, **kwargs):
+def _transfer_client(*args, **kwargs) -> TransferClient:
     """A TransferClient; grpc is imported with it, not with this module (the CLI's locate needs neither)."""
     from client.transfer import TransferClient
 

@@ -138,7 +138,7 @@ class StorageError(P2PError):
     """The peer could not read or write its shared folder; its operator can see why in its log."""
 
     http_status = 500
-    grpc_code = grpc.StatusCode.INTERNAL
+    grpc_code = _StatusCode("INTERNAL")
     name = "storage_error"
     exit_code = 1
 

@@ -40,6 +40,8 @@ from common.errors import (
     NoLane,
     NotFound,
     P2PError,
+    PermissionDenied,
+    Unauthorized,
     Unavailable,
     from_rpc_error,
 )
@@ -426,7 +428,9 @@ class Download:
         length = last_offset + last_length - offset
         try:
             ticket = transfer.open_lane(self.name, offset, length, timeout=self.connect_timeout + 5.0)
-        except NoLane as err:
+        except (NoLane, Unauthorized, PermissionDenied) as err:
+            # no lane, or one this caller may not use (a peer whose policy predates OpenLane): the
+            # holder's stream serves the range, or gives the real answer
             raise _LaneDown(err.detail) from None
         except Busy:
             raise

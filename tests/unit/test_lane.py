@@ -8,6 +8,7 @@ import secrets
 import socket
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import blake3
 import grpc
@@ -17,10 +18,11 @@ from client import lane
 from client.download import Download
 from client.transfer import TransferClient
 from common import transfer_pb2, transfer_pb2_grpc
-from common.errors import Busy, DataLoss, NoLane, from_rpc_error
+from common.errors import Busy, DataLoss, NoLane, Unauthorized, from_rpc_error
 from common.rpc import CHANNEL_OPTIONS
 from peer_app import lane as lane_server
 from peer_app.grpc_server import create_server
+from peer_app.interceptor import CallHook, RpcCall
 from tests.support import MiB, leftovers, sha, wait_until
 
 
@@ -333,6 +335,28 @@ def test_a_peer_that_does_not_know_open_lane_counts_as_one_without_a_lane():
     err.details = lambda: "Method not found!"
     err.trailing_metadata = lambda: ()
     assert isinstance(from_rpc_error(err), NoLane)
+
+
+class RefuseOpenLane(CallHook):
+    """A peer whose access policy does not let this caller open lanes (but lets it read)."""
+
+    def started(self, call: RpcCall, context) -> None:
+        if call.method == "OpenLane":
+            raise Unauthorized("a credential is needed for OpenLane")
+
+
+def test_a_lane_refused_by_policy_leaves_the_stream_to_answer(peer_config, dl):
+    data = os.urandom(MiB)
+    (Path(peer_config.shared_dir) / "f.bin").write_bytes(data)
+    server, port, servicer = create_server(peer_config, "127.0.0.1:0", hooks=[RefuseOpenLane()])
+    server.start()
+    try:
+        result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": f"127.0.0.1:{port}"}]).run()
+    finally:
+        servicer.close()
+        server.stop(None)
+    assert (dl / "f.bin").read_bytes() == data
+    assert result.lane_bytes == {} and "credential" in result.lane_off["p"]
 
 
 def test_lanes_false_uses_only_the_stream(serve, dl):

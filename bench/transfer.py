@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from control.processes import PROJECT_ROOT
@@ -191,9 +192,10 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
     else:
         extra = {"cli_lane2": [], "cli_lane1": ["--sources", "1"], "cli_stream": ["--no-lane"]}[kind]
         argv = CLI + maestro + ["download", name, "--out", str(target), *extra]
-    servers_before = sum(_cpu_seconds(pid) for pid in ctx["grpc_pids"])
+    servers = [ctx["raw_pid"]] if kind == "raw" else ctx["grpc_pids"]
+    servers_before = sum(_cpu_seconds(pid) for pid in servers)
     seconds, out, usage = _timed(argv)
-    usage["server_cpu"] = sum(_cpu_seconds(pid) for pid in ctx["grpc_pids"]) - servers_before
+    usage["server_cpu"] = sum(_cpu_seconds(pid) for pid in servers) - servers_before
     if kind in ("raw", "lane1", "lane2", "stream1"):
         report = json.loads(out.strip().splitlines()[-1])
         usage["rss_kib"] = report["rss_kib"]  # VmHWM of the child itself
@@ -209,10 +211,12 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
 
 def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
     from client.api import Maestro
-    from common.config import Settings
+    from common.config import Security, Settings
     from control.processes import node_configs, wait_until, write_nodes
 
     configs = node_configs(tmp, ["peer1", "peer2"], Settings(heartbeat_interval=1.0))
+    # both peers share one inode of each file (one copy in the page cache): hard links must be shared
+    configs = {n: replace(c, security=Security(allow_hardlinks=True)) for n, c in configs.items()}
     names = {size: f"bench-{size // MiB}MiB.bin" for size in sizes}
     shared1, shared2 = Path(configs["peer1"].shared_dir), Path(configs["peer2"].shared_dir)
     for size, name in names.items():
@@ -250,6 +254,7 @@ def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
             "raw_port": int(raw.stdout.readline()),
             "holders": holders,
             "grpc_pids": grpc_pids,
+            "raw_pid": raw.pid,
             "sizes": {name: size for size, name in names.items()},
         }
         for name in names.values():

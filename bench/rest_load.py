@@ -22,6 +22,7 @@ i+2; default settings), then measures, each against a baseline taken in the same
 Prints JSON. `--quick` keeps the whole run under a minute (CI logs the figures; never a
 pass/fail threshold). Every process started here is stopped by `down` (by pid).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,6 +65,7 @@ def _session() -> requests.Session:
 
 # --- the processes of a network, their CPU and memory ----------------------------------------
 
+
 def descendants(pids: list[int]) -> list[int]:
     """pids and every process below them."""
     children: dict[int, list[int]] = {}
@@ -93,7 +95,7 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return total / CLK_TCK
 
 
@@ -103,12 +105,12 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
     for pid in pids:
         with contextlib.suppress(OSError, AttributeError):
             rss += int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
-            pss += int(re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(),
-                                 re.M).group(1))
+            pss += int(re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M).group(1))
     return rss / 1024, pss / 1024
 
 
 # --- a ring brought up by the launcher ----------------------------------------------------------
+
 
 @dataclass
 class Ring:
@@ -154,13 +156,15 @@ def ring(tmp: Path, peers: int, settings: dict | None = None) -> Iterator[Ring]:
     started = time.monotonic()
     try:
         network.up(timeout=180)
-        yield Ring(network, names, urls, network.topology.maestro.url,
-                   meta={"up_s": round(time.monotonic() - started, 1)})
+        yield Ring(
+            network, names, urls, network.topology.maestro.url, meta={"up_s": round(time.monotonic() - started, 1)}
+        )
     finally:
         network.down()
 
 
 # --- slowloris ------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def slow_clients(host: str, port: int, n: int, trickle: float = 2.0) -> Iterator[list[socket.socket]]:
@@ -208,9 +212,12 @@ def probe_health(url: str, probes: int, timeout: float, interval: float = 0.1) -
         else:
             failures += 1
         time.sleep(interval)
-    return {"probes": probes, "failed": failures,
-            "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
-            "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None}
+    return {
+        "probes": probes,
+        "failed": failures,
+        "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+    }
 
 
 def bench_slowloris(r: Ring, counts: list[int], probes: int, timeout: float) -> dict:
@@ -221,7 +228,7 @@ def bench_slowloris(r: Ring, counts: list[int], probes: int, timeout: float) -> 
         rows = {"0 (baseline)": probe_health(url, probes, timeout)}
         for n in counts:
             with slow_clients(host, int(port), n) as socks:
-                time.sleep(0.5)                       # let the server take them in
+                time.sleep(0.5)  # let the server take them in
                 rows[str(n)] = {**probe_health(url, probes, timeout), "held": len(socks)}
             time.sleep(0.5)
         out[node] = rows
@@ -229,6 +236,7 @@ def bench_slowloris(r: Ring, counts: list[int], probes: int, timeout: float) -> 
 
 
 # --- bursts of searches and locates ----------------------------------------------------------
+
 
 @dataclass
 class Answer:
@@ -239,15 +247,16 @@ class Answer:
     messages: int | None
 
 
-def _run(jobs: list[Callable[[requests.Session], Answer]], concurrent: bool,
-         sessions: list[requests.Session]) -> tuple[list[Answer], float]:
+def _run(
+    jobs: list[Callable[[requests.Session], Answer]], concurrent: bool, sessions: list[requests.Session]
+) -> tuple[list[Answer], float]:
     """Run jobs one after another or all released at once; return answers and wall seconds."""
     answers: list[Answer | None] = [None] * len(jobs)
     if not concurrent:
         t = time.perf_counter()
         for i, job in enumerate(jobs):
             answers[i] = job(sessions[i])
-        return answers, time.perf_counter() - t   # type: ignore[return-value]
+        return answers, time.perf_counter() - t  # type: ignore[return-value]
     barrier = threading.Barrier(len(jobs) + 1)
 
     def worker(i: int) -> None:
@@ -261,7 +270,7 @@ def _run(jobs: list[Callable[[requests.Session], Answer]], concurrent: bool,
     t = time.perf_counter()
     for th in threads:
         th.join()
-    return answers, time.perf_counter() - t   # type: ignore[return-value]
+    return answers, time.perf_counter() - t  # type: ignore[return-value]
 
 
 def job_safe(job: Callable[[requests.Session], Answer], session: requests.Session) -> Answer:
@@ -279,6 +288,7 @@ def search_job(url: str, far_peer: str, query: str, timeout: float) -> Callable[
         body = resp.json()
         found = any(isinstance(x, dict) and x.get("peer") == far_peer for x in body.get("results", []))
         return Answer(latency, resp.status_code, found, body.get("complete"), body.get("messages"))
+
     return run
 
 
@@ -290,6 +300,7 @@ def locate_job(url: str, far_peer: str, name: str, timeout: float) -> Callable[[
         body = resp.json()
         found = resp.status_code == 200 and any(p.get("name") == far_peer for p in body.get("peers", []))
         return Answer(latency, resp.status_code, found, body.get("complete"), None)
+
     return run
 
 
@@ -309,16 +320,22 @@ def summarise(answers: list[Answer], wall: float, cpu: float, requests_seen: int
     lat = [a.latency for a in answers if a.latency == a.latency]
     complete = [a for a in answers if a.complete is True]
     silent_short = [a for a in answers if not a.found and a.complete is not False]
-    out = {"n": n, "wall_s": round(wall, 2), "p50_ms": round(percentile(lat, 50) * 1000, 1),
-           "p99_ms": round(percentile(lat, 99) * 1000, 1), "max_ms": round(max(lat) * 1000, 1) if lat else None,
-           "found": sum(a.found for a in answers), "complete_true": len(complete),
-           "complete_false": sum(a.complete is False for a in answers),
-           "complete_missing": sum(a.complete is None for a in answers),
-           "silently_short": len(silent_short),
-           "status": {str(k): sum(a.status == k for a in answers) for k in sorted({a.status for a in answers})},
-           "cpu_ms_per_request": round(cpu / n * 1000, 1)}
+    out = {
+        "n": n,
+        "wall_s": round(wall, 2),
+        "p50_ms": round(percentile(lat, 50) * 1000, 1),
+        "p99_ms": round(percentile(lat, 99) * 1000, 1),
+        "max_ms": round(max(lat) * 1000, 1) if lat else None,
+        "found": sum(a.found for a in answers),
+        "complete_true": len(complete),
+        "complete_false": sum(a.complete is False for a in answers),
+        "complete_missing": sum(a.complete is None for a in answers),
+        "silently_short": len(silent_short),
+        "status": {str(k): sum(a.status == k for a in answers) for k in sorted({a.status for a in answers})},
+        "cpu_ms_per_request": round(cpu / n * 1000, 1),
+    }
     if requests_seen is not None:
-        out["messages_per_search"] = round(requests_seen / n - 1, 2)   # the origin's own request is not a message
+        out["messages_per_search"] = round(requests_seen / n - 1, 2)  # the origin's own request is not a message
     reported = [a.messages for a in answers if a.messages is not None]
     if reported:
         out["messages_reported_median"] = statistics.median(reported)
@@ -332,10 +349,11 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float) -> dict:
         i = k % len(r.names)
         far_peer, name = r.far(i)
         url = r.urls[r.names[i]]
-        jobs.append(search_job(url, far_peer, name, timeout) if kind == "search"
-                    else locate_job(url, far_peer, name, timeout))
+        jobs.append(
+            search_job(url, far_peer, name, timeout) if kind == "search" else locate_job(url, far_peer, name, timeout)
+        )
     sessions = [_session() for _ in range(n)]
-    for k, s in enumerate(sessions):              # one warm keep-alive connection per client
+    for k, s in enumerate(sessions):  # one warm keep-alive connection per client
         s.get(r.urls[r.names[k % len(r.names)]] + "/health", timeout=10)
     result = {}
     for mode, concurrent in (("sequential", False), ("concurrent", True)):
@@ -349,13 +367,15 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float) -> dict:
         result[mode] = summarise(answers, wall, cpu, seen)
         time.sleep(1.0)
     result["ratio_concurrent_to_sequential_wall"] = round(
-        result["concurrent"]["wall_s"] / result["sequential"]["wall_s"], 2)
+        result["concurrent"]["wall_s"] / result["sequential"]["wall_s"], 2
+    )
     for s in sessions:
         s.close()
     return result
 
 
 # --- the Maestro killed as soon as it answers --------------------------------------------------
+
 
 def alive_count(url: str) -> int | None:
     try:
@@ -395,8 +415,7 @@ def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
             time.sleep(0.05)
         if back is None:
             fatal_after = k - 1
-            rows.append({"kill": k, "back_s": None,
-                         "state": ",".join(sorted({p.state for p in sup.group("maestro")}))})
+            rows.append({"kill": k, "back_s": None, "state": ",".join(sorted({p.state for p in sup.group("maestro")}))})
             break
         alive = alive_count(r.maestro_url)
         status = maestro_locate(r.maestro_url, r.shared_by_three)
@@ -416,11 +435,17 @@ def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
                     break
         time.sleep(0.1)
     states = ",".join(sorted({p.state for p in sup.group("maestro")}))
-    return {"kills_requested": kills, "fatal_after_kills": fatal_after, "rows": rows,
-            "min_alive_after_return": min_alive, "peers": len(r.names),
-            "maestro_locate_404_for_file_on_3_live_peers": locate_404,
-            "back_after_storm_s": None if final_back is None else round(final_back, 2),
-            "state_after_storm": states, "alive_after_storm": alive_count(r.maestro_url)}
+    return {
+        "kills_requested": kills,
+        "fatal_after_kills": fatal_after,
+        "rows": rows,
+        "min_alive_after_return": min_alive,
+        "peers": len(r.names),
+        "maestro_locate_404_for_file_on_3_live_peers": locate_404,
+        "back_after_storm_s": None if final_back is None else round(final_back, 2),
+        "state_after_storm": states,
+        "alive_after_storm": alive_count(r.maestro_url),
+    }
 
 
 def bench_restart_liveness(r: Ring, outage: float) -> dict:
@@ -439,15 +464,21 @@ def bench_restart_liveness(r: Ring, outage: float) -> dict:
                 break
         time.sleep(0.1)
     status = maestro_locate(r.maestro_url, r.shared_by_three)
-    return {"outage_s": outage, "alive_samples_after_start": samples, "peers": len(r.names),
-            "maestro_locate_status_file_on_3_live_peers": status}
+    return {
+        "outage_s": outage,
+        "alive_samples_after_start": samples,
+        "peers": len(r.names),
+        "maestro_locate_status_file_on_3_live_peers": status,
+    }
 
 
 # --- main -----------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.rest_load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.rest_load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller counts, for CI's log (< 1 min)")
     parser.add_argument("--peers", type=int, default=10)
     parser.add_argument("--searches", type=int, default=None)
@@ -465,10 +496,15 @@ def main(argv: list[str] | None = None) -> None:
         with ring(Path(tmp) / "ring", args.peers) as r:
             rss, pss = memory_mib(r.pids())
             rest_rss, rest_pss = memory_mib(r.rest_pids())
-            report["ring"] = {**r.meta, "peers": args.peers, "processes": len(r.pids()),
-                              "rss_mib": round(rss), "pss_mib": round(pss),
-                              "rest_pss_mib_per_node": round(rest_pss / (args.peers + 1), 1),
-                              "rest_rss_mib_per_node": round(rest_rss / (args.peers + 1), 1)}
+            report["ring"] = {
+                **r.meta,
+                "peers": args.peers,
+                "processes": len(r.pids()),
+                "rss_mib": round(rss),
+                "pss_mib": round(pss),
+                "rest_pss_mib_per_node": round(rest_pss / (args.peers + 1), 1),
+                "rest_rss_mib_per_node": round(rest_rss / (args.peers + 1), 1),
+            }
             print(json.dumps({"ring": report["ring"]}), flush=True)
             if "slowloris" in only:
                 report["slowloris"] = bench_slowloris(r, slow, probes=10 if args.quick else 20, timeout=5.0)

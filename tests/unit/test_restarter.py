@@ -17,7 +17,8 @@ class Clock:
 
 def event(name: str, group: str, process: str, serial: int = 1) -> str:
     payload = f"processname:{process} groupname:{group} from_state:BACKOFF"
-    head = f"ver:3.0 server:supervisor serial:{serial} pool:p2p-restarter poolserial:{serial} eventname:{name} len:{len(payload)}\n"
+    head = f"ver:3.0 server:supervisor serial:{serial} pool:p2p-restarter poolserial:{serial} "
+    head += f"eventname:{name} len:{len(payload)}\n"
     return head + payload
 
 

@@ -26,7 +26,9 @@ class Settings:
     search_timeout: float = 3.0  # what a new flood search may take in all, seconds
     locate_timeout: float = 5.0  # what a new P2P locate may take in all, seconds
     rest_workers: int = 2  # gunicorn workers per REST server
-    rest_threads: int = 4  # gunicorn threads per worker (gthread)
+    rest_worker_class: str = "gevent"  # gevent: a slow client or a waiting hop holds a greenlet, not a thread
+    rest_threads: int = 4  # gunicorn threads per worker (gthread only)
+    rest_connections: int = 1000  # connections one gevent worker holds at once (gunicorn --worker-connections)
     grpc_workers: int = 24  # ThreadPoolExecutor size of a gRPC server (above the transfer limit)
     chunk_size: int = 1024 * 1024  # bytes per streamed FileChunk
     max_upload_bytes: int = 4 * 1024**3
@@ -36,6 +38,7 @@ class Settings:
     search_max_ttl: int = 10
     search_max_fanout: int = 8
     search_default_fanout: int = 2
+    search_concurrency: int = 4  # new searches and P2P locates one REST worker floods at once; others wait in line
     max_query_length: int = 256
     prune_after_failures: int = 3  # known peers that fail this often in a row are dropped
     max_body_bytes: int = 16 * 1024 * 1024  # REST request bodies above this are refused (413), chunked or not
@@ -58,6 +61,10 @@ class Security:
     """The topology's `security:` section, as every node reads it (SPEC §8)."""
 
     allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
+
+
+# Settings that are words, with the values they may take (every other setting is a number).
+SETTING_CHOICES = {"rest_worker_class": ("gevent", "gthread")}
 
 
 @dataclass(frozen=True)

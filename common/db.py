@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
+
+from common.green import os_thread_local
 
 
 class Database:
-    """A per-thread SQLite connection to one file, created with a schema."""
+    """A per-thread SQLite connection to one file, created with a schema.
+
+    Per OS thread: under gevent the greenlets of a worker share one connection (sqlite3 calls
+    never yield, so no two transactions interleave), instead of opening one per request.
+    """
 
     def __init__(self, path: str | Path, schema: str) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._local = os_thread_local()
         self.connect().executescript(schema)
 
     def add_column(self, table: str, column: str, definition: str) -> None:

@@ -38,12 +38,13 @@ class P2PError(Exception):
     name = "internal"
     exit_code = 1  # SPEC §10: 1 other, 2 usage, 3 not found, 4 unreachable, 5 integrity, 6 busy, 7 unauthorized
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(self, detail: str = "", *, extra: dict | None = None) -> None:
         super().__init__(detail or self.__doc__ or self.name)
         self.detail = detail or (self.__doc__ or self.name).strip()
+        self.extra = extra or {}  # more fields for the JSON body (e.g. a locate's "complete")
 
     def to_json(self) -> dict:
-        return {"error": self.name, "detail": self.detail}
+        return {"error": self.name, "detail": self.detail, **self.extra}
 
 
 class BadRequest(P2PError):
@@ -161,6 +162,18 @@ class NoLane(P2PError):
     grpc_code = _StatusCode("FAILED_PRECONDITION")
     name = "no_lane"
     exit_code = 1
+
+
+class Incomplete(Unavailable):
+    """Part of the network did not answer in time or shed the request, so nothing was found; retry shortly."""
+
+    name = "incomplete"
+
+
+class TimedOut(NoAnswer):
+    """Nothing answered within the time given (the host may be down, cut off, or just too busy)."""
+
+    name = "timed_out"
 
 
 _BY_GRPC_CODE = {  # by grpc.StatusCode name

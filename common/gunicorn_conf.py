@@ -47,3 +47,9 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    """Start what the app wants running beside its requests (the Maestro's clock), in the worker."""
+    for start in getattr(worker.wsgi, "extensions", {}).get("on_worker_start", ()):
+        start()

@@ -65,6 +65,11 @@ class Metrics:
         self.search_duplicates = Counter(
             "p2p_search_duplicates_total", "flood search queries dropped as already seen", registry=self.registry
         )
+        self.search_incomplete = Counter(
+            "p2p_search_incomplete_total",
+            "flood search answers that said complete: false (a hop timed out, was shed or unreachable)",
+            registry=self.registry,
+        )
         self.locate_handled = Counter(
             "p2p_locate_handled_total", "P2P locate requests handled here", ["outcome"], registry=self.registry
         )

@@ -28,16 +28,20 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
     """Program name -> argv for every process of the node (run with cwd = project root)."""
     s = config.settings
     app = "maestro_app:create_app()" if config.role == "maestro" else "peer_app:create_app()"
+    # gevent (the default): each connection and each hop a peer waits on is a greenlet, so slow
+    # clients cannot take every worker thread (gunicorn's docs advise an async worker for slow
+    # clients and long outbound calls). gthread stays available, for comparison.
+    if s.rest_worker_class == "gevent":
+        workers = ["--worker-class", "gevent", "--worker-connections", str(s.rest_connections)]
+    else:
+        workers = ["--worker-class", "gthread", "--threads", str(s.rest_threads)]
     rest = [
         sys.executable,
         "-m",
         "gunicorn",
-        "--worker-class",
-        "gthread",
+        *workers,
         "--workers",
         str(s.rest_workers),
-        "--threads",
-        str(s.rest_threads),
         "--bind",
         config.rest_bind,
         "--graceful-timeout",
@@ -55,6 +59,14 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
         return {"maestro": rest}
     grpc = [sys.executable, "-m", "peer_app.grpc_server", "--config", config_path]
     return {f"{config.name}-rest": rest, f"{config.name}-grpc": grpc}
+
+
+RESTARTER = "p2p-restarter"  # supervisord event listener (not a node): brings FATAL programs back
+
+
+def restarter_command() -> list[str]:
+    """argv of the event listener that restarts FATAL programs with backoff (control/restarter.py)."""
+    return [sys.executable, "-m", "control.restarter"]
 
 
 def node_environment(config_path: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from common.config import Security, Settings, address, http_url
+from common.config import SETTING_CHOICES, Security, Settings, address, http_url
 from common.names import peer_name_problem
 from common.net import WILDCARDS, bind_errno, is_local_address
 from control.errors import TopologyError
@@ -336,6 +336,12 @@ def _settings(raw: Any, problems: list[str]) -> Settings:
             problems.append(f"settings.{key}: unknown setting (known: {', '.join(sorted(defaults))})")
             continue
         default = defaults[key]
+        if key in SETTING_CHOICES:
+            if value not in SETTING_CHOICES[key]:
+                problems.append(f"settings.{key}: {value!r} is not one of {', '.join(SETTING_CHOICES[key])}")
+            else:
+                values[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"settings.{key}: {value!r} is not a number")
             continue

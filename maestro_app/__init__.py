@@ -28,6 +28,9 @@ def create_app(config: NodeConfig | None = None) -> Flask:
         max_files=config.settings.max_files_per_peer,
         max_interval=config.settings.max_heartbeat_interval,
     )
+    directory.started()  # after a restart: the downtime does not count against the peers
+    # gunicorn's post_worker_init (common.gunicorn_conf) starts these once the worker serves.
+    app.extensions["on_worker_start"] = [directory.keep_time]
     from maestro_app import ui
     from maestro_app.views import bp
 

@@ -1,9 +1,21 @@
-"""The Maestro's directory: peers, their files, their liveness. SQLite, no HTTP."""
+"""The Maestro's directory: peers, their files, their liveness. SQLite, no HTTP.
+
+Liveness survives the Maestro's own restarts. A peer's expiry window counts from
+`counted_from`: its last registration or heartbeat, or the Maestro's last start when the peer
+was alive as the Maestro went down. While the Maestro runs, each worker writes the time into
+`maestro_clock` every TICK seconds; a worker that starts and finds the last tick older than
+RESTART_GAP knows the Maestro was down since then (a kill -9 included), and gives every peer
+that was alive at that tick a fresh window from now. So the Maestro's downtime never counts as
+missed beats, and a peer that was already dead before the crash stays dead.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +29,9 @@ from common.names import check_name, check_peer_name
 MIN_HEARTBEAT_INTERVAL = 0.05  # seconds: beats faster than 20 a second are a flood, not a heartbeat
 DIRECTORY_PAGE = 1000  # files per /directory answer unless ?limit= asks for fewer or more
 DIRECTORY_MAX_PAGE = 5000
+log = logging.getLogger(__name__)
+TICK = 1.0  # seconds between a Maestro worker's clock writes
+RESTART_GAP = 1.5 * TICK  # a last tick older than this at a worker's start: the Maestro was down since
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -26,7 +41,12 @@ CREATE TABLE IF NOT EXISTS peers (
     heartbeat_interval REAL NOT NULL,
     registered_at REAL NOT NULL,
     last_seen REAL NOT NULL,
-    friends TEXT NOT NULL DEFAULT '{}'
+    friends TEXT NOT NULL DEFAULT '{}',
+    counted_from REAL  -- the expiry window counts from here (see the module docstring)
+);
+CREATE TABLE IF NOT EXISTS maestro_clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tick REAL NOT NULL  -- the last time a worker of the Maestro was known to run
 );
 CREATE TABLE IF NOT EXISTS files (
     name TEXT NOT NULL,
@@ -143,10 +163,48 @@ class Directory:
         self.default_interval = default_interval
         self.expire_after_beats = expire_after_beats
         self.clock = clock
+        self.db.add_column("peers", "counted_from", "REAL")  # directories from before the restart rule
+        self.db.connect().execute("UPDATE peers SET counted_from = last_seen WHERE counted_from IS NULL")
 
     def _alive_since(self) -> str:
-        """SQL condition: a peer heard from within expire_after_beats of its interval."""
-        return "(last_seen >= :now - heartbeat_interval * :beats)"
+        """SQL condition: a peer heard from within expire_after_beats of its interval (Maestro downtime aside)."""
+        return "(counted_from >= :now - heartbeat_interval * :beats)"
+
+    def started(self) -> float:
+        """A worker starts: if the Maestro was down, give the peers alive then a fresh window.
+
+        Returns how long the Maestro was down (0.0 when it was not, or on a new directory).
+        """
+        now = self.clock()
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT tick FROM maestro_clock WHERE id = 1").fetchone()
+            down = 0.0 if row is None else max(0.0, now - row["tick"])
+            if down > RESTART_GAP:
+                conn.execute(
+                    "UPDATE peers SET counted_from = :now WHERE counted_from >= :tick - heartbeat_interval * :beats",
+                    {"now": now, "tick": row["tick"], "beats": self.expire_after_beats},
+                )
+            conn.execute("INSERT OR REPLACE INTO maestro_clock (id, tick) VALUES (1, ?)", (now,))
+        return down if down > RESTART_GAP else 0.0
+
+    def tick(self) -> None:
+        """Note that the Maestro is running now (a worker calls this every TICK seconds)."""
+        self.db.connect().execute("INSERT OR REPLACE INTO maestro_clock (id, tick) VALUES (1, ?)", (self.clock(),))
+
+    def keep_time(self, stop: threading.Event | None = None) -> threading.Thread:
+        """Tick every TICK seconds on a daemon thread (a greenlet under gevent) until stop is set."""
+        stop = stop or threading.Event()
+
+        def run() -> None:
+            while not stop.wait(TICK):
+                try:
+                    self.tick()
+                except sqlite3.Error as err:
+                    log.warning("cannot write the Maestro's clock: %s", err)
+
+        thread = threading.Thread(target=run, name="maestro-clock", daemon=True)
+        thread.start()
+        return thread
 
     def _params(self, **extra) -> dict:
         return {"now": self.clock(), "beats": self.expire_after_beats, **extra}
@@ -169,11 +227,11 @@ class Directory:
         with self.db.connect() as conn:
             conn.execute(
                 "INSERT INTO peers (name, rest_url, grpc_address, heartbeat_interval, registered_at,"
-                " last_seen, friends) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " last_seen, friends, counted_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " rest_url=excluded.rest_url, grpc_address=excluded.grpc_address,"
                 " heartbeat_interval=excluded.heartbeat_interval, last_seen=excluded.last_seen,"
-                " friends=excluded.friends",
-                (name, rest_url, grpc_address, interval, now, now, json.dumps(friends or {})),
+                " friends=excluded.friends, counted_from=excluded.counted_from",
+                (name, rest_url, grpc_address, interval, now, now, json.dumps(friends or {}), now),
             )
             conn.execute("DELETE FROM files WHERE peer = ?", (name,))
             conn.executemany(
@@ -183,7 +241,10 @@ class Directory:
 
     def heartbeat(self, name: str) -> None:
         """Mark a peer as just seen; NotFound if it never registered."""
-        cur = self.db.connect().execute("UPDATE peers SET last_seen = ? WHERE name = ?", (self.clock(), name))
+        now = self.clock()
+        cur = self.db.connect().execute(
+            "UPDATE peers SET last_seen = ?, counted_from = ? WHERE name = ?", (now, now, name)
+        )
         if cur.rowcount == 0:
             raise NotFound(f"peer {name!r} is not registered; register first")
 
@@ -214,7 +275,7 @@ class Directory:
     LOCATE_SQL = (
         "SELECT p.name, p.rest_url, p.grpc_address, p.last_seen, f.size, f.mtime, f.sha256, f.blake3"
         " FROM files f JOIN peers p ON p.name = f.peer"
-        " WHERE f.name = ? AND p.last_seen >= ? - p.heartbeat_interval * ?"
+        " WHERE f.name = ? AND p.counted_from >= ? - p.heartbeat_interval * ?"
         " ORDER BY p.last_seen DESC"
     )
 

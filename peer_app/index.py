@@ -7,6 +7,7 @@ at most max_files of them (by name), and every hash is read from a safely opened
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from common.config import NodeConfig, Settings
 from common.db import Database
 from common.errors import P2PError
 from common.files import digest_fd
+from common.green import run_blocking
 from peer_app.storage import SharedFolder
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ class SharedIndex:
             except (P2PError, OSError):  # changed or removed since we listed it: not shared now
                 continue
             with fh:
-                sha, b3 = digest_fd(fh.fileno(), with_blake3=True)
+                sha, b3 = run_blocking(functools.partial(digest_fd, fh.fileno(), with_blake3=True))
             fresh.append((name, st.st_size, st.st_mtime_ns, sha, st.st_ino, b3))
             files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha, b3))
         gone = set(cached) - {f.name for f in files}
@@ -145,7 +147,7 @@ class SharedIndex:
         row = self._row(name)
         if _matches(row, st):
             return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"], row["blake3"])
-        sha, b3 = digest_fd(fh.fileno(), with_blake3=True)
+        sha, b3 = run_blocking(functools.partial(digest_fd, fh.fileno(), with_blake3=True))
         self.remember(name, sha, st, b3)
         return FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, sha, b3)
 

@@ -2,22 +2,55 @@
 
 Transport-agnostic: a Transport is any callable (url, path, params, timeout) -> dict that
 raises P2PError on failure, so tests can run a whole network of these in one process.
+
+Every answer says whether it is whole. A search is `complete` only when every peer it was
+sent to answered in time with a complete answer of its own; a hop that timed out, could not
+be reached, shed the query or sent an answer that does not check out makes it partial, and
+`missing` names that hop and why. A locate that found nothing is a NotFound (404) when every
+friend asked answered or could not be reached at all (SPEC: "404 if nobody reachable has it";
+then `complete` is false and `missing` names them); when one timed out or shed it, the answer
+is Incomplete (503): we do not know, so it is never a 404.
+
+Under load each REST worker floods at most `search_concurrency` new searches and locates at
+once (a Gate); the others wait in line, first come first served, for as much of their
+deadline as leaves the flood time to run (QUEUE_RESERVE). One that cannot get in by then is
+shed: it answers at once with this peer's own results and `complete: false`. Forwarded hops
+never wait in line (they belong to searches already under way), but beyond HOP_LIMIT_FACTOR
+times that number at once they are shed too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 
-from common.errors import NoAnswer, NotFound, P2PError
+from common.errors import Busy, Incomplete, NoAnswer, NotFound, P2PError, TimedOut
 from peer_app.state import KnownPeers, SeenQueries
 
 Transport = Callable[[str, str, dict, float], dict]
+Check = Callable[[str, dict], dict]  # (route, remote answer) -> the answer to merge; raises ValueError to drop it
 HOP_MARGIN = 0.05  # seconds a hop keeps for itself to answer its caller
 HOP_SHRINK = 0.85  # each hop passes on this fraction of what it has left
+MIN_HOP_BUDGET = 0.02  # below this a hop is not asked at all (it could not answer in time)
+QUEUE_RESERVE = 0.5  # of its deadline, what a new search keeps for the flood after waiting in line (at most half)
+HOP_LIMIT_FACTOR = 32  # forwarded hops one worker handles at once, in units of search_concurrency
+SUCCESS_REFRESH = 10.0  # seconds: a peer that answered is written down again at most this often
+MAX_MISSING = 32  # entries of `missing` passed on (the count is exact, the list is a sample)
+
+# Why part of the network is missing from an answer (the `why` of each `missing` entry).
+TIMED_OUT = "timed out"
+UNREACHABLE = "unreachable"
+SHED = "shed"
+PARTIAL = "partial"
+BAD_ANSWER = "bad answer"
+NOT_ASKED = "not asked: no time left"
+DOWN = "down"  # a friend with a down mark (it gave no answer lately): not asked
+ERROR = "error"  # it answered with an error of its own
 
 
 def new_qid() -> str:
@@ -35,8 +68,74 @@ class Query:
     budget: float
     path: list[str] = field(default_factory=list)
 
+    @property
+    def origin(self) -> bool:
+        """True at the peer a user asked (no peer forwarded it here)."""
+        return not self.path
+
     def child_budget(self, elapsed: float) -> float:
         return max(0.0, (self.budget - elapsed - HOP_MARGIN) * HOP_SHRINK)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one asked peer gave: its answer, and/or why (part of) its share is missing."""
+
+    peer: dict
+    answer: dict | None = None
+    missing: str | None = None
+
+
+class Gate:
+    """Admission in one REST worker: new searches wait in line, forwarded hops are counted."""
+
+    def __init__(self, limit: int, hop_limit: int | None = None) -> None:
+        self._origins = threading.BoundedSemaphore(limit)
+        self.hop_limit = hop_limit if hop_limit is not None else limit * HOP_LIMIT_FACTOR
+        self._hops = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def origin(self, wait: float) -> Iterator[bool]:
+        """Wait up to `wait` seconds for a place; yield whether it was given."""
+        admitted = self._origins.acquire(timeout=max(0.0, wait))
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                self._origins.release()
+
+    @contextlib.contextmanager
+    def hop(self) -> Iterator[bool]:
+        """A forwarded hop: admitted at once unless hop_limit hops are already under way."""
+        with self._lock:
+            admitted = self._hops < self.hop_limit
+            self._hops += admitted
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    self._hops -= 1
+
+    def enter(self, q_origin: bool, budget: float) -> contextlib.AbstractContextManager[bool]:
+        return self.origin(budget - min(QUEUE_RESERVE, budget / 2)) if q_origin else self.hop()
+
+
+def check_answer(route: str, answer: dict) -> dict:
+    """The least a remote answer must be to be merged; anything else is dropped (and the hop counts as missing)."""
+    if route == "/search":
+        if not isinstance(answer.get("results", []), list) or not isinstance(answer.get("visited", []), list):
+            raise ValueError("results and visited must be lists")
+        if not isinstance(answer.get("messages", 0), int) or not isinstance(answer.get("complete"), bool):
+            raise ValueError("messages must be an integer and complete true or false")
+    elif not isinstance(answer.get("peers", []), list):
+        raise ValueError("peers must be a list")
+    return answer
+
+
+def _missing(peer: dict, why: str) -> dict:
+    return {"peer": peer.get("name") or peer["url"], "why": why}
 
 
 class Discovery:
@@ -54,6 +153,8 @@ class Discovery:
         pool: futures.Executor,
         clock: Callable[[], float] = time.monotonic,
         local_file: Callable[[str], dict | None] | None = None,
+        gate: Gate | None = None,
+        check: Check = check_answer,
     ) -> None:
         self.me = me  # {"name", "url", "grpc_address"}
         self.local_files = local_files
@@ -65,6 +166,8 @@ class Discovery:
         self.request_timeout = request_timeout
         self.pool = pool
         self.clock = clock
+        self.gate = gate or Gate(limit=1 << 16)
+        self.check = check  # the merge point: issue 8's remote-answer checks go here
 
     def _holder(self, f: dict) -> dict:
         """This peer as a holder of file f, shaped like a Maestro /locate entry."""
@@ -88,42 +191,47 @@ class Discovery:
             "sha256": f["sha256"],
         }
 
-    def _targets(self, path: list[str], limit: int) -> list[dict]:
-        """Known peers not yet on the path and not marked down, friends first."""
+    def _targets(self, path: list[str], limit: int) -> tuple[list[dict], list[dict]]:
+        """Known peers not yet on the path, friends first: up to limit to ask, and those skipped for a down mark.
+
+        A friend with a down mark (issue 10: it gave no answer lately) is not asked; the next
+        known peer is asked instead, and the skipped one is named in `missing` as `down`.
+        """
         on_path = set(path)
-        picked = [p for p in self.known.reachable() if p["url"] not in on_path and (p["name"] or "") not in on_path]
-        return picked[:limit]
+        asked: list[dict] = []
+        down: list[dict] = []
+        for peer in self.known.all():
+            if len(asked) >= limit:
+                break
+            if peer["url"] in on_path or (peer["name"] or "") in on_path:
+                continue
+            (down if peer.get("down_until") else asked).append(peer)
+        return asked, down
+
+    # --- search ------------------------------------------------------------------------------
 
     def search(self, q: Query) -> dict:
-        """Match locally, then flood to up to fanout peers with ttl-1; merge without duplicates."""
+        """Match locally, then flood to up to fanout peers with ttl-1; merge; say whether it is whole."""
         start = self.clock()
         if not self.seen.first_time(q.qid):
-            return {"qid": q.qid, "duplicate": True, "results": [], "visited": [], "messages": 0}
+            return {
+                "qid": q.qid,
+                "duplicate": True,
+                "results": [],
+                "visited": [],
+                "messages": 0,
+                "complete": True,  # another copy of this query covers this peer
+                "missing": [],
+            }
         text = q.text.lower()
         results = [self._hit(f) for f in self.local_files() if text in f["name"].lower()]
-        visited, messages = [self.me["name"]], 0
+        visited, messages, missing = [self.me["name"]], 0, []
         if q.ttl > 1 and q.fanout > 0:
-            path = q.path + [self.me["name"], self.me["url"]]
-            budget = min(q.child_budget(self.clock() - start), self.request_timeout)
-            targets = self._targets(path, q.fanout)
-            # The targets' siblings travel in the path too: a target must not forward to a peer
-            # we ask ourselves, or its copy (with one hop less) could arrive first and the
-            # duplicate check would then drop ours, shortening the query's reach.
-            path += [t[key] for t in targets for key in ("name", "url") if t[key]]
-            params = {
-                "query": q.text,
-                "qid": q.qid,
-                "ttl": q.ttl - 1,
-                "fanout": q.fanout,
-                "budget": f"{budget:.3f}",
-                "path": ",".join(path),
-            }
-            for _peer, answer in self._ask_all(targets, "/search", params, budget):
-                messages += 1
-                if answer is not None:
-                    results.extend(answer.get("results", []))
-                    visited.extend(answer.get("visited", []))
-                    messages += answer.get("messages", 0)
+            with self.gate.enter(q.origin, q.budget - (self.clock() - start)) as admitted:
+                if admitted:
+                    messages, missing = self._flood(q, start, results, visited)
+                else:
+                    missing = [{"peer": self.me["name"], "why": SHED}]
         unique = {(r.get("peer"), r.get("file")): r for r in results if isinstance(r, dict)}
         return {
             "qid": q.qid,
@@ -131,70 +239,153 @@ class Discovery:
             "results": list(unique.values()),
             "visited": visited,
             "messages": messages,
+            "complete": not missing,
+            "missing": missing[:MAX_MISSING],
         }
 
-    def _ask_all(self, targets: list[dict], route: str, params: dict, budget: float):
-        """Ask every target in parallel; yield (peer, answer or None) within the budget."""
-        if not targets or budget <= 0:
+    def _flood(self, q: Query, start: float, results: list, visited: list) -> tuple[int, list[dict]]:
+        """Ask up to fanout peers in parallel; extend results and visited; return messages and what is missing."""
+        path = q.path + [self.me["name"], self.me["url"]]
+        budget = min(q.child_budget(self.clock() - start), self.request_timeout)
+        targets, down = self._targets(path, q.fanout)
+        # The targets' siblings travel in the path too: a target must not forward to a peer
+        # we ask ourselves, or its copy (with one hop less) could arrive first and the
+        # duplicate check would then drop ours, shortening the query's reach.
+        path += [t[key] for t in targets for key in ("name", "url") if t[key]]
+        params = {
+            "query": q.text,
+            "qid": q.qid,
+            "ttl": q.ttl - 1,
+            "fanout": q.fanout,
+            "budget": f"{budget:.3f}",
+            "path": ",".join(path),
+        }
+        messages, missing = 0, [_missing(p, DOWN) for p in down]
+        for reply in self._ask_all(targets, "/search", params, budget):
+            messages += reply.missing != NOT_ASKED
+            answer = reply.answer
+            if answer is not None:
+                results.extend(answer.get("results", []))
+                visited.extend(answer.get("visited", []))
+                messages += answer.get("messages", 0)
+                if answer.get("complete") is not True:
+                    missing.extend(answer.get("missing") or [_missing(reply.peer, PARTIAL)])
+            if reply.missing is not None:
+                missing.append(_missing(reply.peer, reply.missing))
+        return messages, missing
+
+    def _ask_all(self, targets: list[dict], route: str, params: dict, budget: float) -> Iterator[Reply]:
+        """Ask every target in parallel; yield one Reply per target within the budget."""
+        if budget < MIN_HOP_BUDGET:
+            yield from (Reply(p, missing=NOT_ASKED) for p in targets)
             return
         jobs = {self.pool.submit(self._ask, p, route, params, budget): p for p in targets}
         done, not_done = futures.wait(jobs, timeout=budget + HOP_MARGIN)
         for job in not_done:
             job.cancel()
-            yield jobs[job], None
+            yield Reply(jobs[job], missing=TIMED_OUT)
         for job in done:
-            yield jobs[job], job.result()
+            yield job.result()
 
-    def _ask(self, peer: dict, route: str, params: dict, timeout: float) -> dict | None:
+    def _ask(self, peer: dict, route: str, params: dict, timeout: float) -> Reply:
         """One call to one peer; a failure is recorded and costs nothing more."""
         try:
             answer = self.transport(peer["url"], route, params, timeout)
-        except NotFound:
-            self.known.succeeded(peer["url"])
-            return None
+        except NotFound:  # answered: nothing there
+            self._answered(peer)
+            return Reply(peer, answer={})
+        except Incomplete:  # answered: nothing found among the peers that answered it in time
+            self._answered(peer)
+            return Reply(peer, answer={}, missing=PARTIAL)
+        except Busy:  # alive, but shedding load
+            return Reply(peer, missing=SHED)
+        except TimedOut:  # no answer in time: a friend gets a down mark, as for any NoAnswer
+            self.known.unreachable(peer["url"])
+            return Reply(peer, missing=TIMED_OUT)
         except NoAnswer:  # no answer at all: skip it for a while (KnownPeers' down mark)
             self.known.unreachable(peer["url"])
-            return None
-        except P2PError:
+            return Reply(peer, missing=UNREACHABLE)
+        except P2PError:  # it answered, with an error of its own
             self.known.failed(peer["url"])
-            return None
-        self.known.succeeded(peer["url"])
-        return answer
+            return Reply(peer, missing=ERROR)
+        self._answered(peer)
+        try:
+            return Reply(peer, answer=self.check(route, answer))
+        except ValueError:
+            return Reply(peer, missing=BAD_ANSWER)
+
+    def _answered(self, peer: dict) -> None:
+        """Record that peer answered, unless its row (read for this request) already says so.
+
+        One write per peer every SUCCESS_REFRESH seconds instead of one per message; a peer with
+        failures or a down mark is always written (an answer clears both).
+        """
+        last_ok = peer.get("last_ok")
+        if (
+            peer.get("failures")
+            or peer.get("down_until")
+            or not last_ok
+            or self.known.clock() - last_ok > SUCCESS_REFRESH
+        ):
+            self.known.succeeded(peer["url"])
+
+    # --- locate ------------------------------------------------------------------------------
 
     def locate(self, filename: str, *, qid: str, ttl: int, budget: float, path: list[str]) -> dict:
         """Local, then the primary friend, then the backup friend (each onward within ttl).
 
         A peer that holds the file always says so, even for a query id it has seen: the caller
         may be asking again because the copy that reached us through a slower path timed out.
-        Only the forwarding is done once per id, so a query never loops.
+        Only the forwarding is done once per id, so a query never loops. Nothing found: NotFound
+        when every friend asked answered, else Incomplete (or Busy when this peer shed it).
         """
         start = self.clock()
         mine = self.local_file(filename)
         if mine is not None:
-            return {"file": filename, "peers": [self._holder(mine)], "via": [self.me["name"]]}
+            return {"file": filename, "peers": [self._holder(mine)], "via": [self.me["name"]], "complete": True}
         if not self.seen.first_time("locate:" + qid):
             raise NotFound(f"locate {qid} already handled here")
+        missing: list[dict] = []
         if ttl > 1:
-            path = path + [self.me["name"], self.me["url"]]
-            for friend in self._targets(path, limit=2):
-                if friend["role"] == "learned":
-                    break
-                remaining = budget - (self.clock() - start)
-                child = min(max(0.0, (remaining - HOP_MARGIN) * HOP_SHRINK), self.request_timeout)
-                if child <= 0:
-                    break
-                params = {
+            with self.gate.enter(not path, budget - (self.clock() - start)) as admitted:
+                if not admitted:
+                    raise Busy(f"{self.me['name']} is too busy to ask its friends for {filename!r}; retry shortly")
+                found = self._chain(filename, qid, ttl, budget, path, start, missing)
+                if found is not None:
+                    return found
+        extra = {"complete": not missing, "missing": missing[:MAX_MISSING]}
+        if any(m["why"] not in (UNREACHABLE, DOWN) for m in missing):  # slow, busy or failing, not gone
+            names = ", ".join(f"{m['peer']} ({m['why']})" for m in missing[:4])
+            raise Incomplete(
+                f"nobody that answered from {self.me['name']} has {filename!r}; no answer from {names}", extra=extra
+            )
+        # SPEC: 404 when nobody reachable has it; a friend that is down is named in `missing`.
+        raise NotFound(f"no peer reachable from {self.me['name']} has {filename!r}", extra=extra)
+
+    def _chain(
+        self, filename: str, qid: str, ttl: int, budget: float, path: list[str], start: float, missing: list[dict]
+    ) -> dict | None:
+        """Ask the friends one after the other; the first answer naming holders wins."""
+        path = path + [self.me["name"], self.me["url"]]
+        friends, down = self._targets(path, limit=2)
+        missing.extend(_missing(p, DOWN) for p in down if p["role"] != "learned")
+        for friend in friends:
+            if friend["role"] == "learned":
+                break
+            remaining = budget - (self.clock() - start)
+            child = min(max(0.0, (remaining - HOP_MARGIN) * HOP_SHRINK), self.request_timeout)
+            if child < MIN_HOP_BUDGET:
+                missing.append(_missing(friend, NOT_ASKED))
+                break
+            params = {"file": filename, "qid": qid, "ttl": ttl - 1, "budget": f"{child:.3f}", "path": ",".join(path)}
+            reply = self._ask(friend, "/locate", params, child)
+            if reply.answer and reply.answer.get("peers"):
+                return {
                     "file": filename,
-                    "qid": qid,
-                    "ttl": ttl - 1,
-                    "budget": f"{child:.3f}",
-                    "path": ",".join(path),
+                    "peers": reply.answer["peers"],
+                    "via": [self.me["name"]] + reply.answer.get("via", []),
+                    "complete": True,
                 }
-                answer = self._ask(friend, "/locate", params, child)
-                if answer and answer.get("peers"):
-                    return {
-                        "file": filename,
-                        "peers": answer["peers"],
-                        "via": [self.me["name"]] + answer.get("via", []),
-                    }
-        raise NotFound(f"no peer reachable from {self.me['name']} has {filename!r}")
+            if reply.missing is not None:
+                missing.append(_missing(friend, reply.missing))
+        return None

@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, current_app, jsonify
 
 from common.config import NodeConfig
-from common.errors import BadRequest, NotFound
+from common.errors import BadRequest, Busy, Incomplete, NotFound
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
 from common.web import arg_float, arg_int, arg_str, check_url, json_body
@@ -112,6 +112,8 @@ def search():
     )
     answer = discovery().search(query)
     (metrics().search_duplicates if answer["duplicate"] else metrics().search_handled).inc()
+    if not answer["complete"]:
+        metrics().search_incomplete.inc()
     return jsonify({"query": text, **answer})
 
 
@@ -129,6 +131,12 @@ def locate():
         )
     except NotFound:
         metrics().locate_handled.labels("not_found").inc()
+        raise
+    except Incomplete:
+        metrics().locate_handled.labels("incomplete").inc()
+        raise
+    except Busy:
+        metrics().locate_handled.labels("shed").inc()
         raise
     metrics().locate_handled.labels("found").inc()
     return jsonify(answer)

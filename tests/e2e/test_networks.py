@@ -103,7 +103,7 @@ def test_down_stops_what_a_killed_supervisord_left_behind(tmp_path):
     launcher("up", str(path))
     t = topology.load(path)
     sup = Supervisor(layout_for(t))
-    children = [p.pid for p in sup.processes()]
+    children = [p.pid for p in sup.processes() if p.node in t.node_names]  # the nodes (not the event listener)
     os.kill(sup.pid(), signal.SIGKILL)
     wait_until(lambda: not sup.is_running(), 5, what="supervisord to die")
     assert all(pid_alive(p) for p in children)  # orphans, still serving

@@ -36,14 +36,14 @@ def test_a_busy_503_comes_back_as_busy_not_unavailable():
 
 
 def test_an_http_call_raises_the_error_the_server_named(peer_config):
-    """Over real HTTP: a peer's 404 is NotFound (a werkzeug 404 included)."""
+    """Over real HTTP: a peer's 404 is NotFound (a werkzeug 404 included); ttl 1: no friend to ask."""
     server = make_server("127.0.0.1", 0, create_app(peer_config), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         with pytest.raises(NotFound):
-            call("GET", f"{url}/locate", params={"file": "missing.txt"}, timeout=5)
+            call("GET", f"{url}/locate", params={"file": "missing.txt", "ttl": 1}, timeout=5)
         with pytest.raises(NotFound):
             call("GET", f"{url}/no-such-route", timeout=5)
     finally:

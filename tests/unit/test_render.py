@@ -116,12 +116,14 @@ def test_gunicorn_runs_in_the_foreground_with_a_graceful_timeout_below_stopwaits
     def opt(name: str) -> str:
         return argv[argv.index(name) + 1]
 
-    assert (opt("--worker-class"), opt("--workers"), opt("--threads"), opt("--bind")) == (
-        "gthread",
+    # gevent by default: a slow client or a hop waiting on its friends holds a greenlet, not a thread
+    assert (opt("--worker-class"), opt("--workers"), opt("--worker-connections"), opt("--bind")) == (
+        "gevent",
         "3",
-        "5",
+        "1000",
         "127.0.0.1:9003",
     )
+    assert "--threads" not in argv
     assert int(opt("--graceful-timeout")) < int(p["program:peer2-rest"]["stopwaitsecs"])
     assert shlex.split(p["program:maestro"]["command"])[-1] == "maestro_app:create_app()"
     assert "--bind 127.0.0.1:9000" in p["program:maestro"]["command"]
@@ -214,3 +216,25 @@ def test_rendered_conf_is_accepted_by_supervisord_own_parser(tmp_path, name):
     assert groups["peer1"] == ["peer1-rest", "peer1-grpc"]
     prog = opts.process_group_configs[0].process_configs[0]
     assert prog.stopasgroup and prog.killasgroup
+
+
+def test_the_gthread_worker_stays_available_with_its_threads():
+    p = conf_of(seed(settings={"rest_worker_class": "gthread", "rest_threads": 5}))
+    argv = shlex.split(p["program:peer2-rest"]["command"])
+    assert argv[argv.index("--worker-class") + 1] == "gthread"
+    assert argv[argv.index("--threads") + 1] == "5"
+
+
+def test_an_event_listener_brings_fatal_programs_back(tmp_path):
+    from supervisor.options import ServerOptions
+
+    t = topology.parse(seed_dict(), tmp_path / "topology.yaml")
+    r = render.render(t, tmp_path)
+    render.write(r)
+    opts = ServerOptions()
+    opts.realize(args=["-c", str(r.layout.conf)])
+    listeners = [g for g in opts.process_group_configs if g.name == "p2p-restarter"]
+    assert len(listeners) == 1
+    (listener,) = listeners[0].process_configs
+    assert listener.command.endswith("-m control.restarter")
+    assert {e.__name__ for e in listeners[0].pool_events} == {"ProcessStateFatalEvent", "ProcessStateRunningEvent"}

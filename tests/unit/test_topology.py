@@ -43,6 +43,11 @@ def test_relative_shared_dir_is_relative_to_the_topology_folder_and_absolute_is_
     assert t.peers[1].shared_dir == Path("/srv/p2")
 
 
+def test_a_word_setting_takes_one_of_its_choices():
+    data = mutate(seed_dict(), lambda d: d.update(settings={"rest_worker_class": "gthread"}))
+    assert topology.parse(data, HERE).settings.rest_worker_class == "gthread"
+
+
 def test_settings_override_defaults():
     data = mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 1, "rest_workers": 1}))
     s = topology.parse(data, HERE).settings
@@ -158,6 +163,11 @@ CASES = [
     ),
     ("setting-not-int", _set("settings", {"rest_workers": 1.5}), "settings.rest_workers: 1.5 is not an integer"),
     ("setting-negative", _set("settings", {"request_timeout": -1}), "settings.request_timeout: -1 must be positive"),
+    (
+        "setting-unknown-choice",
+        _set("settings", {"rest_worker_class": "sync"}),
+        "settings.rest_worker_class: 'sync' is not one of gevent, gthread",
+    ),
     ("host-empty", _set("peers.1.host", ""), "peers[1].host: '' is not a host name or address"),
     ("maestro-not-mapping", _set("maestro", "127.0.0.1:9000"), "maestro: must be a mapping"),
     ("peer-not-mapping", _set("peers.1", "peer2"), "peers[1]: must be a mapping"),

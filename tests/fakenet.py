@@ -7,8 +7,8 @@ import time
 from concurrent import futures
 from pathlib import Path
 
-from common.errors import NotFound, Unavailable
-from peer_app.search import Discovery, Query
+from common.errors import NotFound, TimedOut, Unavailable
+from peer_app.search import Discovery, Gate, Query
 from peer_app.state import KnownPeers, SeenQueries, open_db
 
 
@@ -26,6 +26,7 @@ class FakeNetwork:
         self.peers: dict[str, Discovery] = {}
         self.dead: set[str] = set()
         self.slow: dict[str, float] = {}
+        self.garbled: set[str] = set()  # peers whose answers are not what a peer answers
         self.calls: list[tuple[str, str, dict]] = []  # (url, route, params) of every message
         self.handled: list[str] = []  # names that handled a query the first time
         self._lock = threading.Lock()
@@ -35,14 +36,16 @@ class FakeNetwork:
     def url(name: str) -> str:
         return f"http://{name}.test:80"
 
-    def add(self, name: str, friends: list[str] = ()) -> Discovery:
+    def add(self, name: str, friends: list[str] = (), gate: Gate | None = None) -> Discovery:
         db = open_db(str(self.tmp / f"{name}.sqlite3"))
         known = KnownPeers(db, prune_after=self.prune_after, self_url=self.url(name))
         for role, friend in zip(("primary", "backup"), friends, strict=False):
             known.add(self.url(friend), friend, role=role)
         me = {"name": name, "url": self.url(name), "grpc_address": f"{name}.test:81"}
         files = [{"name": f, "size": len(f), "sha256": "0" * 64} for f in self.files.get(name, [])]
-        peer = Discovery(me, lambda: files, known, SeenQueries(db), self.transport, request_timeout=2.0, pool=self.pool)
+        peer = Discovery(
+            me, lambda: files, known, SeenQueries(db), self.transport, request_timeout=2.0, pool=self.pool, gate=gate
+        )
         self.peers[self.url(name)] = peer
         return peer
 
@@ -66,8 +69,10 @@ class FakeNetwork:
         if delay:
             time.sleep(min(delay, timeout))
             if delay > timeout:
-                raise Unavailable(f"{url} did not answer within {timeout:g}s")
+                raise TimedOut(f"{url} did not answer within {timeout:g}s")
         peer = self.peers[url]
+        if url in self.garbled:
+            return {"results": "none", "visited": 3}
         path = params["path"].split(",") if params.get("path") else []
         if route == "/search":
             answer = peer.search(

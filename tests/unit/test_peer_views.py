@@ -22,7 +22,15 @@ class Recorder:
         self.calls.append((url, route, params))
         if url in self.fail:
             raise Unavailable(url)
-        return {"qid": params["qid"], "duplicate": False, "results": [], "visited": [url], "messages": 0}
+        return {
+            "qid": params["qid"],
+            "duplicate": False,
+            "results": [],
+            "visited": [url],
+            "messages": 0,
+            "complete": True,
+            "missing": [],
+        }
 
 
 @pytest.fixture
@@ -98,3 +106,20 @@ def test_locate_with_a_dead_primary_asks_the_backup(peer_with):
 def test_bad_search_input_is_a_json_4xx(peer_with, query):
     resp = peer_with(Recorder()).get(query)
     assert 400 <= resp.status_code < 500 and resp.get_json()["error"]
+
+
+def test_search_answers_say_whether_they_are_whole(peer_with):
+    whole = peer_with(Recorder()).get("/search?query=song&ttl=3").get_json()
+    assert (whole["complete"], whole["missing"]) == (True, [])
+    partial = peer_with(Recorder(fail={"http://p2:1"})).get("/search?query=song&ttl=3").get_json()
+    assert partial["complete"] is False
+    assert partial["missing"] == [{"peer": "p2", "why": "unreachable"}]
+    assert [r["peer"] for r in partial["results"]] == ["p1"]  # its own results are still there
+
+
+def test_a_locate_404_carries_complete_and_what_is_missing(peer_with):
+    resp = peer_with(Recorder(fail={"http://p2:1"})).get("/locate?file=nowhere.txt")
+    assert resp.status_code == 404
+    body = resp.get_json()
+    assert (body["error"], body["complete"]) == ("not_found", False)
+    assert body["missing"] == [{"peer": "p2", "why": "unreachable"}]

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from common.errors import NotFound
-from peer_app.search import Query, new_qid
+from common.errors import Incomplete, NotFound
+from peer_app.search import Gate, Query, new_qid
 from tests.fakenet import FakeNetwork
 
 
@@ -158,3 +158,117 @@ def test_locate_stops_at_the_ttl(ring):
         net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=3.0, path=[])
     assert all(int(p["ttl"]) >= 1 for _, _, p in net.calls)
     assert max(ring_distance("p0", url.split("//")[1].split(".")[0], 20) for url, _, _ in net.calls) <= 4
+
+
+# --- every answer says whether it is whole ----------------------------------------------------
+
+
+def missing_of(answer: dict) -> dict[str, str]:
+    return {m["peer"]: m["why"] for m in answer["missing"]}
+
+
+def test_an_answer_from_a_network_where_everyone_answered_is_complete(ring):
+    net = ring(10, {"p5": ["far.txt"]})
+    answer = search(net, "p0", "far", ttl=7)
+    assert answer["complete"] is True and answer["missing"] == []
+    assert [r["peer"] for r in answer["results"]] == ["p5"]
+
+
+def test_a_dead_peer_makes_the_answer_partial_and_is_named(ring):
+    net = ring(8, {"p2": ["x.txt"], "p5": ["x.txt"]})
+    net.dead.add(net.url("p3"))
+    answer = search(net, "p0", "x", ttl=7)
+    assert {r["peer"] for r in answer["results"]} == {"p2", "p5"}  # the rest still answers
+    assert answer["complete"] is False
+    assert set(missing_of(answer).items()) == {("p3", "unreachable")}
+
+
+def test_a_hop_cut_at_the_deadline_is_named_and_the_caller_gets_its_answer_in_time(ring):
+    net = ring(8, {"p1": ["x.txt"], "p4": ["x.txt"]})
+    net.slow[net.url("p2")] = 30.0
+    start = time.monotonic()
+    answer = search(net, "p0", "x", budget=0.8)
+    assert time.monotonic() - start < 0.8
+    assert answer["complete"] is False
+    assert missing_of(answer).get("p2") == "timed out"
+    assert "p1" in {r["peer"] for r in answer["results"]}
+
+
+def test_an_answer_that_does_not_check_out_is_dropped_and_named(ring):
+    net = ring(6, {"p3": ["x.txt"]})
+    net.garbled.add(net.url("p1"))
+    answer = search(net, "p0", "x", ttl=7)
+    assert answer["complete"] is False
+    assert missing_of(answer).get("p1") == "bad answer"
+    assert all(isinstance(r, dict) for r in answer["results"])
+
+
+def test_partial_answers_travel_back_to_the_origin(ring):
+    net = ring(10)
+    net.dead.add(net.url("p6"))  # far from p0: only deeper hops ask it
+    answer = search(net, "p0", "x", ttl=7)
+    assert answer["complete"] is False
+    assert missing_of(answer) == {"p6": "unreachable"}
+
+
+def test_a_new_search_that_cannot_get_in_line_in_time_is_shed_with_its_own_results(tmp_path):
+    net = FakeNetwork(tmp_path, {"hub": ["x-hub.txt"], "a": ["x-a.txt"]})
+    gate = Gate(limit=1)
+    hub = net.add("hub", ["a", "b"], gate=gate)
+    net.add("a")
+    net.add("b")
+    try:
+        with gate.origin(0) as admitted:  # one search is being flooded: the only place is taken
+            assert admitted
+            start = time.monotonic()
+            answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))
+            waited = time.monotonic() - start
+        assert 0.15 < waited < 0.4  # it waited in line for what its deadline allowed, then gave up
+        assert answer["complete"] is False and missing_of(answer) == {"hub": "shed"}
+        assert [r["peer"] for r in answer["results"]] == ["hub"]
+        assert net.calls == []  # shed: nobody else was asked
+        answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))  # the place is free again
+        assert answer["complete"] is True and {r["peer"] for r in answer["results"]} == {"hub", "a"}
+    finally:
+        net.close()
+
+
+def test_a_forwarded_hop_beyond_the_hop_limit_is_shed_at_once(tmp_path):
+    net = FakeNetwork(tmp_path, {"a": ["x-a.txt"], "c": ["x-c.txt"]})
+    origin = net.add("o", ["a", "b"])
+    net.add("a", ["c"], gate=Gate(limit=1, hop_limit=0))  # a takes no forwarded hop at all
+    net.add("b")
+    net.add("c")
+    try:
+        answer = origin.search(Query("x", new_qid(), 5, 2, 1.0))
+    finally:
+        net.close()
+    assert {r["peer"] for r in answer["results"]} == {"a"}  # a's own files, not c's
+    assert answer["complete"] is False and missing_of(answer) == {"a": "shed"}
+
+
+def test_locate_says_404_only_when_every_friend_asked_answered(ring):
+    net = ring(6)
+    with pytest.raises(NotFound) as found:
+        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+    assert found.value.extra == {"complete": True, "missing": []}
+
+
+def test_locate_with_a_friend_that_is_down_is_a_404_that_says_it_is_partial(ring):
+    net = ring(6)
+    net.dead.add(net.url("p1"))
+    with pytest.raises(NotFound) as found:
+        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+    assert found.value.extra["complete"] is False
+    assert {"peer": "p1", "why": "unreachable"} in found.value.extra["missing"]
+
+
+def test_locate_with_a_friend_too_slow_to_answer_is_incomplete_never_a_false_404(ring):
+    net = ring(6, {"p4": ["f.txt"]})
+    net.slow[net.url("p1")] = 30.0
+    net.slow[net.url("p2")] = 30.0
+    with pytest.raises(Incomplete) as partial:
+        net["p0"].locate("f.txt", qid=new_qid(), ttl=7, budget=1.0, path=[])
+    assert partial.value.http_status == 503
+    assert partial.value.to_json()["complete"] is False
+    assert {m["why"] for m in partial.value.extra["missing"]} <= {"timed out", "not asked: no time left"}

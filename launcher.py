@@ -21,6 +21,7 @@ from control.network import Network
 
 DEFAULT_TOPOLOGY = "topology.yaml"
 TOPOLOGY_HELP = "topology file (default: topology.yaml)"
+CRASH_TAIL_LINES = 6  # log lines `status` shows for a node in a crash loop
 
 
 class LauncherGroup(click.Group):
@@ -169,7 +170,10 @@ def status(topology: str, host: str, every: bool) -> None:
     net = _network(topology, host, require=False)
     rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
     all_ok = True
+    crashing = []
     for row in net.status():
+        if any(p.crashing for p in row.programs):
+            crashing.append(row)
         h = row.health
         healthy = h.healthy if h else None
         if row.remote:
@@ -190,6 +194,11 @@ def status(topology: str, host: str, every: bool) -> None:
             ]
         )
     click.echo(_table(rows))
+    for row in crashing:  # a crash loop, with what its logs say (supervisord retries, then p2p-restarter)
+        states = " ".join(f"{p.name}:{p.state}" for p in row.programs)
+        click.echo(f"{row.node}: crash loop ({states}); last lines of its logs:", err=True)
+        for line in net.log_tail(row.node, CRASH_TAIL_LINES):
+            click.echo(line, err=True)
     if not all_ok:
         sys.exit(1)
 

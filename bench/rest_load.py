@@ -121,12 +121,13 @@ class Ring:
     urls: dict[str, str]
     maestro_url: str
     shared_by_three: str = "shared-by-three.txt"
+    far_file: Callable[[str], str] = lambda owner: f"only-on-{owner}.bin"  # the file only that peer holds
     meta: dict = field(default_factory=dict)
 
     def far(self, i: int) -> tuple[str, str]:
         """(name of the peer opposite peer i, the file only it holds)."""
         owner = self.names[(i + len(self.names) // 2) % len(self.names)]
-        return owner, f"only-on-{owner}.bin"
+        return owner, self.far_file(owner)
 
     def pids(self) -> list[int]:
         sup = self.network.supervisor
@@ -475,53 +476,83 @@ def bench_restart_liveness(r: Ring, outage: float) -> dict:
 # --- main -----------------------------------------------------------------------------------
 
 
+def run_ring(tmp: Path, args: argparse.Namespace, settings: dict, only: set[str]) -> dict:
+    """Every section on one ring brought up with these settings."""
+    out: dict = {}
+    n = args.searches or (40 if args.quick else 200)
+    slow = [int(x) for x in (args.slow or ("8,50" if args.quick else "8,200")).split(",")]
+    with ring(tmp, args.peers, settings) as r:
+        rss, pss = memory_mib(r.pids())
+        rest_rss, rest_pss = memory_mib(r.rest_pids())
+        out["ring"] = {
+            **r.meta,
+            "settings": settings,
+            "peers": args.peers,
+            "processes": len(r.pids()),
+            "rss_mib": round(rss),
+            "pss_mib": round(pss),
+            "rest_pss_mib_per_node": round(rest_pss / (args.peers + 1), 1),
+            "rest_rss_mib_per_node": round(rest_rss / (args.peers + 1), 1),
+        }
+        sections: list[tuple[str, Callable[[], dict]]] = [
+            ("slowloris", lambda: bench_slowloris(r, slow, probes=10, timeout=2.0)),
+            ("search", lambda: bench_burst(r, "search", n, args.timeout)),
+            ("locate", lambda: bench_burst(r, "locate", n, args.timeout)),
+            ("liveness", lambda: bench_restart_liveness(r, outage=5.0)),
+            ("storm", lambda: bench_storm(r, args.kills or 10, wait_back=30.0)),
+        ]
+        for name, run in sections:
+            if name in only:
+                out[name] = run()
+                print(json.dumps({settings.get("rest_worker_class", "default"): {name: out[name]}}), flush=True)
+    return out
+
+
+def maestro_locate_rps(tmp: Path, worker_class: str, seconds: float) -> dict:
+    """The Maestro's /locate requests/s (bench.discovery's load, 10 peers x 10 files) with this worker class."""
+    from dataclasses import replace
+
+    from bench.discovery import bench_locate
+    from common.config import Settings
+
+    settings = replace(Settings(), rest_worker_class=worker_class)
+    return bench_locate(tmp, 10, 10, seconds, settings, "python", baseline=False)["maestro"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.rest_load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smaller counts, for CI's log (< 1 min)")
+    parser.add_argument("--quick", action="store_true", help="gevent only, smaller counts, no storm (< 1 min)")
     parser.add_argument("--peers", type=int, default=10)
-    parser.add_argument("--searches", type=int, default=None)
+    parser.add_argument("--searches", type=int, default=None, help="searches (and locates) per burst (200)")
     parser.add_argument("--slow", default=None, help="slow client counts, e.g. 8,200")
-    parser.add_argument("--kills", type=int, default=None)
-    parser.add_argument("--only", default="slowloris,search,locate,liveness,storm")
+    parser.add_argument("--kills", type=int, default=None, help="Maestro kills in the storm (10)")
+    parser.add_argument("--only", default=None, help="slowloris,search,locate,liveness,storm,rps")
+    parser.add_argument(
+        "--worker-classes", default=None, help="REST worker classes, each on its own ring (gevent,gthread)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request")
+    parser.add_argument("--default-settings", action="store_true", help="leave the worker class to the code's default")
     args = parser.parse_args(argv)
-    only = set(args.only.split(","))
-    n = args.searches or (40 if args.quick else 200)
-    slow = [int(x) for x in (args.slow or ("8,50" if args.quick else "8,200")).split(",")]
-    kills = args.kills or (6 if args.quick else 10)
-    report: dict = {"cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    only = set(
+        (
+            args.only or ("slowloris,search,locate" if args.quick else "slowloris,search,locate,liveness,storm,rps")
+        ).split(",")
+    )
+    classes = (args.worker_classes or ("gevent" if args.quick else "gevent,gthread")).split(",")
+    report: dict = {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        with ring(Path(tmp) / "ring", args.peers) as r:
-            rss, pss = memory_mib(r.pids())
-            rest_rss, rest_pss = memory_mib(r.rest_pids())
-            report["ring"] = {
-                **r.meta,
-                "peers": args.peers,
-                "processes": len(r.pids()),
-                "rss_mib": round(rss),
-                "pss_mib": round(pss),
-                "rest_pss_mib_per_node": round(rest_pss / (args.peers + 1), 1),
-                "rest_rss_mib_per_node": round(rest_rss / (args.peers + 1), 1),
-            }
-            print(json.dumps({"ring": report["ring"]}), flush=True)
-            if "slowloris" in only:
-                report["slowloris"] = bench_slowloris(r, slow, probes=10 if args.quick else 20, timeout=5.0)
-                print(json.dumps({"slowloris": report["slowloris"]}), flush=True)
-            if "search" in only:
-                report["search"] = bench_burst(r, "search", n, args.timeout)
-                print(json.dumps({"search": report["search"]}), flush=True)
-            if "locate" in only:
-                report["locate"] = bench_burst(r, "locate", n, args.timeout)
-                print(json.dumps({"locate": report["locate"]}), flush=True)
-            if "liveness" in only:
-                report["liveness"] = bench_restart_liveness(r, outage=5.0)
-                print(json.dumps({"liveness": report["liveness"]}), flush=True)
-            if "storm" in only:
-                report["storm"] = bench_storm(r, kills, wait_back=20.0)
-                print(json.dumps({"storm": report["storm"]}), flush=True)
-    report["load_after"] = os.getloadavg()
+        for wc in classes:
+            settings = {} if args.default_settings else {"rest_worker_class": wc}
+            key = "default" if args.default_settings else wc
+            report[key] = run_ring(Path(tmp) / f"ring-{wc}", args, settings, only)
+            if "rps" in only:
+                report[key]["maestro_locate"] = maestro_locate_rps(Path(tmp) / f"rps-{wc}", wc, 5.0)
+                print(json.dumps({key: {"maestro_locate": report[key]["maestro_locate"]}}), flush=True)
+            if args.default_settings:
+                break
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -99,10 +100,11 @@ class HopClient:
 
     STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
-    def __init__(self, *, max_idle: int = 16, headers: dict[str, str] | None = None) -> None:
-        self.max_idle = max_idle
+    def __init__(self, *, max_idle: int = 16, max_idle_age: float = 0.8, headers: dict[str, str] | None = None) -> None:
+        self.max_idle = max_idle  # idle connections kept per peer
+        self.max_idle_age = max_idle_age  # below the servers' keep-alive (1 s): never reuse one they closed
         self.headers = {"Accept": "application/json", **(headers or {})}
-        self._idle: dict[tuple[str, int], deque[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, int], deque[tuple[http.client.HTTPConnection, float]]] = {}
         self._lock = threading.Lock()
 
     def get(self, url: str, params: dict, timeout: float) -> dict:
@@ -149,9 +151,17 @@ class HopClient:
         return body
 
     def _checkout(self, key: tuple[str, int], timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to key younger than the servers' keep-alive, else a new one."""
+        now = time.monotonic()
+        conn = None
         with self._lock:
             idle = self._idle.get(key)
-            conn = idle.pop() if idle else None
+            while idle:
+                candidate, since = idle.pop()
+                if now - since < self.max_idle_age:
+                    conn = candidate
+                    break
+                candidate.close()  # the server has closed it (or is about to)
         if conn is None:
             return http.client.HTTPConnection(key[0], key[1], timeout=timeout), False
         conn.timeout = timeout
@@ -163,6 +173,6 @@ class HopClient:
         with self._lock:
             idle = self._idle.setdefault(key, deque())
             if len(idle) < self.max_idle:
-                idle.append(conn)
+                idle.append((conn, time.monotonic()))
                 return
         conn.close()

@@ -51,6 +51,11 @@ class ProcInfo:
         return self.code == ProcessStates.FATAL
 
     @property
+    def crashing(self) -> bool:
+        """Died before it stayed up startsecs: retrying (BACKOFF) or given up on for now (FATAL)."""
+        return self.code in (ProcessStates.BACKOFF, ProcessStates.FATAL)
+
+    @property
     def active(self) -> bool:
         """Up or on its way up (STARTING, BACKOFF): supervisord will not start it again."""
         return self.code in ACTIVE_STATES

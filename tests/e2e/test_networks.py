@@ -79,6 +79,14 @@ def test_up_names_the_node_that_did_not_come_up_with_its_log_tail_and_down_clean
         assert lines[1].startswith("peer3: not up after `up` (peer3-grpc:"), lines
         assert any("peer3-grpc.log" in line for line in lines)
         assert any("peer3-rest.log" in line for line in lines)
+
+        def status_names_the_crash_loop() -> str | None:
+            status = launcher("status", str(path), check=False)
+            return status.stderr if status.returncode == 1 and "peer3: crash loop (" in status.stderr else None
+
+        # supervisord gives up (FATAL), p2p-restarter tries again later: status shows the loop, logs and all
+        report = wait_until(status_names_the_crash_loop, 20, interval=0.5, what="status naming the crash loop")
+        assert "peer3-grpc.log" in report and "peer3-rest.log" in report
         pids = pids_of(path)
     finally:
         launcher("down", str(path))

@@ -1,0 +1,94 @@
+"""The keep-alive client every search and locate hop uses, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from client.api import HopClient
+from common.errors import NotFound, TimedOut, Unavailable
+from tests.support import free_port
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    ports: list[int] = []
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        Handler.ports.append(self.client_address[1])
+        if self.path.startswith("/slow"):
+            time.sleep(1.0)
+        status, body = (
+            (404, {"error": "not_found", "detail": "nothing here"})
+            if "missing" in self.path
+            else (
+                200,
+                {"path": self.path},
+            )
+        )
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the client that gave up on /slow closed its end: expected here
+
+
+@pytest.fixture
+def server():
+    Handler.ports = []
+    httpd = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_answers_are_parsed_and_one_connection_is_kept_for_the_next_call(server):
+    hops = HopClient()
+    assert hops.get(server + "/search", {"query": "a b", "ttl": 2}, 2.0) == {"path": "/search?query=a+b&ttl=2"}
+    hops.get(server + "/search", {"query": "c"}, 2.0)
+    assert len(set(Handler.ports)) == 1  # the same client socket both times
+
+
+def test_an_error_comes_back_as_the_class_the_server_named(server):
+    with pytest.raises(NotFound, match="nothing here"):
+        HopClient().get(server + "/missing", {}, 2.0)
+
+
+def test_a_connection_idle_longer_than_the_servers_keep_alive_is_not_reused(server):
+    hops = HopClient(max_idle_age=0.05)
+    hops.get(server + "/a", {}, 2.0)
+    time.sleep(0.1)
+    hops.get(server + "/b", {}, 2.0)
+    assert len(set(Handler.ports)) == 2
+
+
+def test_a_connection_the_server_closed_is_replaced_once(server):
+    hops = HopClient()
+    hops.get(server + "/a", {}, 2.0)
+    ((conn, _),) = hops._idle[("127.0.0.1", int(server.rsplit(":", 1)[1]))]
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as if the peer dropped the idle connection
+    assert hops.get(server + "/b", {}, 2.0) == {"path": "/b?"}
+
+
+def test_a_peer_that_answers_too_late_is_timed_out_and_one_that_is_gone_is_unavailable(server):
+    with pytest.raises(TimedOut):
+        HopClient().get(server + "/slow", {}, 0.2)
+    with pytest.raises(Unavailable) as gone:
+        HopClient().get(f"http://127.0.0.1:{free_port()}/search", {}, 1.0)
+    assert not isinstance(gone.value, TimedOut)

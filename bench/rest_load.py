@@ -305,15 +305,31 @@ def locate_job(url: str, far_peer: str, name: str, timeout: float) -> Callable[[
     return run
 
 
-def search_requests(r: Ring) -> int:
-    """Requests to /search every peer answered so far (from each peer's /metrics)."""
+def search_requests(r: Ring) -> int | None:
+    """Requests to /search every peer answered so far (from each peer's /metrics), None if one does not say."""
     pattern = re.compile(r'^p2p_http_requests_total\{[^}]*endpoint="/search"[^}]*\}\s+([0-9.e+]+)', re.M)
     total = 0.0
     with _session() as s:
         for url in r.urls.values():
-            text = s.get(url + "/metrics", timeout=10).text
+            try:
+                text = s.get(url + "/metrics", timeout=30).text
+            except requests.RequestException:
+                return None
             total += sum(float(v) for v in pattern.findall(text))
     return int(total)
+
+
+def settled_search_requests(r: Ring, timeout: float = 30.0) -> int | None:
+    """search_requests() once hops still under way after a burst have finished (two equal reads)."""
+    deadline = time.monotonic() + timeout
+    last = search_requests(r)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = search_requests(r)
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def summarise(answers: list[Answer], wall: float, cpu: float, requests_seen: int | None) -> dict:
@@ -358,15 +374,14 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float) -> dict:
         s.get(r.urls[r.names[k % len(r.names)]] + "/health", timeout=10)
     result = {}
     for mode, concurrent in (("sequential", False), ("concurrent", True)):
-        if kind == "search":
-            before_requests = search_requests(r)
+        before_requests = settled_search_requests(r) if kind == "search" else None
         pids = r.pids()
         cpu0 = cpu_seconds(pids)
         answers, wall = _run(jobs, concurrent, sessions)
+        after_requests = settled_search_requests(r) if kind == "search" else None  # hops that outlived the burst too
         cpu = cpu_seconds(pids) - cpu0
-        seen = search_requests(r) - before_requests if kind == "search" else None
+        seen = None if before_requests is None or after_requests is None else after_requests - before_requests
         result[mode] = summarise(answers, wall, cpu, seen)
-        time.sleep(1.0)
     result["ratio_concurrent_to_sequential_wall"] = round(
         result["concurrent"]["wall_s"] / result["sequential"]["wall_s"], 2
     )
@@ -395,27 +410,26 @@ def maestro_locate(url: str, name: str) -> int | None:
 
 
 def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
-    """Kill the Maestro as soon as it answers, kills times; watch it, and the peers' liveness."""
+    """Kill the Maestro as soon as it answers, kills times; watch it come back, and the peers' liveness."""
     sup = r.network.supervisor
     rows = []
-    fatal_after = None
+    never_back_after = None
     min_alive: int | None = None
     locate_404 = 0
+    fatal_seen = 0
     for k in range(1, kills + 1):
         t0 = time.monotonic()
-        back = None
+        back, was_fatal = None, False
         while time.monotonic() - t0 < wait_back:
-            with contextlib.suppress(requests.RequestException):
-                with _session() as s:
-                    if s.get(r.maestro_url + "/health", timeout=0.5).status_code == 200:
-                        back = time.monotonic() - t0
-                        break
-            states = {p.state for p in sup.group("maestro")}
-            if "FATAL" in states:
-                break
-            time.sleep(0.05)
+            with contextlib.suppress(requests.RequestException), _session() as s:
+                if s.get(r.maestro_url + "/health", timeout=0.5).status_code == 200:
+                    back = time.monotonic() - t0
+                    break
+            was_fatal |= any(p.fatal for p in sup.group("maestro"))
+            time.sleep(0.02)
+        fatal_seen += was_fatal
         if back is None:
-            fatal_after = k - 1
+            never_back_after = k - 1
             rows.append({"kill": k, "back_s": None, "state": ",".join(sorted({p.state for p in sup.group("maestro")}))})
             break
         alive = alive_count(r.maestro_url)
@@ -423,28 +437,34 @@ def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
         locate_404 += status == 404
         if alive is not None:
             min_alive = alive if min_alive is None else min(min_alive, alive)
-        rows.append({"kill": k, "back_s": round(back, 2), "alive_after": alive, "locate_status": status})
+        rows.append(
+            {
+                "kill": k,
+                "back_s": round(back, 2),
+                "fatal_before": was_fatal,
+                "alive_after": alive,
+                "locate_status": status,
+            }
+        )
         r.network.kill("maestro")
-    # after the storm: does it come back by itself, and are the peers all alive?
     t0 = time.monotonic()
     final_back = None
-    while time.monotonic() - t0 < wait_back:
-        with contextlib.suppress(requests.RequestException):
-            with _session() as s:
-                if s.get(r.maestro_url + "/health", timeout=0.5).status_code == 200:
-                    final_back = time.monotonic() - t0
-                    break
-        time.sleep(0.1)
-    states = ",".join(sorted({p.state for p in sup.group("maestro")}))
+    while never_back_after is None and time.monotonic() - t0 < wait_back:
+        with contextlib.suppress(requests.RequestException), _session() as s:
+            if s.get(r.maestro_url + "/health", timeout=0.5).status_code == 200:
+                final_back = time.monotonic() - t0
+                break
+        time.sleep(0.05)
     return {
         "kills_requested": kills,
-        "fatal_after_kills": fatal_after,
+        "never_back_after_kills": never_back_after,
+        "times_fatal_on_the_way": fatal_seen,
         "rows": rows,
         "min_alive_after_return": min_alive,
         "peers": len(r.names),
         "maestro_locate_404_for_file_on_3_live_peers": locate_404,
         "back_after_storm_s": None if final_back is None else round(final_back, 2),
-        "state_after_storm": states,
+        "state_after_storm": ",".join(sorted({p.state for p in sup.group("maestro")})),
         "alive_after_storm": alive_count(r.maestro_url),
     }
 

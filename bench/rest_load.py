@@ -99,6 +99,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def idle_cpu_rate(pids: list[int], seconds: float = 1.0) -> float:
+    """CPU seconds per second the processes use while nobody asks them anything."""
+    before = cpu_seconds(pids)
+    time.sleep(seconds)
+    return (cpu_seconds(pids) - before) / seconds
+
+
 def memory_mib(pids: list[int]) -> tuple[float, float]:
     """Sum of RSS and PSS of pids, MiB."""
     rss = pss = 0
@@ -376,12 +383,13 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float) -> dict:
     for mode, concurrent in (("sequential", False), ("concurrent", True)):
         before_requests = settled_search_requests(r) if kind == "search" else None
         pids = r.pids()
+        idle = idle_cpu_rate(pids)  # heartbeats, gRPC polling: what the network burns doing nothing
         cpu0 = cpu_seconds(pids)
         answers, wall = _run(jobs, concurrent, sessions)
+        cpu = cpu_seconds(pids) - cpu0 - idle * wall
         after_requests = settled_search_requests(r) if kind == "search" else None  # hops that outlived the burst too
-        cpu = cpu_seconds(pids) - cpu0
         seen = None if before_requests is None or after_requests is None else after_requests - before_requests
-        result[mode] = summarise(answers, wall, cpu, seen)
+        result[mode] = {**summarise(answers, wall, cpu, seen), "idle_cpu_ms_per_s": round(idle * 1000, 1)}
     result["ratio_concurrent_to_sequential_wall"] = round(
         result["concurrent"]["wall_s"] / result["sequential"]["wall_s"], 2
     )

@@ -1,23 +1,29 @@
 """Under load and abuse: REST servers, discovery and supervision on a real ring (issue 9).
 
-    python -m bench.rest_load [--quick] [--peers 10] [--searches 200] [--only slowloris,search,locate,storm]
+    python -m bench.rest_load [--quick] [--peers 10] [--searches 200] [--worker-classes gevent,gthread] [--only ...]
 
-Brings a ring up with the launcher (supervisord, gunicorn and gRPC processes; friends i+1 and
-i+2; default settings), then measures, each against a baseline taken in the same run:
+One ring per REST worker class (gevent, then gthread: the comparison is in one run), each
+brought up with the launcher (supervisord, gunicorn and gRPC processes; friends i+1 and i+2;
+default settings but `search_timeout` 10 s, so that a caller may give 10 s), then measures,
+each against a baseline taken in the same run:
 
 - slowloris: N half-open HTTP connections (headers never finished, one header line every
   few seconds) held against one peer and against the Maestro, while /health is probed:
   probe latency and failures, beside the same probes with no slow client;
-- search: N flood searches (fanout 2, default ttl) from every peer in turn for a file only
-  the peer on the far side of the ring holds, first one after another, then all released
-  together: wall time, p50/p99, share `complete`, answers silently short (the far file
-  missing while the answer does not say `complete: false`), messages per search (requests
-  to /search counted by every peer's /metrics) and CPU per search (utime+stime of every
-  process of the network);
+- search (caller's budget 3 s, the default) and search_10s (10 s): N flood searches
+  (fanout 2, default ttl) from every peer in turn for a file only the peer on the far side
+  of the ring holds, first one after another, then all released together: wall time,
+  p50/p99, share `complete`, answers silently short (the far file missing while the answer
+  does not say `complete: false`), messages per search (requests to /search counted by every
+  peer's /metrics) and CPU per search (utime+stime of every process of the network, less
+  what it burns idle);
 - locate: the same for P2P /locate (404s for a file that exists are false);
-- storm: the Maestro killed again as soon as it answers /health, up to K times: how many
-  kills until supervisord gives up (FATAL), how long each return took, and the fewest live
-  peers the Maestro reported right after it came back.
+- liveness: the Maestro stopped 5 s, then started: the live peers it reports right after;
+- storm: the Maestro killed again as soon as it answers /health, up to K times: whether it
+  always came back (FATAL on the way), how long each return took, and the fewest live peers
+  the Maestro reported right after it came back;
+- rps: the Maestro's /locate requests/s (bench.discovery's load, 10 peers x 10 files); and
+  each ring's REST memory per node.
 
 Prints JSON. `--quick` keeps the whole run under a minute (CI logs the figures; never a
 pass/fail threshold). Every process started here is stopped by `down` (by pid).
@@ -48,6 +54,8 @@ from control.network import Network
 from control.topology import load as load_topology
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ALL_SECTIONS = "slowloris,search,search_10s,locate,liveness,storm,rps"
+DEFAULT_BUDGET = 3.0  # seconds: Settings.search_timeout's default, what a caller who says nothing gets
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -288,10 +296,14 @@ def job_safe(job: Callable[[requests.Session], Answer], session: requests.Sessio
         return Answer(float("nan"), 0, False, None, None)
 
 
-def search_job(url: str, far_peer: str, query: str, timeout: float) -> Callable[[requests.Session], Answer]:
+def search_job(
+    url: str, far_peer: str, query: str, timeout: float, budget: float | None = None
+) -> Callable[[requests.Session], Answer]:
+    params = {"query": query, "fanout": 2, **({"budget": budget} if budget else {})}
+
     def run(s: requests.Session) -> Answer:
         t = time.perf_counter()
-        resp = s.get(url + "/search", params={"query": query, "fanout": 2}, timeout=timeout)
+        resp = s.get(url + "/search", params=params, timeout=timeout)
         latency = time.perf_counter() - t
         body = resp.json()
         found = any(isinstance(x, dict) and x.get("peer") == far_peer for x in body.get("results", []))
@@ -300,10 +312,14 @@ def search_job(url: str, far_peer: str, query: str, timeout: float) -> Callable[
     return run
 
 
-def locate_job(url: str, far_peer: str, name: str, timeout: float) -> Callable[[requests.Session], Answer]:
+def locate_job(
+    url: str, far_peer: str, name: str, timeout: float, budget: float | None = None
+) -> Callable[[requests.Session], Answer]:
+    params = {"file": name, **({"budget": budget} if budget else {})}
+
     def run(s: requests.Session) -> Answer:
         t = time.perf_counter()
-        resp = s.get(url + "/locate", params={"file": name}, timeout=timeout)
+        resp = s.get(url + "/locate", params=params, timeout=timeout)
         latency = time.perf_counter() - t
         body = resp.json()
         found = resp.status_code == 200 and any(p.get("name") == far_peer for p in body.get("peers", []))
@@ -366,16 +382,18 @@ def summarise(answers: list[Answer], wall: float, cpu: float, requests_seen: int
     return out
 
 
-def bench_burst(r: Ring, kind: str, n: int, timeout: float) -> dict:
-    """n searches (or locates) one after another, then the same n released together."""
+def bench_burst(r: Ring, kind: str, n: int, timeout: float, budget: float | None = None) -> dict:
+    """n searches (or locates) one after another, then the same n released together.
+
+    budget: the deadline each caller gives (the `budget` parameter); None: the peers' default.
+    """
     jobs = []
     for k in range(n):
         i = k % len(r.names)
         far_peer, name = r.far(i)
         url = r.urls[r.names[i]]
-        jobs.append(
-            search_job(url, far_peer, name, timeout) if kind == "search" else locate_job(url, far_peer, name, timeout)
-        )
+        job = search_job if kind == "search" else locate_job
+        jobs.append(job(url, far_peer, name, timeout, budget))
     sessions = [_session() for _ in range(n)]
     for k, s in enumerate(sessions):  # one warm keep-alive connection per client
         s.get(r.urls[r.names[k % len(r.names)]] + "/health", timeout=10)
@@ -390,6 +408,7 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float) -> dict:
         after_requests = settled_search_requests(r) if kind == "search" else None  # hops that outlived the burst too
         seen = None if before_requests is None or after_requests is None else after_requests - before_requests
         result[mode] = {**summarise(answers, wall, cpu, seen), "idle_cpu_ms_per_s": round(idle * 1000, 1)}
+    result["caller_budget_s"] = budget or "default"
     result["ratio_concurrent_to_sequential_wall"] = round(
         result["concurrent"]["wall_s"] / result["sequential"]["wall_s"], 2
     )
@@ -524,7 +543,8 @@ def run_ring(tmp: Path, args: argparse.Namespace, settings: dict, only: set[str]
         }
         sections: list[tuple[str, Callable[[], dict]]] = [
             ("slowloris", lambda: bench_slowloris(r, slow, probes=10, timeout=2.0)),
-            ("search", lambda: bench_burst(r, "search", n, args.timeout)),
+            ("search", lambda: bench_burst(r, "search", n, args.timeout, budget=DEFAULT_BUDGET)),
+            ("search_10s", lambda: bench_burst(r, "search", n, args.timeout, budget=10.0)),
             ("locate", lambda: bench_burst(r, "locate", n, args.timeout)),
             ("liveness", lambda: bench_restart_liveness(r, outage=5.0)),
             ("storm", lambda: bench_storm(r, args.kills or 10, wait_back=30.0)),
@@ -556,23 +576,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--searches", type=int, default=None, help="searches (and locates) per burst (200)")
     parser.add_argument("--slow", default=None, help="slow client counts, e.g. 8,200")
     parser.add_argument("--kills", type=int, default=None, help="Maestro kills in the storm (10)")
-    parser.add_argument("--only", default=None, help="slowloris,search,locate,liveness,storm,rps")
+    parser.add_argument("--only", default=None, help=ALL_SECTIONS)
     parser.add_argument(
         "--worker-classes", default=None, help="REST worker classes, each on its own ring (gevent,gthread)"
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request")
     parser.add_argument("--default-settings", action="store_true", help="leave the worker class to the code's default")
     args = parser.parse_args(argv)
-    only = set(
-        (
-            args.only or ("slowloris,search,locate" if args.quick else "slowloris,search,locate,liveness,storm,rps")
-        ).split(",")
-    )
+    only = set((args.only or ("slowloris,search,locate" if args.quick else ALL_SECTIONS)).split(","))
     classes = (args.worker_classes or ("gevent" if args.quick else "gevent,gthread")).split(",")
     report: dict = {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         for wc in classes:
-            settings = {} if args.default_settings else {"rest_worker_class": wc}
+            # search_timeout 10 s lets a caller give 10 s (section search_10s); the others pass 3 s, the default
+            settings = {} if args.default_settings else {"rest_worker_class": wc, "search_timeout": 10.0}
             key = "default" if args.default_settings else wc
             report[key] = run_ring(Path(tmp) / f"ring-{wc}", args, settings, only)
             if "rps" in only:

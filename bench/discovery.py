@@ -31,6 +31,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from bench.procs import descendants, memory_mib, percentile
 from common.config import Settings, http_url
 from common.http import new_session
 from control.generate import free_ports, generate
@@ -42,41 +43,11 @@ from maestro_app.directory import Directory, FileEntry
 RING_SETTINGS = Settings(heartbeat_interval=2.0, request_timeout=2.0, rest_workers=1, rest_threads=8)
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 def tree_memory_mib(pids: list[int]) -> tuple[float, float, int]:
     """Sum of RSS and of PSS (MiB) of pids and all their descendants, and how many processes."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    total, pss, todo, seen = 0, 0, list(pids), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo.extend(children.get(pid, []))
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        total += int(match.group(1)) if match else 0
-        try:  # PSS shares pages that forked workers have in common with their master
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            pss += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1))
-        except (OSError, AttributeError):
-            pass
-    return total / 1024, pss / 1024, len(seen)
+    tree = descendants(pids)
+    rss, pss = memory_mib(tree)
+    return rss, pss, len(tree)
 
 
 # (a) flood search across a ring ---------------------------------------------------------------

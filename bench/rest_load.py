@@ -50,18 +50,13 @@ import requests
 import yaml
 
 from bench.procs import cpu_seconds, descendants, idle_cpu_rate, memory_mib, percentile
+from common.http import new_session
 from control.generate import free_ports, generate
 from control.network import Network
 from control.topology import load as load_topology
 
 ALL_SECTIONS = "slowloris,search,search_10s,locate,liveness,storm,rps"
 DEFAULT_BUDGET = 3.0  # seconds: Settings.search_timeout's default, what a caller who says nothing gets
-
-
-def _session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False
-    return s
 
 
 # --- a ring brought up by the launcher ----------------------------------------------------------
@@ -158,7 +153,7 @@ def probe_health(url: str, probes: int, timeout: float, interval: float = 0.1) -
     for _ in range(probes):
         t = time.perf_counter()
         try:
-            with _session() as s:
+            with new_session() as s:
                 ok = s.get(url + "/health", timeout=timeout).status_code == 200
         except requests.RequestException:
             ok = False
@@ -272,7 +267,7 @@ def search_requests(r: Ring) -> int | None:
     """Requests to /search every peer answered so far (from each peer's /metrics), None if one does not say."""
     pattern = re.compile(r'^p2p_http_requests_total\{[^}]*endpoint="/search"[^}]*\}\s+([0-9.e+]+)', re.M)
     total = 0.0
-    with _session() as s:
+    with new_session() as s:
         for url in r.urls.values():
             try:
                 text = s.get(url + "/metrics", timeout=30).text
@@ -334,7 +329,7 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float, budget: float | None
         url = r.urls[r.names[i]]
         job = search_job if kind == "search" else locate_job
         jobs.append(job(url, far_peer, name, timeout, budget))
-    sessions = [_session() for _ in range(n)]
+    sessions = [new_session() for _ in range(n)]
     for k, s in enumerate(sessions):  # one warm keep-alive connection per client
         s.get(r.urls[r.names[k % len(r.names)]] + "/health", timeout=10)
     result = {}
@@ -362,7 +357,7 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float, budget: float | None
 
 def alive_count(url: str) -> int | None:
     try:
-        with _session() as s:
+        with new_session() as s:
             return sum(p["alive"] for p in s.get(url + "/peers", timeout=2).json()["peers"])
     except (requests.RequestException, ValueError, KeyError):
         return None
@@ -370,7 +365,7 @@ def alive_count(url: str) -> int | None:
 
 def maestro_locate(url: str, name: str) -> int | None:
     try:
-        with _session() as s:
+        with new_session() as s:
             return s.get(url + "/locate", params={"file": name}, timeout=2).status_code
     except requests.RequestException:
         return None
@@ -388,7 +383,7 @@ def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
         t0 = time.monotonic()
         back, was_fatal = None, False
         while time.monotonic() - t0 < wait_back:
-            with contextlib.suppress(requests.RequestException), _session() as s:
+            with contextlib.suppress(requests.RequestException), new_session() as s:
                 if s.get(r.maestro_url + "/health", timeout=0.5).status_code == 200:
                     back = time.monotonic() - t0
                     break
@@ -417,7 +412,7 @@ def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
     t0 = time.monotonic()
     final_back = None
     while never_back_after is None and time.monotonic() - t0 < wait_back:
-        with contextlib.suppress(requests.RequestException), _session() as s:
+        with contextlib.suppress(requests.RequestException), new_session() as s:
             if s.get(r.maestro_url + "/health", timeout=0.5).status_code == 200:
                 final_back = time.monotonic() - t0
                 break

@@ -138,6 +138,18 @@ def _missing(peer: dict, why: str) -> dict:
     return {"peer": peer.get("name") or peer["url"], "why": why}
 
 
+def _their_missing(answer: dict) -> list[dict]:
+    """The `missing` entries of a remote answer, as plain short strings (it is data, not trusted)."""
+    entries = answer.get("missing")
+    if not isinstance(entries, list):
+        return []
+    return [
+        {"peer": str(m.get("peer"))[:128], "why": str(m.get("why"))[:64]}
+        for m in entries[:MAX_MISSING]
+        if isinstance(m, dict)
+    ]
+
+
 class Discovery:
     """Answers /search and /locate for one peer."""
 
@@ -269,7 +281,7 @@ class Discovery:
                 visited.extend(answer.get("visited", []))
                 messages += answer.get("messages", 0)
                 if answer.get("complete") is not True:
-                    missing.extend(answer.get("missing") or [_missing(reply.peer, PARTIAL)])
+                    missing.extend(_their_missing(answer) or [_missing(reply.peer, PARTIAL)])
             if reply.missing is not None:
                 missing.append(_missing(reply.peer, reply.missing))
         return messages, missing

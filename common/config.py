@@ -38,7 +38,10 @@ class Settings:
     search_max_ttl: int = 10
     search_max_fanout: int = 8
     search_default_fanout: int = 2
-    search_concurrency: int = 4  # new searches and P2P locates one REST worker floods at once; others wait in line
+    # New searches and P2P locates one REST worker floods at once; the others wait in line. One per
+    # worker keeps a burst first come first served: more in flight network-wide makes every hop
+    # slower, until hops pass request_timeout and whole searches come back partial.
+    search_concurrency: int = 1
     max_query_length: int = 256
     prune_after_failures: int = 3  # known peers that fail this often in a row are dropped
     max_body_bytes: int = 16 * 1024 * 1024  # REST request bodies above this are refused (413), chunked or not

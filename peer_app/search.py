@@ -15,8 +15,8 @@ Under load each REST worker floods at most `search_concurrency` new searches and
 once (a Gate); the others wait in line, first come first served, for as much of their
 deadline as leaves the flood time to run (QUEUE_RESERVE). One that cannot get in by then is
 shed: it answers at once with this peer's own results and `complete: false`. Forwarded hops
-never wait in line (they belong to searches already under way), but beyond HOP_LIMIT_FACTOR
-times that number at once they are shed too.
+never wait in line (they belong to searches already under way), but beyond MAX_HOPS at once
+they are shed too.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ HOP_MARGIN = 0.05  # seconds a hop keeps for itself to answer its caller
 HOP_SHRINK = 0.85  # each hop passes on this fraction of what it has left
 MIN_HOP_BUDGET = 0.02  # below this a hop is not asked at all (it could not answer in time)
 QUEUE_RESERVE = 0.5  # of its deadline, what a new search keeps for the flood after waiting in line (at most half)
-HOP_LIMIT_FACTOR = 32  # forwarded hops one worker handles at once, in units of search_concurrency
+MAX_HOPS = 256  # forwarded hops one worker handles at once; beyond, they are shed
 SUCCESS_REFRESH = 10.0  # seconds: a peer that answered is written down again at most this often
 MAX_MISSING = 32  # entries of `missing` passed on (the count is exact, the list is a sample)
 
@@ -91,7 +91,7 @@ class Gate:
 
     def __init__(self, limit: int, hop_limit: int | None = None) -> None:
         self._origins = threading.BoundedSemaphore(limit)
-        self.hop_limit = hop_limit if hop_limit is not None else limit * HOP_LIMIT_FACTOR
+        self.hop_limit = hop_limit if hop_limit is not None else MAX_HOPS
         self._hops = 0
         self._lock = threading.Lock()
 

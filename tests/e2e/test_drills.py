@@ -20,6 +20,7 @@ import yaml
 
 from common.http import new_session
 from control import health, topology
+from control.processes import RESTARTER
 from control.render import layout_for
 from control.supervisor import Supervisor
 from tests.launcher_support import launcher, pid_alive, ring_topology
@@ -95,7 +96,7 @@ def test_plain_supervisorctl_in_the_topology_folder_lists_every_program_running(
     out = subprocess.run([ctl, "status"], cwd=net.path.parent, check=False, capture_output=True, text=True, timeout=10)
     rows = [line.split() for line in out.stdout.splitlines()]
     assert sorted(r[0] for r in rows) == sorted(
-        ["maestro", *(f"{p}:{p}-{k}" for p in ("peer1", "peer2", "peer3") for k in ("rest", "grpc"))]
+        ["maestro", RESTARTER, *(f"{p}:{p}-{k}" for p in ("peer1", "peer2", "peer3") for k in ("rest", "grpc"))]
     )
     assert all(r[1] == "RUNNING" for r in rows), out.stdout
 
@@ -207,7 +208,7 @@ def test_restart_gives_the_node_new_processes_and_waits_for_health(net):
 
 
 def test_up_after_a_settings_change_restarts_the_nodes_with_their_new_config(net):
-    old = net.pids()
+    old = {name: pid for name, pid in net.pids().items() if name != RESTARTER}  # the event listener is no node
     data = yaml.safe_load(net.path.read_text())
     data["settings"]["heartbeat_interval"] = 0.6
     net.path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -7,7 +7,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 
-from common.errors import NotFound, TimedOut, Unavailable
+from common.errors import NoAnswer, NotFound, TimedOut
 from peer_app.search import Discovery, Gate, Query
 from peer_app.state import KnownPeers, SeenQueries, open_db
 
@@ -64,7 +64,7 @@ class FakeNetwork:
         with self._lock:
             self.calls.append((url, route, dict(params)))
         if url in self.dead or url not in self.peers:
-            raise Unavailable(f"cannot reach {url}")
+            raise NoAnswer(f"cannot reach {url}")  # refused: nothing answered
         delay = self.slow.get(url, 0.0)
         if delay:
             time.sleep(min(delay, timeout))

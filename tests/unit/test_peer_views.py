@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.config import Friend, Settings
-from common.errors import Unavailable
+from common.errors import NoAnswer
 from peer_app import create_app
 
 
@@ -21,7 +21,7 @@ class Recorder:
     def __call__(self, url, route, params, timeout):
         self.calls.append((url, route, params))
         if url in self.fail:
-            raise Unavailable(url)
+            raise NoAnswer(url)
         return {
             "qid": params["qid"],
             "duplicate": False,

@@ -12,6 +12,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 import click
 
@@ -295,5 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run() -> NoReturn:
+    """The command line's entry point: main(), then exit at once with its code.
+
+    Once the command's output is flushed nothing is left to do, so the interpreter's teardown
+    (grpc's shutdown, every module's objects and threads) is skipped: about 0.1 s of every
+    command's start-to-exit time on this machine. Tests call main(), which returns.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (`| head`): nothing more can be said
+        code = code or EXIT_FAILURE
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

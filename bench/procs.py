@@ -66,3 +66,10 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
             rss += int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
             pss += int(re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M).group(1))
     return rss / 1024, pss / 1024
+
+
+def peak_rss_kib(pid: int | str = "self") -> int:
+    """A live process's peak resident set (VmHWM), in KiB."""
+    with contextlib.suppress(OSError, AttributeError):
+        return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
+    return 0

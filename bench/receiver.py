@@ -16,7 +16,7 @@ the bytes one way or another:
 
 Kinds are interleaved run by run, so a load change hits all of them alike; the
 table gives medians, the best run in brackets, and the ratio of medians to raw.
-Self-contained on purpose (stdlib + blake3): it measures the machine, not p2pnet.
+It uses no p2pnet code on purpose (stdlib + blake3): it measures the machine, not p2pnet.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench.procs import peak_rss_kib
 
 MiB = 1024 * 1024
 BUFFER = 1 * MiB
@@ -56,14 +58,6 @@ LABELS = {
     "blake3-readback": "+ BLAKE3 read back in order (thread)",
     "blake3-mmap": "+ BLAKE3 of the file mapped, in order (thread)",
 }
-
-
-def _vm_hwm_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _hasher(kind: str):
@@ -207,7 +201,7 @@ def fetch(kind: str, port: int, out: str) -> dict:
         "seconds": seconds,
         "bytes": received,
         "digest": digest.hexdigest() if digest is not None else "",
-        "rss_kib": _vm_hwm_kib(),
+        "rss_kib": peak_rss_kib(),
     }
 
 

@@ -34,6 +34,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from bench.procs import cpu_seconds, peak_rss_kib
 from control.processes import PROJECT_ROOT
 
 MiB = 1024 * 1024
@@ -51,22 +52,6 @@ KINDS = [
     ("cli_locate", "CLI locate", "cli"),
 ]
 QUICK_KINDS = ["raw", "lane1", "lane2", "stream1", "cli_lane2", "cli_stream", "cli_locate"]
-
-
-def _vm_hwm_kib(pid: int | str = "self") -> int:
-    """Peak resident set of a live process, in KiB."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU a live process has used so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -135,7 +120,7 @@ def child(argv: list[str]) -> None:
         raw_serve(argv[1])
         return
     report = raw_fetch(int(argv[1]), argv[2], argv[3]) if role == "_raw-fetch" else lib_fetch(*argv[1:5])
-    report["rss_kib"] = _vm_hwm_kib()
+    report["rss_kib"] = peak_rss_kib()
     print(json.dumps(report), flush=True)
 
 
@@ -193,9 +178,9 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
         extra = {"cli_lane2": [], "cli_lane1": ["--sources", "1"], "cli_stream": ["--no-lane"]}[kind]
         argv = CLI + maestro + ["download", name, "--out", str(target), *extra]
     servers = [ctx["raw_pid"]] if kind == "raw" else ctx["grpc_pids"]
-    servers_before = sum(_cpu_seconds(pid) for pid in servers)
+    servers_before = cpu_seconds(servers)
     seconds, out, usage = _timed(argv)
-    usage["server_cpu"] = sum(_cpu_seconds(pid) for pid in servers) - servers_before
+    usage["server_cpu"] = cpu_seconds(servers) - servers_before
     if kind in ("raw", "lane1", "lane2", "stream1"):
         report = json.loads(out.strip().splitlines()[-1])
         usage["rss_kib"] = report["rss_kib"]  # VmHWM of the child itself
@@ -264,7 +249,7 @@ def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
                     _clean(out)
                     results[name][kind].append(_run(kind, name, target, ctx))
             _clean(out)
-        server_rss = [_vm_hwm_kib(pid) for pid in grpc_pids]
+        server_rss = [peak_rss_kib(pid) for pid in grpc_pids]
     finally:
         raw.terminate()
         raw.wait(10)

@@ -38,3 +38,4 @@ format:
 bench:
 	$(PY) -m bench.transfer
 	$(PY) -m bench.discovery
+	$(PY) -m bench.load

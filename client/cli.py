@@ -19,6 +19,7 @@ import click
 from client.api import Maestro, Peer
 from client.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
 from client.download import download as fetch
+from client.retry import RETRY_FOR
 from common.errors import AlreadyExists, NotFound, P2PError
 from common.malloc import tune_malloc
 
@@ -33,6 +34,7 @@ class Context:
     maestro_url: str
     timeout: float
     as_json: bool
+    retry_for: float = RETRY_FOR
 
     @property
     def maestro(self) -> Maestro:
@@ -78,10 +80,18 @@ def _holder_line(p: dict) -> str:
 )
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds for each REST call.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(min=0),
+    default=RETRY_FOR,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep retrying busy or unreachable peers this long (growing pauses) before giving up.",
+)
 @click.pass_context
-def cli(ctx, maestro_url: str, timeout: float, as_json: bool) -> None:
+def cli(ctx, maestro_url: str, timeout: float, as_json: bool, retry_for: float) -> None:
     """Find, fetch and share files on a p2pnet network."""
-    ctx.obj = Context(maestro_url.rstrip("/"), timeout, as_json)
+    ctx.obj = Context(maestro_url.rstrip("/"), timeout, as_json, retry_for)
 
 
 @cli.command()
@@ -197,6 +207,7 @@ def download(
             piece_size=piece_size,
             progress=update,
             lanes=not no_lane,
+            retry_for=obj.retry_for,
         )
     names = ", ".join(result.sources) or "local partial file"
     resumed = f", resumed after {result.resumed} bytes" if result.resumed else ""
@@ -230,7 +241,8 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
     name = name or os.path.basename(path)
     from client.transfer import TransferClient  # grpc: only for the commands that speak it
 
-    with TransferClient(peer["grpc_address"]) as t, progress_bar(os.path.getsize(path), name) as update:
+    size = os.path.getsize(path)
+    with TransferClient(peer["grpc_address"], retry_for=obj.retry_for) as t, progress_bar(size, name) as update:
         status = t.upload(path, name, overwrite=overwrite, progress=update)
     obj.emit(
         {"file": status.filename, "size": status.size, "sha256": status.sha256, "to": peer["name"]},
@@ -248,7 +260,7 @@ def dummy_download(obj: Context, name: str, source: str, size: int) -> None:
     peer = obj.resolve_peer(source)
     from client.transfer import TransferClient  # grpc: only for the commands that speak it
 
-    with TransferClient(peer["grpc_address"]) as t, progress_bar(size, name) as update:
+    with TransferClient(peer["grpc_address"], retry_for=obj.retry_for) as t, progress_bar(size, name) as update:
         received = t.dummy_download(name, size, progress=update)
     obj.emit(
         {"file": name, "received": received, "from": peer["name"]},
@@ -265,7 +277,7 @@ def dummy_upload(obj: Context, target: str, size: int) -> None:
     peer = obj.resolve_peer(target)
     from client.transfer import TransferClient  # grpc: only for the commands that speak it
 
-    with TransferClient(peer["grpc_address"]) as t, progress_bar(size, "dummy") as update:
+    with TransferClient(peer["grpc_address"], retry_for=obj.retry_for) as t, progress_bar(size, "dummy") as update:
         status = t.dummy_upload(size, progress=update)
     obj.emit(
         {"sent": size, "received": status.size, "to": peer["name"]},

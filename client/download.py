@@ -14,9 +14,13 @@ preallocated partial file beside the target, over one of two paths:
 Both paths mark each piece done in the same journal, so resume, failover and
 several sources work across them. A source that fails, stalls or turns out to hold
 other content is dropped and its pieces go back to the pool for the remaining
-sources. A thread hashes the finished prefix while the rest arrives (BLAKE3 when
-known, else sha256); the file is renamed into place only when the whole digest
-matches. Anything cut keeps its finished pieces for the next run (see PartialFile).
+sources. A busy source (at its transfer limit) is tried again after a growing
+pause (client/retry.py), and so is an unreachable one when no other source is
+left; the download ends as soon as every piece is in, whatever a slow or dead
+holder is still doing. A thread hashes the finished prefix while the rest arrives
+(BLAKE3 when known, else sha256); the file is renamed into place only when the
+whole digest matches. Anything cut keeps its finished pieces for the next run
+(see PartialFile).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from client import lane
 from client.partial import InOrderHasher, PartialFile
+from client.retry import RETRY_FOR, Backoff
 from common.config import host_of
 from common.errors import (
     AlreadyExists,
@@ -152,6 +157,7 @@ class Download:
         connect_timeout: float = CONNECT_TIMEOUT,
         progress: Callable[[int], None] | None = None,
         transfer_factory: Callable[..., TransferClient] | None = None,
+        retry_for: float = RETRY_FOR,
         clock=time.monotonic,
     ) -> None:
         self.name = check_name(name)
@@ -171,21 +177,26 @@ class Download:
         self.stall_timeout = stall_timeout
         self.connect_timeout = connect_timeout
         self.progress = progress
+        self.retry_for = retry_for
         self.clock = clock
+        self._retry_deadline = 0.0
         self.transfer_factory = transfer_factory or _transfer_client
         self._cond = threading.Condition()
         self._pending: list[int] = []
         self._in_flight = 0
         self._abort = threading.Event()
         self._slots: list[_Slot] = []
+        self._sources: list[_Source] = []
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self) -> Result:
         """Fetch, verify, rename into place; a P2PError (partial kept when useful) otherwise."""
         started = self.clock()
+        self._retry_deadline = started + self.retry_for
         if self.out.exists() and not self.overwrite:
             raise AlreadyExists(f"{self.out} already exists")
         sources = [_Source(h.get("name") or h["grpc_address"], h["grpc_address"]) for h in self.holders]
+        self._sources = sources
         if not sources:
             raise NotFound(f"no peer holds {self.name!r}")
         try:
@@ -212,7 +223,7 @@ class Download:
     def _connect(self, source: _Source) -> TransferClient:
         if source.transfer is None:
             source.transfer = self.transfer_factory(
-                source.address, chunk_size=self.chunk_size, connect_timeout=self.connect_timeout
+                source.address, chunk_size=self.chunk_size, connect_timeout=self.connect_timeout, retry_for=0
             )
         return source.transfer
 
@@ -224,24 +235,41 @@ class Download:
         elif len(advertised) > 1:
             self.lanes_refused = "the holders disagree on the BLAKE3 digest of this content; verifying sha256"
 
+    def _backoff(self) -> Backoff:
+        """Pauses between tries of a busy or unreachable source, until the download's retry deadline."""
+        return Backoff(max(0.0, self._retry_deadline - self.clock()), clock=self.clock)
+
     def _learn_content(self, sources: list[_Source]) -> int:
-        """Ask holders in turn for the file's size and digests; return the size."""
-        for source in sources:
-            try:
-                size, sha, b3 = self._connect(source).stat(self.name)
-            except (Unavailable, Busy) as err:
-                source.error = err
-                continue
-            if self.sha256 and sha != self.sha256:
-                source.error = DataLoss(f"{source.name} holds other content (sha256 {sha[:12]})")
-                continue
-            if self.sha256:  # the sha256 came from elsewhere: a BLAKE3 must come from there too
-                self._agree_on_blake3(sources)
-            else:
-                self.blake3 = self.blake3 or b3
-            self.sha256, self.size = sha, size
-            return size
-        raise self._failure(sources, 0, None)
+        """Ask holders in turn for the size and digests (return the size); all busy or unreachable: pause, retry."""
+        backoff = self._backoff()
+        while True:
+            for source in sources:
+                if source.error is not None and not isinstance(source.error, (Busy, Unavailable)):
+                    continue
+                try:
+                    size, sha, b3 = self._connect(source).stat(self.name)
+                except (Unavailable, Busy) as err:
+                    source.error = err
+                    continue
+                if self.sha256 and sha != self.sha256:
+                    source.error = DataLoss(f"{source.name} holds other content (sha256 {sha[:12]})")
+                    continue
+                if self.sha256:  # the sha256 came from elsewhere: a BLAKE3 must come from there too
+                    self._agree_on_blake3(sources)
+                else:
+                    self.blake3 = self.blake3 or b3
+                self.sha256, self.size = sha, size
+                for other in sources:  # busy is no reason to leave a holder out of the download
+                    if isinstance(other.error, Busy):
+                        other.error = None
+                source.error = None
+                return size
+            retryable = [s.error for s in sources if isinstance(s.error, (Busy, Unavailable))]
+            if not retryable or not backoff.pause():
+                for source in sources:
+                    if isinstance(source.error, (Busy, Unavailable)):
+                        source.error = backoff.exhausted(source.error)
+                raise self._failure(sources, 0, None)
 
     def _fetch(self, part: PartialFile, sources: list[_Source], started: float) -> Result:
         resumed = part.done_bytes
@@ -266,11 +294,12 @@ class Download:
             for worker in workers:
                 worker.start()
         try:
-            self._watch(workers, sources)
+            self._watch(workers, sources, finished=lambda: len(part.done) == part.pieces)
         except BaseException:
             self._stop_all()
             hasher.stop()
             raise
+        self._stop_all()  # whatever still waits on a slow or dead holder: nothing is left to fetch
         if self._pending or len(part.done) < part.pieces:
             hasher.stop()
             error = self._failure(sources, part.done_bytes, part)
@@ -299,8 +328,8 @@ class Download:
             lane_off={s.name: s.lane_off for s in sources if s.lane_off},
         )
 
-    def _watch(self, workers: list[threading.Thread], sources: list[_Source]) -> None:
-        """Wait for the workers, report progress; cancel any call that made no progress for stall_timeout."""
+    def _watch(self, workers: list[threading.Thread], sources: list[_Source], finished: Callable[[], bool]) -> None:
+        """Wait for the workers (or every piece), report progress; cancel calls stalled for stall_timeout."""
         reported = 0
         while True:
             alive = [w for w in workers if w.is_alive()]
@@ -310,7 +339,7 @@ class Download:
             if self.progress and received > reported:
                 self.progress(received - reported)
                 reported = received
-            if not alive:
+            if not alive or finished():
                 return
             now = self.clock()
             for slot in self._slots:
@@ -379,14 +408,38 @@ class Download:
             workers = sum(1 for slot in self._slots if slot.source.alive) or 1
             return max(1, min(LANE_RUN_PIECES, len(self._pending) // (2 * workers)))
 
+    def _others_alive(self, source: _Source) -> bool:
+        return any(s.alive and s is not source and s.workers for s in self._sources)
+
+    def _ready(self, source: _Source, backoff: Backoff) -> TransferClient | None:
+        """The source's client once it answers; None when it is given up (others can do the work, or time is up)."""
+        while True:
+            try:
+                transfer = self._connect(source)
+                transfer.wait_ready()
+                return transfer
+            except (Unavailable, Busy) as err:
+                if not source.alive or self._others_alive(source) or not backoff.pause(self._abort):
+                    source.error = source.error or backoff.exhausted(err)
+                    return None
+            except P2PError as err:
+                source.error = source.error or err
+                return None
+
+    def _retire(self, source: _Source, error: P2PError | None) -> None:
+        """This worker stops; the source is given up with error when it was its last worker."""
+        with self._cond:
+            source.workers -= 1
+            if source.workers == 0 and error is not None:
+                source.error = source.error or error
+            self._cond.notify_all()
+
     def _work(self, part: PartialFile, slot: _Slot, hasher: InOrderHasher) -> None:
         source = slot.source
-        try:
-            transfer = self._connect(source)
-            transfer.wait_ready()
-        except P2PError as err:
-            source.error = source.error or err
-            self._give_back([], set())
+        backoff = self._backoff()
+        transfer = self._ready(source, backoff)
+        if transfer is None:
+            self._retire(source, None)
             return
         while source.alive and not self._abort.is_set():
             by_lane = not source.lane_off
@@ -394,6 +447,7 @@ class Download:
             if not pieces:
                 break
             done: set[int] = set()
+            failed: P2PError | None = None
             try:
                 if by_lane:
                     self._fetch_lane(part, pieces, slot, transfer, hasher, done)
@@ -407,16 +461,21 @@ class Download:
             except _Aborted:
                 pass
             except Busy as err:
-                with self._cond:
-                    source.workers -= 1
-                    if source.workers == 0:
-                        source.error = source.error or err
-                break
+                failed = err
             except _SourceGone as gone:
-                source.error = source.error or gone.error
+                if isinstance(gone.error, Unavailable) and source.alive and not self._others_alive(source):
+                    failed = gone.error  # the only holder left, and not a stall: it may be back in a moment
+                else:
+                    source.error = source.error or gone.error
             finally:
                 slot.call = None
                 self._give_back(pieces, done)
+            if done:
+                backoff = self._backoff()  # the next refusal starts with a short pause again
+            if failed is not None and not backoff.pause(self._abort):
+                self._retire(source, None if self._abort.is_set() else backoff.exhausted(failed))
+                return
+        self._retire(source, None)
 
     def _fetch_lane(
         self, part: PartialFile, pieces: list[int], slot: _Slot, transfer, hasher: InOrderHasher, done: set[int]
@@ -483,8 +542,9 @@ class Download:
                 raise Busy(f"{source.name}: {err.detail}") from None
             if err.kind == "gone":
                 raise _SourceGone(DataLoss(f"{source.name}: {err.detail}")) from None
-            if err.kind == "stalled":
-                raise _SourceGone(Unavailable(f"{source.name} sent nothing for {self.stall_timeout:g}s")) from None
+            if err.kind == "stalled":  # given up at once, as a stalled stream is (stall_timeout is the user's limit)
+                source.error = source.error or Unavailable(f"{source.name} sent nothing for {self.stall_timeout:g}s")
+                raise _SourceGone(source.error) from None
             raise _LaneDown(f"lane {err.kind}: {err.detail}") from None
 
     def _fetch_piece(self, part: PartialFile, piece: int, slot: _Slot, transfer) -> None:

@@ -2,6 +2,8 @@
 
 Ranged downloads (the pieces of client/download.py), uploads, the ECO/DUMMY transfers,
 stat and a readiness check. Every failure comes back as a P2PError (from_rpc_error).
+Uploads and the ECO/DUMMY transfers are tried again while the peer is busy or unreachable,
+for up to retry_for seconds (client/retry.py); downloads retry piece by piece.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import grpc
 import grpc.experimental
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.retry import RETRY_FOR, retry
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Unavailable, from_rpc_error
 from common.files import iter_chunks, sha256_file
@@ -39,8 +42,16 @@ class Content(NamedTuple):
 class TransferClient:
     """A peer's gRPC FileTransfer service, seen from a client."""
 
-    def __init__(self, address: str, *, chunk_size: int = 1024 * 1024, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        chunk_size: int = 1024 * 1024,
+        connect_timeout: float = 5.0,
+        retry_for: float = RETRY_FOR,
+    ) -> None:
         self.address = address
+        self.retry_for = retry_for
         self.chunk_size = chunk_size
         self.channel = grpc.insecure_channel(address, options=CLIENT_OPTIONS)
         self.stub = transfer_pb2_grpc.FileTransferStub(self.channel)
@@ -124,6 +135,9 @@ class TransferClient:
 
     def upload(self, path, name: str, *, overwrite: bool = False, progress=None):
         """Send the local file path as name; return the server's UploadStatus."""
+        return retry(lambda: self._upload(path, name, overwrite, progress), budget=self.retry_for)
+
+    def _upload(self, path, name: str, overwrite: bool, progress):
         self.wait_ready()
         size = os.path.getsize(path)
         digest = sha256_file(path)
@@ -151,6 +165,9 @@ class TransferClient:
 
     def dummy_download(self, name: str = "", length: int = 0, progress=None) -> int:
         """Stream ECO/DUMMY bytes from the peer; return how many arrived."""
+        return retry(lambda: self._dummy_download(name, length, progress), budget=self.retry_for)
+
+    def _dummy_download(self, name: str, length: int, progress) -> int:
         self.wait_ready()
         received = 0
         try:
@@ -165,6 +182,9 @@ class TransferClient:
 
     def dummy_upload(self, size: int, progress=None):
         """Send size ECO/DUMMY bytes; return the server's UploadStatus."""
+        return retry(lambda: self._dummy_upload(size, progress), budget=self.retry_for)
+
+    def _dummy_upload(self, size: int, progress):
         self.wait_ready()
         block = bytes(self.chunk_size)
 

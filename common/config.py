@@ -29,10 +29,16 @@ class Settings:
     rest_worker_class: str = "gevent"  # gevent: a slow client or a waiting hop holds a greenlet, not a thread
     rest_threads: int = 4  # gunicorn threads per worker (gthread only)
     rest_connections: int = 1000  # connections one gevent worker holds at once (gunicorn --worker-connections)
-    grpc_workers: int = 24  # ThreadPoolExecutor size of a gRPC server (above the transfer limit)
+    grpc_workers: int = 24  # threads for a gRPC server's transfer calls (kept above the transfer limit)
     chunk_size: int = 1024 * 1024  # bytes per streamed FileChunk
     max_upload_bytes: int = 4 * 1024**3
     max_concurrent_transfers: int = 16  # gRPC transfer calls at once (a multi-stream download uses several)
+    transfer_slots_per_connection: int = 8  # of those, what one client connection may hold; 0 = no share
+    transfer_slots_per_address: int = 0  # what one client address may hold over all its connections; 0 = no share
+    transfer_idle_timeout: float = 10.0  # seconds a transfer call waits for its client's next message (or for
+    #                                      room to send one) before it is cut; 0 = never
+    transfer_stall_timeout: float = 30.0  # seconds of waiting on its client a transfer call has in hand ...
+    transfer_min_rate: int = 8192  # ... earned back at one second per transfer_min_rate bytes moved; 0 = off
     max_transfer_rate: int = 0  # bytes per second a peer sends or receives in all; 0 = unlimited
     search_default_ttl: int = 7  # Gnutella's default for new queries
     search_max_ttl: int = 10

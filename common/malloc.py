@@ -25,3 +25,20 @@ def tune_malloc(threshold: int = 8 * 1024 * 1024) -> bool:
     return all(
         [mallopt(_M_MMAP_THRESHOLD, threshold), mallopt(_M_TRIM_THRESHOLD, 2 * threshold), mallopt(_M_ARENA_MAX, 2)]
     )
+
+
+def release_free_memory() -> bool:
+    """Hand the memory malloc holds free back to the system (glibc's malloc_trim(0)); False off glibc.
+
+    The blocks tune_malloc keeps for reuse stay in the process once a burst of transfers is
+    over (a peer's gRPC server: 55 MiB idle, ~140 MiB after 16 downloads at once, and it stays
+    there). malloc_trim releases the free pages of every arena, wherever they lie, in a few
+    milliseconds; the server calls it when its transfers have been quiet for a moment.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True

@@ -23,10 +23,11 @@ from common.config import NodeConfig, host_of, load_config
 from common.errors import BadRequest, Busy, NoLane, TooLarge
 from common.fields import check_sha256
 from common.files import iter_chunks
-from common.malloc import tune_malloc
+from common.malloc import release_free_memory, tune_malloc
 from common.names import check_name
 from common.net import bind_problem
 from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, MAX_MESSAGE
+from peer_app.admission import Watchdog, admission_hook, keep_slot
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.interceptor import CallHook, PeerInterceptor
@@ -42,13 +43,16 @@ SERVER_OPTIONS = CHANNEL_OPTIONS + [
     ("grpc.so_reuseport", 0),
 ]
 _ZEROS = bytes(MAX_MESSAGE // 2)
+SPARE_THREADS = 4  # transfer threads beyond the slots: refusals and the calls just ending
+CONTROL_WORKERS = 8  # threads for health checks and reflection, apart from transfers
 
 
 class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     """Streams files out of and into one shared folder.
 
     Methods raise P2PError; the interceptor (peer_app/interceptor.py) turns it into the call's
-    status and counts the bytes.
+    status and counts the bytes. A call reaches a method only once admission gave it a
+    transfer slot (peer_app/admission.py), and is cut if its client keeps it waiting.
     """
 
     def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None, lane_host: str | None = None) -> None:
@@ -56,7 +60,6 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self.index = index
         self.folder = index.folder
         self.on_upload = on_upload or (lambda name: None)
-        self._slots = threading.BoundedSemaphore(config.settings.max_concurrent_transfers)
         self._rate = RateLimiter(config.settings.max_transfer_rate)
         self._uploading: set[str] = set()
         self._lock = threading.Lock()
@@ -65,32 +68,6 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self.on_lane_bytes = lambda n: None  # the byte counter for /metrics (create_server sets it)
         self._lane: LaneServer | None = None
         self._lane_error = ""
-
-    def _acquire_slot(self):
-        """One of the peer's transfer slots, or Busy; returns its release (calling it twice is harmless)."""
-        if not self._slots.acquire(blocking=False):
-            raise Busy(
-                f"peer {self.config.name} is at its limit of "
-                f"{self.config.settings.max_concurrent_transfers} concurrent transfers; retry shortly"
-            )
-        released = threading.Event()
-
-        def release() -> None:
-            with self._lock:
-                if released.is_set():
-                    return
-                released.set()
-            self._slots.release()
-
-        return release
-
-    @contextmanager
-    def _transfer_slot(self):
-        release = self._acquire_slot()
-        try:
-            yield
-        finally:
-            release()
 
     def lane(self) -> LaneServer:
         """This peer's lane listener, started on first use; NoLane when the lane is off or cannot listen."""
@@ -149,10 +126,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         The first chunk is sent even for an empty range, so a client always learns
         which content it is reading and can drop a holder whose file changed.
         """
-        with self._transfer_slot():
-            fh, st, name = self.folder.open(request.filename)
-            with fh:
-                yield from self._stream(request, fh, st, name)
+        fh, st, name = self.folder.open(request.filename)
+        with fh:
+            yield from self._stream(request, fh, st, name)
 
     def _stream(self, request, fh, st: os.stat_result, name: str):
         info = self.index.lookup(name, st, fh)
@@ -177,11 +153,12 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     def OpenLane(self, request, context):
         """A one-time ticket for a range of a shared file over the fast lane (see peer_app/lane.py).
 
-        The ticket holds one transfer slot from now until its bytes are sent, it is refused, or it
-        expires; it is good only for this caller's address, this file as it is now, and this range.
+        The ticket keeps this call's transfer slot (admission's, counted against the caller's
+        connection) until its bytes are sent, it is refused, or it expires; it is good only for
+        this caller's address, this file as it is now, and this range.
         """
         lane = self.lane()
-        release = self._acquire_slot()
+        release = keep_slot()
         try:
             fh, st, name = self.folder.open(request.filename)
             with fh:
@@ -221,7 +198,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         check_sha256(first.sha256, "the upload's sha256")
         if first.size > settings.max_upload_bytes:
             raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
-        with self._transfer_slot(), self._name_lock(name):
+        with self._name_lock(name):
             with AtomicFile(self.folder, name, overwrite=first.overwrite, max_bytes=settings.max_upload_bytes) as out:
                 self._rate.consume(len(first.data))
                 out.write(first.data)
@@ -237,24 +214,22 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         )
 
     def DummyDownload(self, request, context):
-        with self._transfer_slot():
-            remaining = request.length
-            if not remaining:
-                info = self.index.get(check_name(request.filename)) if request.filename else None
-                if info is None:
-                    raise BadRequest("DummyDownload needs a length or the name of a shared file")
-                remaining = info.size
-            chunk_size = self._chunk_size(request)
-            view = memoryview(_ZEROS)
-            while remaining > 0:
-                n = min(chunk_size, remaining)
-                self._rate.consume(n)
-                yield transfer_pb2.FileChunk(data=view[:n].tobytes())
-                remaining -= n
+        remaining = request.length
+        if not remaining:
+            info = self.index.get(check_name(request.filename)) if request.filename else None
+            if info is None:
+                raise BadRequest("DummyDownload needs a length or the name of a shared file")
+            remaining = info.size
+        chunk_size = self._chunk_size(request)
+        view = memoryview(_ZEROS)
+        while remaining > 0:
+            n = min(chunk_size, remaining)
+            self._rate.consume(n)
+            yield transfer_pb2.FileChunk(data=view[:n].tobytes())
+            remaining -= n
 
     def DummyUpload(self, request_iterator, context):
-        with self._transfer_slot():
-            received = sum(len(chunk.data) for chunk in request_iterator)
+        received = sum(len(chunk.data) for chunk in request_iterator)
         return transfer_pb2.UploadStatus(ok=True, message=f"received {received} bytes and dropped them", size=received)
 
 
@@ -268,17 +243,27 @@ def create_server(
 ) -> tuple[grpc.Server, int, FileTransferServicer]:
     """Build (not start) the gRPC server; return it, its bound port and the servicer.
 
-    Every call passes the interceptor: the byte counter for /metrics, then the given hooks.
+    Every call passes the interceptor: the byte counter for /metrics, admission (a transfer
+    slot or Busy, before anything is read; the watchdog cuts calls whose client keeps them
+    waiting), then the given hooks. Transfer calls run on grpc_workers threads (kept above
+    the slot count, so a refusal never waits for a thread); health and reflection on a pool
+    of their own, so they are answered whatever the transfers do.
     """
     if index is None:
         index = SharedIndex.for_node(config, open_db(config.db_path))
+    settings = config.settings
     totals = TransferTotals(index.db)
-    interceptor = PeerInterceptor([TransferCounter(totals), *hooks])
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.settings.grpc_workers, thread_name_prefix="grpc"),
-        interceptors=[interceptor],
-        options=SERVER_OPTIONS,
+    watchdog = Watchdog(on_quiet=release_free_memory)
+    transfer_pool = futures.ThreadPoolExecutor(
+        max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
+        thread_name_prefix="grpc",
     )
+    control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="grpc-control")
+    interceptor = PeerInterceptor(
+        [TransferCounter(totals), admission_hook(config, watchdog), *hooks],
+        pool_for=lambda service: None if service == FILE_TRANSFER else control_pool,
+    )
+    server = grpc.server(transfer_pool, interceptors=[interceptor], options=SERVER_OPTIONS)
     address = address or config.grpc_bind
     servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address))
     servicer.on_lane_bytes = lambda n: totals.add("Lane", n)

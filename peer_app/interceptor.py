@@ -15,17 +15,29 @@ do not wrap servicer methods again.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from common.errors import ERROR_NAME_KEY, P2PError
+from common.errors import ERROR_NAME_KEY, BadRequest, P2PError, Unavailable
+
+if TYPE_CHECKING:
+    from peer_app.admission import Progress
 
 log = logging.getLogger(__name__)
+
+_current: contextvars.ContextVar[RpcCall | None] = contextvars.ContextVar("p2p_rpc_call", default=None)
+
+
+def current_call() -> RpcCall | None:
+    """The call the running handler serves (grpc runs each call in a context of its own)."""
+    return _current.get()
 
 
 @dataclass
@@ -42,6 +54,7 @@ class RpcCall:
     error: P2PError | None = None  # the error the call ended with, if any
     cut: bool = False  # the client went away (cancelled, deadline, connection lost)
     extra: dict[str, Any] = field(default_factory=dict)  # for hooks: anything worth a log line
+    progress: Progress | None = None  # set by admission: the call's waits on its client, for the watchdog
 
     @property
     def seconds(self) -> float:
@@ -77,18 +90,27 @@ def _payload(message: object) -> int:
 
 
 _HANDLER_FACTORIES: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
     (True, True): grpc.stream_stream_rpc_method_handler,
 }
 
 
 class PeerInterceptor(grpc.ServerInterceptor):
-    """Maps P2PError to status + error name, counts bytes, runs the hooks around every call."""
+    """Maps P2PError to status + error name, counts bytes, runs the hooks around every call.
 
-    def __init__(self, hooks: Sequence[CallHook] = ()) -> None:
+    Every handler it returns reads its requests as a stream, even for a method that takes one
+    request: so the hooks (admission, credentials) decide before a single byte is read, and a
+    call refused there never waits on its client. pool_for(service) may name the thread pool
+    a service's calls run in (None: the server's own), so transfers cannot starve health checks.
+    """
+
+    def __init__(
+        self,
+        hooks: Sequence[CallHook] = (),
+        pool_for: Callable[[str], futures.ThreadPoolExecutor | None] = lambda service: None,
+    ) -> None:
         self.hooks = list(hooks)
+        self.pool_for = pool_for
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -96,28 +118,34 @@ class PeerInterceptor(grpc.ServerInterceptor):
             return None
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         metadata = dict(handler_call_details.invocation_metadata or ())
-        kind = (bool(handler.request_streaming), bool(handler.response_streaming))
         behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
 
         def new_call(context: grpc.ServicerContext) -> RpcCall:
             return RpcCall(service, method, context.peer(), metadata)
 
-        wrap = self._streaming if handler.response_streaming else self._single
-        return _HANDLER_FACTORIES[kind](
-            wrap(behavior, new_call, handler.request_streaming),
+        if getattr(behavior, "experimental_non_blocking", False):
+            wrapped = self._non_blocking(behavior, new_call, handler.request_streaming)
+        elif handler.response_streaming:
+            wrapped = self._streaming(behavior, new_call, handler.request_streaming)
+        else:
+            wrapped = self._single(behavior, new_call, handler.request_streaming)
+        pool = self.pool_for(service)
+        if pool is not None:
+            wrapped.experimental_thread_pool = pool  # type: ignore[attr-defined]  # grpc's per-handler pool
+        return _HANDLER_FACTORIES[(True, bool(handler.response_streaming))](
+            wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    # -- the two shapes of a handler: one response, or a stream of them -------------------------
+    # -- the shapes of a handler: one response, a stream of them, or a non-blocking stream ---------
     def _single(self, behavior, new_call, request_streaming: bool):
-        def handle(request, context):
+        def handle(requests, context):
             call = new_call(context)
-            if request_streaming:
-                request = self._count_in(request, call)
+            _current.set(call)
             try:
                 self._start(call, context)
-                return behavior(request, context)
+                return behavior(self._requests(requests, call, request_streaming), context)
             except P2PError as err:
                 call.error = err
                 abort(context, err)
@@ -133,15 +161,21 @@ class PeerInterceptor(grpc.ServerInterceptor):
         return handle
 
     def _streaming(self, behavior, new_call, request_streaming: bool):
-        def handle(request, context) -> Iterator:
+        def handle(requests, context) -> Iterator:
             call = new_call(context)
-            if request_streaming:
-                request = self._count_in(request, call)
+            _current.set(call)
             try:
                 self._start(call, context)
-                for response in behavior(request, context):
-                    call.sent += _payload(response)
+                progress = call.progress
+                for response in behavior(self._requests(requests, call, request_streaming), context):
+                    size = _payload(response)
+                    call.sent += size
+                    if progress is None:
+                        yield response
+                        continue
+                    progress.wait()  # until gRPC asks for the next one: the client made room for this one
                     yield response
+                    progress.done(size)
             except P2PError as err:
                 call.error = err
                 abort(context, err)
@@ -156,11 +190,51 @@ class PeerInterceptor(grpc.ServerInterceptor):
 
         return handle
 
+    def _non_blocking(self, behavior, new_call, request_streaming: bool):
+        """A handler that answers through a callback and returns at once (grpc_health's Watch)."""
+
+        def handle(requests, context, send_response_callback):
+            call = new_call(context)
+            _current.set(call)
+            try:
+                self._start(call, context)
+                return behavior(self._requests(requests, call, request_streaming), context, send_response_callback)
+            except P2PError as err:
+                call.error = err
+                abort(context, err)
+            finally:
+                self._end(call)
+
+        handle.experimental_non_blocking = True  # type: ignore[attr-defined]
+        return handle
+
     # -- helpers ------------------------------------------------------------------------------
+    def _requests(self, requests: Iterator, call: RpcCall, streaming: bool):
+        """The request stream as the servicer expects it: the stream itself, or its one message."""
+        messages = self._count_in(requests, call)
+        if streaming:
+            return messages
+        request = next(messages, None)
+        if request is None:
+            raise BadRequest(f"{call.method} takes one request message; the client sent none")
+        return request
+
     @staticmethod
-    def _count_in(requests: Iterable, call: RpcCall) -> Iterator:
-        for message in requests:
-            call.received += _payload(message)
+    def _count_in(requests: Iterator, call: RpcCall) -> Iterator:
+        progress = call.progress
+        while True:
+            if progress is not None:
+                progress.wait()
+            try:
+                message = next(requests)
+            except StopIteration:
+                if progress is not None and progress.cut:  # a cut can look like the end of the stream
+                    raise Unavailable(f"cut: {progress.cut}") from None
+                break
+            size = _payload(message)
+            call.received += size
+            if progress is not None:
+                progress.done(size)
             yield message
 
     def _start(self, call: RpcCall, context: grpc.ServicerContext) -> None:
@@ -168,7 +242,18 @@ class PeerInterceptor(grpc.ServerInterceptor):
             hook.started(call, context)
 
     def _end(self, call: RpcCall) -> None:
-        if call.cut:
+        cut_here = call.progress.cut if call.progress is not None else None
+        if cut_here:
+            call.cut = True
+            log.info(
+                "%s from %s cut by this peer: %s (%d bytes in, %d out)",
+                call.method,
+                call.peer,
+                cut_here,
+                call.received,
+                call.sent,
+            )
+        elif call.cut:
             log.info(
                 "%s from %s cut by the client (%d bytes in, %d out)", call.method, call.peer, call.received, call.sent
             )

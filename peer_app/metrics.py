@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily
 
+from common.errors import Busy
 from common.rpc import FILE_TRANSFER
 from peer_app.interceptor import CallHook, RpcCall
 from peer_app.state import TransferTotals
@@ -19,8 +20,11 @@ class TransferCounter(CallHook):
         self.totals = totals
 
     def ended(self, call: RpcCall) -> None:
-        if call.service == FILE_TRANSFER:
-            self.totals.add(call.method, call.sent + call.received)
+        if call.service != FILE_TRANSFER:
+            return
+        if isinstance(call.error, Busy) and not call.sent + call.received:
+            return  # refused at once, nothing handled: a flood of refusals costs no SQLite writes
+        self.totals.add(call.method, call.sent + call.received)
 
 
 def transfer_families(totals: TransferTotals) -> list[CounterMetricFamily]:

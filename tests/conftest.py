@@ -5,6 +5,7 @@ Tests under tests/e2e/ start real processes; their fixtures live in tests/e2e/co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,47 @@ def dl(tmp_path):
     folder = tmp_path / "downloads"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def serve(peer_config):
+    """Start in-process gRPC servers on port 0 with the given settings; yield (address, shared folder)."""
+    from peer_app.grpc_server import create_server
+
+    servers = []
+
+    def start(**settings):
+        config = replace(peer_config, settings=replace(peer_config.settings, **settings))
+        server, port, _ = create_server(config, "127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}", Path(config.shared_dir)
+
+    yield start
+    for server in servers:
+        server.stop(None)
+
+
+@pytest.fixture
+def stub_for():
+    """stub_for(address): a FileTransfer stub; own_connection=True: on a TCP connection of its own.
+
+    gRPC shares one connection between the channels of a process that have the same target
+    and options; a test that plays several clients needs own_connection.
+    """
+    import grpc
+
+    from common import transfer_pb2_grpc
+    from common.rpc import CHANNEL_OPTIONS
+
+    channels = []
+
+    def make(address, *, own_connection: bool = False):
+        options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)] if own_connection else CHANNEL_OPTIONS
+        channel = grpc.insecure_channel(address, options=options)
+        channels.append(channel)
+        return transfer_pb2_grpc.FileTransferStub(channel)
+
+    yield make
+    for channel in channels:
+        channel.close()

@@ -7,6 +7,7 @@ re-exported here so tests import one module.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import requests
@@ -63,3 +64,15 @@ def metric_value(text: str, name: str, **labels) -> float:
             if s.name == name and s.labels == labels:
                 return s.value
     return 0.0
+
+
+class Silence:
+    """A gRPC request stream that sends nothing until its gate opens (an idle client)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def stream(self):
+        self.gate.wait(60)
+        return
+        yield

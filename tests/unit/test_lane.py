@@ -185,7 +185,7 @@ def test_a_file_changed_after_its_ticket_is_not_sent(serve, client):
 
 
 def test_open_lane_refuses_bad_names_and_ranges_like_download(serve, client):
-    address, shared, _ = serve()
+    address, shared, _ = serve(transfer_slots_per_connection=0)  # all 16 slots to this one client connection
     (shared / "f.bin").write_bytes(b"a" * 10)
     stub = transfer_pb2_grpc.FileTransferStub(grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
     for request, code in [

@@ -4,51 +4,18 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import replace
-from pathlib import Path
+import time
 
 import grpc
 import pytest
 
 from client.download import Download
 from client.partial import PartialFile
-from common import transfer_pb2, transfer_pb2_grpc
+from common import transfer_pb2
 from common.errors import AlreadyExists, Busy, DataLoss, TooLarge, from_rpc_error
-from common.rpc import CHANNEL_OPTIONS
-from peer_app.grpc_server import create_server
 from tests.support import MiB, leftovers, sha, wait_until
 
-
-# -- in-process server ---------------------------------------------------------------------------
-@pytest.fixture
-def serve(peer_config):
-    """Start in-process gRPC servers on port 0 with the given settings; yield (address, shared folder)."""
-    servers = []
-
-    def start(**settings):
-        config = replace(peer_config, settings=replace(peer_config.settings, **settings))
-        server, port, _ = create_server(config, "127.0.0.1:0")
-        server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}", Path(config.shared_dir)
-
-    yield start
-    for server in servers:
-        server.stop(None)
-
-
-@pytest.fixture
-def stub_for():
-    channels = []
-
-    def make(address):
-        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        channels.append(channel)
-        return transfer_pb2_grpc.FileTransferStub(channel)
-
-    yield make
-    for channel in channels:
-        channel.close()
+# -- in-process server: fixtures serve, stub_for and dl live in tests/conftest.py -------------------
 
 
 def paused_upload(name: str, data: bytes, gate: threading.Event, **first):
@@ -243,8 +210,10 @@ def test_transfers_beyond_the_limit_are_refused_with_a_clear_message(serve, stub
     holding = stub_for(address).Upload.future(paused_upload("slow.bin", os.urandom(5000), gate), timeout=10)
     wait_until(lambda: leftovers(shared), what="an upload holding the only slot")
     try:
-        with pytest.raises(Busy, match="limit of 1 concurrent transfers"):
-            Download("archivo1.txt", dl / "a.txt", [{"name": "p", "grpc_address": address}]).run()
+        started = time.monotonic()
+        with pytest.raises(Busy, match=r"limit of 1 concurrent transfers; retry shortly \(still so after \d+ tries"):
+            Download("archivo1.txt", dl / "a.txt", [{"name": "p", "grpc_address": address}], retry_for=1.5).run()
+        assert 0.6 < time.monotonic() - started < 5.0  # retried with pauses, within the time it was given
     finally:
         gate.set()
         holding.result()

@@ -1,0 +1,136 @@
+"""Answers from other peers are data to check, never code paths that can fail a request.
+
+Discovery merges what other peers answer to /search and /locate. A peer that lies (claims to be
+us, or sends nonsense types) or sends too much must not turn our answer into a 500 nor replace
+our own results: each answer goes through one of these functions first, which returns a clean
+copy with only the fields we use, or raises BadAnswer naming why it was dropped (the reason is
+the label of `p2p_remote_answers_dropped_total`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from common.errors import P2PError
+from common.names import check_name, peer_name_problem
+
+MAX_RESULTS = 1000          # search results in one remote answer
+MAX_VISITED = 1024          # peer names in a remote answer's `visited`
+MAX_MESSAGES = 1_000_000
+MAX_URL = 512
+MAX_ADDRESS = 300
+MAX_SIZE = 2**63 - 1
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+MALFORMED = "malformed"         # not the shape of an answer: wrong types, missing fields
+OVERSIZED = "oversized"         # more results or names than any honest peer sends
+IMPERSONATION = "impersonation"  # claims results in this peer's name
+
+
+class BadAnswer(Exception):
+    """A remote answer was dropped; reason is one of the constants above."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _fail(detail: str) -> BadAnswer:
+    return BadAnswer(MALFORMED, detail)
+
+
+def _int(value: Any, key: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise _fail(f"{key} must be an integer in [0, {maximum}], got {str(value)[:40]!r}")
+    return value
+
+
+def _text(value: Any, key: str, maximum: int) -> str:
+    if not isinstance(value, str) or not value or len(value) > maximum:
+        raise _fail(f"{key} must be a non-empty string of at most {maximum} characters")
+    return value
+
+
+def _peer(value: Any, key: str) -> str:
+    problem = peer_name_problem(value)
+    if problem is not None:
+        raise _fail(f"{key}: {problem}")
+    return value
+
+
+def _file(value: Any, key: str) -> str:
+    try:
+        return check_name(value)
+    except P2PError as err:
+        raise _fail(f"{key}: {err.detail}") from None
+
+
+def _sha(value: Any, key: str) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not SHA256.fullmatch(value):
+        raise _fail(f"{key} must be 64 lowercase hex digits")
+    return value
+
+
+def _list(value: Any, key: str, maximum: int) -> list:
+    if not isinstance(value, list):
+        raise _fail(f"{key} must be a list")
+    if len(value) > maximum:
+        raise BadAnswer(OVERSIZED, f"{key} holds {len(value)} entries (at most {maximum})")
+    return value
+
+
+def search_answer(answer: Any, me: str) -> dict:
+    """A remote /search answer, checked: {"results", "visited", "messages"} (+ "complete")."""
+    if not isinstance(answer, dict):
+        raise _fail("the answer is not a JSON object")
+    results = []
+    for i, raw in enumerate(_list(answer.get("results", []), "results", MAX_RESULTS)):
+        key = f"results[{i}]"
+        if not isinstance(raw, dict):
+            raise _fail(f"{key} is not an object")
+        peer = _peer(raw.get("peer"), f"{key}.peer")
+        if peer == me:
+            raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
+        results.append({"file": _file(raw.get("file"), f"{key}.file"), "peer": peer,
+                        "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
+                        "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
+                        "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
+                        "sha256": _sha(raw.get("sha256"), f"{key}.sha256")})
+    visited = [_peer(v, "visited[]") for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
+    clean = {"results": results, "visited": visited,
+             "messages": _int(answer.get("messages", 0), "messages", MAX_MESSAGES)}
+    if "complete" in answer:
+        if not isinstance(answer["complete"], bool):
+            raise _fail("complete must be true or false")
+        clean["complete"] = answer["complete"]
+    return clean
+
+
+def locate_answer(answer: Any, me: str) -> dict:
+    """A remote /locate answer, checked: {"peers": [holder...], "via": [names]}."""
+    if not isinstance(answer, dict):
+        raise _fail("the answer is not a JSON object")
+    holders = []
+    for i, raw in enumerate(_list(answer.get("peers", []), "peers", MAX_RESULTS)):
+        key = f"peers[{i}]"
+        if not isinstance(raw, dict):
+            raise _fail(f"{key} is not an object")
+        name = _peer(raw.get("name"), f"{key}.name")
+        if name == me:
+            raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
+        holder = {"name": name, "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
+                  "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
+                  "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
+                  "sha256": _sha(raw.get("sha256"), f"{key}.sha256")}
+        if "mtime" in raw:
+            mtime = raw["mtime"]
+            if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime < 2**40:
+                raise _fail(f"{key}.mtime must be a number of seconds")
+            holder["mtime"] = mtime
+        holders.append(holder)
+    via = [_peer(v, "via[]") for v in _list(answer.get("via", []), "via", MAX_VISITED)]
+    return {"peers": holders, "via": via}

@@ -230,13 +230,17 @@ class Guard:
 
     # --- proof of membership, for peers that verify each other ----------------------------------
 
-    def proof(self, name: str, challenge: str) -> str | None:
-        """This node's answer to challenge, proving that name holds the network's secret."""
-        return None if self.secret is None else _mac(self.secret, _PROOF_TAG, name, challenge)
+    def proof(self, name: str, url: str, challenge: str) -> str | None:
+        """Peer name's answer to challenge at url, proving it holds the network's secret.
 
-    def proves(self, name: str, challenge: str, proof: object) -> bool:
-        """Whether proof is the right answer of peer name to challenge."""
-        expected = self.proof(name, challenge)
+        The URL is part of it, so a stranger's server cannot relay a real peer's answer and
+        pass as that peer at its own address.
+        """
+        return None if self.secret is None else _mac(self.secret, _PROOF_TAG, name, url, challenge)
+
+    def proves(self, name: str, url: str, challenge: str, proof: object) -> bool:
+        """Whether proof is the right answer of peer name at url to challenge."""
+        expected = self.proof(name, url, challenge)
         return expected is not None and isinstance(proof, str) and hmac.compare_digest(proof, expected)
 
 

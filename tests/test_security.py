@@ -120,11 +120,12 @@ def test_without_a_secret_only_trusted_addresses_may_change_anything():
 
 
 def test_membership_proofs_answer_one_challenge_for_one_name():
-    guard, challenge = Guard(SECRET), new_challenge()
-    proof = guard.proof("peer2", challenge)
-    assert guard.proves("peer2", challenge, proof)
-    assert not guard.proves("peer3", challenge, proof)
-    assert not guard.proves("peer2", new_challenge(), proof)
-    assert not Guard(OTHER).proves("peer2", challenge, proof)
-    assert not guard.proves("peer2", challenge, None)
-    assert not Guard(None).proves("peer2", challenge, proof)
+    guard, challenge, url = Guard(SECRET), new_challenge(), "http://10.0.0.2:9003"
+    proof = guard.proof("peer2", url, challenge)
+    assert guard.proves("peer2", url, challenge, proof)
+    assert not guard.proves("peer3", url, challenge, proof)
+    assert not guard.proves("peer2", "http://10.0.0.66:9003", challenge, proof)  # relayed by another address
+    assert not guard.proves("peer2", url, new_challenge(), proof)
+    assert not Guard(OTHER).proves("peer2", url, challenge, proof)
+    assert not guard.proves("peer2", url, challenge, None)
+    assert not Guard(None).proves("peer2", url, challenge, proof)

@@ -1,0 +1,71 @@
+"""What a client learns from the topology it finds: the Maestro, the secret, TLS (SPEC §8, §9).
+
+The one place that finds the topology for a client: `--topology`, then $P2P_TOPOLOGY, then
+`./topology.yaml`. The launcher validates topologies in full (control/topology.py); a client
+reads only the keys it needs and never refuses a file the launcher would take, so this reader
+is lenient: a key that is missing or odd falls back to its default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV, http_url, run_dir_of
+from common.security import SecretError, operator_token, read_secret, secret_path
+from common.tls import CA_FILE
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    """One network as a client sees it from its topology file."""
+
+    path: Path
+    maestro_url: str | None
+    secret_file: Path
+    tls: bool
+
+    @property
+    def ca_file(self) -> Path:
+        """The network's CA (written by `launcher.py up`/`render` on this machine)."""
+        return run_dir_of(self.path) / "tls" / CA_FILE
+
+    def operator_token(self) -> str | None:
+        """The operator's credential, when this user can read the network's secret file."""
+        try:
+            return operator_token(read_secret(self.secret_file))
+        except SecretError:
+            return None
+
+
+def find_topology(explicit: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> Path | None:
+    """The topology a client uses: explicit, else $P2P_TOPOLOGY, else ./topology.yaml if it exists."""
+    if explicit:
+        return Path(explicit).absolute()
+    from_env = os.environ.get(TOPOLOGY_ENV)
+    if from_env:
+        return Path(from_env).absolute()
+    default = Path(cwd or os.getcwd()) / DEFAULT_TOPOLOGY
+    return default.absolute() if default.is_file() else None
+
+
+def read_network(path: str | os.PathLike) -> NetworkView | None:
+    """What the topology at path says about its network; None when it cannot be read as one."""
+    path = Path(path).absolute()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    security = data.get("security") if isinstance(data.get("security"), dict) else {}
+    tls = security.get("tls") is True
+    maestro = data.get("maestro") if isinstance(data.get("maestro"), dict) else {}
+    host, port = maestro.get("host"), maestro.get("port")
+    url = http_url(host, port, tls=tls) if isinstance(host, str) and isinstance(port, int) else None
+    raw_secret = security.get("secret_file")
+    return NetworkView(path=path, maestro_url=url, tls=tls,
+                       secret_file=secret_path(path.parent, raw_secret if isinstance(raw_secret, str) else None))

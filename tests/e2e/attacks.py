@@ -232,6 +232,19 @@ def maestro_hijack(net: Net) -> Outcome:
                    + ("; /locate archivo2.txt -> the attacker's gRPC server" if hijacked else ""))
 
 
+def maestro_impersonation(net: Net) -> Outcome:
+    """peer3's own credential (a member, or one who stole it) used to register as peer2."""
+    payload = {"name": "peer2", "rest_url": net.rogue_url, "grpc_address": net.attacker_grpc,
+               "heartbeat_interval": 3600, "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1,
+                                                      "sha256": EVIL_SHA}]}
+    token = peer_token(net.secret_file, "peer3")
+    answer = net.stranger.http("POST", net.maestro + "/register", json=payload,
+                               headers={"Authorization": f"Bearer {token}"} if token else {})
+    hijacked = [p["grpc_address"] for p in net.locate("archivo2.txt")] == [net.attacker_grpc]
+    return Outcome("register-as-peer2-with-peer3-token", "a peer registers under another peer's name",
+                   hijacked or answer.get("status") == 200, f"POST /register: {_status(answer)}")
+
+
 def maestro_ghosts(net: Net) -> Outcome:
     payload = {"name": "ghost-1", "rest_url": net.rogue_url, "grpc_address": net.attacker_grpc,
                "heartbeat_interval": 3600, "files": [{"name": "archivo3.txt", "size": len(EVIL), "mtime": 1,
@@ -317,7 +330,8 @@ def eclipse(net: Net) -> Outcome:
 
 
 ATTACKS: list[Callable[[Net], Outcome]] = [
-    upload_overwrite, upload_new, dummy_upload, maestro_hijack, maestro_ghosts, maestro_heartbeat,
+    upload_overwrite, upload_new, dummy_upload, maestro_hijack, maestro_impersonation, maestro_ghosts,
+    maestro_heartbeat,
     ssrf_register, ssrf_non_peer, bootstrap_by_stranger, bootstrap_spreads, lying_friend, lying_registered,
     malformed_answer, eclipse,
 ]

@@ -36,9 +36,25 @@ from control.generate import free_ports
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 FILE_NAME = "bench.bin"
-GUNICORN = ["-m", "gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "4",
-            "--graceful-timeout", "3", "--timeout", "30", "--keep-alive", "1", "--no-control-socket",
-            "--config", "python:common.gunicorn_conf"]
+GUNICORN = [
+    "-m",
+    "gunicorn",
+    "--worker-class",
+    "gthread",
+    "--workers",
+    "2",
+    "--threads",
+    "4",
+    "--graceful-timeout",
+    "3",
+    "--timeout",
+    "30",
+    "--keep-alive",
+    "1",
+    "--no-control-socket",
+    "--config",
+    "python:common.gunicorn_conf",
+]
 
 DOWNLOAD_SCRIPT = r"""
 import json, sys, time
@@ -77,8 +93,8 @@ class Mode:
     def __init__(self, name: str, root: Path, security: dict | None, token: str | None) -> None:
         self.name = name
         self.root = root
-        self.security = security     # None: the code predates the section (omit it)
-        self.token = token           # presented on every request when set
+        self.security = security  # None: the code predates the section (omit it)
+        self.token = token  # presented on every request when set
 
     def env(self, config: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(self.root), "P2P_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
@@ -93,8 +109,14 @@ class Mode:
 
 def _start(mode: Mode, argv: list[str], config: Path, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, *argv], cwd=mode.root, env=mode.env(config), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=mode.root,
+            env=mode.env(config),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -126,6 +148,7 @@ def _wait_http(url: str, headers: dict, proc: subprocess.Popen, timeout: float =
 
 # --- /locate --------------------------------------------------------------------------------------
 
+
 def fill_directory(db: Path, peers: int = 10, files: int = 10) -> list[str]:
     """Peers x files straight into a Maestro SQLite file (the schema every version shares)."""
     from maestro_app.directory import Directory, FileEntry
@@ -133,10 +156,14 @@ def fill_directory(db: Path, peers: int = 10, files: int = 10) -> list[str]:
     directory = Directory(str(db), default_interval=3600.0, expire_after_beats=3.0)
     names = []
     for i in range(peers):
-        entries = [FileEntry(f"file-{i:04d}-{j:03d}.txt", 1000 + j, 0.0, f"{i * files + j:064x}")
-                   for j in range(files)]
-        directory.register(f"peer{i:04d}", f"http://127.0.0.1:{20000 + i}", f"127.0.0.1:{30000 + i}", entries,
-                           heartbeat_interval=3600.0)
+        entries = [FileEntry(f"file-{i:04d}-{j:03d}.txt", 1000 + j, 0.0, f"{i * files + j:064x}") for j in range(files)]
+        directory.register(
+            f"peer{i:04d}",
+            f"http://127.0.0.1:{20000 + i}",
+            f"127.0.0.1:{30000 + i}",
+            entries,
+            heartbeat_interval=3600.0,
+        )
         names.extend(e.name for e in entries)
     return names
 
@@ -145,8 +172,12 @@ def _wrk(url: str, names: list[str], token: str | None, seconds: float, tmp: Pat
     header = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
     script = tmp / "locate.lua"
     script.write_text(WRK_SCRIPT % (",".join(json.dumps(n) for n in names), header))
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds:g}s", "-s", str(script), url], capture_output=True,
-                         text=True, timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{seconds:g}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"/locate answered errors under load:\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -186,15 +217,28 @@ def locate_rps(mode: Mode, tmp: Path, seconds: float, tool: str) -> float:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     names = fill_directory(run / "maestro.sqlite3")
-    config = mode.config({"role": "maestro", "name": "maestro", "host": "127.0.0.1", "rest_port": port,
-                          "run_dir": str(run), "maestro_url": url,
-                          "settings": {"rest_workers": 2, "rest_threads": 4}}, run / "maestro.json")
-    proc = _start(mode, [*GUNICORN, "--bind", f"127.0.0.1:{port}", "maestro_app:create_app()"], config,
-                  run / "maestro.log")
+    config = mode.config(
+        {
+            "role": "maestro",
+            "name": "maestro",
+            "host": "127.0.0.1",
+            "rest_port": port,
+            "run_dir": str(run),
+            "maestro_url": url,
+            "settings": {"rest_workers": 2, "rest_threads": 4},
+        },
+        run / "maestro.json",
+    )
+    proc = _start(
+        mode, [*GUNICORN, "--bind", f"127.0.0.1:{port}", "maestro_app:create_app()"], config, run / "maestro.log"
+    )
     try:
         _wait_http(url, {}, proc)
-        load = (lambda s: _wrk(url, names, mode.token, s, run)) if tool == "wrk" else \
-            (lambda s: _python_load(url, names, mode.token, s))
+        load = (
+            (lambda s: _wrk(url, names, mode.token, s, run))
+            if tool == "wrk"
+            else (lambda s: _python_load(url, names, mode.token, s))
+        )
         load(1.0)  # warm-up: connections, lazy imports, caches
         return load(seconds)
     finally:
@@ -203,28 +247,50 @@ def locate_rps(mode: Mode, tmp: Path, seconds: float, tool: str) -> float:
 
 # --- download -------------------------------------------------------------------------------------
 
+
 def download_mbps(mode: Mode, tmp: Path, source: Path, sha256: str, runs: int) -> list[float]:
     rest, grpc_port = free_ports(2)
     run = tmp / f"download-{mode.name}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    config = mode.config({"role": "peer", "name": "peer1", "host": "127.0.0.1", "rest_port": rest,
-                          "grpc_port": grpc_port, "shared_dir": str(source.parent), "run_dir": str(run),
-                          "maestro_url": "http://127.0.0.1:1", "settings": {"heartbeat_interval": 60.0}},
-                         run / "peer1.json")
+    config = mode.config(
+        {
+            "role": "peer",
+            "name": "peer1",
+            "host": "127.0.0.1",
+            "rest_port": rest,
+            "grpc_port": grpc_port,
+            "shared_dir": str(source.parent),
+            "run_dir": str(run),
+            "maestro_url": "http://127.0.0.1:1",
+            "settings": {"heartbeat_interval": 60.0},
+        },
+        run / "peer1.json",
+    )
     proc = _start(mode, ["-m", "peer_app.grpc_server", "--config", str(config)], config, run / "peer1.log")
     out = run / "out.bin"
     size = source.stat().st_size
-    args = {"name": FILE_NAME, "out": str(out), "address": f"127.0.0.1:{grpc_port}", "sha256": sha256,
-            "size": size, "token": mode.token}
+    args = {
+        "name": FILE_NAME,
+        "out": str(out),
+        "address": f"127.0.0.1:{grpc_port}",
+        "sha256": sha256,
+        "size": size,
+        "token": mode.token,
+    }
     speeds = []
     try:
         for i in range(runs + 1):  # the first run warms the server (and hashes the file into its index)
             out.unlink(missing_ok=True)
             os.sync()
-            done = subprocess.run([sys.executable, "-c", DOWNLOAD_SCRIPT, json.dumps(args)], cwd=mode.root,
-                                  env={**os.environ, "PYTHONPATH": str(mode.root)}, capture_output=True, text=True,
-                                  timeout=300)
+            done = subprocess.run(
+                [sys.executable, "-c", DOWNLOAD_SCRIPT, json.dumps(args)],
+                cwd=mode.root,
+                env={**os.environ, "PYTHONPATH": str(mode.root)},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if done.returncode != 0:
                 raise SystemExit(f"download ({mode.name}) failed:\n{done.stderr[-2000:]}")
             if i:
@@ -237,13 +303,15 @@ def download_mbps(mode: Mode, tmp: Path, source: Path, sha256: str, runs: int) -
 
 # --- the run --------------------------------------------------------------------------------------
 
+
 def modes(tmp: Path, before: str | None) -> list[Mode]:
     secret_file = tmp / ".p2p-secret"
     ensure_secret(secret_file)
     token = operator_token(read_secret(secret_file))
-    found = [Mode("open", ROOT, {"secret_file": str(secret_file)}, None),
-             Mode("members", ROOT, {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"},
-                  token)]
+    found = [
+        Mode("open", ROOT, {"secret_file": str(secret_file)}, None),
+        Mode("members", ROOT, {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"}, token),
+    ]
     if before:
         tree = tmp / "before"
         tree.mkdir()
@@ -255,8 +323,9 @@ def modes(tmp: Path, before: str | None) -> list[Mode]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.security", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.security", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 round, 2 s loads, 64 MiB (CI smoke)")
     parser.add_argument("--before", metavar="REV", help="also measure the code at this git revision (baseline)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of every mode (default 5)")
@@ -289,12 +358,20 @@ def main(argv: list[str] | None = None) -> None:
                     rps[mode.name].append(locate_rps(mode, tmp, seconds, tool))
                 if args.only != "locate":
                     mbps[mode.name].extend(download_mbps(mode, tmp, source, sha256, runs=1))
-            print(f"round {r + 1}/{rounds}: " + "  ".join(
-                f"{m.name} {rps[m.name][-1] if rps[m.name] else 0:.0f} req/s "
-                f"{mbps[m.name][-1] if mbps[m.name] else 0:.0f} MB/s" for m in all_modes), flush=True)
+            print(
+                f"round {r + 1}/{rounds}: "
+                + "  ".join(
+                    f"{m.name} {rps[m.name][-1] if rps[m.name] else 0:.0f} req/s "
+                    f"{mbps[m.name][-1] if mbps[m.name] else 0:.0f} MB/s"
+                    for m in all_modes
+                ),
+                flush=True,
+            )
     load = os.getloadavg()
-    print(f"\n{rounds} round(s), {tool} 64 connections x {seconds:g} s per /locate run, "
-          f"{size // MiB} MiB per download; load average {load[0]:.1f} {load[1]:.1f}; baseline: {base}")
+    print(
+        f"\n{rounds} round(s), {tool} 64 connections x {seconds:g} s per /locate run, "
+        f"{size // MiB} MiB per download; load average {load[0]:.1f} {load[1]:.1f}; baseline: {base}"
+    )
     report = {"rounds": rounds, "tool": tool, "baseline": base, "modes": {}}
     for mode in all_modes:
         row = {}
@@ -307,8 +384,10 @@ def main(argv: list[str] | None = None) -> None:
             row["download_mbps"] = round(median)
             row["download_ratio"] = round(median / statistics.median(mbps[base]), 3)
         report["modes"][mode.name] = row
-        print(f"  {mode.name:8s} /locate {row.get('locate_rps', '-'):>6} req/s (x{row.get('locate_ratio', '-')})"
-              f"   download {row.get('download_mbps', '-'):>5} MB/s (x{row.get('download_ratio', '-')})")
+        print(
+            f"  {mode.name:8s} /locate {row.get('locate_rps', '-'):>6} req/s (x{row.get('locate_ratio', '-')})"
+            f"   download {row.get('download_mbps', '-'):>5} MB/s (x{row.get('download_ratio', '-')})"
+        )
     print(json.dumps(report))
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from client.credentials import NONE, Credentials
 from common.errors import NoAnswer, TimedOut, Unavailable, from_http_error
 from common.http import new_session
 
@@ -30,10 +33,14 @@ def session() -> requests.Session:
     return s
 
 
-def call(method: str, url: str, *, timeout: float, **kwargs: Any) -> dict:
-    """Make one JSON HTTP call; raise the matching P2PError on any failure."""
+def call(method: str, url: str, *, timeout: float, credentials: Credentials = NONE, **kwargs: Any) -> dict:
+    """Make one JSON HTTP call presenting credentials; raise the matching P2PError on any failure."""
+    if credentials.token:
+        kwargs["headers"] = {**kwargs.get("headers", {}), **credentials.headers}
     try:
-        resp = session().request(method, url, timeout=timeout, **kwargs)
+        resp = session().request(method, url, timeout=timeout, verify=credentials.verify, **kwargs)
+    except requests.exceptions.SSLError:
+        raise Unavailable(f"{url}: TLS failed (is its certificate from this network's CA?)") from None
     except requests.Timeout:
         raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
     except requests.RequestException as err:
@@ -49,44 +56,64 @@ def call(method: str, url: str, *, timeout: float, **kwargs: Any) -> dict:
     return body
 
 
-class Maestro:
+def rest_transport(credentials: Credentials = NONE) -> Callable[[str, str, dict, float], dict]:
+    """Keep-alive GETs to url + route with params, presenting credentials: how peers ask each other."""
+    hops = HopClient(headers=credentials.headers, ca_file=credentials.ca_file)
+
+    def transport(url: str, route: str, params: dict, timeout: float) -> dict:
+        return hops.get(url + route, params, timeout)
+
+    return transport
+
+
+class _Service:
+    """A REST server of the network at url, called with one timeout and one set of credentials."""
+
+    def __init__(self, url: str, timeout: float, credentials: Credentials = NONE) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.credentials = credentials
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        return call(method, self.url + path, timeout=self.timeout, credentials=self.credentials, **kwargs)
+
+
+class Maestro(_Service):
     """The central directory, seen from a client."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
+    def __init__(self, url: str, timeout: float = 5.0, credentials: Credentials = NONE) -> None:
+        super().__init__(url, timeout, credentials)
 
     def register(self, payload: dict) -> dict:
-        return call("POST", f"{self.url}/register", json=payload, timeout=self.timeout)
+        return self._call("POST", "/register", json=payload)
 
     def heartbeat(self, name: str) -> dict:
-        return call("POST", f"{self.url}/heartbeat", json={"name": name}, timeout=self.timeout)
+        return self._call("POST", "/heartbeat", json={"name": name})
 
     def locate(self, filename: str) -> dict:
-        return call("GET", f"{self.url}/locate", params={"file": filename}, timeout=self.timeout)
+        return self._call("GET", "/locate", params={"file": filename})
 
     def peers(self) -> list[dict]:
-        return call("GET", f"{self.url}/peers", timeout=self.timeout)["peers"]
+        return self._call("GET", "/peers")["peers"]
 
 
-class Peer:
+class Peer(_Service):
     """A peer's REST API, seen from a client."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
+    def __init__(self, url: str, timeout: float = 10.0, credentials: Credentials = NONE) -> None:
+        super().__init__(url, timeout, credentials)
 
-    def info(self) -> dict:
-        return call("GET", f"{self.url}/info", timeout=self.timeout)
+    def info(self, **params: Any) -> dict:
+        return self._call("GET", "/info", params=params)
 
     def locate(self, filename: str, **params: Any) -> dict:
-        return call("GET", f"{self.url}/locate", params={"file": filename, **params}, timeout=self.timeout)
+        return self._call("GET", "/locate", params={"file": filename, **params})
 
     def search(self, query: str, **params: Any) -> dict:
-        return call("GET", f"{self.url}/search", params={"query": query, **params}, timeout=self.timeout)
+        return self._call("GET", "/search", params={"query": query, **params})
 
     def register(self, payload: dict) -> dict:
-        return call("POST", f"{self.url}/register", json=payload, timeout=self.timeout)
+        return self._call("POST", "/register", json=payload)
 
 
 class HopClient:
@@ -100,7 +127,16 @@ class HopClient:
 
     STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
-    def __init__(self, *, max_idle: int = 16, max_idle_age: float = 0.8, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle: int = 16,
+        max_idle_age: float = 0.8,
+        headers: dict[str, str] | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        # with a CA (security.tls), peers are https:// and verified against it
+        self._tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.max_idle = max_idle  # idle connections kept per peer
         self.max_idle_age = max_idle_age  # below the servers' keep-alive (1 s): never reuse one they closed
         self.headers = {"Accept": "application/json", **(headers or {})}
@@ -110,9 +146,10 @@ class HopClient:
     def get(self, url: str, params: dict, timeout: float) -> dict:
         """GET url?params; the JSON object answered, or raise the matching P2PError."""
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise NoAnswer(f"cannot reach {url}: only http:// peers are supported here")
-        key = (parts.hostname, parts.port or 80)
+        scheme = "https" if self._tls else "http"
+        if parts.scheme != scheme or not parts.hostname:
+            raise NoAnswer(f"cannot reach {url}: this network's peers are {scheme}://")
+        key = (parts.hostname, parts.port or (443 if self._tls else 80))
         target = (parts.path or "/") + "?" + urlencode(params)
         for attempt in (0, 1):
             conn, reused = self._checkout(key, timeout)
@@ -163,6 +200,8 @@ class HopClient:
                     break
                 candidate.close()  # the server has closed it (or is about to)
         if conn is None:
+            if self._tls is not None:
+                return http.client.HTTPSConnection(key[0], key[1], timeout=timeout, context=self._tls), False
             return http.client.HTTPConnection(key[0], key[1], timeout=timeout), False
         conn.timeout = timeout
         if conn.sock is not None:

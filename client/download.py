@@ -30,10 +30,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client import lane
+from client.credentials import NONE, Credentials
 from client.partial import InOrderHasher, PartialFile
 from client.retry import RETRY_FOR, Backoff
 from common.config import host_of
@@ -158,6 +160,7 @@ class Download:
         progress: Callable[[int], None] | None = None,
         transfer_factory: Callable[..., TransferClient] | None = None,
         retry_for: float = RETRY_FOR,
+        credentials: Credentials = NONE,
         clock=time.monotonic,
     ) -> None:
         self.name = check_name(name)
@@ -180,7 +183,7 @@ class Download:
         self.retry_for = retry_for
         self.clock = clock
         self._retry_deadline = 0.0
-        self.transfer_factory = transfer_factory or _transfer_client
+        self.transfer_factory = transfer_factory or partial(_transfer_client, credentials=credentials)
         self._cond = threading.Condition()
         self._pending: list[int] = []
         self._in_flight = 0

@@ -67,5 +67,9 @@ def read_network(path: str | os.PathLike) -> NetworkView | None:
     host, port = maestro.get("host"), maestro.get("port")
     url = http_url(host, port, tls=tls) if isinstance(host, str) and isinstance(port, int) else None
     raw_secret = security.get("secret_file")
-    return NetworkView(path=path, maestro_url=url, tls=tls,
-                       secret_file=secret_path(path.parent, raw_secret if isinstance(raw_secret, str) else None))
+    return NetworkView(
+        path=path,
+        maestro_url=url,
+        tls=tls,
+        secret_file=secret_path(path.parent, raw_secret if isinstance(raw_secret, str) else None),
+    )

@@ -15,6 +15,7 @@ import grpc
 import grpc.experimental
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.credentials import NONE, Credentials
 from client.retry import RETRY_FOR, retry
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Unavailable, from_rpc_error
@@ -49,11 +50,13 @@ class TransferClient:
         chunk_size: int = 1024 * 1024,
         connect_timeout: float = 5.0,
         retry_for: float = RETRY_FOR,
+        credentials: Credentials = NONE,
     ) -> None:
         self.address = address
         self.retry_for = retry_for
         self.chunk_size = chunk_size
-        self.channel = grpc.insecure_channel(address, options=CLIENT_OPTIONS)
+        self.metadata = credentials.metadata  # the caller's credential, on every call
+        self.channel = credentials.channel(address, CLIENT_OPTIONS)
         self.stub = transfer_pb2_grpc.FileTransferStub(self.channel)
         self.connect_timeout = connect_timeout
         self._ready = False
@@ -96,7 +99,7 @@ class TransferClient:
         self.wait_ready()
         request = transfer_pb2.FileRequest(filename=name, offset=0, length=1)
         try:
-            call = self.stub.Download(request, timeout=self.connect_timeout + 5.0)
+            call = self.stub.Download(request, timeout=self.connect_timeout + 5.0, metadata=self.metadata)
             first = next(iter(call), None)
             call.cancel()
         except grpc.RpcError as err:
@@ -127,7 +130,8 @@ class TransferClient:
         request = transfer_pb2.FileRequest(
             filename=name, offset=offset, length=length, chunk_size=chunk_size or self.chunk_size
         )
-        return self.stub.Download(request, timeout=timeout if timeout is not None else self._stream_deadline(length))
+        deadline = timeout if timeout is not None else self._stream_deadline(length)
+        return self.stub.Download(request, timeout=deadline, metadata=self.metadata)
 
     def _stream_deadline(self, size: int) -> float:
         """Generous whole-call deadline: a dead peer is caught sooner by keepalive."""
@@ -159,7 +163,7 @@ class TransferClient:
                     yield transfer_pb2.FileChunk(filename=name, size=0, sha256=digest, overwrite=overwrite)
 
         try:
-            return self.stub.Upload(chunks(), timeout=self._stream_deadline(size))
+            return self.stub.Upload(chunks(), timeout=self._stream_deadline(size), metadata=self.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -172,7 +176,8 @@ class TransferClient:
         received = 0
         try:
             request = transfer_pb2.FileRequest(filename=name, length=length, chunk_size=self.chunk_size)
-            for chunk in self.stub.DummyDownload(request, timeout=self._stream_deadline(length)):
+            calls = self.stub.DummyDownload(request, timeout=self._stream_deadline(length), metadata=self.metadata)
+            for chunk in calls:
                 received += len(chunk.data)
                 if progress:
                     progress(len(chunk.data))
@@ -198,6 +203,6 @@ class TransferClient:
                     progress(n)
 
         try:
-            return self.stub.DummyUpload(chunks(), timeout=self._stream_deadline(size))
+            return self.stub.DummyUpload(chunks(), timeout=self._stream_deadline(size), metadata=self.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None

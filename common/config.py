@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CONFIG_ENV = "P2P_CONFIG"
+TOPOLOGY_ENV = "P2P_TOPOLOGY"  # the launcher's -t and the client's --topology
+DEFAULT_TOPOLOGY = "topology.yaml"
+DEFAULT_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
+READ_MODES = ("open", "members")  # security.read: whether GETs and Download need a credential too
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,7 @@ class Settings:
     # bind address); 0 turns this peer's lane off and clients use the gRPC Download stream
     lane_ticket_seconds: float = 10.0
 
-
-@dataclass(frozen=True)
-class Security:
-    """The topology's `security:` section, as every node reads it (SPEC §8)."""
-
-    allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
+    max_learned_peers: int = 64  # peers learned over /register and /bootstrap (friends aside); more are refused
 
 
 # Settings that are words, with the values they may take (every other setting is a number).
@@ -80,6 +79,26 @@ SETTING_CHOICES = {"rest_worker_class": ("gevent", "gthread")}
 class Friend:
     name: str
     rest_url: str
+
+
+@dataclass(frozen=True)
+class Security:
+    """The topology's `security:` section as a node needs it (SPEC §8; common/security.py uses it)."""
+
+    secret_file: str = ""  # absolute path of the network's secret; "" = none: only trusted addresses may write
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS  # callers from here act as the operator
+    read: str = "open"  # "members": GETs and Download need a credential too
+    tls: bool = False  # REST over https and gRPC over TLS, certificates in tls_dir
+    tls_dir: str = ""  # the run folder's tls/: ca.pem, <node>.pem, <node>.key
+    allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Security:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in (data or {}).items() if k in known}
+        if "trusted_networks" in values:
+            values["trusted_networks"] = tuple(values["trusted_networks"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -101,7 +120,7 @@ class NodeConfig:
 
     @property
     def rest_url(self) -> str:
-        return http_url(self.host, self.rest_port)
+        return http_url(self.host, self.rest_port, tls=self.security.tls)
 
     @property
     def rest_bind(self) -> str:
@@ -128,9 +147,8 @@ class NodeConfig:
         known = {f.name for f in fields(Settings)}
         settings = {k: v for k, v in (data.pop("settings", None) or {}).items() if k in known}
         friends = {role: Friend(**f) for role, f in (data.pop("friends", None) or {}).items() if f}
-        known_security = {f.name for f in fields(Security)}
-        security = {k: v for k, v in (data.pop("security", None) or {}).items() if k in known_security}
-        return cls(friends=friends, settings=Settings(**settings), security=Security(**security), **data)
+        security = Security.from_json(data.pop("security", None))
+        return cls(friends=friends, settings=Settings(**settings), security=security, **data)
 
 
 def address(host: str, port: int) -> str:
@@ -144,9 +162,15 @@ def host_of(target: str) -> str:
     return host.strip("[]")
 
 
-def http_url(host: str, port: int) -> str:
-    """The http:// URL of a REST server."""
-    return f"http://{address(host, port)}"
+def http_url(host: str, port: int, *, tls: bool = False) -> str:
+    """The http:// (https:// with TLS) URL of a REST server."""
+    return f"{'https' if tls else 'http'}://{address(host, port)}"
+
+
+def run_dir_of(topology_path: str | os.PathLike) -> Path:
+    """The run folder of a topology: `.run/<topology stem>/` beside the file."""
+    path = Path(topology_path).absolute()
+    return path.parent / ".run" / path.stem
 
 
 def load_config(path: str | os.PathLike | None = None) -> NodeConfig:

@@ -68,7 +68,16 @@ class Unauthorized(P2PError):
 
     http_status = 401
     grpc_code = _StatusCode("UNAUTHENTICATED")
-    name = "unauthorized"
+    name = "Unauthorized"  # SPEC §8 spells these two names
+    exit_code = 7
+
+
+class Forbidden(P2PError):
+    """The credentials are valid but do not allow this (a peer acting as another peer)."""
+
+    http_status = 403
+    grpc_code = _StatusCode("PERMISSION_DENIED")
+    name = "Forbidden"
     exit_code = 7
 
 

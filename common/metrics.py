@@ -73,6 +73,12 @@ class Metrics:
         self.locate_handled = Counter(
             "p2p_locate_handled_total", "P2P locate requests handled here", ["outcome"], registry=self.registry
         )
+        self.remote_answers_dropped = Counter(
+            "p2p_remote_answers_dropped_total",
+            "answers from other peers dropped as malformed, oversized or lying (peer_app/answers.py)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._children: dict[tuple, tuple] = {}
         folder = multiprocess_dir()
         if folder:

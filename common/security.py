@@ -26,21 +26,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import DEFAULT_TRUSTED_NETWORKS, READ_MODES, Security
 from common.errors import Forbidden, Unauthorized
 
-DEFAULT_SECRET_FILE = ".p2p-secret"               # relative to the topology's folder
-DEFAULT_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
-READ_MODES = ("open", "members")                  # whether GETs and Download need a credential too
+DEFAULT_SECRET_FILE = ".p2p-secret"  # relative to the topology's folder
 OPERATOR = "@operator"
 TOKEN_ENV = "P2P_TOKEN"
-METADATA_KEY = "authorization"                    # gRPC metadata keys are lowercase
+METADATA_KEY = "authorization"  # gRPC metadata keys are lowercase
 MIN_SECRET_CHARS = 32
 NOT_A_MEMBER = "not a member of this network"
 
 # What a request needs, per endpoint or RPC.
-OPEN = "open"           # anyone (health probes)
-READ = "read"           # anyone with read: open; members with read: members
-MUTATING = "mutating"   # members only (or a trusted address)
+OPEN = "open"  # anyone (health probes)
+READ = "read"  # anyone with read: open; members with read: members
+MUTATING = "mutating"  # members only (or a trusted address)
 
 _CREDENTIAL_TAG = b"p2pnet credential v1\x00"
 _PROOF_TAG = b"p2pnet proof v1\x00"
@@ -51,6 +50,7 @@ class SecretError(Exception):
 
 
 # --- the secret file -----------------------------------------------------------------------------
+
 
 def secret_path(folder: str | os.PathLike, value: str | None = None) -> Path:
     """The secret file of a topology in folder: value (default .p2p-secret) relative to folder."""
@@ -98,6 +98,7 @@ def loose_permissions(path: str | os.PathLike) -> str | None:
 
 
 # --- credentials ---------------------------------------------------------------------------------
+
 
 def _mac(secret: bytes, tag: bytes, *parts: str) -> str:
     message = tag + b"\x00".join(p.encode("utf-8") for p in parts)
@@ -158,8 +159,9 @@ class Caller:
 class Guard:
     """Decides who a caller is, from its address and its credential; one per node."""
 
-    def __init__(self, secret: bytes | None, trusted_networks: Iterable[str] = DEFAULT_TRUSTED_NETWORKS,
-                 read: str = "open") -> None:
+    def __init__(
+        self, secret: bytes | None, trusted_networks: Iterable[str] = DEFAULT_TRUSTED_NETWORKS, read: str = "open"
+    ) -> None:
         if read not in READ_MODES:
             raise ValueError(f"read must be one of {READ_MODES}, got {read!r}")
         self.secret = secret
@@ -167,6 +169,16 @@ class Guard:
         self.read = read
         self._trusted_cache: dict[str, bool] = {}
         self._token_cache: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, security: Security) -> Guard:
+        """A node's guard, from its config; SecretError when its secret file cannot be read."""
+        secret = read_secret(security.secret_file) if security.secret_file else None
+        return cls(secret, security.trusted_networks, security.read)
+
+    def credential(self, principal: str) -> str | None:
+        """The credential principal presents to other nodes (None without a secret)."""
+        return None if self.secret is None else token_for(self.secret, principal)
 
     def needs_credential(self, kind: str) -> bool:
         """Whether a request of this kind is checked at all (OPEN never; READ only for members)."""

@@ -1,18 +1,21 @@
-"""Flask plumbing both REST apps share: JSON errors and strict parameter parsing."""
+"""Flask plumbing both REST apps share: JSON errors, the credential check, strict parameter parsing."""
 
 from __future__ import annotations
 
 import logging
 from urllib.parse import urlsplit
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
+from common.security import MUTATING, OPEN, READ, Caller, Guard
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 1024
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `read` says
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -58,6 +61,31 @@ def install_body_limit(app: Flask, max_bytes: int) -> None:
         response = jsonify(error.to_json())
         response.headers["Connection"] = "close"
         return response, error.http_status
+
+
+def request_kind(method: str, path: str) -> str:
+    """What a REST request needs (SPEC §8): /health is open, reads are READ, anything else MUTATING."""
+    if path in OPEN_PATHS:
+        return OPEN
+    return READ if method in READ_METHODS else MUTATING
+
+
+def install_guard(app: Flask, guard: Guard) -> None:
+    """Check every request's caller before its view: the one credential hook of both REST apps."""
+    app.extensions["guard"] = guard
+
+    @app.before_request
+    def _check_caller():
+        kind = request_kind(request.method, request.path)
+        g.caller = guard.check(kind, request.remote_addr, request.headers.get("Authorization"))
+
+
+def current_caller() -> Caller:
+    """Who made this (mutating) request; set by the guard before the view ran."""
+    caller = g.get("caller")
+    if caller is None:  # a view that needs a caller on a request the guard let through unchecked
+        raise RuntimeError(f"no caller for {request.method} {request.path}: is the route's kind right?")
+    return caller
 
 
 def arg_str(
@@ -121,3 +149,27 @@ def check_url(value: object, key: str = "url") -> str:
         raise BadRequest(f"'{key}' must be an http(s) URL with a host, got {value[:80]!r}")
     del port  # parsed only to reject a malformed port
     return value.rstrip("/")
+
+
+def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str:
+    """Return value as `scheme://host:port` (the network's scheme), else BadRequest.
+
+    A peer's address and nothing more: a path, query, fragment or user info is refused, so a
+    registered URL can never make this peer call somewhere else than another peer's API.
+    """
+    scheme = "https" if tls else "http"
+    if not isinstance(value, str) or not value or len(value) > 300:
+        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
+    if parts.scheme != scheme or not parts.hostname or port is None:
+        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT (this network's scheme), got {value[:80]!r}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise BadRequest(f"'{key}' must not carry user info")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT only, without a path, query or fragment")
+    host = parts.hostname
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"

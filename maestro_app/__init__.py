@@ -10,7 +10,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
-from common.web import install_body_limit, install_error_handlers
+from common.security import Guard
+from common.web import install_body_limit, install_error_handlers, install_guard
 from maestro_app.directory import Directory
 from maestro_app.fastpath import LocateFastPath
 
@@ -37,9 +38,11 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_blueprint(ui.bp)
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
+    guard = Guard.of(config.security)
+    install_guard(app, guard)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
-    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics)
+    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, guard)
     return app
 
 

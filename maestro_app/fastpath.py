@@ -14,9 +14,10 @@ import json
 import time
 from urllib.parse import parse_qs
 
-from common.errors import P2PError
+from common.errors import P2PError, Unauthorized
 from common.metrics import Metrics
 from common.names import check_name
+from common.security import READ, Guard
 from common.web import MAX_PARAM_LENGTH
 from maestro_app.directory import Directory
 
@@ -26,13 +27,24 @@ _HEADERS = "application/json"
 class LocateFastPath:
     """WSGI middleware in front of the Maestro's Flask app."""
 
-    def __init__(self, app, directory: Directory, metrics: Metrics) -> None:
+    def __init__(self, app, directory: Directory, metrics: Metrics, guard: Guard) -> None:
         self.app = app
         self.directory = directory
         self.metrics = metrics
+        self.guard = guard
+
+    def _allowed(self, environ) -> bool:
+        """Whether the guard lets this read through (with `read: open`, without looking)."""
+        if not self.guard.needs_credential(READ):
+            return True
+        try:
+            self.guard.caller(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
+        except Unauthorized:
+            return False  # Flask's guard answers the 401, in one place
+        return True
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/locate" and environ.get("REQUEST_METHOD") == "GET":
+        if environ.get("PATH_INFO") == "/locate" and environ.get("REQUEST_METHOD") == "GET" and self._allowed(environ):
             start = time.perf_counter()
             body = self._answer(environ.get("QUERY_STRING", ""))
             if body is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from common.errors import BadRequest, NotFound
-from common.names import check_name
-from common.web import arg_int, arg_str, check_url, json_body
+from common.names import check_name, check_peer_name
+from common.web import arg_int, arg_str, check_url, current_caller, json_body
 from maestro_app.directory import (
     DIRECTORY_MAX_PAGE,
     DIRECTORY_PAGE,
@@ -63,6 +63,7 @@ def register():
     interval = check_interval(body.get("heartbeat_interval"), directory().max_interval)
     friends = parse_friends(body.get("friends"))
     rest_url = check_url(body.get("rest_url"), "rest_url")
+    current_caller().require_self(check_peer_name(body.get("name")))
     directory().register(body.get("name"), rest_url, grpc_address, entries, interval, friends)
     return jsonify({"status": "registered", "name": body["name"], "files": len(entries)})
 
@@ -72,5 +73,6 @@ def heartbeat():
     name = json_body().get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("'name' is required")
+    current_caller().require_self(name)
     directory().heartbeat(name)
     return jsonify({"status": "ok"})

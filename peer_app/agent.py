@@ -11,10 +11,13 @@ import random
 import threading
 import time
 
-from client.api import Maestro, Peer
+from client.api import Maestro, Peer, rest_transport
+from client.credentials import Credentials
 from common.config import NodeConfig
 from common.errors import NotFound, P2PError
+from common.security import Guard
 from peer_app.index import SharedIndex
+from peer_app.membership import Verifier
 from peer_app.state import KnownPeers
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ def self_description(config: NodeConfig) -> dict:
     return {"url": config.rest_url, "name": config.name, "grpc_address": config.grpc_address}
 
 
-def register_at_maestro(config: NodeConfig, index: SharedIndex) -> dict:
+def register_at_maestro(config: NodeConfig, index: SharedIndex, credentials: Credentials) -> dict:
     """Scan the shared folder and send the whole list to the Maestro."""
     files = [f.to_json() for f in index.scan()]
     payload = {
@@ -36,26 +39,33 @@ def register_at_maestro(config: NodeConfig, index: SharedIndex) -> dict:
         "files": files,
         "friends": {role: friend.name for role, friend in config.friends.items()},
     }
-    return Maestro(config.maestro_url, config.settings.request_timeout).register(payload)
+    return Maestro(config.maestro_url, config.settings.request_timeout, credentials).register(payload)
 
 
-def bootstrap(config: NodeConfig, known: KnownPeers, only: set[str] | None = None) -> list[dict]:
-    """Introduce ourselves to both friends (or those whose URL is in only) and learn the peers they know."""
+def bootstrap(
+    config: NodeConfig,
+    known: KnownPeers,
+    credentials: Credentials,
+    verifier: Verifier,
+    only: set[str] | None = None,
+) -> list[dict]:
+    """Introduce ourselves to both friends (or those in only); learn the peers they list that prove to be members."""
     outcome = []
     for friend in known.friends():
         if only is not None and friend["url"] not in only:
             continue
         try:
-            answer = Peer(friend["url"], config.settings.request_timeout).register(self_description(config))
+            answer = Peer(friend["url"], config.settings.request_timeout, credentials).register(
+                self_description(config)
+            )
         except P2PError as err:  # no down mark: at start-up a friend is often just not up yet
             known.failed(friend["url"])
             outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
             continue
-        known.succeeded(friend["url"], answer.get("name"))
-        for peer in answer.get("peers", []):
-            if isinstance(peer, dict) and isinstance(peer.get("url"), str):
-                known.add(peer["url"], peer.get("name"), peer.get("grpc_address"))
-        outcome.append({"url": friend["url"], "ok": True, "name": answer.get("name")})
+        known.succeeded(friend["url"])
+        listed = answer.get("peers") if isinstance(answer.get("peers"), list) else []
+        learned = verifier.learn_listed(known, listed, limit=config.settings.max_learned_peers, me=config.rest_url)
+        outcome.append({"url": friend["url"], "ok": True, "name": friend["name"], "learned": len(learned)})
     return outcome
 
 
@@ -89,9 +99,14 @@ class PresenceAgent:
         self.index = index
         self.known = known
         s = config.settings
+        guard = Guard.of(config.security)
+        self.credentials = Credentials.of_node(config, guard)  # every call says which peer this is
+        self.verifier = Verifier(
+            guard, rest_transport(self.credentials), timeout=s.request_timeout, tls=config.security.tls
+        )
         # A beat never takes longer than the interval, so a beat lost to a cut-off network is
         # retried on time and the peer is alive again within one beat of the network healing.
-        self.maestro = Maestro(config.maestro_url, min(s.request_timeout, s.heartbeat_interval))
+        self.maestro = Maestro(config.maestro_url, min(s.request_timeout, s.heartbeat_interval), self.credentials)
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._signature: tuple | None = None
@@ -103,7 +118,7 @@ class PresenceAgent:
         with self._lock:
             signature = self.index.signature()
             try:
-                register_at_maestro(self.config, self.index)
+                register_at_maestro(self.config, self.index, self.credentials)
             except P2PError as err:
                 log.warning("registration at %s failed: %s", self.config.maestro_url, err.detail)
                 self.registered = False
@@ -161,7 +176,8 @@ class PresenceAgent:
         pending = {f["url"] for f in self.known.friends()}
         retry = self._backoff()
         while pending and not self.stop.is_set():
-            for result in bootstrap(self.config, self.known, only=pending):
+            # a friend verifies us through our REST side, which may still be starting: retried too
+            for result in bootstrap(self.config, self.known, self.credentials, self.verifier, only=pending):
                 if result["ok"]:
                     pending.discard(result["url"])
             if pending:

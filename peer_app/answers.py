@@ -9,26 +9,29 @@ the label of `p2p_remote_answers_dropped_total`).
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from common.errors import P2PError
 from common.names import check_name, peer_name_problem
 
-MAX_RESULTS = 1000          # search results in one remote answer
-MAX_VISITED = 1024          # peer names in a remote answer's `visited`
+MAX_RESULTS = 1000  # search results in one remote answer
+MAX_VISITED = 1024  # peer names in a remote answer's `visited`
 MAX_MESSAGES = 1_000_000
 MAX_URL = 512
 MAX_ADDRESS = 300
 MAX_SIZE = 2**63 - 1
 SHA256 = re.compile(r"[0-9a-f]{64}")
+log = logging.getLogger(__name__)
 
-MALFORMED = "malformed"         # not the shape of an answer: wrong types, missing fields
-OVERSIZED = "oversized"         # more results or names than any honest peer sends
+MALFORMED = "malformed"  # not the shape of an answer: wrong types, missing fields
+OVERSIZED = "oversized"  # more results or names than any honest peer sends
 IMPERSONATION = "impersonation"  # claims results in this peer's name
 
 
-class BadAnswer(Exception):
+class BadAnswer(ValueError):
     """A remote answer was dropped; reason is one of the constants above."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -83,6 +86,22 @@ def _list(value: Any, key: str, maximum: int) -> list:
     return value
 
 
+def _missing(answer: dict, clean: dict) -> None:
+    """Pass on the `complete` flag and the `missing` hops of an answer that has them, checked."""
+    if "complete" in answer:
+        if not isinstance(answer["complete"], bool):
+            raise _fail("complete must be true or false")
+        clean["complete"] = answer["complete"]
+    if "missing" in answer:
+        missing = []
+        for i, entry in enumerate(_list(answer["missing"], "missing", MAX_VISITED)):
+            if not isinstance(entry, dict):
+                raise _fail(f"missing[{i}] is not an object")
+            missing.append({"peer": _text(entry.get("peer"), f"missing[{i}].peer", MAX_URL),
+                            "why": _text(entry.get("why"), f"missing[{i}].why", 100)})  # fmt: skip
+        clean["missing"] = missing
+
+
 def search_answer(answer: Any, me: str) -> dict:
     """A remote /search answer, checked: {"results", "visited", "messages"} (+ "complete")."""
     if not isinstance(answer, dict):
@@ -95,18 +114,23 @@ def search_answer(answer: Any, me: str) -> dict:
         peer = _peer(raw.get("peer"), f"{key}.peer")
         if peer == me:
             raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
-        results.append({"file": _file(raw.get("file"), f"{key}.file"), "peer": peer,
-                        "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
-                        "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
-                        "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
-                        "sha256": _sha(raw.get("sha256"), f"{key}.sha256")})
+        results.append(
+            {
+                "file": _file(raw.get("file"), f"{key}.file"),
+                "peer": peer,
+                "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
+                "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
+                "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
+                "sha256": _sha(raw.get("sha256"), f"{key}.sha256"),
+            }
+        )
     visited = [_peer(v, "visited[]") for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
-    clean = {"results": results, "visited": visited,
-             "messages": _int(answer.get("messages", 0), "messages", MAX_MESSAGES)}
-    if "complete" in answer:
-        if not isinstance(answer["complete"], bool):
-            raise _fail("complete must be true or false")
-        clean["complete"] = answer["complete"]
+    clean = {
+        "results": results,
+        "visited": visited,
+        "messages": _int(answer.get("messages", 0), "messages", MAX_MESSAGES),
+    }
+    _missing(answer, clean)
     return clean
 
 
@@ -122,10 +146,13 @@ def locate_answer(answer: Any, me: str) -> dict:
         name = _peer(raw.get("name"), f"{key}.name")
         if name == me:
             raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
-        holder = {"name": name, "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
-                  "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
-                  "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
-                  "sha256": _sha(raw.get("sha256"), f"{key}.sha256")}
+        holder = {
+            "name": name,
+            "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
+            "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
+            "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
+            "sha256": _sha(raw.get("sha256"), f"{key}.sha256"),
+        }
         if "mtime" in raw:
             mtime = raw["mtime"]
             if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime < 2**40:
@@ -133,4 +160,35 @@ def locate_answer(answer: Any, me: str) -> dict:
             holder["mtime"] = mtime
         holders.append(holder)
     via = [_peer(v, "via[]") for v in _list(answer.get("via", []), "via", MAX_VISITED)]
-    return {"peers": holders, "via": via}
+    clean = {"peers": holders, "via": via}
+    _missing(answer, clean)
+    return clean
+
+
+def checker(
+    me: str,
+    on_drop: Callable[[str], None] = lambda reason: None,
+    base: Callable[[str, Any], Any] = lambda route, answer: answer,
+) -> Callable[[str, Any], dict]:
+    """Discovery's check for peer me: each remote answer cleaned, or dropped (on_drop(reason), then BadAnswer).
+
+    base (search.check_answer: what discovery itself needs, e.g. `complete`) runs on the cleaned answer.
+    """
+
+    def check(route: str, answer: Any) -> dict:
+        try:
+            if route == "/search":
+                return base(route, search_answer(answer, me))
+            if route == "/locate":
+                return base(route, locate_answer(answer, me))
+        except BadAnswer as err:
+            on_drop(err.reason)
+            log.info("dropped a remote %s answer: %s", route, err)
+            raise
+        except ValueError as err:
+            on_drop(MALFORMED)
+            log.info("dropped a remote %s answer: %s", route, err)
+            raise
+        return answer
+
+    return check

@@ -27,6 +27,9 @@ from common.malloc import release_free_memory, tune_malloc
 from common.names import check_name
 from common.net import bind_problem
 from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, MAX_MESSAGE
+from common.security import Guard
+from common.tls import node_files
+from peer_app.access import CredentialCheck
 from peer_app.admission import Watchdog, admission_hook, keep_slot
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
@@ -253,6 +256,7 @@ def create_server(
         index = SharedIndex.for_node(config, open_db(config.db_path))
     settings = config.settings
     totals = TransferTotals(index.db)
+    checks = CredentialCheck(Guard.of(config.security))  # first: a refused caller takes no slot, costs nothing more
     watchdog = Watchdog(on_quiet=release_free_memory)
     transfer_pool = futures.ThreadPoolExecutor(
         max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
@@ -260,7 +264,7 @@ def create_server(
     )
     control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="grpc-control")
     interceptor = PeerInterceptor(
-        [TransferCounter(totals), admission_hook(config, watchdog), *hooks],
+        [checks, TransferCounter(totals), admission_hook(config, watchdog), *hooks],
         pool_for=lambda service: None if service == FILE_TRANSFER else control_pool,
     )
     server = grpc.server(transfer_pool, interceptors=[interceptor], options=SERVER_OPTIONS)
@@ -273,13 +277,22 @@ def create_server(
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
-        port = server.add_insecure_port(address)
+        port = _bind(server, address, config)
     except RuntimeError:  # grpcio raises on a failed bind; older versions return 0
         port = 0
     if port == 0:
         reason = bind_problem(config.bind or config.host, config.grpc_port) or "address in use or not local"
         raise SystemExit(f"error: cannot bind gRPC on {address}: {reason}")
     return server, port, servicer
+
+
+def _bind(server: grpc.Server, address: str, config: NodeConfig) -> int:
+    """Listen on address: with TLS, using the node's certificate from the run folder."""
+    if not config.security.tls:
+        return server.add_insecure_port(address)
+    files = node_files(config.security.tls_dir, config.name)
+    credentials = grpc.ssl_server_credentials([(files.key.read_bytes(), files.cert.read_bytes())])
+    return server.add_secure_port(address, credentials)
 
 
 def serve(config: NodeConfig) -> None:

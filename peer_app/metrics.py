@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily
 
-from common.errors import Busy
+from common.errors import Busy, Forbidden, Unauthorized
 from common.rpc import FILE_TRANSFER
 from peer_app.interceptor import CallHook, RpcCall
 from peer_app.state import TransferTotals
@@ -22,7 +22,7 @@ class TransferCounter(CallHook):
     def ended(self, call: RpcCall) -> None:
         if call.service != FILE_TRANSFER:
             return
-        if isinstance(call.error, Busy) and not call.sent + call.received:
+        if isinstance(call.error, (Busy, Unauthorized, Forbidden)) and not call.sent + call.received:
             return  # refused at once, nothing handled: a flood of refusals costs no SQLite writes
         self.totals.add(call.method, call.sent + call.received)
 

@@ -244,7 +244,9 @@ class Discovery:
                     messages, missing = self._flood(q, start, results, visited)
                 else:
                     missing = [{"peer": self.me["name"], "why": SHED}]
-        unique = {(r.get("peer"), r.get("file")): r for r in results if isinstance(r, dict)}
+        unique: dict[tuple, dict] = {}
+        for r in results:  # this peer's own results come first and are never replaced
+            unique.setdefault((r.get("peer"), r.get("file")), r)
         return {
             "qid": q.qid,
             "duplicate": False,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from common.config import NodeConfig
 from common.db import Database
+from common.errors import Busy
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_peers (
@@ -89,7 +90,7 @@ class KnownPeers:
         self.down_mark_max = down_mark_max
 
     def add(self, url: str, name: str | None = None, grpc_address: str | None = None, role: str = "learned") -> bool:
-        """Remember a peer (a friend keeps its role); return False for ourselves."""
+        """Remember a peer; return False for ourselves. A learned entry never renames or demotes a friend."""
         if url.rstrip("/") == self.self_url:
             return False
         with self.db.connect() as conn:
@@ -97,10 +98,25 @@ class KnownPeers:
                 "INSERT INTO known_peers (url, name, grpc_address, role, added) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(url) DO UPDATE SET name=COALESCE(excluded.name, name),"
                 " grpc_address=COALESCE(excluded.grpc_address, grpc_address),"
-                " role=CASE WHEN excluded.role != 'learned' THEN excluded.role ELSE role END",
+                " role=CASE WHEN excluded.role != 'learned' THEN excluded.role ELSE role END"
+                " WHERE excluded.role != 'learned' OR known_peers.role = 'learned'",
                 (url.rstrip("/"), name, grpc_address, role, self.clock()),
             )
         return True
+
+    def learn(self, url: str, name: str, grpc_address: str, *, limit: int) -> None:
+        """Remember a verified peer as learned; Busy when limit learned peers are known already."""
+        with self.db.connect() as conn:
+            known = conn.execute("SELECT 1 FROM known_peers WHERE url = ?", (url,)).fetchone()
+            count = conn.execute("SELECT COUNT(*) FROM known_peers WHERE role = 'learned'").fetchone()[0]
+            if known is None and count >= limit:
+                raise Busy(f"this peer knows {count} learned peers already (max_learned_peers); nothing added")
+        self.add(url, name, grpc_address)
+
+    def get(self, url: str) -> dict | None:
+        """The known peer at url, or None."""
+        row = self.db.connect().execute("SELECT * FROM known_peers WHERE url = ?", (url,)).fetchone()
+        return None if row is None else dict(row)
 
     def all(self) -> list[dict]:
         """Every known peer, friends first; `down_until` is set while a peer carries a down mark."""
@@ -124,10 +140,11 @@ class KnownPeers:
         return [p for p in self.all() if p["role"] in ("primary", "backup")]
 
     def succeeded(self, url: str, name: str | None = None) -> None:
-        """Record that url answered (which also ends its down mark)."""
+        """Record that url answered (which also ends its down mark); a friend keeps the topology's name."""
         with self.db.connect() as conn:
             conn.execute(
-                "UPDATE known_peers SET failures = 0, last_ok = ?, name = COALESCE(?, name) WHERE url = ?",
+                "UPDATE known_peers SET failures = 0, last_ok = ?,"
+                " name = CASE WHEN role = 'learned' THEN COALESCE(?, name) ELSE name END WHERE url = ?",
                 (self.clock(), name, url),
             )
             conn.execute("DELETE FROM peer_marks WHERE url = ?", (url,))

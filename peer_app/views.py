@@ -6,13 +6,16 @@ import re
 
 from flask import Blueprint, current_app, jsonify
 
+from client.credentials import Credentials
 from common.config import NodeConfig
 from common.errors import BadRequest, Busy, Incomplete, NotFound
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
-from common.web import arg_float, arg_int, arg_str, check_url, json_body
+from common.security import Guard
+from common.web import arg_float, arg_int, arg_str, check_peer_url, json_body
 from peer_app import agent
 from peer_app.index import SharedIndex
+from peer_app.membership import Verifier, proof_fields
 from peer_app.search import Discovery, Query, new_qid
 from peer_app.state import KnownPeers
 
@@ -38,6 +41,18 @@ def discovery() -> Discovery:
 
 def metrics() -> Metrics:
     return current_app.extensions["metrics"]
+
+
+def guard() -> Guard:
+    return current_app.extensions["guard"]
+
+
+def credentials() -> Credentials:
+    return current_app.extensions["credentials"]
+
+
+def verifier() -> Verifier:
+    return current_app.extensions["verifier"]
 
 
 def _qid() -> str:
@@ -76,7 +91,10 @@ def status():
 
 @bp.get("/info")
 def info():
-    return jsonify(_status())
+    # ?challenge=C: prove membership to a peer that verifies this one (peer_app/membership.py)
+    config = node()
+    proof = proof_fields(guard(), config.name, config.rest_url, arg_str("challenge", required=False, max_length=128))
+    return jsonify({**_status(), **proof})
 
 
 @bp.get("/health")
@@ -144,27 +162,31 @@ def locate():
 
 @bp.post("/refresh")
 def refresh():
-    answer = agent.register_at_maestro(node(), index())
+    answer = agent.register_at_maestro(node(), index(), credentials())
     return jsonify({"status": "refreshed", "peer": node().name, "files": answer.get("files")})
 
 
 @bp.post("/register")
 def register():
+    """Remember a peer, once it proved to be one of ours (the name is the one it proved)."""
+    config = node()
     body = json_body()
-    url = check_url(body.get("url"))
-    name, grpc_address = body.get("name"), body.get("grpc_address")
+    url = check_peer_url(body.get("url"), tls=config.security.tls)
+    name = body.get("name")
     if name is not None:
         check_peer_name(name)
-    if grpc_address is not None and (not isinstance(grpc_address, str) or len(grpc_address) > 300):
-        raise BadRequest("'grpc_address' must be HOST:PORT")
-    added = known().add(url, name, grpc_address)
+    status = "self"
+    if url != config.rest_url:
+        verifier().learn(known(), url, limit=config.settings.max_learned_peers, claimed_name=name)
+        status = "registered"
     peers = [{"url": p["url"], "name": p["name"], "grpc_address": p["grpc_address"]} for p in known().all()]
-    return jsonify({"status": "registered" if added else "self", "name": node().name, "peers": peers})
+    return jsonify({"status": status, "name": config.name, "peers": peers})
 
 
 @bp.post("/bootstrap")
 def bootstrap():
-    return jsonify({"peer": node().name, "friends": agent.bootstrap(node(), known())})
+    friends = agent.bootstrap(node(), known(), credentials(), verifier())
+    return jsonify({"peer": node().name, "friends": friends})
 
 
 @bp.get("/peers")

@@ -76,3 +76,30 @@ class Silence:
         self.gate.wait(60)
         return
         yield
+
+
+class FakePeers:
+    """A transport (peer_app.membership.Transport) for in-process apps: peers at URLs that answer.
+
+    Each URL answers /info as the peer it is mapped to (with a membership proof when a guard
+    of the network is given), and /search with `search_answer` (an empty result by default).
+    Every call is kept in `calls` as (url, route, params).
+    """
+
+    def __init__(self, peers: dict[str, str], guard=None, search_answer: dict | None = None) -> None:
+        self.peers = peers
+        self.guard = guard
+        self.search_answer = search_answer or {"results": [], "visited": [], "messages": 0}
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def __call__(self, url: str, route: str, params: dict, timeout: float) -> dict:
+        from common.errors import Unavailable
+
+        self.calls.append((url, route, params))
+        name = self.peers.get(url)
+        if name is None:
+            raise Unavailable(f"cannot reach {url}")
+        if route == "/info":
+            proof = self.guard.proof(name, url, params["challenge"]) if self.guard else None
+            return {"name": name, "rest_url": url, "grpc_address": "127.0.0.1:1", "proof": proof}
+        return self.search_answer

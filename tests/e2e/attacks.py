@@ -11,6 +11,7 @@ where `rogue` and `broken` are fake peers the stranger runs at its own address: 
 lies in its search answers and one that answers nonsense. They stand for a compromised host
 among the configured friends: their answers must be dropped, never trusted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,11 @@ from common.config import Friend, NodeConfig, Settings
 from tests.e2e.stranger import ROOT, Stranger
 from tests.support import Node, node_configs, wait_until, write_nodes
 
-ORIGINAL = {"peer1": {"archivo1.txt": b"uno\n"}, "peer2": {"archivo2.txt": b"dos\n"},
-            "peer3": {"archivo3.txt": b"tres\n"}}
+ORIGINAL = {
+    "peer1": {"archivo1.txt": b"uno\n"},
+    "peer2": {"archivo2.txt": b"dos\n"},
+    "peer3": {"archivo3.txt": b"tres\n"},
+}
 EVIL = b"the attacker's bytes\n"
 EVIL_SHA = hashlib.sha256(EVIL).hexdigest()
 ROGUE_PORT, BROKEN_PORT, LISTENER_PORT, GRPC_PORT = 18081, 18082, 18083, 18084
@@ -64,6 +68,7 @@ class Report:
 
 # --- the network's credentials (absent before issue 8) -------------------------------------------
 
+
 def _security():
     try:
         from common import security
@@ -78,8 +83,10 @@ def secure(configs: dict[str, NodeConfig], secret_file: Path) -> dict[str, NodeC
     if security is None or "security" not in {f.name for f in fields(NodeConfig)}:
         return configs
     security.ensure_secret(secret_file)
-    return {name: replace(cfg, security=replace(cfg.security, secret_file=str(secret_file)))
-            for name, cfg in configs.items()}
+    return {
+        name: replace(cfg, security=replace(cfg.security, secret_file=str(secret_file)))
+        for name, cfg in configs.items()
+    }
 
 
 def operator_headers(secret_file: Path) -> dict[str, str]:
@@ -97,6 +104,7 @@ def peer_token(secret_file: Path, name: str) -> str:
 
 
 # --- the network ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Net:
@@ -134,14 +142,30 @@ class Net:
         token = self.op().get("Authorization", "").removeprefix("Bearer ")
         if token:
             env["P2P_TOKEN"] = token
-        return subprocess.run([sys.executable, "-m", "peer_app.client", "--maestro", self.maestro, *args],
-                              cwd=self.tmp, capture_output=True, text=True, timeout=60, env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "peer_app.client", "--maestro", self.maestro, *args],
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
 
 
 def fake_search_answer(stranger: Stranger, attacker_grpc: str, rogue_url: str) -> dict:
     """A search answer that claims the victims' own files live at the attacker's server."""
-    results = [{"file": f, "peer": peer, "rest_url": rogue_url, "grpc_address": attacker_grpc,
-                "size": len(EVIL), "sha256": EVIL_SHA} for peer in ("peer1", "peer2") for f in ORIGINAL[peer]]
+    results = [
+        {
+            "file": f,
+            "peer": peer,
+            "rest_url": rogue_url,
+            "grpc_address": attacker_grpc,
+            "size": len(EVIL),
+            "sha256": EVIL_SHA,
+        }
+        for peer in ("peer1", "peer2")
+        for f in ORIGINAL[peer]
+    ]
     return {"qid": "x" * 32, "duplicate": False, "results": results, "visited": ["rogue"], "messages": 0}
 
 
@@ -153,20 +177,30 @@ def start_network(stranger: Stranger, tmp: Path) -> Net:
     listener_url = stranger.do("serve_http", host=addr, port=LISTENER_PORT, default={"status": "ok"})["url"]
     lying = fake_search_answer(stranger, attacker_grpc, rogue_url)
     unverified = [{"url": listener_url + "/steal?x=1", "name": "x"}, {"url": listener_url, "name": "y"}]
-    stranger.do("serve_http", host=addr, port=ROGUE_PORT,
-                routes={"/search": lying, "/info": {"name": "rogue", "rest_url": rogue_url,
-                                                    "grpc_address": attacker_grpc},
-                        "/register": {"status": "registered", "name": "rogue", "peers": unverified}})
-    stranger.do("serve_http", host=addr, port=BROKEN_PORT,
-                routes={"/search": {"results": [], "visited": [], "messages": "x"},
-                        "/locate": {"peers": "nonsense"}})
+    stranger.do(
+        "serve_http",
+        host=addr,
+        port=ROGUE_PORT,
+        routes={
+            "/search": lying,
+            "/info": {"name": "rogue", "rest_url": rogue_url, "grpc_address": attacker_grpc},
+            "/register": {"status": "registered", "name": "rogue", "peers": unverified},
+        },
+    )
+    stranger.do(
+        "serve_http",
+        host=addr,
+        port=BROKEN_PORT,
+        routes={"/search": {"results": [], "visited": [], "messages": "x"}, "/locate": {"peers": "nonsense"}},
+    )
 
     settings = Settings(heartbeat_interval=0.5, request_timeout=1.0)
     configs = node_configs(tmp, ["peer1", "peer2", "peer3"], settings, host=stranger.host_address)
     friends = {"peer1": ("peer2", Friend("rogue", rogue_url)), "peer3": ("peer1", Friend("broken", broken_url))}
     for name, (primary, backup) in friends.items():
-        configs[name] = replace(configs[name], friends={"primary": Friend(primary, configs[primary].rest_url),
-                                                        "backup": backup})
+        configs[name] = replace(
+            configs[name], friends={"primary": Friend(primary, configs[primary].rest_url), "backup": backup}
+        )
     secret_file = tmp / ".p2p-secret"
     configs = secure(configs, secret_file)
     for peer, files in ORIGINAL.items():
@@ -178,8 +212,11 @@ def start_network(stranger: Stranger, tmp: Path) -> Net:
         node.start()
     for node in nodes.values():
         node.wait_healthy()
-    wait_until(lambda: all(net.locate(f) for files in ORIGINAL.values() for f in files), timeout=20,
-               what="every peer registered")
+    wait_until(
+        lambda: all(net.locate(f) for files in ORIGINAL.values() for f in files),
+        timeout=20,
+        what="every peer registered",
+    )
     return net
 
 
@@ -189,6 +226,7 @@ def stop_network(net: Net) -> None:
 
 
 # --- the attacks: each returns whether it succeeded, and why we think so --------------------------
+
 
 def _status(answer: dict) -> str:
     if "error" in answer:
@@ -203,62 +241,98 @@ def upload_overwrite(net: Net) -> Outcome:
     answer = s.do("upload", address=net.grpc("peer1"), name="archivo1.txt", data_hex=EVIL.hex(), overwrite=True)
     ok = answer["code"] == "OK"
     if ok:
-        wait_until(lambda: any(p["sha256"] == EVIL_SHA for p in net.locate("archivo1.txt")), timeout=5,
-                   what="the Maestro to advertise the attacker's sha256")
-    return Outcome("upload-overwrite", "overwrite anyone's files (Upload + overwrite)", ok,
-                   f"Upload: {answer['code']}" + ("; the Maestro now advertises the attacker's sha256" if ok else ""))
+        wait_until(
+            lambda: any(p["sha256"] == EVIL_SHA for p in net.locate("archivo1.txt")),
+            timeout=5,
+            what="the Maestro to advertise the attacker's sha256",
+        )
+    return Outcome(
+        "upload-overwrite",
+        "overwrite anyone's files (Upload + overwrite)",
+        ok,
+        f"Upload: {answer['code']}" + ("; the Maestro now advertises the attacker's sha256" if ok else ""),
+    )
 
 
 def upload_new(net: Net) -> Outcome:
     answer = net.stranger.do("upload", address=net.grpc("peer2"), name="gift.txt", data_hex=EVIL.hex())
-    return Outcome("upload-new-file", "write files into a shared folder", answer["code"] == "OK",
-                   f"Upload: {answer['code']}")
+    return Outcome(
+        "upload-new-file", "write files into a shared folder", answer["code"] == "OK", f"Upload: {answer['code']}"
+    )
 
 
 def dummy_upload(net: Net) -> Outcome:
     answer = net.stranger.do("dummy_upload", address=net.grpc("peer2"), size=1 << 20)
-    return Outcome("dummy-upload", "use a peer's DummyUpload", answer["code"] == "OK",
-                   f"DummyUpload: {answer['code']}")
+    return Outcome("dummy-upload", "use a peer's DummyUpload", answer["code"] == "OK", f"DummyUpload: {answer['code']}")
 
 
 def maestro_hijack(net: Net) -> Outcome:
-    payload = {"name": "peer2", "rest_url": net.rogue_url, "grpc_address": net.attacker_grpc,
-               "heartbeat_interval": 3600, "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1,
-                                                      "sha256": EVIL_SHA}]}
+    payload = {
+        "name": "peer2",
+        "rest_url": net.rogue_url,
+        "grpc_address": net.attacker_grpc,
+        "heartbeat_interval": 3600,
+        "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
+    }
     answer = net.stranger.http("POST", net.maestro + "/register", json=payload)
     hijacked = [p["grpc_address"] for p in net.locate("archivo2.txt")] == [net.attacker_grpc]
-    return Outcome("maestro-register-as-peer2", "poison the directory: register under peer2's name",
-                   hijacked, f"POST /register: {_status(answer)}"
-                   + ("; /locate archivo2.txt -> the attacker's gRPC server" if hijacked else ""))
+    return Outcome(
+        "maestro-register-as-peer2",
+        "poison the directory: register under peer2's name",
+        hijacked,
+        f"POST /register: {_status(answer)}"
+        + ("; /locate archivo2.txt -> the attacker's gRPC server" if hijacked else ""),
+    )
 
 
 def maestro_impersonation(net: Net) -> Outcome:
     """peer3's own credential (a member, or one who stole it) used to register as peer2."""
-    payload = {"name": "peer2", "rest_url": net.rogue_url, "grpc_address": net.attacker_grpc,
-               "heartbeat_interval": 3600, "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1,
-                                                      "sha256": EVIL_SHA}]}
+    payload = {
+        "name": "peer2",
+        "rest_url": net.rogue_url,
+        "grpc_address": net.attacker_grpc,
+        "heartbeat_interval": 3600,
+        "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
+    }
     token = peer_token(net.secret_file, "peer3")
-    answer = net.stranger.http("POST", net.maestro + "/register", json=payload,
-                               headers={"Authorization": f"Bearer {token}"} if token else {})
+    answer = net.stranger.http(
+        "POST", net.maestro + "/register", json=payload, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     hijacked = [p["grpc_address"] for p in net.locate("archivo2.txt")] == [net.attacker_grpc]
-    return Outcome("register-as-peer2-with-peer3-token", "a peer registers under another peer's name",
-                   hijacked or answer.get("status") == 200, f"POST /register: {_status(answer)}")
+    return Outcome(
+        "register-as-peer2-with-peer3-token",
+        "a peer registers under another peer's name",
+        hijacked or answer.get("status") == 200,
+        f"POST /register: {_status(answer)}",
+    )
 
 
 def maestro_ghosts(net: Net) -> Outcome:
-    payload = {"name": "ghost-1", "rest_url": net.rogue_url, "grpc_address": net.attacker_grpc,
-               "heartbeat_interval": 3600, "files": [{"name": "archivo3.txt", "size": len(EVIL), "mtime": 1,
-                                                      "sha256": EVIL_SHA}]}
+    payload = {
+        "name": "ghost-1",
+        "rest_url": net.rogue_url,
+        "grpc_address": net.attacker_grpc,
+        "heartbeat_interval": 3600,
+        "files": [{"name": "archivo3.txt", "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
+    }
     answer = net.stranger.http("POST", net.maestro + "/register", json=payload)
     listed = any(p["name"] == "ghost-1" for p in net.locate("archivo3.txt"))
-    return Outcome("maestro-register-ghost", "poison the directory: new names, heartbeat_interval 3600",
-                   listed, f"POST /register: {_status(answer)}" + ("; ghost-1 listed as a holder" if listed else ""))
+    return Outcome(
+        "maestro-register-ghost",
+        "poison the directory: new names, heartbeat_interval 3600",
+        listed,
+        f"POST /register: {_status(answer)}" + ("; ghost-1 listed as a holder" if listed else ""),
+    )
 
 
 def maestro_heartbeat(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.maestro + "/heartbeat", json={"name": "peer3"})
-    return Outcome("maestro-heartbeat-as-peer3", "keep a stopped peer alive with heartbeats",
-                   answer.get("status") == 200, f"POST /heartbeat: {_status(answer)}")
+    return Outcome(
+        "maestro-heartbeat-as-peer3",
+        "keep a stopped peer alive with heartbeats",
+        answer.get("status") == 200,
+        f"POST /heartbeat: {_status(answer)}",
+    )
 
 
 def ssrf_register(net: Net) -> Outcome:
@@ -268,76 +342,123 @@ def ssrf_register(net: Net) -> Outcome:
     before = len(net.stranger.do("hits")["hits"])
     requests.get(net.url("peer2") + "/search", params={"query": "zzz", "fanout": 8}, headers=net.op(), timeout=10)
     sent = len(net.stranger.do("hits")["hits"]) - before
-    return Outcome("ssrf-register-path-query", "SSRF: peer /register stores a URL with path and query", kept,
-                   f"POST /register: {_status(answer)}; kept: {kept}; one search sent {sent} request(s) to it")
+    return Outcome(
+        "ssrf-register-path-query",
+        "SSRF: peer /register stores a URL with path and query",
+        kept,
+        f"POST /register: {_status(answer)}; kept: {kept}; one search sent {sent} request(s) to it",
+    )
 
 
 def ssrf_non_peer(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": net.listener_url})
     kept = net.listener_url in net.known_urls("peer2")
-    return Outcome("register-non-peer", "learned peers are not checked to be p2pnet peers", kept,
-                   f"POST /register: {_status(answer)}; kept: {kept}")
+    return Outcome(
+        "register-non-peer",
+        "learned peers are not checked to be p2pnet peers",
+        kept,
+        f"POST /register: {_status(answer)}; kept: {kept}",
+    )
 
 
 def bootstrap_by_stranger(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer3") + "/bootstrap")
-    return Outcome("bootstrap-by-stranger", "anyone triggers /bootstrap", answer.get("status") == 200,
-                   f"POST /bootstrap: {_status(answer)}")
+    return Outcome(
+        "bootstrap-by-stranger",
+        "anyone triggers /bootstrap",
+        answer.get("status") == 200,
+        f"POST /bootstrap: {_status(answer)}",
+    )
 
 
 def bootstrap_spreads(net: Net) -> Outcome:
     # peer1's backup friend (the rogue) answered peer1's start-up bootstrap with unverified URLs.
     requests.post(net.url("peer1") + "/bootstrap", headers=net.op(), timeout=10)
     spread = [u for u in net.known_urls("peer1") if u.startswith(net.listener_url)]
-    return Outcome("bootstrap-spreads-unverified", "/bootstrap spreads unverified entries", bool(spread),
-                   f"peer1 learned {len(spread)} unverified URL(s) from a friend's answer")
+    return Outcome(
+        "bootstrap-spreads-unverified",
+        "/bootstrap spreads unverified entries",
+        bool(spread),
+        f"peer1 learned {len(spread)} unverified URL(s) from a friend's answer",
+    )
 
 
 def lying_friend(net: Net) -> Outcome:
-    resp = requests.get(net.url("peer1") + "/search", params={"query": "archivo", "fanout": 2}, headers=net.op(),
-                        timeout=10)
+    resp = requests.get(
+        net.url("peer1") + "/search", params={"query": "archivo", "fanout": 2}, headers=net.op(), timeout=10
+    )
     own = [r for r in resp.json().get("results", []) if r.get("peer") == "peer1"] if resp.ok else []
     replaced = any(r.get("grpc_address") == net.attacker_grpc for r in own)
-    return Outcome("lying-answer-friend", "a lying search answer replaces the searcher's own results", replaced,
-                   f"GET /search: {resp.status_code}; peer1's own archivo1.txt now points at "
-                   f"{own[0].get('grpc_address') if own else 'nothing'}")
+    return Outcome(
+        "lying-answer-friend",
+        "a lying search answer replaces the searcher's own results",
+        replaced,
+        f"GET /search: {resp.status_code}; peer1's own archivo1.txt now points at "
+        f"{own[0].get('grpc_address') if own else 'nothing'}",
+    )
 
 
 def lying_registered(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": net.rogue_url})
-    resp = requests.get(net.url("peer2") + "/search", params={"query": "archivo2", "fanout": 8}, headers=net.op(),
-                        timeout=10)
+    resp = requests.get(
+        net.url("peer2") + "/search", params={"query": "archivo2", "fanout": 8}, headers=net.op(), timeout=10
+    )
     own = [r for r in resp.json().get("results", []) if r.get("peer") == "peer2"] if resp.ok else []
     replaced = any(r.get("grpc_address") == net.attacker_grpc for r in own)
-    return Outcome("lying-answer-registered", "a fake peer registered by a stranger lies in search answers",
-                   replaced, f"POST /register: {_status(answer)}; GET /search: {resp.status_code}; "
-                   f"replaced: {replaced}")
+    return Outcome(
+        "lying-answer-registered",
+        "a fake peer registered by a stranger lies in search answers",
+        replaced,
+        f"POST /register: {_status(answer)}; GET /search: {resp.status_code}; replaced: {replaced}",
+    )
 
 
 def malformed_answer(net: Net) -> Outcome:
     resp = requests.get(net.url("peer3") + "/search", params={"query": "archivo"}, headers=net.op(), timeout=10)
-    return Outcome("malformed-answer", "an answer with \"messages\": \"x\" turns searches into a 500",
-                   resp.status_code >= 500, f"GET /search at peer3: {resp.status_code}")
+    return Outcome(
+        "malformed-answer",
+        'an answer with "messages": "x" turns searches into a 500',
+        resp.status_code >= 500,
+        f"GET /search at peer3: {resp.status_code}",
+    )
 
 
 def eclipse(net: Net) -> Outcome:
-    answers = [net.stranger.http("POST", net.url("peer2") + "/register", json={"url": net.url(f), "name": "peer2"})
-               for f in ("peer3", "peer1")]
+    answers = [
+        net.stranger.http("POST", net.url("peer2") + "/register", json={"url": net.url(f), "name": "peer2"})
+        for f in ("peer3", "peer1")
+    ]
     resp = requests.get(net.url("peer2") + "/locate", params={"file": "archivo1.txt"}, headers=net.op(), timeout=10)
-    return Outcome("eclipse-rename-friends", "rename peer2's friends so its /locate answers 404",
-                   resp.status_code == 404, f"POST /register x2: {', '.join(_status(a) for a in answers)}; "
-                   f"GET /locate archivo1.txt at peer2: {resp.status_code}")
+    return Outcome(
+        "eclipse-rename-friends",
+        "rename peer2's friends so its /locate answers 404",
+        resp.status_code == 404,
+        f"POST /register x2: {', '.join(_status(a) for a in answers)}; "
+        f"GET /locate archivo1.txt at peer2: {resp.status_code}",
+    )
 
 
 ATTACKS: list[Callable[[Net], Outcome]] = [
-    upload_overwrite, upload_new, dummy_upload, maestro_hijack, maestro_impersonation, maestro_ghosts,
+    upload_overwrite,
+    upload_new,
+    dummy_upload,
+    maestro_hijack,
+    maestro_impersonation,
+    maestro_ghosts,
     maestro_heartbeat,
-    ssrf_register, ssrf_non_peer, bootstrap_by_stranger, bootstrap_spreads, lying_friend, lying_registered,
-    malformed_answer, eclipse,
+    ssrf_register,
+    ssrf_non_peer,
+    bootstrap_by_stranger,
+    bootstrap_spreads,
+    lying_friend,
+    lying_registered,
+    malformed_answer,
+    eclipse,
 ]
 
 
 # --- what must keep working, over the same non-loopback address ----------------------------------
+
 
 def operator_works(net: Net) -> list[Check]:
     checks = []
@@ -349,8 +470,9 @@ def operator_works(net: Net) -> list[Check]:
     checks.append(Check("operator upload", up.returncode == 0, (up.stdout or up.stderr).strip()[:100]))
     down = net.client("download", "archivo2.txt", "--out", str(work / "archivo2.txt"))
     got = (work / "archivo2.txt").read_bytes() if down.returncode == 0 else b""
-    checks.append(Check("operator download", got == ORIGINAL["peer2"]["archivo2.txt"],
-                        (down.stdout or down.stderr).strip()[:100]))
+    checks.append(
+        Check("operator download", got == ORIGINAL["peer2"]["archivo2.txt"], (down.stdout or down.stderr).strip()[:100])
+    )
     resp = requests.post(net.url("peer1") + "/refresh", headers=net.op(), timeout=10)
     checks.append(Check("operator refresh", resp.status_code == 200, f"POST /refresh: {resp.status_code}"))
     return checks
@@ -362,8 +484,10 @@ def network_unharmed(net: Net) -> list[Check]:
     first = {p["name"]: p["last_seen"] for p in peers}
 
     def beat_again():
-        now = {p["name"]: p["last_seen"]
-               for p in requests.get(net.maestro + "/peers", headers=net.op(), timeout=5).json()["peers"]}
+        now = {
+            p["name"]: p["last_seen"]
+            for p in requests.get(net.maestro + "/peers", headers=net.op(), timeout=5).json()["peers"]
+        }
         return all(now[n] > first[n] for n in ("peer1", "peer2", "peer3"))
 
     try:
@@ -372,14 +496,18 @@ def network_unharmed(net: Net) -> list[Check]:
     except AssertionError:
         beating = False
     holders = {f: [p["grpc_address"] for p in net.locate(f)] for files in ORIGINAL.values() for f in files}
-    truthful = all(addrs == [net.grpc(peer)] for peer, files in ORIGINAL.items() for f in files
-                   for addrs in [holders[f]])
+    truthful = all(
+        addrs == [net.grpc(peer)] for peer, files in ORIGINAL.items() for f in files for addrs in [holders[f]]
+    )
     sha1 = [p["sha256"] for p in net.locate("archivo1.txt")]
     return [
         Check("peers registered (non-loopback)", names == ["peer1", "peer2", "peer3"], f"alive: {names}"),
         Check("peers' heartbeats (non-loopback)", beating, "every peer beat again within 5 s"),
-        Check("directory tells the truth", truthful and sha1 == [hashlib.sha256(b"uno\n").hexdigest()],
-              f"holders: {holders}"),
+        Check(
+            "directory tells the truth",
+            truthful and sha1 == [hashlib.sha256(b"uno\n").hexdigest()],
+            f"holders: {holders}",
+        ),
     ]
 
 
@@ -406,9 +534,11 @@ def main() -> int:
         report = run_all(stranger, Path(tmp))
     print("\n".join(report.lines()))
     won = sum(o.succeeded for o in report.attacks)
-    print(f"{won} of {len(report.attacks)} attacks succeeded; "
-          f"{sum(c.ok for c in report.checks)} of {len(report.checks)} checks work; "
-          f"{time.monotonic() - started:.1f}s")
+    print(
+        f"{won} of {len(report.attacks)} attacks succeeded; "
+        f"{sum(c.ok for c in report.checks)} of {len(report.checks)} checks work; "
+        f"{time.monotonic() - started:.1f}s"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ their own traffic is not loopback either. `close()` (or the context manager) sto
 and deletes the namespace, which removes the veth pair with it. Each issue uses its own prefix
 and subnet (issue 8: p2p8 / 10.208; see the team handbook).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,8 +90,14 @@ class Stranger:
             env.pop(proxy, None)
         self.agent = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, sys.executable, "-m", "tests.e2e.stranger_agent"],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, bufsize=1)
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
 
     def do(self, op: str, **fields) -> dict:
         """Run one command in the namespace and return its answer (see stranger_agent)."""
@@ -109,8 +116,15 @@ class Stranger:
     def run(self, *argv: str, timeout: float = 30.0, **kwargs) -> subprocess.CompletedProcess:
         """Run a program inside the namespace (e.g. the p2pnet client) and wait for it."""
         env = {**os.environ, "PYTHONPATH": str(ROOT), **kwargs.pop("env", {})}
-        return subprocess.run(["ip", "netns", "exec", self.namespace, *argv], cwd=kwargs.pop("cwd", ROOT),
-                              env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.namespace, *argv],
+            cwd=kwargs.pop("cwd", ROOT),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
 
     def close(self) -> None:
         """Stop the agent and remove the namespace (the veth pair goes with it)."""
@@ -124,7 +138,7 @@ class Stranger:
                 self.agent.kill()
                 self.agent.wait(5)
         _ip("netns", "del", self.namespace, check=False)
-        _ip("link", "del", self._host_if, check=False)   # normally gone with the namespace
+        _ip("link", "del", self._host_if, check=False)  # normally gone with the namespace
 
     def __enter__(self) -> Stranger:
         return self
@@ -135,5 +149,4 @@ class Stranger:
 
 def leftovers(prefix: str = "p2p8") -> list[str]:
     """Namespaces of this prefix still present (a test run that was killed leaves them)."""
-    return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines()
-            if line.startswith(f"{prefix}-")]
+    return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.startswith(f"{prefix}-")]

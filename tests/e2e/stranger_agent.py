@@ -17,6 +17,7 @@ Commands (field "op"):
   serve_grpc   {host, port, data_hex}                        -> {address}   (Download serves data)
   quit         {}
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,9 +47,15 @@ def _metadata(cmd: dict) -> list[tuple[str, str]] | None:
 
 def op_http(cmd: dict) -> dict:
     try:
-        resp = requests.request(cmd.get("method", "GET"), cmd["url"], json=cmd.get("json"),
-                                params=cmd.get("params"), headers=cmd.get("headers"),
-                                timeout=cmd.get("timeout", 5.0), verify=cmd.get("verify", True))
+        resp = requests.request(
+            cmd.get("method", "GET"),
+            cmd["url"],
+            json=cmd.get("json"),
+            params=cmd.get("params"),
+            headers=cmd.get("headers"),
+            timeout=cmd.get("timeout", 5.0),
+            verify=cmd.get("verify", True),
+        )
     except requests.RequestException as err:
         return {"error": type(err).__name__, "detail": str(err)[:300]}
     try:
@@ -63,13 +70,15 @@ def op_upload(cmd: dict) -> dict:
     sha = cmd.get("sha256", hashlib.sha256(data).hexdigest())
 
     def chunks():
-        yield transfer_pb2.FileChunk(data=data, filename=cmd["name"], size=len(data), sha256=sha,
-                                     overwrite=bool(cmd.get("overwrite")))
+        yield transfer_pb2.FileChunk(
+            data=data, filename=cmd["name"], size=len(data), sha256=sha, overwrite=bool(cmd.get("overwrite"))
+        )
 
     with grpc.insecure_channel(cmd["address"]) as channel:
         try:
             status = transfer_pb2_grpc.FileTransferStub(channel).Upload(
-                chunks(), timeout=cmd.get("timeout", 10.0), metadata=_metadata(cmd))
+                chunks(), timeout=cmd.get("timeout", 10.0), metadata=_metadata(cmd)
+            )
         except grpc.RpcError as err:
             return _code(err)
     return {"code": "OK", "details": status.message, "size": status.size, "sha256": status.sha256}
@@ -82,7 +91,8 @@ def op_dummy_upload(cmd: dict) -> dict:
     with grpc.insecure_channel(cmd["address"]) as channel:
         try:
             status = transfer_pb2_grpc.FileTransferStub(channel).DummyUpload(
-                chunks(), timeout=cmd.get("timeout", 10.0), metadata=_metadata(cmd))
+                chunks(), timeout=cmd.get("timeout", 10.0), metadata=_metadata(cmd)
+            )
         except grpc.RpcError as err:
             return _code(err)
     return {"code": "OK", "details": status.message, "size": status.size}
@@ -93,8 +103,10 @@ def op_download(cmd: dict) -> dict:
     with grpc.insecure_channel(cmd["address"]) as channel:
         try:
             for chunk in transfer_pb2_grpc.FileTransferStub(channel).Download(
-                    transfer_pb2.FileRequest(filename=cmd["name"]), timeout=cmd.get("timeout", 10.0),
-                    metadata=_metadata(cmd)):
+                transfer_pb2.FileRequest(filename=cmd["name"]),
+                timeout=cmd.get("timeout", 10.0),
+                metadata=_metadata(cmd),
+            ):
                 first_sha = first_sha or chunk.sha256
                 digest.update(chunk.data)
                 size += len(chunk.data)
@@ -146,11 +158,12 @@ class _FakeFiles(transfer_pb2_grpc.FileTransferServicer):
         self.sha = hashlib.sha256(data).hexdigest()
 
     def Download(self, request, context):
-        data = self.data[request.offset:]
+        data = self.data[request.offset :]
         if request.length:
-            data = data[:request.length]
-        yield transfer_pb2.FileChunk(data=data, filename=request.filename, size=len(self.data),
-                                     sha256=self.sha, offset=request.offset)
+            data = data[: request.length]
+        yield transfer_pb2.FileChunk(
+            data=data, filename=request.filename, size=len(self.data), sha256=self.sha, offset=request.offset
+        )
 
 
 def op_serve_grpc(cmd: dict) -> dict:
@@ -168,8 +181,15 @@ def op_serve_grpc(cmd: dict) -> dict:
     return {"address": f"{cmd['host']}:{port}"}
 
 
-OPS = {"http": op_http, "upload": op_upload, "dummy_upload": op_dummy_upload, "download": op_download,
-       "serve_http": op_serve_http, "hits": op_hits, "serve_grpc": op_serve_grpc}
+OPS = {
+    "http": op_http,
+    "upload": op_upload,
+    "dummy_upload": op_dummy_upload,
+    "download": op_download,
+    "serve_http": op_serve_http,
+    "hits": op_hits,
+    "serve_grpc": op_serve_grpc,
+}
 
 
 def main() -> None:

@@ -47,11 +47,23 @@ def test_the_stranger_is_refused(net, attack):
 def test_the_stranger_sees_one_line_and_exit_7_from_the_cli(net, tmp_path):
     sample = tmp_path / "gift.txt"
     sample.write_text("gift\n")
-    run = net.stranger.run(sys.executable, "-m", "peer_app.client", "--maestro", net.maestro, "upload", str(sample),
-                           "--to", net.url("peer1"), cwd=tmp_path, env={"P2P_TOKEN": ""})
+    run = net.stranger.run(
+        sys.executable,
+        "-m",
+        "peer_app.client",
+        "--maestro",
+        net.maestro,
+        "upload",
+        str(sample),
+        "--to",
+        net.url("peer1"),
+        cwd=tmp_path,
+        env={"P2P_TOKEN": ""},
+    )
     assert run.returncode == 7, run.stderr
-    assert run.stderr.strip() == ("error: peer1 refused the upload: not a member of this network; "
-                                  "pass --token or run from the network's folder")
+    assert run.stderr.strip() == (
+        "error: peer1 refused the upload: not a member of this network; pass --token or run from the network's folder"
+    )
 
 
 def test_the_network_is_unharmed_and_its_peers_keep_beating(net):

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.support import FakePeers
+
 
 def test_health_and_info(peer, peer_config):
     assert peer.get("/health").get_json() == {"status": "ok", "peer": "peer1"}
@@ -64,7 +66,10 @@ def test_locate_with_dead_friends_is_404_after_bounded_time(peer):
     assert time.monotonic() - start < 2.0
 
 
-def test_register_remembers_a_peer_and_peers_lists_it(peer):
+def test_register_remembers_a_peer_and_peers_lists_it(peer_config):
+    from peer_app import create_app
+
+    peer = create_app(peer_config, transport=FakePeers({"http://127.0.0.1:9555": "peer9"})).test_client()
     resp = peer.post("/register", json={"url": "http://127.0.0.1:9555", "name": "peer9"})
     assert resp.status_code == 200
     urls = [p["url"] for p in peer.get("/peers").get_json()["peers"]]
@@ -119,17 +124,14 @@ def test_bad_input_gets_a_4xx_json_error(peer, method, path, body, status):
 def test_ttl_and_fanout_above_the_maximum_are_capped(peer_config, tmp_path):
     from peer_app import create_app
 
-    sent = []
-
-    def transport(url, route, params, timeout):
-        sent.append(params)
-        return {"results": [], "visited": [], "messages": 0}
-
+    learned = {f"http://127.0.0.1:{9600 + i}": f"p{i}" for i in range(5)}
+    transport = FakePeers({**learned, **{f.rest_url: f.name for f in peer_config.friends.values()}})
     client = create_app(peer_config, transport=transport).test_client()
-    for i in range(5):
-        client.post("/register", json={"url": f"http://127.0.0.1:{9600 + i}"})
+    for url in learned:
+        assert client.post("/register", json={"url": url}).status_code == 200
     resp = client.get("/search?query=a&ttl=1000&fanout=1000")
     assert resp.status_code == 200
+    sent = [params for _, route, params in transport.calls if route == "/search"]
     settings = peer_config.settings
     assert len(sent) == min(settings.search_max_fanout, 7)
     assert {p["ttl"] for p in sent} == {settings.search_max_ttl - 1}

@@ -15,11 +15,12 @@ from pathlib import Path
 import click
 import yaml
 
+from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV
+from common.security import SecretError, ensure_secret, operator_token, peer_token, read_secret
 from control import topology as topo
-from control.errors import LauncherError
+from control.errors import LauncherError, TopologyError, UnknownNode
 from control.network import Network
 
-DEFAULT_TOPOLOGY = "topology.yaml"
 TOPOLOGY_HELP = "topology file (default: topology.yaml)"
 CRASH_TAIL_LINES = 6  # log lines `status` shows for a node in a crash loop
 
@@ -81,7 +82,7 @@ topology_option = click.option(
     "--topology",
     default=DEFAULT_TOPOLOGY,
     show_default=True,
-    envvar="P2P_TOPOLOGY",
+    envvar=TOPOLOGY_ENV,
     show_envvar=True,
     type=click.Path(dir_okay=False),
     help=TOPOLOGY_HELP,
@@ -111,6 +112,26 @@ def validate(topology: str) -> None:
     """Check TOPOLOGY and print one line per problem (ports in use are checked by `up`)."""
     t = topo.load(topology)
     click.echo(f"{t.path}: ok: maestro + {len(t.peers)} peer(s)")
+
+
+@cli.command()
+@topology_argument
+@click.option("--peer", metavar="NAME", help="Print this peer's own credential instead (to debug a node).")
+def token(topology: str, peer: str | None) -> None:
+    """Print the operator's token for TOPOLOGY's network (its secret file is created if missing).
+
+    From a machine outside security.trusted_networks:
+    `P2P_TOKEN=$(python launcher.py token) python -m peer_app.client upload ...`
+    """
+    t = topo.load(topology)
+    if peer is not None and peer not in [p.name for p in t.peers]:
+        raise UnknownNode(f"unknown peer {peer!r}: the topology has {', '.join(p.name for p in t.peers)}")
+    try:
+        ensure_secret(t.security.secret_file)
+        secret = read_secret(t.security.secret_file)
+    except (SecretError, OSError) as err:
+        raise TopologyError(str(t.path), [f"security.secret_file: {err}"]) from None
+    click.echo(peer_token(secret, peer) if peer else operator_token(secret))
 
 
 @cli.command(name="render")

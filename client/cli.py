@@ -12,16 +12,23 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from client.api import Maestro, Peer
+from client.credentials import Credentials
 from client.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
 from client.download import download as fetch
 from client.retry import RETRY_FOR
-from common.errors import AlreadyExists, NotFound, P2PError
+from client.topology import client_credentials
+from common.config import TOPOLOGY_ENV
+from common.errors import AlreadyExists, Forbidden, NotFound, P2PError, Unauthorized
 from common.malloc import tune_malloc
+from common.security import NOT_A_MEMBER, TOKEN_ENV
+
+if TYPE_CHECKING:  # grpc is imported only by the commands that speak it
+    from client.transfer import TransferClient
 
 EXIT_FAILURE = 1  # SPEC §10: any failure that is not a P2PError with its own code
 EXIT_USAGE = 2
@@ -35,20 +42,45 @@ class Context:
     timeout: float
     as_json: bool
     retry_for: float = RETRY_FOR
+    credentials: Credentials = Credentials()
 
     @property
     def maestro(self) -> Maestro:
-        return Maestro(self.maestro_url, self.timeout)
+        return Maestro(self.maestro_url, self.timeout, self.credentials)
+
+    def peer(self, url: str) -> Peer:
+        return Peer(url, self.timeout, self.credentials)
+
+    def transfer(self, address: str) -> TransferClient:
+        from client.transfer import TransferClient  # grpc: only for the commands that speak it
+
+        return TransferClient(address, retry_for=self.retry_for, credentials=self.credentials)
 
     def resolve_peer(self, peer: str) -> dict:
         """A peer given as REST URL or as name -> {"name", "grpc_address", "rest_url"}."""
         if peer.startswith(("http://", "https://")):
-            info = Peer(peer, self.timeout).info()
+            with refused(peer, "lookup"):
+                info = self.peer(peer).info()
             return {"name": info["name"], "grpc_address": info["grpc_address"], "rest_url": info["rest_url"]}
-        for known in self.maestro.peers():
+        with refused("the Maestro", "lookup"):
+            known_peers = self.maestro.peers()
+        for known in known_peers:
             if known["name"] == peer:
                 return known
         raise NotFound(f"the Maestro knows no peer named {peer!r}; pass its REST URL instead")
+
+
+@contextmanager
+def refused(who: str, what: str):
+    """Say who refused what, in the user's words, when the network does not take our credential."""
+    try:
+        yield
+    except Unauthorized:
+        raise Unauthorized(
+            f"{who} refused the {what}: {NOT_A_MEMBER}; pass --token or run from the network's folder"
+        ) from None
+    except Forbidden as err:
+        raise Forbidden(f"{who} refused the {what}: {err.detail}") from None
 
     def emit(self, data: dict, human: str) -> None:
         click.echo(json.dumps(data, indent=2) if self.as_json else human)
@@ -88,10 +120,31 @@ def _holder_line(p: dict) -> str:
     metavar="SECONDS",
     help="Keep retrying busy or unreachable peers this long (growing pauses) before giving up.",
 )
+@click.option(
+    "--token",
+    envvar=TOKEN_ENV,
+    show_envvar=True,
+    metavar="TOKEN",
+    help="Your credential for the network (default: the operator's, from the topology's secret file).",
+)
+@click.option(
+    "--topology",
+    "topology_path",
+    envvar=TOPOLOGY_ENV,
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The network's topology, for its secret and TLS CA (default: ./topology.yaml).",
+)
 @click.pass_context
-def cli(ctx, maestro_url: str, timeout: float, as_json: bool, retry_for: float) -> None:
-    """Find, fetch and share files on a p2pnet network."""
-    ctx.obj = Context(maestro_url.rstrip("/"), timeout, as_json, retry_for)
+def cli(
+    ctx, maestro_url: str, timeout: float, as_json: bool, retry_for: float, token: str | None, topology_path: str | None
+) -> None:
+    """Find, fetch and share files on a p2pnet network.
+
+    Outside the network's trusted addresses (loopback by default) every change needs the
+    operator's token: --token, $P2P_TOKEN, or the secret file of the topology found.
+    """
+    ctx.obj = Context(maestro_url.rstrip("/"), timeout, as_json, retry_for, client_credentials(token, topology_path))
 
 
 @cli.command()
@@ -100,7 +153,8 @@ def cli(ctx, maestro_url: str, timeout: float, as_json: bool, retry_for: float) 
 @click.pass_obj
 def locate(obj: Context, name: str, via_peer: str | None) -> None:
     """Show which peers hold NAME."""
-    answer = Peer(via_peer, obj.timeout).locate(name) if via_peer else obj.maestro.locate(name)
+    with refused(via_peer or "the Maestro", "locate"):
+        answer = obj.peer(via_peer).locate(name) if via_peer else obj.maestro.locate(name)
     obj.emit(answer, "\n".join([f"{name}:"] + [_holder_line(p) for p in answer["peers"]]))
 
 
@@ -113,7 +167,8 @@ def locate(obj: Context, name: str, via_peer: str | None) -> None:
 def search(obj: Context, query: str, peer_url: str, fanout: int | None, ttl: int | None) -> None:
     """Flood-search the network for names containing QUERY."""
     params = {k: v for k, v in (("fanout", fanout), ("ttl", ttl)) if v is not None}
-    answer = Peer(peer_url, obj.timeout).search(query, **params)
+    with refused(peer_url, "search"):
+        answer = obj.peer(peer_url).search(query, **params)
     lines = [
         f"{len(answer['results'])} result(s) for {query!r} "
         f"({len(answer['visited'])} peers, {answer['messages']} messages):"
@@ -126,7 +181,8 @@ def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) 
     """Holders of one content of name, with its expected sha256 and size ("" / None: ask the holder)."""
     if source:
         return [obj.resolve_peer(source)], "", None
-    answer = Peer(via_peer, obj.timeout).locate(name) if via_peer else obj.maestro.locate(name)
+    with refused(via_peer or "the Maestro", "locate"):
+        answer = obj.peer(via_peer).locate(name) if via_peer else obj.maestro.locate(name)
     peers = answer["peers"]
     by_content: dict[tuple[str, int | None], list[dict]] = {}
     for peer in peers:
@@ -194,7 +250,7 @@ def download(
     """
     out = out or os.path.join(os.getcwd(), name)
     holders, sha, size = _holders(obj, name, source, via_peer)
-    with progress_bar(size or 0, name) as update:
+    with progress_bar(size or 0, name) as update, refused(", ".join(h["name"] for h in holders), "download"):
         result = fetch(
             name,
             out,
@@ -208,6 +264,7 @@ def download(
             progress=update,
             lanes=not no_lane,
             retry_for=obj.retry_for,
+            credentials=obj.credentials,
         )
     names = ", ".join(result.sources) or "local partial file"
     resumed = f", resumed after {result.resumed} bytes" if result.resumed else ""
@@ -239,11 +296,9 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
     """Send the local file PATH to a peer's shared folder."""
     peer = obj.resolve_peer(target)
     name = name or os.path.basename(path)
-    from client.transfer import TransferClient  # grpc: only for the commands that speak it
-
-    size = os.path.getsize(path)
-    with TransferClient(peer["grpc_address"], retry_for=obj.retry_for) as t, progress_bar(size, name) as update:
-        status = t.upload(path, name, overwrite=overwrite, progress=update)
+    with obj.transfer(peer["grpc_address"]) as t, progress_bar(os.path.getsize(path), name) as update:
+        with refused(peer["name"], "upload"):
+            status = t.upload(path, name, overwrite=overwrite, progress=update)
     obj.emit(
         {"file": status.filename, "size": status.size, "sha256": status.sha256, "to": peer["name"]},
         f"uploaded {status.filename} ({status.size} bytes) to {peer['name']}",
@@ -258,10 +313,9 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
 def dummy_download(obj: Context, name: str, source: str, size: int) -> None:
     """ECO/DUMMY: stream NAME's bytes from a peer and drop them."""
     peer = obj.resolve_peer(source)
-    from client.transfer import TransferClient  # grpc: only for the commands that speak it
-
-    with TransferClient(peer["grpc_address"], retry_for=obj.retry_for) as t, progress_bar(size, name) as update:
-        received = t.dummy_download(name, size, progress=update)
+    with obj.transfer(peer["grpc_address"]) as t, progress_bar(size, name) as update:
+        with refused(peer["name"], "dummy-download"):
+            received = t.dummy_download(name, size, progress=update)
     obj.emit(
         {"file": name, "received": received, "from": peer["name"]},
         f"dummy-download {name}: {received} bytes from {peer['name']}",
@@ -275,10 +329,9 @@ def dummy_download(obj: Context, name: str, source: str, size: int) -> None:
 def dummy_upload(obj: Context, target: str, size: int) -> None:
     """ECO/DUMMY: send SIZE bytes to a peer, which drops them."""
     peer = obj.resolve_peer(target)
-    from client.transfer import TransferClient  # grpc: only for the commands that speak it
-
-    with TransferClient(peer["grpc_address"], retry_for=obj.retry_for) as t, progress_bar(size, "dummy") as update:
-        status = t.dummy_upload(size, progress=update)
+    with obj.transfer(peer["grpc_address"]) as t, progress_bar(size, "dummy") as update:
+        with refused(peer["name"], "dummy-upload"):
+            status = t.dummy_upload(size, progress=update)
     obj.emit(
         {"sent": size, "received": status.size, "to": peer["name"]},
         f"dummy-upload: {status.size} bytes received by {peer['name']}",

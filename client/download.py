@@ -372,7 +372,7 @@ class Download:
         elif (
             errors
             and all(isinstance(e, type(errors[0])) for e in errors)
-            and isinstance(errors[0], (DataLoss, NotFound, BadRequest))
+            and isinstance(errors[0], (DataLoss, NotFound, BadRequest, Unauthorized))
         ):
             kind = type(errors[0])
         if part is not None and part.done:

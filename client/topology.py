@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from client.credentials import Credentials
 from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV, http_url, run_dir_of
 from common.security import SecretError, operator_token, read_secret, secret_path
 from common.tls import CA_FILE
@@ -73,3 +74,13 @@ def read_network(path: str | os.PathLike) -> NetworkView | None:
         tls=tls,
         secret_file=secret_path(path.parent, raw_secret if isinstance(raw_secret, str) else None),
     )
+
+
+def client_credentials(token: str | None, topology: str | os.PathLike | None = None) -> Credentials:
+    """What the CLI presents: token if given, else the operator's from the topology found; its CA with TLS."""
+    path = find_topology(topology)
+    view = read_network(path) if path is not None else None
+    if not token and view is not None:
+        token = view.operator_token()
+    ca = str(view.ca_file) if view is not None and view.tls and view.ca_file.is_file() else None
+    return Credentials(token=token or None, ca_file=ca)

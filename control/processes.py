@@ -16,12 +16,21 @@ from pathlib import Path
 
 from common.config import CONFIG_ENV, Friend, NodeConfig, Settings, write_config
 from common.http import new_session
+from common.tls import node_files
 from control.generate import free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # every program runs from here (supervisord's directory)
 
 GRACEFUL_TIMEOUT = 3  # seconds gunicorn gives in-flight requests on stop; supervisor waits longer
 KEEP_ALIVE = 1  # seconds an idle keep-alive connection is held; a stopping worker waits it out
+
+
+def _tls_arguments(config: NodeConfig) -> list[str]:
+    """gunicorn's certificate and key for a node of a TLS network (none otherwise)."""
+    if not config.security.tls:
+        return []
+    files = node_files(config.security.tls_dir, config.name)
+    return ["--certfile", str(files.cert), "--keyfile", str(files.key)]
 
 
 def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
@@ -53,6 +62,7 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
         "--no-control-socket",
         "--config",
         "python:common.gunicorn_conf",
+        *_tls_arguments(config),
         app,
     ]
     if config.role == "maestro":

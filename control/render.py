@@ -19,7 +19,10 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.config import Friend, NodeConfig, write_config
+from common.config import Friend, NodeConfig, Security, write_config
+from common.security import SecretError, ensure_secret, loose_permissions, read_secret
+from common.tls import ensure_tls
+from control.errors import TopologyError
 from control.private import make_private, runtime_dir
 from control.processes import PROJECT_ROOT, RESTARTER, node_environment, node_programs, restarter_command
 from control.topology import MAESTRO, Topology
@@ -58,6 +61,10 @@ class RunLayout:
         return self.run_dir / "logs"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
+    @property
     def serverurl(self) -> str:
         return f"unix://{self.socket}"
 
@@ -90,6 +97,8 @@ class Rendered:
     processes: tuple[ProcessSpec, ...]
     link: Path  # supervisord.conf in the topology's folder, for plain supervisorctl
     dirs: tuple[Path, ...] = field(default=())
+    secret_file: Path | None = None  # created (0600) when missing
+    tls_hosts: dict[str, str] = field(default_factory=dict)  # node -> host, when the network uses TLS
 
     def programs_of(self, node: str) -> list[str]:
         return [p.name for p in self.processes if p.node == node]
@@ -119,9 +128,23 @@ def layout_for(topology: Topology) -> RunLayout:
     return RunLayout(run_dir=run_dir, socket=socket_path_for(run_dir))
 
 
+def node_security(topology: Topology, layout: RunLayout) -> Security:
+    """The security section every node's config carries: the secret's path (never the secret itself)."""
+    spec = topology.security
+    return Security(
+        secret_file=str(spec.secret_file),
+        trusted_networks=spec.trusted_networks,
+        read=spec.read,
+        tls=spec.tls,
+        tls_dir=str(layout.tls_dir) if spec.tls else "",
+        allow_hardlinks=spec.allow_hardlinks,
+    )
+
+
 def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]:
     """The JSON config of every node this machine runs, by node name."""
     maestro = topology.maestro
+    security = node_security(topology, layout)
     configs = {
         MAESTRO: NodeConfig(
             role="maestro",
@@ -132,7 +155,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             run_dir=str(layout.run_dir),
             maestro_url=maestro.url,
             settings=topology.settings,
-            security=topology.security,
+            security=security,
         ),
     }
     for peer in topology.peers:
@@ -152,7 +175,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             maestro_url=maestro.url,
             friends=friends,
             settings=topology.settings,
-            security=topology.security,
+            security=security,
         )
     return {name: config for name, config in configs.items() if topology.is_local(name)}
 
@@ -258,6 +281,10 @@ def render(topology: Topology, project_root: Path) -> Rendered:
         processes=processes,
         link=topology.folder / "supervisord.conf",
         dirs=dirs,
+        secret_file=topology.security.secret_file,
+        tls_hosts={name: cfg.host for name, cfg in node_configs(topology, layout).items()}
+        if topology.security.tls
+        else {},
     )
 
 
@@ -271,6 +298,20 @@ def _same_config(path: Path, config: NodeConfig) -> bool:
         return False
 
 
+def write_security(rendered: Rendered) -> list[str]:
+    """Create the secret file when missing and, with TLS, the CA and node certificates; return warnings."""
+    if rendered.secret_file is None:
+        return []
+    try:
+        ensure_secret(rendered.secret_file)
+        secret = read_secret(rendered.secret_file)
+    except SecretError as err:
+        raise TopologyError(str(rendered.secret_file), [str(err)]) from None
+    if rendered.tls_hosts:
+        ensure_tls(rendered.layout.tls_dir, secret, rendered.tls_hosts)
+    return [w for w in [loose_permissions(rendered.secret_file)] if w]
+
+
 def write(rendered: Rendered) -> tuple[set[Path], str | None]:
     """Write the rendered files; return the paths that changed and a warning, if any."""
     changed: set[Path] = set()
@@ -278,6 +319,7 @@ def write(rendered: Rendered) -> tuple[set[Path], str | None]:
     make_private(rendered.layout.socket.parent, tighten=True)
     for d in rendered.dirs:
         d.mkdir(parents=True, exist_ok=True)
+    warnings = write_security(rendered)
     for path, config in rendered.configs.items():
         if not _same_config(path, config):
             write_config(config, path)
@@ -293,7 +335,8 @@ def write(rendered: Rendered) -> tuple[set[Path], str | None]:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         changed.add(path)
-    return changed, _link(rendered.link, rendered.layout.conf)
+    warnings.append(_link(rendered.link, rendered.layout.conf))
+    return changed, "; ".join(w for w in warnings if w) or None
 
 
 def _link(link: Path, target: Path) -> str | None:

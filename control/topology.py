@@ -8,17 +8,19 @@ after a problem so the user sees all of them at once.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.config import SETTING_CHOICES, Security, Settings, address, http_url
+from common.config import DEFAULT_TRUSTED_NETWORKS, READ_MODES, SETTING_CHOICES, Settings, address, http_url
 from common.names import peer_name_problem
 from common.net import WILDCARDS, bind_errno, is_local_address
+from common.security import DEFAULT_SECRET_FILE, secret_path
 from control.errors import TopologyError
 
 MAESTRO = "maestro"
@@ -26,6 +28,8 @@ TOP_KEYS = ("maestro", "peers", "settings", "security")
 MAESTRO_KEYS = ("host", "bind", "port")
 PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "shared_dir", "friends")
 AUTO = "auto"  # `up --host auto`: the nodes whose address belongs to this machine
+SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardlinks")
+SECURITY_FLAGS = ("tls", "allow_hardlinks")  # the section's true/false keys
 FRIEND_ROLES = ("primary", "backup")
 # settings that may be zero; every other one must be positive
 _MAY_BE_ZERO = {"heartbeat_jitter", "lane_ticket_seconds"}
@@ -36,10 +40,11 @@ class MaestroSpec:
     host: str  # the address it advertises
     port: int
     bind: str | None = None  # the address it listens on (default: host)
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return http_url(self.host, self.port)
+        return http_url(self.host, self.port, tls=self.tls)
 
     @property
     def listen(self) -> str:
@@ -56,6 +61,7 @@ class PeerSpec:
     primary: str
     backup: str
     bind: str | None = None  # the address it listens on (default: host)
+    tls: bool = False
 
     @property
     def listen(self) -> str:
@@ -63,11 +69,22 @@ class PeerSpec:
 
     @property
     def rest_url(self) -> str:
-        return http_url(self.host, self.rest_port)
+        return http_url(self.host, self.rest_port, tls=self.tls)
 
     @property
     def grpc_address(self) -> str:
         return address(self.host, self.grpc_port)
+
+
+@dataclass(frozen=True)
+class SecuritySpec:
+    """The `security:` section (SPEC §8), with the secret file's path made absolute."""
+
+    secret_file: Path
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
+    read: str = "open"
+    tls: bool = False
+    allow_hardlinks: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +93,7 @@ class Topology:
     maestro: MaestroSpec
     peers: tuple[PeerSpec, ...]
     settings: Settings
-    security: Security = Security()
+    security: SecuritySpec = field(default_factory=lambda: SecuritySpec(Path(DEFAULT_SECRET_FILE)))
     # Which nodes run on this machine (SPEC §9); None: all of them (a single-machine network).
     local: frozenset[str] | None = None
     host_label: str = ""  # names this machine's run folder when only some nodes are local
@@ -171,12 +188,14 @@ def parse(data: Any, path: Path) -> Topology:
     maestro = _maestro(data, problems)
     peers = _peers(data, path.parent, problems)
     settings = _settings(data.get("settings"), problems)
-    security = _security(data.get("security"), problems)
+    security = _security(data.get("security"), path.parent, problems)
     _check_ports(maestro, data.get("peers"), problems)
 
     if problems:
         raise TopologyError(source, problems)
     assert maestro is not None
+    maestro = replace(maestro, tls=security.tls)
+    peers = [replace(p, tls=security.tls) for p in peers]
     return Topology(path=path, maestro=maestro, peers=tuple(peers), settings=settings, security=security)
 
 
@@ -361,22 +380,56 @@ def _settings(raw: Any, problems: list[str]) -> Settings:
     return settings
 
 
-def _security(raw: Any, problems: list[str]) -> Security:
+def _security(raw: Any, folder: Path, problems: list[str]) -> SecuritySpec:
+    default = SecuritySpec(secret_file=secret_path(folder))
     if raw is None:
-        return Security()
+        return default
     if not isinstance(raw, dict):
-        problems.append("security: must be a mapping of key: value")
-        return Security()
-    defaults = {f.name: f.default for f in fields(Security)}
+        problems.append(f"security: must be a mapping with keys {', '.join(SECURITY_KEYS)}")
+        return default
+    _unknown_keys(raw, SECURITY_KEYS, "security.", problems)
     values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in defaults:
-            problems.append(f"security.{key}: unknown key (known: {', '.join(sorted(defaults))})")
-        elif isinstance(defaults[key], bool) and not isinstance(value, bool):
-            problems.append(f"security.{key}: {value!r} is not true or false")
+    secret_file = raw.get("secret_file")
+    if secret_file is not None:
+        if isinstance(secret_file, str) and secret_file.strip():
+            values["secret_file"] = Path(os.path.normpath(secret_path(folder, secret_file)))
         else:
-            values[key] = value
-    return Security(**values)
+            problems.append(f"security.secret_file: {secret_file!r} is not a path")
+    networks = raw.get("trusted_networks")
+    if networks is not None:
+        if not isinstance(networks, list):
+            problems.append("security.trusted_networks: must be a list of networks like 127.0.0.0/8 (or [])")
+        else:
+            values["trusted_networks"] = tuple(_networks(networks, problems))
+    read = raw.get("read")
+    if read is not None:
+        if read in READ_MODES:
+            values["read"] = read
+        else:
+            problems.append(f"security.read: {read!r} is not one of {', '.join(READ_MODES)}")
+    for flag in SECURITY_FLAGS:
+        value = raw.get(flag)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            values[flag] = value
+        else:
+            problems.append(f"security.{flag}: {value!r} is not true or false")
+    return replace(default, **values)
+
+
+def _networks(raw: list, problems: list[str]) -> list[str]:
+    networks = []
+    for i, value in enumerate(raw):
+        key = f"security.trusted_networks[{i}]"
+        if not isinstance(value, str):
+            problems.append(f"{key}: {value!r} is not a network like 10.0.0.0/8")
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(value, strict=True)))
+        except (TypeError, ValueError) as err:
+            problems.append(f"{key}: {value!r} is not a network ({err})")
+    return networks
 
 
 def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:

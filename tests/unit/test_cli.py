@@ -20,18 +20,28 @@ def test_an_unreachable_maestro_exits_4_with_one_line(capsys):
     assert code == 4 and len(err.strip().splitlines()) == 1 and err.startswith("error: cannot reach")
 
 
+REFUSED = "the Maestro refused the locate: not a member of this network; pass --token or run from the network's folder"
+
+
 @pytest.mark.parametrize(
-    ("error", "code"),
-    [(NotFound, 3), (Unavailable, 4), (DataLoss, 5), (Busy, 6), (Unauthorized, 7), (P2PError, 1)],
+    ("error", "code", "line"),
+    [
+        (NotFound, 3, "what went wrong"),
+        (Unavailable, 4, "what went wrong"),
+        (DataLoss, 5, "what went wrong"),
+        (Busy, 6, "what went wrong"),
+        (Unauthorized, 7, REFUSED),  # said in the user's words: who refused what, and what to do
+        (P2PError, 1, "what went wrong"),
+    ],
     ids=lambda v: getattr(v, "__name__", str(v)),
 )
-def test_each_error_exits_with_its_code(monkeypatch, capsys, error, code):
+def test_each_error_exits_with_its_code(monkeypatch, capsys, error, code, line):
     def fail(self, name):
         raise error("what went wrong")
 
     monkeypatch.setattr(cli.Maestro, "locate", fail)
     assert cli.main(["locate", "x.txt"]) == code
-    assert capsys.readouterr().err == "error: what went wrong\n"
+    assert capsys.readouterr().err == f"error: {line}\n"
 
 
 def test_an_existing_target_names_the_flag_that_replaces_it(monkeypatch, capsys, tmp_path):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from client.api import Maestro, Peer
-from client.credentials import Credentials
+from client.credentials import NONE, Credentials
 from client.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
 from client.download import download as fetch
 from client.retry import RETRY_FOR
@@ -42,7 +42,7 @@ class Context:
     timeout: float
     as_json: bool
     retry_for: float = RETRY_FOR
-    credentials: Credentials = Credentials()
+    credentials: Credentials = NONE
 
     @property
     def maestro(self) -> Maestro:
@@ -69,6 +69,9 @@ class Context:
                 return known
         raise NotFound(f"the Maestro knows no peer named {peer!r}; pass its REST URL instead")
 
+    def emit(self, data: dict, human: str) -> None:
+        click.echo(json.dumps(data, indent=2) if self.as_json else human)
+
 
 @contextmanager
 def refused(who: str, what: str):
@@ -81,9 +84,6 @@ def refused(who: str, what: str):
         ) from None
     except Forbidden as err:
         raise Forbidden(f"{who} refused the {what}: {err.detail}") from None
-
-    def emit(self, data: dict, human: str) -> None:
-        click.echo(json.dumps(data, indent=2) if self.as_json else human)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ import requests
 
 from common.config import Friend, NodeConfig, Settings
 from tests.e2e.stranger import ROOT, Stranger
-from tests.support import Node, node_configs, wait_until, write_nodes
+from tests.support import Node, metric_value, node_configs, wait_until, write_nodes
 
 ORIGINAL = {
     "peer1": {"archivo1.txt": b"uno\n"},
@@ -339,9 +339,9 @@ def ssrf_register(net: Net) -> Outcome:
     target = net.listener_url + "/steal?x=1"
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": target})
     kept = target in net.known_urls("peer2")
-    before = len(net.stranger.do("hits")["hits"])
+    before = len(net.stranger.do("hits", port=LISTENER_PORT)["hits"])
     requests.get(net.url("peer2") + "/search", params={"query": "zzz", "fanout": 8}, headers=net.op(), timeout=10)
-    sent = len(net.stranger.do("hits")["hits"]) - before
+    sent = len(net.stranger.do("hits", port=LISTENER_PORT)["hits"]) - before
     return Outcome(
         "ssrf-register-path-query",
         "SSRF: peer /register stores a URL with path and query",
@@ -460,6 +460,11 @@ ATTACKS: list[Callable[[Net], Outcome]] = [
 # --- what must keep working, over the same non-loopback address ----------------------------------
 
 
+def _last_line(run: subprocess.CompletedProcess) -> str:
+    lines = (run.stdout or run.stderr).strip().splitlines()
+    return lines[-1][:160] if lines else f"exit {run.returncode}"
+
+
 def operator_works(net: Net) -> list[Check]:
     checks = []
     work = net.tmp / "operator"
@@ -467,7 +472,7 @@ def operator_works(net: Net) -> list[Check]:
     mine = work / "mine.txt"
     mine.write_bytes(os.urandom(200_000))
     up = net.client("upload", str(mine), "--to", net.url("peer3"), "--name", "operator.txt")
-    checks.append(Check("operator upload", up.returncode == 0, (up.stdout or up.stderr).strip()[:100]))
+    checks.append(Check("operator upload", up.returncode == 0, _last_line(up)))
     down = net.client("download", "archivo2.txt", "--out", str(work / "archivo2.txt"))
     got = (work / "archivo2.txt").read_bytes() if down.returncode == 0 else b""
     checks.append(
@@ -500,6 +505,15 @@ def network_unharmed(net: Net) -> list[Check]:
         addrs == [net.grpc(peer)] for peer, files in ORIGINAL.items() for f in files for addrs in [holders[f]]
     )
     sha1 = [p["sha256"] for p in net.locate("archivo1.txt")]
+
+    def dropped(node: str, reason: str) -> float:
+        text = requests.get(net.url(node) + "/metrics", headers=net.op(), timeout=5).text
+        return metric_value(text, "p2p_remote_answers_dropped_total", reason=reason)
+
+    counted = {
+        "peer1 impersonation": dropped("peer1", "impersonation"),
+        "peer3 malformed": dropped("peer3", "malformed"),
+    }
     return [
         Check("peers registered (non-loopback)", names == ["peer1", "peer2", "peer3"], f"alive: {names}"),
         Check("peers' heartbeats (non-loopback)", beating, "every peer beat again within 5 s"),
@@ -508,6 +522,7 @@ def network_unharmed(net: Net) -> list[Check]:
             truthful and sha1 == [hashlib.sha256(b"uno\n").hexdigest()],
             f"holders: {holders}",
         ),
+        Check("bad answers counted in /metrics", all(counted.values()), f"dropped: {counted}"),
     ]
 
 

@@ -13,7 +13,7 @@ Commands (field "op"):
   dummy_upload {address, size, metadata?}                     -> {code, details, size?}
   download     {address, name, metadata?}                     -> {code, details, size?, sha256?}
   serve_http   {host, port, routes: {path: json answer}, default?: json}  -> {url}
-  hits         {}                                            -> {hits: ["GET /search?...", ...]}
+  hits         {port?}                                       -> {hits: ["PORT GET /search?...", ...]}
   serve_grpc   {host, port, data_hex}                        -> {address}   (Download serves data)
   quit         {}
 """
@@ -122,7 +122,7 @@ def op_serve_http(cmd: dict) -> dict:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             with _hits_lock:
-                _hits.append(f"{self.command} {self.path}")
+                _hits.append(f"{self.server.server_address[1]} {self.command} {self.path}")
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(min(length, 1 << 20))
@@ -146,8 +146,9 @@ def op_serve_http(cmd: dict) -> dict:
 
 
 def op_hits(cmd: dict) -> dict:
+    port = cmd.get("port")
     with _hits_lock:
-        return {"hits": list(_hits)}
+        return {"hits": [h for h in _hits if port is None or h.startswith(f"{port} ")]}
 
 
 class _FakeFiles(transfer_pb2_grpc.FileTransferServicer):

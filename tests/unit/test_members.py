@@ -1,0 +1,315 @@
+"""Members only, in-process: who may call what on the Maestro, a peer's REST API and its gRPC server.
+
+Strangers are simulated with a non-trusted REMOTE_ADDR (Flask) or with trusted_networks=()
+(gRPC on loopback); the real non-loopback case runs in tests/e2e/test_attacks.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import grpc
+import pytest
+
+from common import transfer_pb2, transfer_pb2_grpc
+from common.config import Security
+from common.errors import Forbidden, Unauthorized, from_rpc_error
+from common.rpc import CHANNEL_OPTIONS
+from common.security import Guard, ensure_secret, grpc_metadata, operator_token, peer_token, read_secret
+from peer_app.grpc_server import create_server
+from tests.support import FakePeers, metric_value
+
+STRANGER = {"REMOTE_ADDR": "10.208.0.2"}
+SHA = "c" * 64
+
+
+@pytest.fixture
+def secret_file(tmp_path) -> Path:
+    path = tmp_path / ".p2p-secret"
+    ensure_secret(path)
+    return path
+
+
+@pytest.fixture
+def secret(secret_file) -> bytes:
+    return read_secret(secret_file)
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def with_security(config, secret_file, **fields):
+    return dataclasses.replace(config, security=Security(secret_file=str(secret_file), **fields))
+
+
+def registration(name: str) -> dict:
+    return {"name": name, "rest_url": "http://10.0.0.2:9003", "grpc_address": "10.0.0.2:9004",
+            "files": [{"name": "a.txt", "size": 1, "mtime": 1.0, "sha256": SHA}]}  # fmt: skip
+
+
+@pytest.fixture
+def members_maestro(maestro_config, secret_file):
+    from maestro_app import create_app
+
+    return create_app(with_security(maestro_config, secret_file)).test_client()
+
+
+# --- the Maestro ---------------------------------------------------------------------------------
+
+
+def test_a_stranger_cannot_register_or_heartbeat_at_the_maestro(members_maestro):
+    for path, body in (("/register", registration("peer2")), ("/heartbeat", {"name": "peer2"})):
+        resp = members_maestro.post(path, json=body, environ_base=STRANGER)
+        assert resp.status_code == 401
+        assert resp.get_json()["error"] == "Unauthorized"
+        assert "not a member" in resp.get_json()["detail"]
+    assert members_maestro.get("/peers").get_json()["peers"] == []
+
+
+def test_a_peer_registers_and_beats_only_as_itself(members_maestro, secret):
+    peer3 = auth(peer_token(secret, "peer3"))
+    resp = members_maestro.post("/register", json=registration("peer2"), headers=peer3, environ_base=STRANGER)
+    assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden")
+    assert (
+        members_maestro.post("/register", json=registration("peer3"), headers=peer3, environ_base=STRANGER).status_code
+        == 200
+    )
+    assert (
+        members_maestro.post("/heartbeat", json={"name": "peer3"}, headers=peer3, environ_base=STRANGER).status_code
+        == 200
+    )
+    resp = members_maestro.post("/heartbeat", json={"name": "peer2"}, headers=peer3, environ_base=STRANGER)
+    assert resp.status_code == 403
+
+
+def test_the_operator_may_register_anyone_by_token_or_from_loopback(members_maestro, secret):
+    operator = auth(operator_token(secret))
+    assert (
+        members_maestro.post(
+            "/register", json=registration("peer2"), headers=operator, environ_base=STRANGER
+        ).status_code
+        == 200
+    )
+    assert members_maestro.post("/register", json=registration("peer4")).status_code == 200  # loopback
+
+
+def test_reads_stay_open_by_default(members_maestro):
+    members_maestro.post("/register", json=registration("peer2"))
+    assert members_maestro.get("/locate?file=a.txt", environ_base=STRANGER).status_code == 200
+    assert members_maestro.get("/peers", environ_base=STRANGER).status_code == 200
+
+
+def test_read_members_closes_every_get_but_health(maestro_config, secret_file, secret):
+    from maestro_app import create_app
+
+    client = create_app(with_security(maestro_config, secret_file, read="members")).test_client()
+    client.post("/register", json=registration("peer2"))
+    for path in ("/locate?file=a.txt", "/locate?file=none.txt", "/peers", "/directory", "/", "/metrics"):
+        assert client.get(path, environ_base=STRANGER).status_code == 401, path
+    token = auth(peer_token(secret, "peer7"))
+    assert client.get("/locate?file=a.txt", headers=token, environ_base=STRANGER).status_code == 200  # fast path
+    assert client.get("/peers", headers=token, environ_base=STRANGER).status_code == 200
+    assert client.get("/health", environ_base=STRANGER).status_code == 200
+
+
+# --- a peer's REST API ---------------------------------------------------------------------------
+
+
+def test_a_stranger_cannot_register_bootstrap_or_refresh_at_a_peer(peer_config, secret_file):
+    from peer_app import create_app
+
+    client = create_app(with_security(peer_config, secret_file)).test_client()
+    for path, body in (("/register", {"url": "http://10.0.0.9:1"}), ("/bootstrap", None), ("/refresh", None)):
+        assert client.post(path, json=body, environ_base=STRANGER).status_code == 401, path
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.0.0.9:1/steal", "http://10.0.0.9:1/?x=1", "http://user@10.0.0.9:1", "http://10.0.0.9", "ftp://h:1",
+     "https://10.0.0.9:1", "http://10.0.0.9:1#frag"],
+    ids=["path", "query", "userinfo", "no-port", "ftp", "other-scheme", "fragment"],
+)  # fmt: skip
+def test_register_takes_scheme_host_port_only(peer_config, url):
+    from peer_app import create_app
+
+    transport = FakePeers({url: "peer9"})
+    resp = create_app(peer_config, transport=transport).test_client().post("/register", json={"url": url})
+    assert resp.status_code == 400
+    assert transport.calls == []  # refused before anything was asked
+
+
+def test_a_url_is_kept_only_when_it_proves_to_be_a_member(peer_config, secret_file, secret):
+    from peer_app import create_app
+
+    config = with_security(peer_config, secret_file)
+    member, outsider, listener = "http://10.0.0.5:9003", "http://10.0.0.6:9003", "http://10.0.0.7:80"
+    transport = FakePeers({member: "peer5", outsider: "peer6"}, guard=Guard(secret))
+    transport.peers[outsider] = "peer6"
+    outsider_guard = Guard(b"another network's secret, 32+ bytes long")
+    honest = transport.__call__
+
+    def answer(url, route, params, timeout):
+        if url == outsider:  # a p2pnet peer of another network: its proof is wrong here
+            return {"name": "peer6", "rest_url": url, "grpc_address": "h:1",
+                    "proof": outsider_guard.proof("peer6", url, params["challenge"])}  # fmt: skip
+        if url == listener:
+            return {"status": "ok"}  # anything but a peer
+        return honest(url, route, params, timeout)
+
+    client = create_app(config, transport=answer).test_client()
+    assert client.post("/register", json={"url": member}).status_code == 200
+    for url in (outsider, listener, "http://10.0.0.8:1"):
+        resp = client.post("/register", json={"url": url})
+        assert resp.status_code == 400, url
+    known = {p["url"]: p["name"] for p in client.get("/peers").get_json()["peers"]}
+    assert known[member] == "peer5"
+    assert {outsider, listener, "http://10.0.0.8:1"}.isdisjoint(known)
+
+
+def test_the_name_kept_is_the_proven_one_and_friends_are_never_renamed(peer_config):
+    from peer_app import create_app
+
+    primary = peer_config.friends["primary"]
+    elsewhere = "http://10.0.0.5:9003"
+    transport = FakePeers({elsewhere: "peer2", "http://10.0.0.6:9003": "peer6", primary.rest_url: "peer2"})
+    client = create_app(peer_config, transport=transport).test_client()
+    # a friend's URL under another name: nothing changes
+    assert client.post("/register", json={"url": primary.rest_url, "name": "peer1"}).status_code == 200
+    # a claimed name that the URL does not prove
+    assert client.post("/register", json={"url": "http://10.0.0.6:9003", "name": "peer2"}).status_code == 400
+    # someone proving a friend's name at another address does not replace the friend
+    assert client.post("/register", json={"url": elsewhere}).status_code == 400
+    peers = client.get("/peers").get_json()["peers"]
+    assert [(p["name"], p["url"], p["role"]) for p in peers] == [
+        ("peer2", primary.rest_url, "primary"),
+        ("peer3", peer_config.friends["backup"].rest_url, "backup"),
+    ]
+
+
+def test_learned_peers_are_capped(peer_config):
+    from peer_app import create_app
+
+    config = dataclasses.replace(peer_config, settings=dataclasses.replace(peer_config.settings, max_learned_peers=2))
+    urls = {f"http://10.0.0.{i}:9003": f"peer{i + 10}" for i in range(3)}
+    client = create_app(config, transport=FakePeers(urls)).test_client()
+    codes = [client.post("/register", json={"url": url}).status_code for url in urls]
+    assert codes == [200, 200, 503]
+    assert client.post("/register", json={"url": "http://10.0.0.0:9003"}).status_code == 200  # known: re-verified
+
+
+def test_info_proves_membership_for_a_challenge(peer_config, secret_file, secret):
+    from peer_app import create_app
+
+    client = create_app(with_security(peer_config, secret_file)).test_client()
+    info = client.get("/info?challenge=abcdefghijklmnop").get_json()
+    assert Guard(secret).proves("peer1", peer_config.rest_url, "abcdefghijklmnop", info["proof"])
+    assert "proof" not in client.get("/info").get_json()
+
+
+def test_bootstrap_learns_only_the_listed_peers_that_prove_themselves(peer_config, secret_file, secret, monkeypatch):
+    from peer_app import create_app
+
+    friends = {f.rest_url: f.name for f in peer_config.friends.values()}
+    listed = [{"url": "http://10.0.0.5:9003"}, {"url": "http://10.0.0.7:80/steal?x=1"}, {"url": "http://10.0.0.8:1"},
+              {"url": "nonsense"}, "nonsense"]  # fmt: skip
+    transport = FakePeers({**friends, "http://10.0.0.5:9003": "peer5"}, guard=Guard(secret))
+
+    def answer(url, route, params, timeout):
+        return transport(url, route, params, timeout)
+
+    client = create_app(with_security(peer_config, secret_file), transport=answer).test_client()
+    from client import api
+
+    def friend_answers(self, payload):  # each friend lists peers, honest or not
+        return {"status": "registered", "name": friends[self.url], "peers": listed}
+
+    monkeypatch.setattr(api.Peer, "register", friend_answers)
+    body = client.post("/bootstrap").get_json()
+    assert [f["ok"] for f in body["friends"]] == [True, True]
+    urls = [p["url"] for p in client.get("/peers").get_json()["peers"]]
+    assert urls == [*friends, "http://10.0.0.5:9003"]
+
+
+def test_a_lying_or_malformed_answer_is_dropped_counted_and_never_replaces_ours(peer_config):
+    from peer_app import create_app
+
+    primary, backup = (f.rest_url for f in peer_config.friends.values())
+    lie = {"results": [{"file": "archivo1.txt", "peer": "peer1", "rest_url": "http://evil:1",
+                        "grpc_address": "evil:2", "size": 1, "sha256": SHA}], "visited": [], "messages": 0}  # fmt: skip
+    nonsense = {"results": [], "visited": [], "messages": "x"}
+
+    def transport(url, route, params, timeout):
+        return lie if url == primary else nonsense
+
+    client = create_app(peer_config, transport=transport).test_client()
+    resp = client.get("/search?query=archivo")
+    assert resp.status_code == 200
+    assert [(r["peer"], r["grpc_address"]) for r in resp.get_json()["results"]] == [("peer1", peer_config.grpc_address)]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert metric_value(metrics, "p2p_remote_answers_dropped_total", reason="impersonation") == 1
+    assert metric_value(metrics, "p2p_remote_answers_dropped_total", reason="malformed") == 1
+    assert backup  # both friends were asked
+
+
+# --- gRPC ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def guarded_grpc(peer_config, secret_file):
+    """A gRPC server that trusts no address (so loopback callers are strangers)."""
+    servers, channels = [], []
+
+    def start(**fields):
+        config = with_security(peer_config, secret_file, trusted_networks=(), **fields)
+        server, port, _ = create_server(config, "127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
+        return transfer_pb2_grpc.FileTransferStub(channels[-1])
+
+    yield start
+    for channel in channels:
+        channel.close()
+    for server in servers:
+        server.stop(None)
+
+
+def _upload(stub, name: str, data: bytes, metadata=None):
+    first = transfer_pb2.FileChunk(filename=name, data=data, size=len(data), overwrite=True)
+    return stub.Upload(iter([first]), timeout=10, metadata=metadata)
+
+
+def test_upload_needs_a_member_and_says_unauthenticated(guarded_grpc, peer_config, secret):
+    stub = guarded_grpc()
+    with pytest.raises(grpc.RpcError) as err:
+        _upload(stub, "archivo1.txt", b"evil")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert type(from_rpc_error(err.value)) is Unauthorized
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DummyUpload(iter([transfer_pb2.FileChunk(data=b"x")]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (Path(peer_config.shared_dir) / "archivo1.txt").read_text() == "hola\n"
+    assert _upload(stub, "new.txt", b"mine", metadata=grpc_metadata(operator_token(secret))).ok
+    assert _upload(stub, "peer.txt", b"mine", metadata=grpc_metadata(peer_token(secret, "peer2"))).ok
+
+
+def test_download_is_open_unless_read_members(guarded_grpc, secret):
+    def first(stub, metadata=None):
+        return next(iter(stub.Download(transfer_pb2.FileRequest(filename="archivo1.txt"), timeout=10,
+                                       metadata=metadata))).data  # fmt: skip
+
+    assert first(guarded_grpc()) == b"hola\n"
+    members = guarded_grpc(read="members")
+    with pytest.raises(grpc.RpcError) as err:
+        first(members)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert first(members, grpc_metadata(peer_token(secret, "peer2"))) == b"hola\n"
+
+
+def test_forbidden_maps_to_permission_denied_and_back():
+    assert Forbidden.grpc_code == grpc.StatusCode.PERMISSION_DENIED and Forbidden.http_status == 403
+    assert (Unauthorized.name, Forbidden.name, Unauthorized.exit_code, Forbidden.exit_code) == (
+        "Unauthorized", "Forbidden", 7, 7
+    )  # fmt: skip

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.discovery import fill_directory
 from common.security import ensure_secret, operator_token, read_secret
 from control.generate import free_ports
 
@@ -149,25 +150,6 @@ def _wait_http(url: str, headers: dict, proc: subprocess.Popen, timeout: float =
 # --- /locate --------------------------------------------------------------------------------------
 
 
-def fill_directory(db: Path, peers: int = 10, files: int = 10) -> list[str]:
-    """Peers x files straight into a Maestro SQLite file (the schema every version shares)."""
-    from maestro_app.directory import Directory, FileEntry
-
-    directory = Directory(str(db), default_interval=3600.0, expire_after_beats=3.0)
-    names = []
-    for i in range(peers):
-        entries = [FileEntry(f"file-{i:04d}-{j:03d}.txt", 1000 + j, 0.0, f"{i * files + j:064x}") for j in range(files)]
-        directory.register(
-            f"peer{i:04d}",
-            f"http://127.0.0.1:{20000 + i}",
-            f"127.0.0.1:{30000 + i}",
-            entries,
-            heartbeat_interval=3600.0,
-        )
-        names.extend(e.name for e in entries)
-    return names
-
-
 def _wrk(url: str, names: list[str], token: str | None, seconds: float, tmp: Path) -> float:
     header = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
     script = tmp / "locate.lua"
@@ -216,7 +198,7 @@ def locate_rps(mode: Mode, tmp: Path, seconds: float, tool: str) -> float:
     run = tmp / f"locate-{mode.name}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    names = fill_directory(run / "maestro.sqlite3")
+    names = fill_directory(str(run / "maestro.sqlite3"), 10, 10)
     config = mode.config(
         {
             "role": "maestro",

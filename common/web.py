@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -136,19 +136,23 @@ def json_body() -> dict:
     return data
 
 
-def check_url(value: object, key: str = "url") -> str:
-    """Return value if it is an http(s) URL with a host, else raise BadRequest."""
-    if not isinstance(value, str) or not value or len(value) > 512:
-        raise BadRequest(f"'{key}' must be an http(s) URL")
+def _split_url(value: object, key: str, what: str, max_length: int) -> tuple[SplitResult, int | None]:
+    """value's parts and port; BadRequest naming key when it is not a string URL with a valid port."""
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise BadRequest(f"'{key}' must be {what}")
     try:
         parts = urlsplit(value)
-        port = parts.port
+        return parts, parts.port
     except ValueError:
         raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
+
+
+def check_url(value: object, key: str = "url") -> str:
+    """Return value if it is an http(s) URL with a host, else raise BadRequest."""
+    parts, _ = _split_url(value, key, "an http(s) URL", 512)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"'{key}' must be an http(s) URL with a host, got {value[:80]!r}")
-    del port  # parsed only to reject a malformed port
-    return value.rstrip("/")
+        raise BadRequest(f"'{key}' must be an http(s) URL with a host, got {str(value)[:80]!r}")
+    return str(value).rstrip("/")
 
 
 def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str:
@@ -158,13 +162,8 @@ def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str
     registered URL can never make this peer call somewhere else than another peer's API.
     """
     scheme = "https" if tls else "http"
-    if not isinstance(value, str) or not value or len(value) > 300:
-        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
+    parts, port = _split_url(value, key, f"{scheme}://HOST:PORT", 300)
+    value = str(value)
     if parts.scheme != scheme or not parts.hostname or port is None:
         raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT (this network's scheme), got {value[:80]!r}")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:

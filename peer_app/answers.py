@@ -102,28 +102,36 @@ def _missing(answer: dict, clean: dict) -> None:
         clean["missing"] = missing
 
 
+def _entries(answer: dict, field: str):
+    """(key, entry) for each object in answer[field], a list of at most MAX_RESULTS objects."""
+    for i, raw in enumerate(_list(answer.get(field, []), field, MAX_RESULTS)):
+        if not isinstance(raw, dict):
+            raise _fail(f"{field}[{i}] is not an object")
+        yield f"{field}[{i}]", raw
+
+
+def _holder(raw: dict, key: str, name_field: str, me: str) -> dict:
+    """A peer holding a file, as answers name it; a claim to be this peer (me) is a lie."""
+    name = _peer(raw.get(name_field), f"{key}.{name_field}")
+    if name == me:
+        raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
+    return {
+        name_field: name,
+        "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
+        "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
+        "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
+        "sha256": _sha(raw.get("sha256"), f"{key}.sha256"),
+    }
+
+
 def search_answer(answer: Any, me: str) -> dict:
     """A remote /search answer, checked: {"results", "visited", "messages"} (+ "complete")."""
     if not isinstance(answer, dict):
         raise _fail("the answer is not a JSON object")
-    results = []
-    for i, raw in enumerate(_list(answer.get("results", []), "results", MAX_RESULTS)):
-        key = f"results[{i}]"
-        if not isinstance(raw, dict):
-            raise _fail(f"{key} is not an object")
-        peer = _peer(raw.get("peer"), f"{key}.peer")
-        if peer == me:
-            raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
-        results.append(
-            {
-                "file": _file(raw.get("file"), f"{key}.file"),
-                "peer": peer,
-                "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
-                "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
-                "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
-                "sha256": _sha(raw.get("sha256"), f"{key}.sha256"),
-            }
-        )
+    results = [
+        {"file": _file(raw.get("file"), f"{key}.file"), **_holder(raw, key, "peer", me)}
+        for key, raw in _entries(answer, "results")
+    ]
     visited = [_peer(v, "visited[]") for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
     clean = {
         "results": results,
@@ -139,20 +147,8 @@ def locate_answer(answer: Any, me: str) -> dict:
     if not isinstance(answer, dict):
         raise _fail("the answer is not a JSON object")
     holders = []
-    for i, raw in enumerate(_list(answer.get("peers", []), "peers", MAX_RESULTS)):
-        key = f"peers[{i}]"
-        if not isinstance(raw, dict):
-            raise _fail(f"{key} is not an object")
-        name = _peer(raw.get("name"), f"{key}.name")
-        if name == me:
-            raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
-        holder = {
-            "name": name,
-            "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
-            "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
-            "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
-            "sha256": _sha(raw.get("sha256"), f"{key}.sha256"),
-        }
+    for key, raw in _entries(answer, "peers"):
+        holder = _holder(raw, key, "name", me)
         if "mtime" in raw:
             mtime = raw["mtime"]
             if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime < 2**40:

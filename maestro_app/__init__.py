@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Flask
 from prometheus_client.core import GaugeMetricFamily
 
+from client.credentials import Credentials
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
@@ -39,6 +40,7 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     app.register_blueprint(ui.bp)
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     guard = Guard.of(config.security)
+    app.extensions["credentials"] = Credentials.of_node(config, guard)  # /ui/search asks a peer as the Maestro
     install_guard(app, guard)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)

@@ -7,6 +7,7 @@ Strangers are simulated with a non-trusted REMOTE_ADDR (Flask) or with trusted_n
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import grpc
@@ -277,7 +278,8 @@ def guarded_grpc(peer_config, secret_file):
 
 
 def _upload(stub, name: str, data: bytes, metadata=None):
-    first = transfer_pb2.FileChunk(filename=name, data=data, size=len(data), overwrite=True)
+    sha = hashlib.sha256(data).hexdigest()
+    first = transfer_pb2.FileChunk(filename=name, data=data, size=len(data), sha256=sha, overwrite=True)
     return stub.Upload(iter([first]), timeout=10, metadata=metadata)
 
 

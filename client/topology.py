@@ -8,6 +8,7 @@ is lenient: a key that is missing or odd falls back to its default.
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,14 @@ class NetworkView:
 
     @property
     def ca_file(self) -> Path:
-        """The network's CA (written by `launcher.py up`/`render` on this machine)."""
-        return run_dir_of(self.path) / "tls" / CA_FILE
+        """The network's CA as `launcher.py up`/`render` wrote it on this machine.
+
+        `.run/<stem>/tls/ca.pem`, or a host's own run folder `.run/<stem>@<host>/` on a multi-host
+        network: every host derives the same CA from the secret, so any of them will do.
+        """
+        single = run_dir_of(self.path)
+        found = sorted(single.parent.glob(f"{glob.escape(single.name)}@*/tls/{CA_FILE}"))
+        return single / "tls" / CA_FILE if (single / "tls" / CA_FILE).is_file() or not found else found[0]
 
     def operator_token(self) -> str | None:
         """The operator's credential, when this user can read the network's secret file."""

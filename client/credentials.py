@@ -8,12 +8,14 @@ makes carries who it is, on loopback or across hosts alike (SPEC §8).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import grpc
+from typing import TYPE_CHECKING
 
 from common.config import NodeConfig
 from common.security import Guard, bearer, grpc_metadata
 from common.tls import node_files
+
+if TYPE_CHECKING:  # grpc is imported only when a channel is made (the CLI's locate never speaks gRPC)
+    import grpc
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Credentials:
 
     def channel(self, address: str, options: list) -> grpc.Channel:
         """A gRPC channel to address: TLS verified against the CA when there is one."""
+        import grpc
+
         if not self.ca_file:
             return grpc.insecure_channel(address, options=options)
         with open(self.ca_file, "rb") as fh:

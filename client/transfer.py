@@ -115,7 +115,8 @@ class TransferClient:
         """
         request = transfer_pb2.FileRequest(filename=name, offset=offset, length=length)
         try:
-            return self.stub.OpenLane(request, timeout=timeout if timeout is not None else self.connect_timeout + 5.0)
+            deadline = timeout if timeout is not None else self.connect_timeout + 5.0
+            return self.stub.OpenLane(request, timeout=deadline, metadata=self.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 

@@ -71,6 +71,7 @@ def _file(value: Any, key: str) -> str:
 
 
 def _sha(value: Any, key: str) -> str:
+    """A hex digest of 32 bytes (sha256, blake3), or "" when absent."""
     if value in (None, ""):
         return ""
     if not isinstance(value, str) or not SHA256.fullmatch(value):
@@ -149,6 +150,8 @@ def locate_answer(answer: Any, me: str) -> dict:
     holders = []
     for key, raw in _entries(answer, "peers"):
         holder = _holder(raw, key, "name", me)
+        if "blake3" in raw:  # issue 13's lane digest, checked like the sha256
+            holder["blake3"] = _sha(raw["blake3"], f"{key}.blake3")
         if "mtime" in raw:
             mtime = raw["mtime"]
             if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime < 2**40:

@@ -133,7 +133,8 @@ def search_answer(answer: Any, me: str) -> dict:
         {"file": _file(raw.get("file"), f"{key}.file"), **_holder(raw, key, "peer", me)}
         for key, raw in _entries(answer, "results")
     ]
-    visited = [_peer(v, "visited[]") for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
+    # who handled the query: names (or addresses) for display and counting, bounded in number and length
+    visited = [_text(v, "visited[]", MAX_URL) for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
     clean = {
         "results": results,
         "visited": visited,
@@ -158,7 +159,7 @@ def locate_answer(answer: Any, me: str) -> dict:
                 raise _fail(f"{key}.mtime must be a number of seconds")
             holder["mtime"] = mtime
         holders.append(holder)
-    via = [_peer(v, "via[]") for v in _list(answer.get("via", []), "via", MAX_VISITED)]
+    via = [_text(v, "via[]", MAX_URL) for v in _list(answer.get("via", []), "via", MAX_VISITED)]
     clean = {"peers": holders, "via": via}
     _missing(answer, clean)
     return clean

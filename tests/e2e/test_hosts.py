@@ -80,7 +80,8 @@ class ThreeHosts:
         return self.lab.run(host, [PY, str(ROOT / "launcher.py"), *args], cwd=self.folder, timeout=timeout)
 
     def client(self, host: str, *args: str, timeout: float = 60):
-        cmd = [PY, "-m", "peer_app.client", "--maestro", self.url("maestro"), *args]
+        # the network's topology, copied to every host with its secret: the client acts as the operator (SPEC §8)
+        cmd = [PY, "-m", "peer_app.client", "--maestro", self.url("maestro"), "--topology", str(self.topology), *args]
         return self.lab.run(host, cmd, cwd=ROOT, timeout=timeout)
 
     def probe(self, host: str, *args: str) -> dict:

@@ -12,6 +12,7 @@ remote status, a kill drill, a 20 s partition of B, then `down` on every host.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -80,9 +81,10 @@ class ThreeHosts:
         return self.lab.run(host, [PY, str(ROOT / "launcher.py"), *args], cwd=self.folder, timeout=timeout)
 
     def client(self, host: str, *args: str, timeout: float = 60):
-        # the network's topology, copied to every host with its secret: the client acts as the operator (SPEC §8)
-        cmd = [PY, "-m", "peer_app.client", "--maestro", self.url("maestro"), "--topology", str(self.topology), *args]
-        return self.lab.run(host, cmd, cwd=ROOT, timeout=timeout)
+        """The client CLI on host, pointed at this network's topology (its secret, its Maestro)."""
+        cmd = [PY, "-m", "peer_app.client", "--maestro", self.url("maestro"), *args]
+        env = {**os.environ, "P2P_TOPOLOGY": str(self.topology)}
+        return self.lab.run(host, cmd, cwd=ROOT, timeout=timeout, env=env)
 
     def probe(self, host: str, *args: str) -> dict:
         proc = self.lab.run(host, [PY, "-m", "tests.netns_probe", *args], cwd=ROOT, timeout=120)

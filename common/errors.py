@@ -224,5 +224,6 @@ def from_rpc_error(err) -> P2PError:
 def from_http_error(body: object, text: str = "") -> P2PError:
     """Turn an HTTP error answer into the P2PError its JSON body names ({"error", "detail"})."""
     if isinstance(body, dict):
-        return (error_class(body.get("error")) or P2PError)(f"{body.get('detail')}")
+        extra = {key: body[key] for key in ("complete", "missing") if key in body}  # a partial 404/503 says so
+        return (error_class(body.get("error")) or P2PError)(f"{body.get('detail')}", extra=extra)
     return P2PError(text)

@@ -305,16 +305,17 @@ class Discovery:
         """One call to one peer; a failure is recorded and costs nothing more."""
         try:
             answer = self.transport(peer["url"], route, params, timeout)
-        except NotFound:  # answered: nothing there
+        except (NotFound, Incomplete) as err:  # answered: nothing there (maybe only among those that answered)
             self._answered(peer)
-            return Reply(peer, answer={})
-        except Incomplete:  # answered: nothing found among the peers that answered it in time
-            self._answered(peer)
-            return Reply(peer, answer={}, missing=PARTIAL)
+            complete = err.extra.get("complete", not isinstance(err, Incomplete)) is True
+            return Reply(peer, answer={"complete": complete, "missing": err.extra.get("missing", [])})
         except Busy:  # alive, but shedding load
             return Reply(peer, missing=SHED)
-        except TimedOut:  # no answer in time: a friend gets a down mark, as for any NoAnswer
-            self.known.unreachable(peer["url"])
+        except TimedOut:
+            # Only a friend that had the whole request_timeout and stayed silent gets a down mark: a
+            # hop cut short by a shrinking deadline (a busy network) says nothing about that friend.
+            if timeout >= self.request_timeout:
+                self.known.unreachable(peer["url"])
             return Reply(peer, missing=TIMED_OUT)
         except NoAnswer:  # no answer at all: skip it for a while (KnownPeers' down mark)
             self.known.unreachable(peer["url"])
@@ -393,6 +394,8 @@ class Discovery:
                 break
             params = {"file": filename, "qid": qid, "ttl": ttl - 1, "budget": f"{child:.3f}", "path": ",".join(path)}
             reply = self._ask(friend, "/locate", params, child)
+            if reply.answer is not None and reply.answer.get("complete") is False:
+                missing.extend(_their_missing(reply.answer) or [_missing(friend, PARTIAL)])
             if reply.answer and reply.answer.get("peers"):
                 return {
                     "file": filename,

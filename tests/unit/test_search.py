@@ -272,3 +272,20 @@ def test_locate_with_a_friend_too_slow_to_answer_is_incomplete_never_a_false_404
     assert partial.value.http_status == 503
     assert partial.value.to_json()["complete"] is False
     assert {m["why"] for m in partial.value.extra["missing"]} <= {"timed out", "not asked: no time left"}
+
+
+def test_a_friend_that_was_not_whole_makes_the_locate_partial_too(ring):
+    net = ring(6)
+    net.dead.add(net.url("p3"))  # not a friend of p0: only its friends' friends ask it
+    with pytest.raises(NotFound) as found:
+        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+    assert found.value.extra["complete"] is False
+    assert {"peer": "p3", "why": "unreachable"} in found.value.extra["missing"]
+
+
+def test_a_hop_cut_short_by_a_shrinking_deadline_puts_no_down_mark_on_the_friend(ring):
+    net = ring(4)
+    net.slow[net.url("p1")] = 30.0
+    answer = search(net, "p0", "x", budget=0.5)  # p1 gets far less than request_timeout (2 s)
+    assert missing_of(answer).get("p1") == "timed out"
+    assert {p["name"]: p["down_until"] for p in net["p0"].known.all()}["p1"] is None

@@ -154,6 +154,12 @@ class HopClient:
         for attempt in (0, 1):
             conn, reused = self._checkout(key, timeout)
             try:
+                if conn.sock is None:
+                    try:
+                        conn.connect()
+                    except TimeoutError:  # no SYN-ACK in time: the host is gone or cut off, not busy
+                        conn.close()
+                        raise NoAnswer(f"cannot reach {url}: connect timed out after {timeout:g}s") from None
                 conn.request("GET", target, headers=self.headers)
                 resp = conn.getresponse()
                 data = resp.read()

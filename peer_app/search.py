@@ -312,8 +312,9 @@ class Discovery:
         except Busy:  # alive, but shedding load
             return Reply(peer, missing=SHED)
         except TimedOut:
-            # Only a friend that had the whole request_timeout and stayed silent gets a down mark: a
-            # hop cut short by a shrinking deadline (a busy network) says nothing about that friend.
+            # Connected but silent. Only a friend that had the whole request_timeout gets a down mark:
+            # a hop cut short by a shrinking deadline (a busy network) says nothing about that friend.
+            # (A connection that could not even be made is a NoAnswer, marked below: host gone or cut off.)
             if timeout >= self.request_timeout:
                 self.known.unreachable(peer["url"])
             return Reply(peer, missing=TIMED_OUT)

@@ -13,7 +13,7 @@ constraints:  ## after editing requirements*.txt: pin every transitive dependenc
 	$(PY) -m venv .venv-constraints
 	.venv-constraints/bin/pip install --quiet -r requirements-dev.txt
 	{ echo "# Every installed package, transitive ones included: made by \`make constraints\` from requirements-dev.txt."; \
-	  .venv-constraints/bin/pip freeze; } > constraints.txt
+	  .venv-constraints/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .venv-constraints
 
 test:  ## everything: unit then end-to-end (real processes)

@@ -8,17 +8,22 @@ is on this machine) under its own supervisord and run folder `.run/<topology>@<h
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV
 from common.security import SecretError, ensure_secret, operator_token, peer_token, read_secret
 from control import topology as topo
-from control.errors import LauncherError, TopologyError, UnknownNode
+from control.errors import LauncherError, NotRunning, TopologyError, UnknownNode
 from control.network import Network
 
 TOPOLOGY_HELP = "topology file (default: topology.yaml)"
@@ -76,7 +81,31 @@ def cli() -> None:
     """Run a p2pnet network (Maestro + peers) described by a topology file under supervisord."""
 
 
-topology_argument = click.argument("topology", default=DEFAULT_TOPOLOGY, type=click.Path(dir_okay=False))
+def topology_argument(command: Callable) -> Callable:
+    """TOPOLOGY as SPEC §3's positional argument, or as -t/--topology (and $P2P_TOPOLOGY) like every command."""
+
+    @functools.wraps(command)
+    def with_topology(*args, topology_arg: str | None, topology_opt: str | None, **kwargs):
+        ctx = click.get_current_context()
+        typed = ctx.get_parameter_source("topology_opt") == ParameterSource.COMMANDLINE
+        if topology_arg and topology_opt and typed and topology_arg != topology_opt:
+            raise click.UsageError(f"two topologies given: {topology_arg} and -t {topology_opt}; pass one")
+        return command(*args, topology=topology_arg or topology_opt or DEFAULT_TOPOLOGY, **kwargs)
+
+    with_topology = click.argument(
+        "topology_arg", metavar="[TOPOLOGY]", required=False, type=click.Path(dir_okay=False)
+    )(with_topology)
+    return click.option(
+        "-t",
+        "--topology",
+        "topology_opt",
+        envvar="P2P_TOPOLOGY",
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help=TOPOLOGY_HELP + "; same as the positional TOPOLOGY",
+    )(with_topology)
+
+
 topology_option = click.option(
     "-t",
     "--topology",
@@ -178,50 +207,124 @@ def down(topology: str, host: str) -> None:
     click.echo(f"down: {len(pids)} process(es) stopped" if pids else "down: was not running")
 
 
+def _pids(row, programs: list[str]) -> str:
+    """The pids in the PROGRAMS column's order ("-" for a program without one)."""
+    by_name = {p.name: p.pid for p in row.programs}
+    return ",".join(str(by_name.get(name) or "-") for name in programs) if row.programs else "-"
+
+
+def _problems(row, programs: list[str]) -> list[str]:
+    """Why a node is not well, in words ("peer2: peer2-grpc STOPPED")."""
+    h = row.health
+    states = {p.name: p.state for p in row.programs}
+    down = [f"{name} {states.get(name, 'missing')}" for name in programs if states.get(name) != "RUNNING"]
+    if down:
+        return [f"{row.node}: {', '.join(down)}"]
+    if h is None or not h.rest:
+        return [f"{row.node}: RUNNING but GET /health does not answer at {row.url}"]
+    if h.grpc is False:
+        return [f"{row.node}: RUNNING but its gRPC health check does not answer"]
+    if h.registered is False:
+        return [f"{row.node}: healthy but not registered (alive) at the Maestro"]
+    return []
+
+
+def _remote_problems(row) -> list[str]:
+    """Why a node of another host is not well, as seen over the network."""
+    h = row.health
+    if h is None or not h.rest:
+        return [f"{row.node}: REMOTE, GET /health does not answer at {row.url}"]
+    if h.grpc is False:
+        return [f"{row.node}: REMOTE, its gRPC health check does not answer"]
+    if h.registered is False:
+        return [f"{row.node}: REMOTE, healthy but not registered (alive) at the Maestro"]
+    return []
+
+
 @cli.command()
 @topology_argument
 @host_option
 @click.option("--all", "every", is_flag=True, help="exit code over every node, remote ones too")
-def status(topology: str, host: str, every: bool) -> None:
-    """One row per node: processes, state, pid, uptime, health, registration, file count.
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+def status(topology: str, host: str, every: bool, as_json: bool) -> None:
+    """One row per node: state, pids, uptime, health, registration, file count.
 
     Nodes on other hosts show as REMOTE, probed over the network (REST and gRPC health, alive at
-    the Maestro). Exit 0 when every node of this machine is running and healthy (--all: every node).
+    the Maestro). Exit 0 when every node of this machine is running, healthy and registered
+    (--all: every node, remote ones too); 3 when the network is not running here; 1 otherwise,
+    saying which nodes are not well and why.
     """
     net = _network(topology, host, require=False)
-    rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
-    all_ok = True
+    local = [n for n in net.topology.node_names if net.topology.is_local(n)]
+    running = net.supervisor.is_running() if local else True
+    report: list[dict[str, Any]] = []
+    pid_cells = []
+    problems: list[str] = []
     crashing = []
     for row in net.status():
+        programs = net.rendered.programs_of(row.node)
         if any(p.crashing for p in row.programs):
             crashing.append(row)
         h = row.health
-        healthy = h.healthy if h else None
         if row.remote:
-            all_ok &= not every or bool(h and h.ready)
+            row_problems = _remote_problems(row) if every else []
         else:
-            all_ok &= bool(healthy) and all(p.running for p in row.programs) and bool(row.programs)
-        rows.append(
-            [
-                row.node,
-                row.state,
-                ",".join(str(p.pid) for p in row.programs if p.pid) or "-",
-                _fmt_uptime(row.uptime),
-                _yn(healthy),
-                _yn(h.registered if h else None),
-                "-" if not h or h.files is None else str(h.files),
-                row.url,
-                ",".join(net.rendered.programs_of(row.node)) or "-",
-            ]
+            row_problems = _problems(row, programs) if running else []
+        problems += row_problems
+        report.append(
+            {
+                "node": row.node,
+                "state": row.state,
+                "uptime": None if row.uptime is None else round(row.uptime, 1),
+                "healthy": h.healthy if h else None,
+                "registered": h.registered if h else None,
+                "files": h.files if h else None,
+                "url": row.url,
+                "programs": [
+                    {"name": name, "state": p.state if p else "DOWN", "pid": p.pid if p and p.pid else None}
+                    for name in programs
+                    for p in [next((q for q in row.programs if q.name == name), None)]
+                ],
+                "ok": running and not row_problems,
+            }
         )
-    click.echo(_table(rows))
+        pid_cells.append(_pids(row, programs))
+    why = (
+        f"the network of {net.topology.path} is not running (no supervisord answers on "
+        f"{net.rendered.layout.socket}); start it with: python launcher.py up {topology}"
+        if not running
+        else f"not all is well: {'; '.join(problems)}; see `python launcher.py logs NODE`"
+        if problems
+        else ""
+    )
+    if as_json:
+        doc = {"topology": str(net.topology.path), "running": running, "ok": running and not problems}
+        click.echo(json.dumps({**doc, "problems": problems, "nodes": report}, indent=2))
+    else:
+        rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
+        for node, pids in zip(report, pid_cells, strict=True):
+            rows.append(
+                [
+                    node["node"],
+                    node["state"],
+                    pids,
+                    _fmt_uptime(node["uptime"]),
+                    _yn(node["healthy"]),
+                    _yn(node["registered"]),
+                    "-" if node["files"] is None else str(node["files"]),
+                    node["url"],
+                    ",".join(p["name"] for p in node["programs"]) or "-",
+                ]
+            )
+        click.echo(_table(rows))
     for row in crashing:  # a crash loop, with what its logs say (supervisord retries, then p2p-restarter)
         states = " ".join(f"{p.name}:{p.state}" for p in row.programs)
         click.echo(f"{row.node}: crash loop ({states}); last lines of its logs:", err=True)
         for line in net.log_tail(row.node, CRASH_TAIL_LINES):
             click.echo(line, err=True)
-    if not all_ok:
-        sys.exit(1)
+    if why:
+        click.echo(why, err=True)
+        sys.exit(NotRunning.exit_code if not running else 1)
 
 
 @cli.command()
@@ -267,13 +370,17 @@ def kill(node: str, topology: str, host: str) -> None:
 
 
 @cli.command()
-@click.argument("node")
+@click.argument("node", required=False)
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
 @click.option("-n", "--lines", default=50, show_default=True, help="lines of history per log")
 @topology_option
 @host_option
-def logs(node: str, follow: bool, lines: int, topology: str, host: str) -> None:
-    """Print NODE's logs (each program's), and follow them with -f."""
+def logs(node: str | None, follow: bool, lines: int, topology: str, host: str) -> None:
+    """Print the logs of NODE (default: every node of this machine), merged in time order; -f follows.
+
+    Each line starts with its program (`peer1-rest| `); supervisord's lines about those
+    programs starting, exiting and being restarted come in as `supervisord| `.
+    """
     try:
         for line in _network(topology, host, require=False).follow_logs(node, follow, lines):
             click.echo(line)

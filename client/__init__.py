@@ -6,3 +6,5 @@ per holder) and partial.py (the partial file, its journal, the hasher). Servers 
 api.py (a peer registers, bootstraps and floods searches through it); nothing here imports
 a server.
 """
+
+__version__ = "0.1.0"  # the project's one version (pyproject.toml reads it; `p2p --version` prints it)

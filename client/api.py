@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -19,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from client.credentials import NONE, Credentials
-from common.errors import NoAnswer, TimedOut, Unavailable, from_http_error
+from common.errors import NoAnswer, P2PError, TimedOut, Unavailable, from_http_error
 from common.http import new_session
 
 _local = threading.local()
@@ -44,16 +45,49 @@ def call(method: str, url: str, *, timeout: float, credentials: Credentials = NO
     except requests.Timeout:
         raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
     except requests.RequestException as err:
-        raise NoAnswer(f"cannot reach {url}: {type(err).__name__}") from None
+        raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
     try:
         body = resp.json()
     except ValueError:
         body = None
     if resp.status_code >= 400:
-        raise from_http_error(body, resp.text[:200])
+        if isinstance(body, dict) and "error" in body:
+            raise from_http_error(body)
+        # Not a p2pnet answer (a proxy, another program on that port, a gateway error).
+        kind = Unavailable if resp.status_code in (502, 503, 504) else P2PError
+        raise kind(
+            f"{url} answered HTTP {resp.status_code} {resp.reason or ''} without a p2pnet error; is it a p2pnet node?"
+        )
     if not isinstance(body, dict):
         raise Unavailable(f"{url} answered something that is not a JSON object")
     return body
+
+
+def why(err: BaseException) -> str:
+    """Why a connection failed, in a person's words ("connection refused"), not an exception's class name."""
+    if isinstance(err, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return "not an http:// URL"
+    if isinstance(err, requests.exceptions.InvalidURL):
+        return "not a valid URL"
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, (TimeoutError, socket.timeout)):
+            return "timed out"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        nested = getattr(cause, "reason", None)  # urllib3 keeps the cause of a failed retry here
+        if not isinstance(nested, BaseException):
+            nested = next((a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)), None)
+        cause = nested or cause.__cause__ or cause.__context__
+    return type(err).__name__
 
 
 def rest_transport(credentials: Credentials = NONE) -> Callable[[str, str, dict, float], dict]:
@@ -173,7 +207,7 @@ class HopClient:
                 raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
             except OSError as err:
                 conn.close()
-                raise NoAnswer(f"cannot reach {url}: {type(err).__name__}") from None
+                raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
             if resp.will_close:
                 conn.close()
             else:

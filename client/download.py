@@ -44,6 +44,7 @@ from common.errors import (
     BadRequest,
     Busy,
     DataLoss,
+    Interrupted,
     NoLane,
     NotFound,
     P2PError,
@@ -53,6 +54,7 @@ from common.errors import (
     from_rpc_error,
 )
 from common.names import check_name
+from common.units import format_size
 
 if TYPE_CHECKING:  # imported for real only when a gRPC client is made (the CLI's locate needs no grpc)
     import grpc
@@ -158,6 +160,7 @@ class Download:
         stall_timeout: float = STALL_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         progress: Callable[[int], None] | None = None,
+        on_start: Callable[[int, int], None] | None = None,
         transfer_factory: Callable[..., TransferClient] | None = None,
         retry_for: float = RETRY_FOR,
         credentials: Credentials = NONE,
@@ -181,6 +184,7 @@ class Download:
         self.connect_timeout = connect_timeout
         self.progress = progress
         self.retry_for = retry_for
+        self.on_start = on_start  # (size, bytes kept from an earlier run), once both are known
         self.clock = clock
         self._retry_deadline = 0.0
         self.transfer_factory = transfer_factory or partial(_transfer_client, credentials=credentials)
@@ -276,6 +280,8 @@ class Download:
 
     def _fetch(self, part: PartialFile, sources: list[_Source], started: float) -> Result:
         resumed = part.done_bytes
+        if self.on_start:
+            self.on_start(part.size, resumed)
         self._pending = part.missing()
         verify = "blake3" if self.blake3 and not self.lanes_refused else "sha256"
         hasher = InOrderHasher(part, kind=verify)
@@ -298,9 +304,11 @@ class Download:
                 worker.start()
         try:
             self._watch(workers, sources, finished=lambda: len(part.done) == part.pieces)
-        except BaseException:
+        except BaseException as err:
             self._stop_all()
             hasher.stop()
+            if isinstance(err, KeyboardInterrupt):
+                raise self._interrupted(part) from None
             raise
         self._stop_all()  # whatever still waits on a slow or dead holder: nothing is left to fetch
         if self._pending or len(part.done) < part.pieces:
@@ -353,6 +361,16 @@ class Download:
                         f"{slot.source.name} sent nothing for {self.stall_timeout:g}s"
                     )
                     call.cancel()
+
+    def _interrupted(self, part: PartialFile) -> Interrupted:
+        """Ctrl-C: keep the finished pieces for the next run and say where they are."""
+        if not part.done:
+            part.discard()
+            return Interrupted(f"interrupted before a piece of {self.name} was complete; nothing was kept")
+        return Interrupted(
+            f"interrupted: {format_size(part.done_bytes)} of {format_size(part.size)} kept in {part.path}; "
+            "run the same download again to resume"
+        )
 
     def _stop_all(self) -> None:
         self._abort.set()

@@ -87,11 +87,20 @@ def read_network(path: str | os.PathLike) -> NetworkView | None:
     )
 
 
-def client_credentials(token: str | None, topology: str | os.PathLike | None = None) -> Credentials:
-    """What the CLI presents: token if given, else the operator's from the topology found; its CA with TLS."""
+def client_network(token: str | None, topology: str | os.PathLike | None = None) -> tuple[str | None, Credentials]:
+    """What the CLI learns from the topology it finds: the Maestro's URL (None: not said) and its credentials.
+
+    The credentials are token if given, else the operator's from the topology's secret; with
+    TLS, the network's CA.
+    """
     path = find_topology(topology)
     view = read_network(path) if path is not None else None
     if not token and view is not None:
         token = view.operator_token()
     ca = str(view.ca_file) if view is not None and view.tls and view.ca_file.is_file() else None
-    return Credentials(token=token or None, ca_file=ca)
+    return (view.maestro_url if view is not None else None), Credentials(token=token or None, ca_file=ca)
+
+
+def client_credentials(token: str | None, topology: str | os.PathLike | None = None) -> Credentials:
+    """The credentials of client_network."""
+    return client_network(token, topology)[1]

@@ -185,6 +185,20 @@ class TimedOut(NoAnswer):
     name = "timed_out"
 
 
+class Interrupted(Exception):
+    """The user stopped a client command (Ctrl-C); the message says what was kept.
+
+    Not a P2PError: it never crosses the wire and its exit code, 130 (128 + SIGINT, what shells
+    report for a command stopped by Ctrl-C), lies outside SPEC §10's failure codes.
+    """
+
+    exit_code = 130
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 _BY_GRPC_CODE = {  # by grpc.StatusCode name
     "INVALID_ARGUMENT": BadRequest,
     "PERMISSION_DENIED": PermissionDenied,

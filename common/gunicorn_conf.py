@@ -15,6 +15,11 @@ from pathlib import Path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+# One line per request in the program's log (stdout, which supervisord writes to logs/<program>.log):
+# [22/Nov/2026:01:08:20 +0000] 127.0.0.1 "GET /locate?file=archivo1.txt HTTP/1.1" 200 245 1.2ms
+accesslog = "-"
+access_log_format = '%(t)s %(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+
 
 def metrics_dir(run_dir: str, node_name: str) -> str:
     """The node's own multiprocess folder inside its run folder."""

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from control import health, render
+from control import health, logs, render
 from control.errors import LauncherError, NodesDown, NotRunning, RemoteNode, TopologyError, UnknownNode
 from control.processes import PROJECT_ROOT
 from control.render import STOPWAITSECS
@@ -265,39 +265,24 @@ class Network:
             raise LauncherError(f"{node}: no running process to kill")
         return killed
 
+    def log_sources(self, node: str | None = None) -> list[logs.LogSource]:
+        """Each program's log (of node, or of every node), then supervisord's events about those programs."""
+        nodes = (
+            [self.check_node(node, "logs")]
+            if node
+            else [n for n in self.topology.node_names if self.topology.is_local(n)]
+        )
+        programs = [p for n in nodes for p in self.rendered.programs_of(n)]
+        layout = self.rendered.layout
+        sources = [logs.LogSource(p, layout.log_path(p)) for p in programs]
+        return [*sources, logs.LogSource("supervisord", layout.logfile, logs.supervisord_events(programs))]
+
     def follow_logs(
-        self, node: str, follow: bool, lines: int = 50, stop: Callable[[], bool] = lambda: False
+        self, node: str | None, follow: bool, lines: int = 50, stop: Callable[[], bool] = lambda: False
     ) -> Iterator[str]:
-        """Yield the last lines of the node's logs, then (follow) new lines as they come."""
-        self.check_node(node, "logs")
-        paths = self.log_paths(node)
-        prefix = len(paths) > 1
-        offsets: dict[Path, int] = {}
-        for path in paths:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                data = b""
-            offsets[path] = len(data)
-            for line in data.decode("utf-8", "replace").splitlines()[-lines:]:
-                yield f"{path.stem}| {line}" if prefix else line
-        while follow and not stop():
-            quiet = True
-            for path in paths:
-                try:
-                    with open(path, "rb") as fh:
-                        size = fh.seek(0, 2)
-                        if size < offsets[path]:
-                            offsets[path] = 0  # rotated
-                        fh.seek(offsets[path])
-                        chunk = fh.read()
-                except OSError:
-                    continue
-                end = chunk.rfind(b"\n") + 1
-                if end:
-                    offsets[path] += end
-                    quiet = False
-                    for line in chunk[:end].decode("utf-8", "replace").splitlines():
-                        yield f"{path.stem}| {line}" if prefix else line
-            if quiet:
-                time.sleep(0.2)
+        """The last lines of the logs merged in time order, then (follow) new lines as they come."""
+        sources = self.log_sources(node)
+        past, offsets = logs.history(sources, lines)
+        yield from past
+        if follow:
+            yield from logs.follow(sources, offsets, stop)

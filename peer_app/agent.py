@@ -118,11 +118,12 @@ class PresenceAgent:
         with self._lock:
             signature = self.index.signature()
             try:
-                register_at_maestro(self.config, self.index, self.credentials)
+                answer = register_at_maestro(self.config, self.index, self.credentials)
             except P2PError as err:
                 log.warning("registration at %s failed: %s", self.config.maestro_url, err.detail)
                 self.registered = False
                 return False
+            log.info("registered at %s with %s file(s)", self.config.maestro_url, answer.get("files", "?"))
             self._signature = signature
             self.registered = True
             return True

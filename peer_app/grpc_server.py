@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.config import NodeConfig, host_of, load_config
@@ -38,6 +39,7 @@ from peer_app.lane import LaneServer, caller_host, file_state
 from peer_app.metrics import TransferCounter
 from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter
+from peer_app.transfer_log import TransferLog
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,7 @@ def create_server(
     )
     control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="grpc-control")
     interceptor = PeerInterceptor(
-        [checks, TransferCounter(totals), admission_hook(config, watchdog), *hooks],
+        [checks, TransferCounter(totals), TransferLog(), admission_hook(config, watchdog), *hooks],
         pool_for=lambda service: None if service == FILE_TRANSFER else control_pool,
     )
     server = grpc.server(transfer_pool, interceptors=[interceptor], options=SERVER_OPTIONS)
@@ -276,6 +278,13 @@ def create_server(
     for service in ("", FILE_TRANSFER):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Server reflection: grpcurl and other generic tools list and call the services without the .proto.
+    services = [
+        transfer_pb2.DESCRIPTOR.services_by_name["FileTransfer"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(services, server)
     try:
         port = _bind(server, address, config)
     except RuntimeError:  # grpcio raises on a failed bind; older versions return 0

@@ -48,6 +48,7 @@ class RpcCall:
     method: str  # "Download"
     peer: str  # the client's address as gRPC reports it ("ipv4:127.0.0.1:50312")
     metadata: dict[str, str | bytes] = field(default_factory=dict)  # the client's invocation metadata
+    file: str = ""  # the file the call names (a request's `filename`, or an upload's first chunk's)
     started: float = field(default_factory=time.monotonic)
     sent: int = 0  # bytes of `data` in the messages this peer sent
     received: int = 0  # bytes of `data` in the messages this peer received
@@ -82,6 +83,15 @@ def _unexpected(call: RpcCall, exc: Exception) -> P2PError:
     """Log an error the servicer did not expect; return what the client sees: no path, no traceback."""
     log.error("%s from %s failed", call.method, call.peer, exc_info=exc)
     return P2PError(f"{call.method} failed on this peer (internal error); its log says why")
+
+
+def _describe(request: object, call: RpcCall) -> None:
+    """Note what a one-message request asks for: its file and, for a ranged read, the bytes."""
+    call.file = getattr(request, "filename", "") or ""
+    length = getattr(request, "length", 0)
+    if length:
+        offset = getattr(request, "offset", 0)
+        call.extra["range"] = (offset, offset + length)
 
 
 def _payload(message: object) -> int:
@@ -217,6 +227,7 @@ class PeerInterceptor(grpc.ServerInterceptor):
         request = next(messages, None)
         if request is None:
             raise BadRequest(f"{call.method} takes one request message; the client sent none")
+        _describe(request, call)
         return request
 
     @staticmethod
@@ -233,6 +244,8 @@ class PeerInterceptor(grpc.ServerInterceptor):
                 break
             size = _payload(message)
             call.received += size
+            if not call.file:
+                call.file = getattr(message, "filename", "") or ""
             if progress is not None:
                 progress.done(size)
             yield message

@@ -46,6 +46,7 @@ from common.lane import (
     encode_reply,
     read_hello,
 )
+from common.units import format_rate, format_seconds, format_size
 
 log = logging.getLogger(__name__)
 
@@ -274,15 +275,20 @@ class LaneServer:
             micros = int((self.stall_timeout - seconds) * 1e6)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
             conn.sendall(encode_reply(OK, grant.length))
-            sent = 0
+            moved = [0]  # what _sendfile got out so far, also when it raises
+            started = time.monotonic()
             try:
-                sent = self._sendfile(conn, fh.fileno(), grant.offset, grant.length)
+                self._sendfile(conn, fh.fileno(), grant.offset, grant.length, moved)
+                seconds = time.monotonic() - started
+                amount = f"{format_size(moved[0])} in {format_seconds(seconds)} ({format_rate(moved[0], seconds)})"
+                span = f"bytes {grant.offset}-{grant.offset + grant.length - 1}"
+                log.info("Lane %s: %s to %s (%s)", grant.name, amount, grant.caller, span)
             except OSError as err:  # a stall (EAGAIN after the deadline) or the client went away
-                log.info("lane send of %s cut after %d bytes: %s", grant.name, sent, err.strerror or err)
+                log.info("lane send of %s cut after %d bytes: %s", grant.name, moved[0], err.strerror or err)
             finally:
-                self.on_sent(sent)
+                self.on_sent(moved[0])
 
-    def _sendfile(self, conn: socket.socket, fd: int, offset: int, length: int) -> int:
+    def _sendfile(self, conn: socket.socket, fd: int, offset: int, length: int, moved: list[int]) -> None:
         out = conn.fileno()
         position, end = offset, offset + length
         block = SEND_BLOCK if self.rate is None else RATE_BLOCK
@@ -294,7 +300,7 @@ class LaneServer:
             if sent == 0:  # the file shrank under us: the client sees a short range
                 break
             position += sent
-        return position - offset
+            moved[0] = position - offset
 
 
 def _reply(conn: socket.socket, status: int, message: str) -> None:

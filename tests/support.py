@@ -6,7 +6,13 @@ re-exported here so tests import one module.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import struct
+import subprocess
+import sys
+import termios
 import threading
 from pathlib import Path
 
@@ -27,6 +33,7 @@ __all__ = [
     "MiB",
     "Node",
     "Process",
+    "Terminal",
     "free_port",
     "get_json",
     "leftovers",
@@ -103,3 +110,43 @@ class FakePeers:
             proof = self.guard.proof(name, url, params["challenge"]) if self.guard else None
             return {"name": name, "rest_url": url, "grpc_address": "127.0.0.1:1", "proof": proof}
         return self.search_answer
+
+
+class Terminal:
+    """The client on a pseudo-terminal of 100x30, as in a person's shell; `screen` is all it wrote."""
+
+    def __init__(self, maestro: str, *args: str) -> None:
+        leader, follower = os.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "peer_app.client", "--maestro", maestro, *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=follower,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        os.close(follower)
+        self.leader = leader
+        self.screen = b""
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.leader, 4096)
+            except OSError:  # the terminal closes when the client exits
+                break
+            if not data:
+                break
+            self.screen += data
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout)
+        self.reader.join(10)
+        os.close(self.leader)
+        return code
+
+    def text(self) -> str:
+        return self.screen.decode(errors="replace")

@@ -7,6 +7,8 @@
 const POLL_MS = 1000; // peers and liveness
 const DIRECTORY_EVERY = 5; // the directory every 5th poll, or at once when the peers' files changed
 const MAX_ROWS = 500; // directory rows drawn (the filter narrows the rest)
+const DIRECTORY_PAGE = 5000; // files per /directory request (the Maestro's largest page)
+const MAX_FILES = 50000; // files the page holds at most (the count says when there are more)
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 // read: members networks: open the page as /ui#token=TOKEN; the token stays in the fragment
@@ -16,6 +18,7 @@ const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 const state = {
   peers: [],
   files: [],
+  totalFiles: 0,
   tick: 0,
   peersKey: "",
   mapKey: "",
@@ -304,13 +307,29 @@ function renderDirectory() {
   }
   $("directory").tBodies[0].replaceChildren(...rows);
   const conflicts = state.files.filter((f) => new Set(f.peers.map((p) => p.sha256).filter(Boolean)).size > 1).length;
+  const shown = state.files.length < state.totalFiles ? ` (the first ${state.files.length} by name)` : "";
   $("directory-count").textContent =
-    `${state.files.length} file(s)` + (conflicts ? `, ${conflicts} with holders that disagree` : "");
+    `${state.totalFiles} file(s)${shown}` + (conflicts ? `, ${conflicts} with holders that disagree` : "");
   $("directory-more").textContent =
     files.length > MAX_ROWS ? `showing ${MAX_ROWS} of ${files.length}; type in the filter to narrow` : "";
 }
 
 // ---- polling -------------------------------------------------------------------------------
+
+async function fetchDirectory() {
+  // /directory is paginated by file name: follow `next` until the last page (or MAX_FILES).
+  const files = [];
+  let after = "";
+  for (;;) {
+    const params = new URLSearchParams({ limit: String(DIRECTORY_PAGE) });
+    if (after) params.set("after", after);
+    const page = await api("/directory?" + params);
+    files.push(...page.files);
+    state.totalFiles = page.total !== undefined ? page.total : files.length;
+    if (!page.next || files.length >= MAX_FILES) return files;
+    after = page.next;
+  }
+}
 
 async function poll() {
   try {
@@ -320,7 +339,7 @@ async function poll() {
     const peersChanged = key !== state.peersKey;
     state.peersKey = key;
     if (peersChanged || state.tick % DIRECTORY_EVERY === 0) {
-      const files = (await api("/directory")).files;
+      const files = await fetchDirectory();
       const dirKey = JSON.stringify(files);
       if (dirKey !== state.directoryKey) {
         state.files = files;
@@ -332,7 +351,7 @@ async function poll() {
     updatePeerTable(peers);
     const alive = peers.filter((p) => p.alive).length;
     $("summary").textContent =
-      `${peers.length} peer(s), ${alive} alive · ${state.files.length} file(s) · ` +
+      `${peers.length} peer(s), ${alive} alive · ${state.totalFiles} file(s) · ` +
       `Maestro ${location.host} · refreshes every ${POLL_MS / 1000} s`;
     state.downSince = null;
     setStatus("ok", "updated " + new Date().toLocaleTimeString());

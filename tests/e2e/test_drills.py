@@ -7,6 +7,7 @@ Everything waits by polling with deadlines; teardown runs `down` and checks no p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,42 @@ def test_status_has_one_row_per_node_running_healthy_registered(net):
     assert rows["maestro"][1] == "RUNNING" and rows["maestro"][4] == "yes"
 
 
+def test_status_json_and_the_pid_column_in_the_order_of_programs(net):
+    doc = json.loads(launcher("status", "--json", "-t", str(net.path)).stdout)
+    assert (doc["running"], doc["ok"], doc["problems"]) == (True, True, [])
+    pids = net.pids()
+    for node in doc["nodes"]:
+        assert node["ok"] and node["healthy"] and node["state"] == "RUNNING"
+        assert {p["name"]: p["pid"] for p in node["programs"]} == {p["name"]: pids[p["name"]] for p in node["programs"]}
+    rows = {line.split()[0]: line.split() for line in launcher("status", str(net.path)).stdout.splitlines()[1:]}
+    for name in ("peer1", "peer2", "peer3"):
+        column, programs = rows[name][2].split(","), rows[name][8].split(",")
+        assert column == [str(pids[program]) for program in programs]
+
+
+def test_logs_of_every_node_show_requests_transfers_registrations_and_supervisord_events(net):
+    assert net.get("peer1", "/files").status_code == 200
+    client = [sys.executable, "-m", "peer_app.client", "--maestro", net.url("maestro")]
+    got = subprocess.run(
+        [*client, "dummy-download", "archivo1.txt", "--from", "peer1"], capture_output=True, text=True, timeout=60
+    )
+    assert got.returncode == 0, got.stderr
+
+    def merged() -> str:
+        return launcher("logs", "-n", "400", "-t", str(net.path)).stdout
+
+    out = wait_until(lambda: next((text for text in [merged()] if "DummyDownload archivo1.txt: " in text), None))
+    assert re.search(r'^peer1-rest\| \[[^]]+\] 127\.0\.0\.1 "GET /files HTTP/1\.1" 200 \d+ \d+ms$', out, re.M)
+    assert re.search(
+        r"^peer1-grpc\| .* DummyDownload archivo1\.txt: 17 B in [\d.]+ s \([\d.]+ MB/s\) to ipv4:127\.0\.0\.1:",
+        out,
+        re.M,
+    )
+    assert re.search(r"^peer2-grpc\| .* registered at http://127\.0\.0\.1:\d+ with 1 file\(s\)$", out, re.M)
+    assert re.search(r"^supervisord\| .* success: maestro entered RUNNING state", out, re.M)
+    assert re.search(r"^maestro\| .*\"POST /heartbeat HTTP/1\.1\" 200", out, re.M)
+
+
 def test_logs_show_each_program_of_the_node(net):
     out = launcher("logs", "peer1", "-t", str(net.path)).stdout
     assert "peer1-rest| " in out and "peer1-grpc| " in out
@@ -193,6 +230,9 @@ def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(n
     assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 404
     assert net.states("peer2") == {"STOPPED"}  # supervisord did not bring it back
     assert not net.healthy("peer2")
+    status = launcher("status", "-t", str(net.path), check=False)  # says why it is not all well
+    assert status.returncode == 1
+    assert status.stderr.startswith("not all is well: peer2: peer2-rest STOPPED, peer2-grpc STOPPED"), status.stderr
 
     launcher("start", "peer2", "-t", str(net.path))  # returns once healthy + registered
     assert net.registry()["peer2"]["alive"] is True

@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from tests.support import ROOT, Node, wait_until
+from tests.support import ROOT, Node, Terminal, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -110,50 +110,23 @@ def test_dummy_services_move_bytes_without_files(network):
     nodes = network(["peer1"])
     down = client(nodes["maestro"], "dummy-download", "x", "--from", "peer1", "--size", "5000000")
     assert down.returncode == 0, down.stderr
-    assert "5000000 bytes" in down.stdout
+    assert "dummy-download x: 4.77 MiB in " in down.stdout and " MB/s) from peer1" in down.stdout
     up = client(nodes["maestro"], "dummy-upload", "--to", nodes["peer1"].url, "--size", "3000000")
     assert up.returncode == 0, up.stderr
-    assert "3000000 bytes" in up.stdout
+    assert "to " in up.stdout and "which received 3000000 bytes" in up.stdout
     assert os.listdir(nodes["peer1"].config.shared_dir) == []
 
 
 def test_download_shows_a_progress_bar_on_a_terminal_only(network, tmp_path):
-    import pty
-
     nodes = network(["peer1"], files={"peer1": {"big.bin": os.urandom(4 * 1024 * 1024)}})
     maestro = nodes["maestro"]
     wait_until(lambda: located(maestro, "big.bin") == ["peer1"], what="registration")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "peer_app.client",
-            "--maestro",
-            maestro.url,
-            "download",
-            "big.bin",
-            "--out",
-            str(tmp_path / "tty.bin"),
-        ],
-        cwd=ROOT,
-        stdout=follower,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
-    )
-    os.close(follower)
-    screen = b""
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the terminal closes when the client exits
-            break
-        if not data:
-            break
-        screen += data
-    os.close(leader)
-    assert proc.wait(30) == 0, screen
-    assert b"[####" in screen and b"4194304/4194304" in screen, screen
+    terminal = Terminal(maestro.url, "download", "big.bin", "--out", str(tmp_path / "tty.bin"))
+    assert terminal.wait(30) == 0, terminal.screen
+    screen = terminal.screen
+    assert b"big.bin:" in screen and b"%|" in screen and b"B/s]" in screen, screen  # tqdm: bar, rate, ETA
+    assert b"downloaded big.bin: 4.00 MiB in " in screen and b" MB/s) from peer1 -> " in screen, screen
     piped = client(maestro, "download", "big.bin", "--out", str(tmp_path / "pipe.bin"))
     assert piped.returncode == 0, piped.stderr
-    assert "#" not in piped.stdout and "/4194304" not in piped.stdout
+    assert "%|" not in piped.stdout + piped.stderr and piped.stderr == ""
+    assert piped.stdout.startswith("downloaded big.bin: 4.00 MiB in ")

@@ -238,4 +238,4 @@ def test_down_on_each_host_leaves_nothing(hosts):
     for host in "abc":
         assert hosts.lab.pids(host) == [], f"processes left on {host}"
     status = hosts.launcher("a", "status", str(hosts.topology), "--all")
-    assert status.returncode == 1 and "DOWN" in status.stdout
+    assert status.returncode == 3 and "DOWN" in status.stdout  # 3: the network is not running here (issue 11)

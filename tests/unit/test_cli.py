@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
+import subprocess
+import sys
+
 import pytest
 
+import client
 from client import cli
+from client.progress import Progress
 from common.errors import AlreadyExists, Busy, DataLoss, NotFound, P2PError, Unauthorized, Unavailable
-from tests.support import free_port
+from tests.support import ROOT, free_port
 
 
 def test_a_usage_error_exits_2(capsys):
@@ -17,10 +25,15 @@ def test_a_usage_error_exits_2(capsys):
 def test_an_unreachable_maestro_exits_4_with_one_line(capsys):
     code = cli.main(["--maestro", f"http://127.0.0.1:{free_port()}", "--timeout", "0.5", "locate", "x.txt"])
     err = capsys.readouterr().err
-    assert code == 4 and len(err.strip().splitlines()) == 1 and err.startswith("error: cannot reach")
+    assert code == 4 and len(err.strip().splitlines()) == 1
+    assert "the Maestro at http://127.0.0.1:" in err and "connection refused" in err
+    assert "python launcher.py up" in err  # what to run next
 
 
-REFUSED = "the Maestro refused the locate: not a member of this network; pass --token or run from the network's folder"
+REFUSED = (
+    "cannot locate x.txt: the Maestro refused it (not a member of this network); "
+    "pass --token or run from the network's folder"
+)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +54,8 @@ def test_each_error_exits_with_its_code(monkeypatch, capsys, error, code, line):
 
     monkeypatch.setattr(cli.Maestro, "locate", fail)
     assert cli.main(["locate", "x.txt"]) == code
-    assert capsys.readouterr().err == f"error: {line}\n"
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and line in err and len(err.splitlines()) == 1
 
 
 def test_an_existing_target_names_the_flag_that_replaces_it(monkeypatch, capsys, tmp_path):
@@ -52,3 +66,120 @@ def test_an_existing_target_names_the_flag_that_replaces_it(monkeypatch, capsys,
     monkeypatch.setattr(cli, "fetch", fail)
     assert cli.main(["download", "x.txt", "--out", str(tmp_path / "x.txt")]) == 1
     assert capsys.readouterr().err == f"error: {tmp_path / 'x.txt'} already exists; pass --overwrite to replace it\n"
+
+
+def test_help_and_version_answer_at_every_level(capsys):
+    assert cli.main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: ") and "Exit codes: 0 done" in out and "dummy-download" in out
+    assert cli.main(["download", "-h"]) == 0
+    assert "--sources" in capsys.readouterr().out
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"p2p {client.__version__}\n"
+
+
+def test_the_installed_command_calls_itself_p2p(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/p2p"])
+    assert cli.main(["locate"]) == 2
+    assert "see `p2p locate -h`" in capsys.readouterr().err
+
+
+def test_options_are_accepted_after_the_command(monkeypatch, capsys):
+    seen = {}
+
+    def locate(self, name):
+        seen["url"] = self.url
+        return {"file": name, "peers": []}
+
+    monkeypatch.setattr(cli.Maestro, "locate", locate)
+    assert cli.main(["locate", "x.txt", "--json", "--maestro", "http://127.0.0.1:1234/"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"file": "x.txt", "peers": []}
+    assert seen["url"] == "http://127.0.0.1:1234"
+
+
+@pytest.mark.parametrize(
+    ("peer", "url"),
+    [
+        ("http://127.0.0.1:9003", "http://127.0.0.1:9003"),
+        ("https://peer.example:443/", "https://peer.example:443"),
+        ("127.0.0.1:9003", "http://127.0.0.1:9003"),
+        ("localhost:9003", "http://localhost:9003"),
+        ("[::1]:9003", "http://[::1]:9003"),
+        ("peer3", None),
+        ("peer_3-b", None),
+    ],
+)
+def test_a_peer_is_a_url_or_a_name(peer, url):
+    assert cli.peer_url(peer) == url
+
+
+def test_sizes_are_read_as_people_write_them(monkeypatch, capsys):
+    sent = {}
+
+    class Status:
+        size = 0
+
+    monkeypatch.setattr(cli.Context, "find_peer", lambda self, peer, need_grpc=False: {"name": peer})
+
+    monkeypatch.setattr(cli.Context, "with_transfer", lambda self, peer, what, use: Status())
+    real_progress = cli.Progress
+
+    def progress(label, total=None, **kw):
+        sent["total"] = total
+        return real_progress(label, total, **kw)
+
+    monkeypatch.setattr(cli, "Progress", progress)
+    assert cli.main(["dummy-upload", "--to", "peer1", "--size", "100MiB"]) == 0
+    assert sent["total"] == 100 * 1024 * 1024
+    assert "dummy-upload: 100.0 MiB in " in capsys.readouterr().out
+    assert cli.main(["dummy-upload", "--to", "peer1", "--size", "lots"]) == 2
+    assert "'lots' is not a size" in capsys.readouterr().err
+
+
+def test_progress_draws_only_on_a_terminal_and_starts_at_the_resumed_offset():
+    class Screen(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Screen()
+    with Progress("big.bin", stream=screen) as bar:
+        bar.start(1000, 400)  # 400 bytes kept from an earlier run
+        bar.update(100)
+    assert re.search(r"big\.bin:\s+40%\|", screen.getvalue()), screen.getvalue()
+    assert bar.count == 100
+
+    pipe = io.StringIO()
+    with Progress("big.bin", 1000, stream=pipe) as quiet:
+        quiet.update(1000)
+    assert pipe.getvalue() == "" and quiet.count == 1000
+
+
+def test_the_progress_library_is_not_imported_by_a_scripted_command():
+    code = "import sys, client.cli; sys.exit('tqdm' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
+
+
+def test_the_maestro_is_the_flag_then_the_variable_then_the_topology_then_the_default(monkeypatch, capsys, tmp_path):
+    asked: list[str] = []
+
+    def locate(self, name):
+        asked.append(self.url)
+        return {"file": name, "peers": []}
+
+    monkeypatch.setattr(cli.Maestro, "locate", locate)
+    monkeypatch.delenv("P2P_MAESTRO", raising=False)
+    monkeypatch.delenv("P2P_TOPOLOGY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["locate", "x"]) == 0  # no topology here: the seeds' Maestro
+    (tmp_path / "topology.yaml").write_text("maestro: {host: 10.9.8.7, port: 19000}\npeers: []\n")
+    assert cli.main(["locate", "x"]) == 0  # ./topology.yaml's Maestro
+    monkeypatch.setenv("P2P_MAESTRO", "http://10.0.0.2:19001/")
+    assert cli.main(["locate", "x"]) == 0  # the variable beats the topology
+    assert cli.main(["--maestro", "http://10.0.0.3:19002", "locate", "x"]) == 0  # the flag beats both
+    capsys.readouterr()
+    assert asked == [
+        "http://127.0.0.1:9000",
+        "http://10.9.8.7:19000",
+        "http://10.0.0.2:19001",
+        "http://10.0.0.3:19002",
+    ]

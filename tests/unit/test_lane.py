@@ -298,8 +298,8 @@ def test_a_cut_lane_keeps_its_finished_pieces_and_the_stream_does_the_rest(serve
     (shared / "f.bin").write_bytes(data)
     real = lane_server.LaneServer._sendfile
 
-    def cut_after_2_5_mib(self, conn, fd, offset, length):
-        return real(self, conn, fd, offset, min(length, 5 * MiB // 2))  # then the connection closes
+    def cut_after_2_5_mib(self, conn, fd, offset, length, moved):
+        real(self, conn, fd, offset, min(length, 5 * MiB // 2), moved)  # then the connection closes
 
     monkeypatch.setattr(lane_server.LaneServer, "_sendfile", cut_after_2_5_mib)
     result = Download(
@@ -315,9 +315,8 @@ def test_a_stalled_lane_drops_the_source_in_stall_timeout(serve, dl, monkeypatch
     address, shared, _ = serve()
     (shared / "f.bin").write_bytes(os.urandom(2 * MiB))
 
-    def hang(self, conn, fd, offset, length):
+    def hang(self, conn, fd, offset, length, moved):
         time.sleep(3)  # a sender that stops sending (the client gives up long before)
-        return 0
 
     monkeypatch.setattr(lane_server.LaneServer, "_sendfile", hang)
     started = time.monotonic()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 
 import pytest
 import yaml
@@ -107,10 +109,12 @@ def test_down_of_a_network_that_is_not_up_is_a_no_op(run, tmp_path):
     assert "was not running" in result.stdout
 
 
-def test_status_of_a_network_that_is_not_up_lists_every_node_down(run, tmp_path):
+def test_status_of_a_network_that_is_not_up_lists_every_node_down_exits_3_and_says_why(run, tmp_path):
     path = ring_topology(tmp_path, peers=3)
     result = run("status", str(path))
-    assert result.exit_code == 1
+    assert result.exit_code == 3
+    assert result.stderr.startswith(f"the network of {path} is not running (no supervisord answers on ")
+    assert result.stderr.strip().endswith(f"start it with: python launcher.py up {path}")
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["NODE", "STATE", "PID", "UPTIME"]
     assert [ln.split()[:2] for ln in lines[1:]] == [[n, "DOWN"] for n in ("maestro", "peer1", "peer2", "peer3")]
@@ -204,7 +208,7 @@ def test_follow_yields_new_lines_as_they_are_written(tmp_path):
     with open(log, "a") as fh:
         fh.write("new 1\nnew 2\npartial")
     seen += [next(lines), next(lines)]
-    assert seen == ["old", "new 1", "new 2"]
+    assert seen == ["maestro| old", "maestro| new 1", "maestro| new 2"]
     assert list(lines) == []  # stops; the unfinished line is not printed
 
 
@@ -224,3 +228,77 @@ def test_free_ports_never_hands_out_a_port_twice_across_calls():
 
     singles = [free_ports(1)[0] for _ in range(500)]  # one call per server, as the tests do
     assert len(set(singles)) == 500
+
+
+def test_status_json_of_a_network_that_is_not_up(run, tmp_path):
+    path = ring_topology(tmp_path, peers=3)
+    result = run("status", "--json", "-t", str(path))
+    assert result.exit_code == 3
+    doc = json.loads(result.stdout)
+    assert (doc["running"], doc["ok"], doc["problems"]) == (False, False, [])
+    assert [n["node"] for n in doc["nodes"]] == ["maestro", "peer1", "peer2", "peer3"]
+    assert doc["nodes"][1]["programs"] == [
+        {"name": "peer1-rest", "state": "DOWN", "pid": None},
+        {"name": "peer1-grpc", "state": "DOWN", "pid": None},
+    ]
+
+
+@pytest.mark.parametrize("command", ["validate", "render", "status", "down"])
+def test_every_command_that_takes_a_topology_takes_it_with_t_too(run, tmp_path, command):
+    path = str(ring_topology(tmp_path, peers=3))
+    positional, option = run(command, path), run(command, "-t", path)
+    assert positional.exit_code == option.exit_code and positional.exit_code in (0, 3), positional.output
+    assert positional.stdout.replace(path, "T") == option.stdout.replace(path, "T")
+    both = run(command, path, "-t", str(ROOT / "topology.yaml"))
+    assert both.exit_code == 2 and "two topologies given" in both.stderr
+
+
+def test_up_takes_t_as_well(run, tmp_path):
+    path = write(tmp_path, seed_dict() | {"peers": seed_dict()["peers"][:1]})  # invalid: friends unknown
+    assert run("up", "-t", path).exit_code == 2
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Lines without an offset are local time, as their writers wrote them: make local time UTC here."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_logs_of_every_node_merge_by_time_with_supervisord_events(run, tmp_path, utc):
+    path = write(tmp_path, seed_dict())
+    run_dir = tmp_path / ".run" / "topology"
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True)
+    (logs / "maestro.log").write_text(
+        "[2026-11-22 10:00:01 +0000] [7] [INFO] Listening at: http://127.0.0.1:9000 (7)\n"
+        '[22/Nov/2026:10:00:04 +0000] 127.0.0.1 "GET /peers HTTP/1.1" 200 90 1ms\n'
+    )
+    (logs / "peer1-grpc.log").write_text(
+        "2026-11-22 10:00:02,500 INFO p2pnet.transfers: Download archivo1.txt: 17 B in 0.00 s to ipv4:x\n"
+        "Traceback (most recent call last):\n"
+        "2026-11-22 10:00:05,000 INFO peer_app.agent: registered at http://127.0.0.1:9000 with 1 file(s)\n"
+    )
+    (run_dir / "supervisord.log").write_text(
+        "2026-11-22 10:00:00,100 INFO RPC interface 'supervisor' initialized\n"
+        "2026-11-22 10:00:00,200 INFO spawned: 'peer1-grpc' with pid 42\n"
+        "2026-11-22 10:00:03,000 INFO exited: peer2-grpc (terminated by SIGKILL; not expected)\n"
+    )
+    everything = run("logs", "-t", path)
+    assert everything.exit_code == 0
+    assert everything.stdout.splitlines() == [
+        "supervisord| 2026-11-22 10:00:00,200 INFO spawned: 'peer1-grpc' with pid 42",
+        "maestro| [2026-11-22 10:00:01 +0000] [7] [INFO] Listening at: http://127.0.0.1:9000 (7)",
+        "peer1-grpc| 2026-11-22 10:00:02,500 INFO p2pnet.transfers: Download archivo1.txt: 17 B in 0.00 s to ipv4:x",
+        "peer1-grpc| Traceback (most recent call last):",
+        "supervisord| 2026-11-22 10:00:03,000 INFO exited: peer2-grpc (terminated by SIGKILL; not expected)",
+        'maestro| [22/Nov/2026:10:00:04 +0000] 127.0.0.1 "GET /peers HTTP/1.1" 200 90 1ms',
+        "peer1-grpc| 2026-11-22 10:00:05,000 INFO peer_app.agent: registered at http://127.0.0.1:9000 with 1 file(s)",
+    ]
+    one = run("logs", "peer2", "-t", path)  # a node's own programs, and supervisord's lines about them only
+    assert one.stdout.splitlines() == [
+        "supervisord| 2026-11-22 10:00:03,000 INFO exited: peer2-grpc (terminated by SIGKILL; not expected)"
+    ]

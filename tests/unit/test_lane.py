@@ -3,7 +3,9 @@ mixed lane and stream sources; fallback to the gRPC stream when a lane cannot co
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -222,7 +224,8 @@ def test_garbage_on_the_lane_port_is_dropped_without_harm(serve, client):
 
 
 # -- downloads ---------------------------------------------------------------------------------------
-def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl):
+def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
+    caplog.set_level(logging.INFO, logger="peer_app.lane")
     address, shared, _ = serve()
     data = os.urandom(5 * MiB + 3)
     (shared / "f.bin").write_bytes(data)
@@ -230,6 +233,11 @@ def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl):
     assert (dl / "f.bin").read_bytes() == data
     assert result.verified == "blake3" and result.lane_bytes == {"p": len(data)} and result.sha256 == sha(data)
     assert leftovers(dl) == []
+    # The peer's log has one line per lane send: the file, the amount and rate, whom to, which bytes.
+    sends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lane f.bin: ")]
+    spans = [re.search(r" to 127\.0\.0\.1 \(bytes (\d+)-(\d+)\)$", line) for line in sends]
+    assert sends and all(spans), sends
+    assert sum(int(m.group(2)) - int(m.group(1)) + 1 for m in spans) == len(data)
 
 
 def test_lane_and_stream_sources_mix_in_one_download(serve, dl):

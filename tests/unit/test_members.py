@@ -113,6 +113,11 @@ def test_read_members_closes_every_get_but_health(maestro_config, secret_file, s
     assert client.get("/locate?file=a.txt", headers=token, environ_base=STRANGER).status_code == 200  # fast path
     assert client.get("/peers", headers=token, environ_base=STRANGER).status_code == 200
     assert client.get("/health", environ_base=STRANGER).status_code == 200
+    # The page and its scripts carry no data: they load for anyone; what they ask for needs the token.
+    assert client.get("/ui", environ_base=STRANGER).status_code == 200
+    assert client.get("/ui/static/ui.js", environ_base=STRANGER).status_code == 200
+    assert client.get("/ui/search?query=a", environ_base=STRANGER).status_code == 401
+    assert client.post("/ui", environ_base=STRANGER).status_code == 401
 
 
 # --- a peer's REST API ---------------------------------------------------------------------------

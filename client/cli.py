@@ -116,15 +116,15 @@ def _peer_hint(peer: dict) -> str:
 
 @contextmanager
 def refused(who: str, what: str) -> Iterator[None]:
-    """Say who refused what, in the user's words, when the network does not take our credential."""
+    """Say who refused what (a noun: "upload"), in the user's words, when the network does not take our credential."""
     try:
         yield
     except Unauthorized:
         raise Unauthorized(
-            f"cannot {what}: {who} refused it ({NOT_A_MEMBER}); pass --token or run from the network's folder"
+            f"{who} refused the {what}: {NOT_A_MEMBER}; pass --token or run from the network's folder"
         ) from None
     except Forbidden as err:
-        raise Forbidden(f"cannot {what}: {who} refused it ({err.detail})") from None
+        raise Forbidden(f"{who} refused the {what}: {err.detail}") from None
 
 
 @dataclass
@@ -145,17 +145,17 @@ class Context:
     def ask_maestro(self, what: str, ask: Callable[[Maestro], T]) -> T:
         """One call to the Maestro; an unreachable Maestro is reported with what to run."""
         try:
-            with refused("the Maestro", what):
+            with refused("the Maestro", what.split()[0]):
                 return ask(self.maestro)
         except Unavailable as err:
             raise Unavailable(
                 f"cannot {what}: the Maestro at {self.maestro_url} does not answer ({_reason(err)}); {UP_HINT}"
             ) from None
 
-    def ask_peer(self, peer: dict, what: str, ask: Callable[[Peer], T]) -> T:
+    def ask_peer(self, peer: dict, what: str, ask: Callable[[Peer], T], action: str = "") -> T:
         """One REST call to a peer; an unreachable peer is reported by name, state and what to run."""
         try:
-            with refused(_label(peer), what):
+            with refused(_label(peer), action or what.split()[0]):
                 return ask(self.peer(peer["rest_url"]))
         except Unavailable as err:
             raise Unavailable(
@@ -168,10 +168,10 @@ class Context:
         if url is not None:
             if not need_grpc:
                 return {"name": url, "rest_url": url}
-            info = self.ask_peer({"name": url, "rest_url": url}, "ask the peer who it is", lambda p: p.info())
+            info = self.ask_peer({"name": url, "rest_url": url}, "ask the peer who it is", lambda p: p.info(), "lookup")
             return {"name": info["name"], "rest_url": info.get("rest_url", url), "grpc_address": info["grpc_address"]}
         try:
-            with refused("the Maestro", f"look up the peer named {peer!r}"):
+            with refused("the Maestro", "lookup"):
                 peers = self.maestro.peers()
         except Unavailable as err:
             raise Unavailable(
@@ -423,7 +423,7 @@ def download(
         raise click.BadParameter("at least 64KiB", param_hint="--piece-size")
     out = out or os.path.join(os.getcwd(), name)
     holders, sha, size = _holders(obj, name, source, via_peer)
-    with Progress(name) as progress, refused(", ".join(h["name"] for h in holders), f"download {name}"):
+    with Progress(name) as progress, refused(", ".join(h["name"] for h in holders), "download"):
         try:
             result = fetch(
                 name,
@@ -481,7 +481,7 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
     with Progress(name, os.path.getsize(path)) as progress:
         try:
             status = obj.with_transfer(
-                peer, f"upload {name}", lambda t: t.upload(path, name, overwrite=overwrite, progress=progress.update)
+                peer, "upload", lambda t: t.upload(path, name, overwrite=overwrite, progress=progress.update)
             )
         except KeyboardInterrupt:
             raise Interrupted(
@@ -527,7 +527,7 @@ def dummy_download(obj: Context, name: str, source: str, size: int | None) -> No
             return transfer.dummy_download(name, DUMMY_SIZE, progress=progress.update)
 
     started = time.monotonic()
-    received = obj.with_transfer(peer, f"dummy-download {name}", run)
+    received = obj.with_transfer(peer, "dummy-download", run)
     seconds = time.monotonic() - started
     obj.emit(
         {"file": name, "received": received, "from": peer["name"], "seconds": round(seconds, 3)},

@@ -30,10 +30,7 @@ def test_an_unreachable_maestro_exits_4_with_one_line(capsys):
     assert "python launcher.py up" in err  # what to run next
 
 
-REFUSED = (
-    "cannot locate x.txt: the Maestro refused it (not a member of this network); "
-    "pass --token or run from the network's folder"
-)
+REFUSED = "the Maestro refused the locate: not a member of this network; pass --token or run from the network's folder"
 
 
 @pytest.mark.parametrize(

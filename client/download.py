@@ -64,6 +64,10 @@ if TYPE_CHECKING:  # imported for real only when a gRPC client is made (the CLI'
 PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
 STREAMS_PER_SOURCE = 2  # parallel ranged calls per holder (hides per-call latency)
 MAX_STREAMS = 8  # in all, whatever the number of holders
+# Without lanes every byte crosses gRPC in Python (CPU-bound near 300 MB/s on 2 cores, whatever the
+# number of streams), and each stream holds ~10 MiB of buffers: one stream per holder keeps the
+# client under 100 MiB with 2 holders (bench.transfer, `--no-lane`).
+MAX_STREAMS_WITHOUT_LANES = 2
 MAX_SOURCES = 4
 STALL_TIMEOUT = 10.0  # seconds without a byte before a source counts as dead
 CONNECT_TIMEOUT = 5.0
@@ -287,7 +291,8 @@ class Download:
         hasher = InOrderHasher(part, kind=verify)
         hasher.start()
         live = [s for s in sources if s.alive][: self.max_sources]
-        per_source = max(1, min(self.streams_per_source, MAX_STREAMS // max(1, len(live))))
+        limit = MAX_STREAMS if self.lanes else MAX_STREAMS_WITHOUT_LANES
+        per_source = max(1, min(self.streams_per_source, limit // max(1, len(live))))
         workers = []
         if self._pending:
             for source in live:

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -152,29 +153,16 @@ class PeerInterceptor(grpc.ServerInterceptor):
     def _single(self, behavior, new_call, request_streaming: bool):
         def handle(requests, context):
             call = new_call(context)
-            _current.set(call)
-            try:
+            with self._handled(call, context):
                 self._start(call, context)
                 return behavior(self._requests(requests, call, request_streaming), context)
-            except P2PError as err:
-                call.error = err
-                abort(context, err)
-            except grpc.RpcError:
-                call.cut = True  # grpc knows this error (it raised it) and logs nothing
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug: one clean INTERNAL, the details in the log only
-                call.error = _unexpected(call, exc)
-                abort(context, call.error)
-            finally:
-                self._end(call)
 
         return handle
 
     def _streaming(self, behavior, new_call, request_streaming: bool):
         def handle(requests, context) -> Iterator:
             call = new_call(context)
-            _current.set(call)
-            try:
+            with self._handled(call, context):
                 self._start(call, context)
                 progress = call.progress
                 for response in behavior(self._requests(requests, call, request_streaming), context):
@@ -186,17 +174,6 @@ class PeerInterceptor(grpc.ServerInterceptor):
                     progress.wait()  # until gRPC asks for the next one: the client made room for this one
                     yield response
                     progress.done(size)
-            except P2PError as err:
-                call.error = err
-                abort(context, err)
-            except (grpc.RpcError, GeneratorExit):
-                call.cut = True
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug: one clean INTERNAL, the details in the log only
-                call.error = _unexpected(call, exc)
-                abort(context, call.error)
-            finally:
-                self._end(call)
 
         return handle
 
@@ -205,20 +182,36 @@ class PeerInterceptor(grpc.ServerInterceptor):
 
         def handle(requests, context, send_response_callback):
             call = new_call(context)
-            _current.set(call)
-            try:
+            with self._handled(call, context):
                 self._start(call, context)
                 return behavior(self._requests(requests, call, request_streaming), context, send_response_callback)
-            except P2PError as err:
-                call.error = err
-                abort(context, err)
-            finally:
-                self._end(call)
 
         handle.experimental_non_blocking = True  # type: ignore[attr-defined]
         return handle
 
     # -- helpers ------------------------------------------------------------------------------
+    @contextmanager
+    def _handled(self, call: RpcCall, context: grpc.ServicerContext) -> Iterator[None]:
+        """Run one call's handler: a P2PError or a bug ends it with a status; the hooks see its end.
+
+        A grpc.RpcError (raised by grpc itself) or a GeneratorExit (a response stream closed
+        before its end) means the client went away: the call is marked cut and grpc logs nothing.
+        """
+        _current.set(call)
+        try:
+            yield
+        except P2PError as err:
+            call.error = err
+            abort(context, err)
+        except (grpc.RpcError, GeneratorExit):
+            call.cut = True
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: one clean INTERNAL, the details in the log only
+            call.error = _unexpected(call, exc)
+            abort(context, call.error)
+        finally:
+            self._end(call)
+
     def _requests(self, requests: Iterator, call: RpcCall, streaming: bool):
         """The request stream as the servicer expects it: the stream itself, or its one message."""
         messages = self._count_in(requests, call)

@@ -90,14 +90,19 @@ def dl(tmp_path):
 
 @pytest.fixture
 def serve(peer_config):
-    """Start in-process gRPC servers on port 0 with the given settings; yield (address, shared folder)."""
+    """Start in-process gRPC servers on port 0: start(config=None, hooks=(), **settings) -> (address, folder).
+
+    The server runs peer_config (or config) with the given settings replaced, and the given
+    interceptor hooks after the server's own.
+    """
     from peer_app.grpc_server import create_server
 
     servers = []
 
-    def start(**settings):
-        config = replace(peer_config, settings=replace(peer_config.settings, **settings))
-        server, port, _ = create_server(config, "127.0.0.1:0")
+    def start(config=None, hooks=(), **settings):
+        config = config or peer_config
+        config = replace(config, settings=replace(config.settings, **settings))
+        server, port, _ = create_server(config, "127.0.0.1:0", hooks=hooks)
         server.start()
         servers.append(server)
         return f"127.0.0.1:{port}", Path(config.shared_dir)

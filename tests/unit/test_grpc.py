@@ -181,22 +181,14 @@ class Recorder(CallHook):
 
 
 @pytest.fixture
-def hooked(peer_config):
-    """An in-process server with a Recorder hook; yields (stub, recorder factory)."""
-    servers, channels = [], []
+def hooked(serve, stub_for):
+    """start(recorder): a stub of an in-process server that runs the Recorder hook."""
 
     def start(recorder: Recorder):
-        server, port, _ = create_server(peer_config, "127.0.0.1:0", hooks=[recorder])
-        server.start()
-        servers.append(server)
-        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
-        return transfer_pb2_grpc.FileTransferStub(channels[-1])
+        address, _ = serve(hooks=[recorder])
+        return stub_for(address)
 
-    yield start
-    for channel in channels:
-        channel.close()
-    for server in servers:
-        server.stop(None)
+    return start
 
 
 def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(hooked, caplog):

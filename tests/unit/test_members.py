@@ -13,12 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from common import transfer_pb2, transfer_pb2_grpc
+from common import transfer_pb2
 from common.config import Security
 from common.errors import Forbidden, Unauthorized, from_rpc_error
-from common.rpc import CHANNEL_OPTIONS
 from common.security import Guard, ensure_secret, grpc_metadata, operator_token, peer_token, read_secret
-from peer_app.grpc_server import create_server
 from tests.support import FakePeers, metric_value
 
 STRANGER = {"REMOTE_ADDR": "10.208.0.2"}
@@ -263,23 +261,14 @@ def test_a_lying_or_malformed_answer_is_dropped_counted_and_never_replaces_ours(
 
 
 @pytest.fixture
-def guarded_grpc(peer_config, secret_file):
-    """A gRPC server that trusts no address (so loopback callers are strangers)."""
-    servers, channels = [], []
+def guarded_grpc(peer_config, secret_file, serve, stub_for):
+    """start(**security): a stub of a gRPC server that trusts no address (so loopback callers are strangers)."""
 
     def start(**fields):
-        config = with_security(peer_config, secret_file, trusted_networks=(), **fields)
-        server, port, _ = create_server(config, "127.0.0.1:0")
-        server.start()
-        servers.append(server)
-        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
-        return transfer_pb2_grpc.FileTransferStub(channels[-1])
+        address, _ = serve(config=with_security(peer_config, secret_file, trusted_networks=(), **fields))
+        return stub_for(address)
 
-    yield start
-    for channel in channels:
-        channel.close()
-    for server in servers:
-        server.stop(None)
+    return start
 
 
 def _upload(stub, name: str, data: bytes, metadata=None):

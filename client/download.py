@@ -65,8 +65,8 @@ PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
 STREAMS_PER_SOURCE = 2  # parallel ranged calls per holder (hides per-call latency)
 MAX_STREAMS = 8  # in all, whatever the number of holders
 # Without lanes every byte crosses gRPC in Python (CPU-bound near 300 MB/s on 2 cores, whatever the
-# number of streams), and each stream holds ~10 MiB of buffers: one stream per holder keeps the
-# client under 100 MiB with 2 holders (bench.transfer, `--no-lane`).
+# number of streams), and each stream holds ~10 MiB of buffers: 2 streams for one holder, one per
+# holder for several, keeps the client under 100 MiB (bench.transfer, `--no-lane` with 2 holders).
 MAX_STREAMS_WITHOUT_LANES = 2
 MAX_SOURCES = 4
 STALL_TIMEOUT = 10.0  # seconds without a byte before a source counts as dead

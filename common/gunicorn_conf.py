@@ -77,6 +77,9 @@ def on_starting(server) -> None:
         server.log.error("cannot bind REST on %s: %s", config.rest_bind, problem)
         sys.exit(1)
     os.environ[MULTIPROC_ENV] = reset_dir(metrics_dir(config.run_dir, config.name))
+    if not config.settings.access_log:  # `settings: {access_log: false}`: no line per request
+        server.cfg.set("accesslog", None)
+        server.log.setup(server.cfg)
 
 
 def child_exit(server, worker) -> None:

@@ -361,6 +361,12 @@ def _settings(raw: Any, problems: list[str]) -> Settings:
             else:
                 values[key] = value
             continue
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                values[key] = value
+            else:
+                problems.append(f"settings.{key}: {value!r} is not true or false")
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"settings.{key}: {value!r} is not a number")
             continue

@@ -364,8 +364,11 @@ class Discovery:
         missing: list[dict] = []
         if ttl > 1:
             with self.gate.enter(not path, budget - (self.clock() - start)) as admitted:
-                if not admitted:
-                    raise Busy(f"{self.me['name']} is too busy to ask its friends for {filename!r}; retry shortly")
+                if not admitted:  # a 503 that says, like every locate answer, that it is not whole
+                    raise Busy(
+                        f"{self.me['name']} is too busy to ask its friends for {filename!r}; retry shortly",
+                        extra={"complete": False, "missing": [{"peer": self.me["name"], "why": SHED}]},
+                    )
                 found = self._chain(filename, qid, ttl, budget, path, start, missing)
                 if found is not None:
                     return found

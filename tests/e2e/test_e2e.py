@@ -130,3 +130,17 @@ def test_download_shows_a_progress_bar_on_a_terminal_only(network, tmp_path):
     assert piped.returncode == 0, piped.stderr
     assert "%|" not in piped.stdout + piped.stderr and piped.stderr == ""
     assert piped.stdout.startswith("downloaded big.bin: 4.00 MiB in ")
+
+
+def test_access_log_false_leaves_the_request_lines_out(network):
+    from common.config import Settings
+
+    nodes = network(["peer1"], settings=Settings(heartbeat_interval=0.5, access_log=False))
+    maestro, peer1 = nodes["maestro"], nodes["peer1"]
+    for url in (maestro.url + "/peers", peer1.url + "/files"):
+        assert requests.get(url, timeout=5).status_code == 200
+    wait_until(lambda: "registered at" in peer1.processes[1].log.read_text(), what="peer1's registration line")
+    for node in (maestro, peer1):
+        rest_log = node.processes[0].log.read_text()
+        assert "Booting worker" in rest_log  # gunicorn's own lines are still there
+        assert "HTTP/1.1" not in rest_log, rest_log[-500:]  # no line per request

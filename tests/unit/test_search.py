@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from common.errors import Incomplete, NotFound
+from common.errors import Busy, Incomplete, NotFound
 from peer_app.search import Gate, Query, new_qid
 from tests.fakenet import FakeNetwork
 
@@ -229,6 +229,24 @@ def test_a_new_search_that_cannot_get_in_line_in_time_is_shed_with_its_own_resul
         assert net.calls == []  # shed: nobody else was asked
         answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))  # the place is free again
         assert answer["complete"] is True and {r["peer"] for r in answer["results"]} == {"hub", "a"}
+    finally:
+        net.close()
+
+
+def test_a_locate_that_cannot_get_in_line_is_a_503_that_says_it_is_not_whole(tmp_path):
+    net = FakeNetwork(tmp_path, {"a": ["x-a.txt"]})
+    gate = Gate(limit=1)
+    hub = net.add("hub", ["a", "b"], gate=gate)
+    net.add("a")
+    net.add("b")
+    try:
+        with gate.origin(0) as admitted:  # a search is being flooded: the only place is taken
+            assert admitted
+            with pytest.raises(Busy) as shed:
+                hub.locate("x-a.txt", qid=new_qid(), ttl=5, budget=0.4, path=[])
+        assert net.calls == []  # nobody was asked
+        body = shed.value.to_json()
+        assert (body["error"], body["complete"], body["missing"]) == ("busy", False, [{"peer": "hub", "why": "shed"}])
     finally:
         net.close()
 

@@ -48,6 +48,12 @@ def test_a_word_setting_takes_one_of_its_choices():
     assert topology.parse(data, HERE).settings.rest_worker_class == "gthread"
 
 
+def test_a_yes_no_setting_takes_true_or_false():
+    data = mutate(seed_dict(), lambda d: d.update(settings={"access_log": False}))
+    assert topology.parse(data, HERE).settings.access_log is False
+    assert topology.parse(seed_dict(), HERE).settings.access_log is True
+
+
 def test_settings_override_defaults():
     data = mutate(seed_dict(), lambda d: d.update(settings={"heartbeat_interval": 1, "rest_workers": 1}))
     s = topology.parse(data, HERE).settings
@@ -162,6 +168,7 @@ CASES = [
         "settings.heartbeat_interval: 'fast' is not a number",
     ),
     ("setting-not-int", _set("settings", {"rest_workers": 1.5}), "settings.rest_workers: 1.5 is not an integer"),
+    ("setting-not-bool", _set("settings", {"access_log": "no"}), "settings.access_log: 'no' is not true or false"),
     ("setting-negative", _set("settings", {"request_timeout": -1}), "settings.request_timeout: -1 must be positive"),
     (
         "setting-unknown-choice",

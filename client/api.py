@@ -208,6 +208,9 @@ class HopClient:
             except OSError as err:
                 conn.close()
                 raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
+            except http.client.HTTPException:  # IncompleteRead and kin: the peer went away mid-answer
+                conn.close()
+                raise NoAnswer(f"cannot reach {url}: its answer was cut halfway") from None
             if resp.will_close:
                 conn.close()
             else:

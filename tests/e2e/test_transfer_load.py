@@ -140,7 +140,11 @@ def test_idle_uploads_and_unread_downloads_from_one_client_stop_neither_health_n
             text = new_log_text(log, mark)
             return text if text.count("cut by this peer") >= 8 else ""
 
-        text = wait_until(cut, IDLE + 5, what="the 8 held calls cut")
+        try:
+            text = wait_until(cut, IDLE + 5, what="the 8 held calls cut")
+        except AssertionError:
+            print("LOG-SINCE-MARK:\n" + new_log_text(log, mark)[-6000:])
+            raise
         cuts = [line.split(" from ")[0].rsplit(" ", 1)[-1] for line in text.splitlines() if "cut by this peer" in line]
         assert sorted(cuts) == ["Download"] * 4 + ["Upload"] * 4, text
     finally:

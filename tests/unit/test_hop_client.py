@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from client.api import HopClient
-from common.errors import NotFound, TimedOut, Unavailable
+from common.errors import NoAnswer, NotFound, TimedOut, Unavailable
 from tests.support import free_port
 
 
@@ -23,6 +23,14 @@ class Handler(BaseHTTPRequestHandler):
         Handler.ports.append(self.client_address[1])
         if self.path.startswith("/slow"):
             time.sleep(1.0)
+        if self.path.startswith("/cut"):  # a peer killed halfway through its answer
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"results": [')
+            self.close_connection = True
+            return
         status, body = (
             (404, {"error": "not_found", "detail": "nothing here"})
             if "missing" in self.path
@@ -92,3 +100,8 @@ def test_a_peer_that_answers_too_late_is_timed_out_and_one_that_is_gone_is_unava
     with pytest.raises(Unavailable) as gone:
         HopClient().get(f"http://127.0.0.1:{free_port()}/search", {}, 1.0)
     assert not isinstance(gone.value, TimedOut)
+
+
+def test_an_answer_cut_halfway_is_no_answer_not_an_error_of_ours(server):
+    with pytest.raises(NoAnswer, match="cut halfway"):
+        HopClient().get(server + "/cut", {}, 2.0)

@@ -99,8 +99,3 @@ def client_network(token: str | None, topology: str | os.PathLike | None = None)
         token = view.operator_token()
     ca = str(view.ca_file) if view is not None and view.tls and view.ca_file.is_file() else None
     return (view.maestro_url if view is not None else None), Credentials(token=token or None, ca_file=ca)
-
-
-def client_credentials(token: str | None, topology: str | os.PathLike | None = None) -> Credentials:
-    """The credentials of client_network."""
-    return client_network(token, topology)[1]

@@ -11,45 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
-
-from gunicorn import glogging
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # One line per request in the program's log (stdout, which supervisord writes to logs/<program>.log):
 # [22/Nov/2026:01:08:20 +0000] 127.0.0.1 "GET /locate?file=archivo1.txt HTTP/1.1" 200 245 1ms
 accesslog = "-"
-logger_class = "common.gunicorn_conf.AccessLogger"
-
-
-class AccessLogger(glogging.Logger):
-    """gunicorn's logger, with a lean access line (time, client, request line, status, bytes, ms).
-
-    gunicorn's own access() first builds a dict of "atoms" with every request header, response
-    header and environ variable, and decodes the Authorization header, for each request: that
-    cost the Maestro ~25% of its /locate requests/s (bench.security, same run). This writes the
-    same line from the few fields it shows, with the timestamp formatted once a second.
-    """
-
-    _second = -1
-    _stamp = ""
-
-    def access(self, resp, req, environ, request_time) -> None:
-        if not self.access_log_enabled:
-            return
-        now = int(time.time())
-        if now != self._second:
-            self._second, self._stamp = now, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now))
-        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
-        ms = request_time.seconds * 1000 + request_time.microseconds // 1000
-        line = (
-            f"{self._stamp} {environ.get('REMOTE_ADDR', '-')} "
-            f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
-            f"{status} {getattr(resp, 'sent', None)} {ms}ms"
-        )
-        self.access_log.info(line)
+logger_class = "common.access_log.AccessLogger"  # imported by gunicorn only, when it starts
 
 
 def metrics_dir(run_dir: str, node_name: str) -> str:

@@ -9,7 +9,7 @@ import re
 from gunicorn import glogging
 from gunicorn.config import Config
 
-from common.gunicorn_conf import AccessLogger
+from common.access_log import AccessLogger
 
 GUNICORN_FORMAT = '%(t)s %(h)s "%(r)s" %(s)s %(B)s %(M)sms'  # what the line looked like through gunicorn's atoms
 

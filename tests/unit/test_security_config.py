@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 import launcher
-from client.topology import client_credentials, find_topology, read_network
+from client.topology import client_network, find_topology, read_network
 from common.config import NodeConfig
 from common.security import Guard, operator_token, read_secret
 from control import render, topology
@@ -116,10 +116,10 @@ def test_the_client_finds_the_topology_and_derives_the_operators_token(tmp_path,
     assert find_topology(str(here / "topology.yaml")) == here / "topology.yaml"  # --topology wins
     view = read_network(there / "topology.yaml")
     assert (view.maestro_url, view.secret_file) == ("https://127.0.0.1:9000", there / "s.secret")
-    creds = client_credentials(None)
+    creds = client_network(None)[1]
     assert creds.token == operator_token(read_secret(there / "s.secret"))
     assert creds.ca_file == str(there / ".run" / "topology" / "tls" / "ca.pem")
-    assert client_credentials("mine").token == "mine"  # --token / P2P_TOKEN win
+    assert client_network("mine")[1].token == "mine"  # --token / P2P_TOKEN win
     monkeypatch.delenv("P2P_TOPOLOGY")
     monkeypatch.chdir(tmp_path)  # no topology here: no token, plain connections
-    assert (client_credentials(None).token, client_credentials(None).ca_file) == (None, None)
+    assert (client_network(None)[1].token, client_network(None)[1].ca_file) == (None, None)

@@ -142,20 +142,20 @@ class Context:
     def peer(self, url: str) -> Peer:
         return Peer(url, self.timeout, self.credentials)
 
-    def ask_maestro(self, what: str, ask: Callable[[Maestro], T]) -> T:
+    def ask_maestro(self, action: str, what: str, ask: Callable[[Maestro], T]) -> T:
         """One call to the Maestro; an unreachable Maestro is reported with what to run."""
         try:
-            with refused("the Maestro", what.split()[0]):
+            with refused("the Maestro", action):
                 return ask(self.maestro)
         except Unavailable as err:
             raise Unavailable(
                 f"cannot {what}: the Maestro at {self.maestro_url} does not answer ({_reason(err)}); {UP_HINT}"
             ) from None
 
-    def ask_peer(self, peer: dict, what: str, ask: Callable[[Peer], T], action: str = "") -> T:
+    def ask_peer(self, peer: dict, action: str, what: str, ask: Callable[[Peer], T]) -> T:
         """One REST call to a peer; an unreachable peer is reported by name, state and what to run."""
         try:
-            with refused(_label(peer), action or what.split()[0]):
+            with refused(_label(peer), action):
                 return ask(self.peer(peer["rest_url"]))
         except Unavailable as err:
             raise Unavailable(
@@ -168,7 +168,7 @@ class Context:
         if url is not None:
             if not need_grpc:
                 return {"name": url, "rest_url": url}
-            info = self.ask_peer({"name": url, "rest_url": url}, "ask the peer who it is", lambda p: p.info(), "lookup")
+            info = self.ask_peer({"name": url, "rest_url": url}, "lookup", "ask the peer who it is", lambda p: p.info())
             return {"name": info["name"], "rest_url": info.get("rest_url", url), "grpc_address": info["grpc_address"]}
         try:
             with refused("the Maestro", "lookup"):
@@ -310,10 +310,10 @@ def locate(obj: Context, name: str, via_peer: str | None) -> None:
     """Show which peers hold NAME."""
     if via_peer:
         peer = obj.find_peer(via_peer)
-        answer = obj.ask_peer(peer, f"locate {name}", lambda p: p.locate(name))
+        answer = obj.ask_peer(peer, "locate", f"locate {name}", lambda p: p.locate(name))
         how = f" (found through {' -> '.join(answer.get('via', []))})" if answer.get("via") else ""
     else:
-        answer = obj.ask_maestro(f"locate {name}", lambda m: m.locate(name))
+        answer = obj.ask_maestro("locate", f"locate {name}", lambda m: m.locate(name))
         how = ""
     holders = answer["peers"]
     obj.emit(answer, "\n".join([f"{name}: {len(holders)} holder(s){how}"] + [_holder_line(p) for p in holders]))
@@ -330,7 +330,7 @@ def search(obj: Context, query: str, peer: str, fanout: int | None, ttl: int | N
     """Flood-search the network for names containing QUERY."""
     params = {k: v for k, v in (("fanout", fanout), ("ttl", ttl)) if v is not None}
     start = obj.find_peer(peer)
-    answer = obj.ask_peer(start, f"search for {query!r}", lambda p: p.search(query, **params))
+    answer = obj.ask_peer(start, "search", f"search for {query!r}", lambda p: p.search(query, **params))
     visited = answer.get("visited", [])
     lines = [
         f"{len(answer['results'])} result(s) for {query!r}; the query reached {len(visited)} peer(s)"
@@ -349,9 +349,9 @@ def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) 
     if source:
         return [obj.find_peer(source, need_grpc=True)], "", None
     if via_peer:
-        peers = obj.ask_peer(obj.find_peer(via_peer), f"locate {name}", lambda p: p.locate(name))["peers"]
+        peers = obj.ask_peer(obj.find_peer(via_peer), "locate", f"locate {name}", lambda p: p.locate(name))["peers"]
     else:
-        peers = obj.ask_maestro(f"locate {name}", lambda m: m.locate(name))["peers"]
+        peers = obj.ask_maestro("locate", f"locate {name}", lambda m: m.locate(name))["peers"]
     by_content: dict[tuple[str, int | None], list[dict]] = {}
     for peer in peers:
         by_content.setdefault((peer.get("sha256") or "", peer.get("size")), []).append(peer)

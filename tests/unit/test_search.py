@@ -211,44 +211,42 @@ def test_partial_answers_travel_back_to_the_origin(ring):
     assert missing_of(answer) == {"p6": "unreachable"}
 
 
-def test_a_new_search_that_cannot_get_in_line_in_time_is_shed_with_its_own_results(tmp_path):
+@pytest.fixture
+def busy_hub(tmp_path):
+    """(net, hub, gate): hub asks friends a and b and admits one flood at a time."""
     net = FakeNetwork(tmp_path, {"hub": ["x-hub.txt"], "a": ["x-a.txt"]})
     gate = Gate(limit=1)
     hub = net.add("hub", ["a", "b"], gate=gate)
     net.add("a")
     net.add("b")
-    try:
-        with gate.origin(0) as admitted:  # one search is being flooded: the only place is taken
-            assert admitted
-            start = time.monotonic()
-            answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))
-            waited = time.monotonic() - start
-        assert 0.15 < waited < 0.6  # it waited in line for what its deadline allowed (0.2 s), then gave up
-        assert answer["complete"] is False and missing_of(answer) == {"hub": "shed"}
-        assert [r["peer"] for r in answer["results"]] == ["hub"]
-        assert net.calls == []  # shed: nobody else was asked
-        answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))  # the place is free again
-        assert answer["complete"] is True and {r["peer"] for r in answer["results"]} == {"hub", "a"}
-    finally:
-        net.close()
+    yield net, hub, gate
+    net.close()
 
 
-def test_a_locate_that_cannot_get_in_line_is_a_503_that_says_it_is_not_whole(tmp_path):
-    net = FakeNetwork(tmp_path, {"a": ["x-a.txt"]})
-    gate = Gate(limit=1)
-    hub = net.add("hub", ["a", "b"], gate=gate)
-    net.add("a")
-    net.add("b")
-    try:
-        with gate.origin(0) as admitted:  # a search is being flooded: the only place is taken
-            assert admitted
-            with pytest.raises(Busy) as shed:
-                hub.locate("x-a.txt", qid=new_qid(), ttl=5, budget=0.4, path=[])
-        assert net.calls == []  # nobody was asked
-        body = shed.value.to_json()
-        assert (body["error"], body["complete"], body["missing"]) == ("busy", False, [{"peer": "hub", "why": "shed"}])
-    finally:
-        net.close()
+def test_a_new_search_that_cannot_get_in_line_in_time_is_shed_with_its_own_results(busy_hub):
+    net, hub, gate = busy_hub
+    with gate.origin(0) as admitted:  # one search is being flooded: the only place is taken
+        assert admitted
+        start = time.monotonic()
+        answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))
+        waited = time.monotonic() - start
+    assert 0.15 < waited < 0.6  # it waited in line for what its deadline allowed (0.2 s), then gave up
+    assert answer["complete"] is False and missing_of(answer) == {"hub": "shed"}
+    assert [r["peer"] for r in answer["results"]] == ["hub"]
+    assert net.calls == []  # shed: nobody else was asked
+    answer = hub.search(Query("x", new_qid(), 5, 2, 0.4))  # the place is free again
+    assert answer["complete"] is True and {r["peer"] for r in answer["results"]} == {"hub", "a"}
+
+
+def test_a_locate_that_cannot_get_in_line_is_a_503_that_says_it_is_not_whole(busy_hub):
+    net, hub, gate = busy_hub
+    with gate.origin(0) as admitted:  # a search is being flooded: the only place is taken
+        assert admitted
+        with pytest.raises(Busy) as shed:
+            hub.locate("x-a.txt", qid=new_qid(), ttl=5, budget=0.4, path=[])
+    assert net.calls == []  # nobody was asked
+    body = shed.value.to_json()
+    assert (body["error"], body["complete"], body["missing"]) == ("busy", False, [{"peer": "hub", "why": "shed"}])
 
 
 def test_a_forwarded_hop_beyond_the_hop_limit_is_shed_at_once(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 MAGIC = b"P2PL"
 VERSION = 1
@@ -54,15 +55,19 @@ def encode_hello(ticket: bytes, name: str, offset: int, length: int) -> bytes:
     return _HELLO.pack(MAGIC, VERSION, 0, len(raw_name), ticket, offset, length) + raw_name
 
 
-def read_hello(sock: socket.socket) -> tuple[bytes, str, int, int]:
-    """(ticket, name, offset, length) from a client's hello; ProtocolError on anything else."""
-    magic, version, _flags, name_len, ticket, offset, length = _HELLO.unpack(read_exact(sock, HELLO_SIZE))
+def read_hello(sock: socket.socket, deadline: float | None = None) -> tuple[bytes, str, int, int]:
+    """(ticket, name, offset, length) from a client's hello; ProtocolError on anything else.
+
+    deadline (time.monotonic()) bounds the whole hello, not each read: a client that trickles
+    one byte at a time gets TimeoutError when it passes.
+    """
+    magic, version, _flags, name_len, ticket, offset, length = _HELLO.unpack(read_exact(sock, HELLO_SIZE, deadline))
     if magic != MAGIC or version != VERSION:
         raise ProtocolError("not a p2pnet lane hello")
     if name_len > MAX_NAME_BYTES:
         raise ProtocolError("file name too long")
     try:
-        name = read_exact(sock, name_len).decode("utf-8")
+        name = read_exact(sock, name_len, deadline).decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("file name is not UTF-8") from None
     return ticket, name, offset, length
@@ -82,12 +87,20 @@ def read_reply(sock: socket.socket) -> tuple[int, int, str]:
     return status, length, message
 
 
-def read_exact(sock: socket.socket, n: int) -> bytes:
-    """Exactly n bytes (small headers only); ProtocolError if the connection ends first."""
+def read_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Exactly n bytes (small headers only); ProtocolError if the connection ends first.
+
+    With a deadline (time.monotonic()), each read waits only for what is left of it.
+    """
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{got} of {n} header bytes before the deadline")
+            sock.settimeout(left)
         k = sock.recv_into(view[got:])
         if k == 0:
             raise ProtocolError(f"connection closed after {got} of {n} header bytes")

@@ -232,8 +232,10 @@ class PeerInterceptor(grpc.ServerInterceptor):
             try:
                 message = next(requests)
             except StopIteration:
-                if progress is not None and progress.cut:  # a cut can look like the end of the stream
-                    raise Unavailable(f"cut: {progress.cut}") from None
+                if progress is not None:
+                    if progress.cut:  # a cut can look like the end of the stream
+                        raise Unavailable(f"cut: {progress.cut}") from None
+                    progress.done(0)  # the client is done: what follows (storing, registering) is ours
                 break
             size = _payload(message)
             call.received += size

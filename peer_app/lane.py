@@ -47,6 +47,7 @@ from common.lane import (
     read_hello,
 )
 from common.units import format_rate, format_seconds, format_size
+from peer_app.access import peer_ip
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,8 @@ def file_state(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def caller_host(peer: str) -> str:
-    """The IP address in a gRPC peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"); "" for others (unix sockets)."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return normal_ip(rest.rpartition(":")[0])
-    if kind == "ipv6":
-        return normal_ip(rest.rpartition(":")[0].strip("[]"))
-    return ""
+    """The IP address in a gRPC peer string ("ipv4:1.2.3.4:5", "ipv6:%5B::1%5D:5"), normalised; "" for others."""
+    return normal_ip(peer_ip(peer) or "")
 
 
 def normal_ip(text: str) -> str:
@@ -241,9 +237,8 @@ class LaneServer:
 
     def _serve(self, conn: socket.socket, addr) -> None:
         try:
-            conn.settimeout(self.hello_timeout)
             try:
-                ticket, name, offset, length = read_hello(conn)
+                ticket, name, offset, length = read_hello(conn, time.monotonic() + self.hello_timeout)
                 grant = self.redeem(ticket, name, offset, length, addr[0])
             except Refused as refused:
                 log.info("lane from %s refused: %s", addr[0], refused.message)

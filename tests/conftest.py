@@ -90,7 +90,9 @@ def dl(tmp_path):
 
 @pytest.fixture
 def serve(peer_config):
-    """Start in-process gRPC servers on port 0: start(config=None, hooks=(), **settings) -> (address, folder).
+    """Start in-process gRPC servers on port 0: start(config=None, hooks=(), on_upload=None, **settings).
+
+    start() returns (address, shared folder).
 
     The server runs peer_config (or config) with the given settings replaced, and the given
     interceptor hooks after the server's own.
@@ -99,10 +101,10 @@ def serve(peer_config):
 
     servers = []
 
-    def start(config=None, hooks=(), **settings):
+    def start(config=None, hooks=(), on_upload=None, **settings):
         config = config or peer_config
         config = replace(config, settings=replace(config.settings, **settings))
-        server, port, _ = create_server(config, "127.0.0.1:0", hooks=hooks)
+        server, port, _ = create_server(config, "127.0.0.1:0", hooks=hooks, on_upload=on_upload)
         server.start()
         servers.append(server)
         return f"127.0.0.1:{port}", Path(config.shared_dir)

@@ -3,6 +3,7 @@ health on its own threads. Each client here is its own connection, as separate p
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -171,3 +172,21 @@ def test_health_answers_at_once_while_transfers_are_full_and_flooded(serve, clie
         silence.gate.set()
         for watch in watches:
             watch.cancel()
+
+
+def test_an_upload_is_not_cut_while_the_peer_stores_and_registers_it(serve, client):
+    """After the last chunk the peer works (commit, re-registration): that is no idle client."""
+    registering = []
+
+    def slow_registration(name: str) -> None:
+        registering.append(name)
+        time.sleep(1.0)  # a Maestro slow to answer, twice the idle limit
+
+    address, shared = serve(transfer_idle_timeout=0.5, on_upload=slow_registration)
+    data = os.urandom(64 * 1024)
+    first = transfer_pb2.FileChunk(
+        filename="kept.bin", data=data, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    status = client(address).Upload(iter([first]), timeout=10)
+    assert (status.filename, status.size) == ("kept.bin", len(data))
+    assert registering == ["kept.bin"] and (shared / "kept.bin").read_bytes() == data

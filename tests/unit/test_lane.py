@@ -223,6 +223,28 @@ def test_garbage_on_the_lane_port_is_dropped_without_harm(serve, client):
     assert servicer.lane().outstanding == 1  # the real ticket is still there, untouched
 
 
+def test_a_hello_trickled_byte_by_byte_is_dropped_at_the_hello_deadline(serve, client):
+    address, shared, servicer = serve()
+    (shared / "f.bin").write_bytes(b"a" * 10)
+    port = client(address).open_lane("f.bin", 0, 10).port
+    servicer.lane().hello_timeout = 0.5  # the whole hello, however slowly it comes
+    started = time.monotonic()
+    closed = False
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.setblocking(False)  # look for the peer's close without waiting for it
+        while not closed and time.monotonic() - started < 5:
+            try:
+                s.sendall(b"P")
+                time.sleep(0.3)  # a stranger's pace: one byte per 0.3 s, each within a per-read timeout
+                closed = s.recv(1) == b""
+            except BlockingIOError:  # nothing to read: still open
+                continue
+            except OSError:  # reset or broken pipe: closed by the peer
+                closed = True
+    assert closed
+    assert time.monotonic() - started < 2.0  # not held for the hello's 56 bytes at this pace (17 s)
+
+
 # -- downloads ---------------------------------------------------------------------------------------
 def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
     caplog.set_level(logging.INFO, logger="peer_app.lane")

@@ -153,14 +153,6 @@ def _split_url(value: object, key: str, what: str, max_length: int) -> tuple[Spl
         raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
 
 
-def check_url(value: object, key: str = "url") -> str:
-    """Return value if it is an http(s) URL with a host, else raise BadRequest."""
-    parts, _ = _split_url(value, key, "an http(s) URL", 512)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"'{key}' must be an http(s) URL with a host, got {str(value)[:80]!r}")
-    return str(value).rstrip("/")
-
-
 def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str:
     """Return value as `scheme://host:port` (the network's scheme), else BadRequest.
 

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify
 
 from common.errors import BadRequest, NotFound
 from common.names import check_name, check_peer_name
-from common.web import arg_int, arg_str, check_url, current_caller, json_body
+from common.web import arg_int, arg_str, check_peer_url, current_caller, json_body
 from maestro_app.directory import (
     DIRECTORY_MAX_PAGE,
     DIRECTORY_PAGE,
@@ -62,7 +62,8 @@ def register():
         raise BadRequest("'grpc_address' must be HOST:PORT")
     interval = check_interval(body.get("heartbeat_interval"), directory().max_interval)
     friends = parse_friends(body.get("friends"))
-    rest_url = check_url(body.get("rest_url"), "rest_url")
+    # scheme://host:port only: the Maestro's /ui/search calls this URL with its own credential
+    rest_url = check_peer_url(body.get("rest_url"), tls=current_app.config["NODE"].security.tls, key="rest_url")
     current_caller().require_self(check_peer_name(body.get("name")))
     directory().register(body.get("name"), rest_url, grpc_address, entries, interval, friends)
     return jsonify({"status": "registered", "name": body["name"], "files": len(entries)})

@@ -62,6 +62,9 @@ BAD_REQUESTS = [
     ("register-not-json", "POST", "/register", "plain text", 400),
     ("register-json-list", "POST", "/register", [1, 2], 400),
     ("register-bad-url", "POST", "/register", {"name": "p", "rest_url": "ftp://x", "grpc_address": "h:1"}, 400),
+    # the Maestro's /ui/search calls a peer's URL with its own credential: scheme://host:port only
+    ("register-url-path", "POST", "/register", {"name": "p", "rest_url": "http://h:1/x?y", "grpc_address": "h:1"}, 400),
+    ("register-url-user", "POST", "/register", {"name": "p", "rest_url": "http://u@h:1", "grpc_address": "h:1"}, 400),
     ("register-bad-name", "POST", "/register", {"name": "P!", "rest_url": "http://h:1", "grpc_address": "h:1"}, 400),
     (
         "register-files-not-list",

@@ -31,9 +31,12 @@ class AccessLogger(glogging.Logger):
             self._second, self._stamp = now, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now))
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         ms = request_time.seconds * 1000 + request_time.microseconds // 1000
-        line = (
-            f"{self._stamp} {environ.get('REMOTE_ADDR', '-')} "
-            f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
-            f"{status} {getattr(resp, 'sent', None)} {ms}ms"
-        )
-        self.access_log.info(line)
+        try:
+            line = (
+                f"{self._stamp} {environ.get('REMOTE_ADDR', '-')} "
+                f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
+                f"{status} {getattr(resp, 'sent', None)} {ms}ms"
+            )
+            self.access_log.info(line)
+        except Exception:  # as gunicorn's own access(): a log line never fails the request
+            self.error("access log line failed", exc_info=True)

@@ -65,7 +65,7 @@ def get_json(url: str, timeout: float = PROBE_TIMEOUT, access: Access = PLAIN) -
                 return None
             body = resp.json()
             return body if isinstance(body, dict) else None
-    except (requests.RequestException, ValueError):
+    except (requests.RequestException, ValueError, OSError):  # OSError: requests cannot read the CA file
         return None
 
 

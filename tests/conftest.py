@@ -104,13 +104,14 @@ def serve(peer_config):
     def start(config=None, hooks=(), on_upload=None, **settings):
         config = config or peer_config
         config = replace(config, settings=replace(config.settings, **settings))
-        server, port, _ = create_server(config, "127.0.0.1:0", hooks=hooks, on_upload=on_upload)
+        server, port, servicer = create_server(config, "127.0.0.1:0", hooks=hooks, on_upload=on_upload)
         server.start()
-        servers.append(server)
+        servers.append((server, servicer))
         return f"127.0.0.1:{port}", Path(config.shared_dir)
 
     yield start
-    for server in servers:
+    for server, servicer in servers:
+        servicer.close()  # the fast lane's listener, if a download opened it
         server.stop(None)
 
 

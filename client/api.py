@@ -160,6 +160,7 @@ class HopClient:
     """
 
     STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+    MAX_ANSWER = 16 * 1024 * 1024  # bytes of one answer read at most: a hostile friend cannot fill our memory
 
     def __init__(
         self,
@@ -196,7 +197,7 @@ class HopClient:
                         raise NoAnswer(f"cannot reach {url}: connect timed out after {timeout:g}s") from None
                 conn.request("GET", target, headers=self.headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = resp.read(self.MAX_ANSWER + 1)
             except self.STALE:
                 conn.close()
                 if reused and attempt == 0:  # the peer closed an idle connection: once more on a fresh one
@@ -211,6 +212,12 @@ class HopClient:
             except http.client.HTTPException:  # IncompleteRead and kin: the peer went away mid-answer
                 conn.close()
                 raise NoAnswer(f"cannot reach {url}: its answer was cut halfway") from None
+            if len(data) > self.MAX_ANSWER:  # no peer's answer is this big (answers are capped at 1,000 results)
+                conn.close()
+                raise Unavailable(f"{url} answered more than {self.MAX_ANSWER >> 20} MiB; not a p2pnet answer")
+            if resp.length:  # fewer bytes than its Content-Length said: the peer went away mid-answer
+                conn.close()
+                raise NoAnswer(f"cannot reach {url}: its answer was cut halfway")
             if resp.will_close:
                 conn.close()
             else:

@@ -23,6 +23,12 @@ class Handler(BaseHTTPRequestHandler):
         Handler.ports.append(self.client_address[1])
         if self.path.startswith("/slow"):
             time.sleep(1.0)
+        if self.path.startswith("/huge"):  # a hostile friend: an answer without end
+            self.send_response(200)
+            self.send_header("Content-Length", str(HopClient.MAX_ANSWER + 2))
+            self.end_headers()
+            self.wfile.write(b" " * (HopClient.MAX_ANSWER + 2))
+            return
         if self.path.startswith("/cut"):  # a peer killed halfway through its answer
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -105,3 +111,8 @@ def test_a_peer_that_answers_too_late_is_timed_out_and_one_that_is_gone_is_unava
 def test_an_answer_cut_halfway_is_no_answer_not_an_error_of_ours(server):
     with pytest.raises(NoAnswer, match="cut halfway"):
         HopClient().get(server + "/cut", {}, 2.0)
+
+
+def test_an_answer_bigger_than_any_peer_sends_is_refused_after_the_limit(server):
+    with pytest.raises(Unavailable, match="more than 16 MiB"):
+        HopClient().get(server + "/huge", {}, 5.0)

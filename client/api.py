@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from client.credentials import NONE, Credentials
+from common.credentials import NONE, Credentials
 from common.errors import NoAnswer, P2PError, TimedOut, Unavailable, from_http_error
 from common.http import new_session
 
@@ -46,6 +46,9 @@ def call(method: str, url: str, *, timeout: float, credentials: Credentials = NO
         raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
     except requests.RequestException as err:
         raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
+    except OSError:  # requests could not load the CA file: the same error as everywhere else
+        credentials.roots()
+        raise
     try:
         body = resp.json()
     except ValueError:

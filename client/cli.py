@@ -26,13 +26,13 @@ import click
 
 from client import __version__
 from client.api import Maestro, Peer
-from client.credentials import NONE, Credentials
 from client.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
 from client.download import download as fetch
 from client.progress import Progress, throughput
 from client.retry import RETRY_FOR
 from client.topology import client_network
 from common.config import TOPOLOGY_ENV
+from common.credentials import NONE, Credentials
 from common.errors import (
     AlreadyExists,
     BadRequest,

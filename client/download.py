@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client import lane
-from client.credentials import NONE, Credentials
 from client.partial import InOrderHasher, PartialFile
 from client.retry import RETRY_FOR, Backoff
 from common.config import host_of
+from common.credentials import NONE, Credentials
 from common.errors import (
     AlreadyExists,
     BadRequest,

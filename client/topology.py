@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from client.credentials import Credentials
 from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV, http_url, run_dir_of
+from common.credentials import Credentials
 from common.security import SecretError, operator_token, read_secret, secret_path
 from common.tls import CA_FILE
 

@@ -15,9 +15,9 @@ import grpc
 import grpc.experimental
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.credentials import NONE, Credentials
 from client.retry import RETRY_FOR, retry
 from common import transfer_pb2, transfer_pb2_grpc
+from common.credentials import NONE, Credentials
 from common.errors import Unavailable, from_rpc_error
 from common.files import iter_chunks, sha256_file
 from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER

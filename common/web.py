@@ -9,13 +9,18 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
-from common.security import MUTATING, OPEN, READ, Caller, Guard
+from common.security import MUTATING, OPEN, OWN, READ, Caller, Guard
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 1024
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `read` says
+# Requests whose kind is not what their method says (docs/security.md, "Least privilege").
+REQUEST_KINDS = {
+    ("POST", "/refresh"): OWN,  # a peer re-registers itself: the operator or that peer only
+    ("POST", "/bootstrap"): OWN,  # a peer introduces itself to its friends: the operator or that peer only
+}
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -64,13 +69,16 @@ def install_body_limit(app: Flask, max_bytes: int) -> None:
 
 
 def request_kind(method: str, path: str) -> str:
-    """What a REST request needs (SPEC §8): /health is open, reads are READ, anything else MUTATING.
+    """What a REST request needs: /health is open, reads are READ, REQUEST_KINDS, anything else MUTATING.
 
     The live page (`/ui` and its scripts) carries no data: it opens for anyone, and under
     `read: members` its own calls (/peers, /directory, /ui/search) ask for the token.
     """
     if path in OPEN_PATHS:
         return OPEN
+    kind = REQUEST_KINDS.get((method, path))
+    if kind is not None:
+        return kind
     if method in READ_METHODS and (path == "/ui" or path.startswith("/ui/static/")):
         return OPEN
     return READ if method in READ_METHODS else MUTATING

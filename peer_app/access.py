@@ -11,14 +11,15 @@ from urllib.parse import unquote
 
 import grpc
 
-from common.security import METADATA_KEY, MUTATING, OPEN, READ, Guard
+from common.security import METADATA_KEY, MUTATING, OPEN, OWN, READ, Guard
 from peer_app.interceptor import CallHook, RpcCall
 
-# Writes need a member; reads need one only with `read: members`. An RPC missing here is
-# treated as MUTATING, so a new RPC is closed until someone decides otherwise.
+# Writes into this peer need the operator or this peer's own credential (OWN); reads need a
+# credential only with `read: members` (docs/security.md, "Least privilege"). An RPC missing
+# here is treated as MUTATING, so a new RPC is closed until someone decides otherwise.
 RPC_POLICY = {
-    "p2pnet.FileTransfer/Upload": MUTATING,
-    "p2pnet.FileTransfer/DummyUpload": MUTATING,
+    "p2pnet.FileTransfer/Upload": OWN,
+    "p2pnet.FileTransfer/DummyUpload": OWN,
     "p2pnet.FileTransfer/Download": READ,
     "p2pnet.FileTransfer/DummyDownload": READ,
     "p2pnet.FileTransfer/OpenLane": READ,  # issue 13's fast lane: a ticket to read a file
@@ -49,7 +50,11 @@ def peer_ip(peer: str) -> str | None:
 
 
 class CredentialCheck(CallHook):
-    """Refuses a call whose caller is neither at a trusted address nor holding a valid credential."""
+    """Refuses a call whose caller may not make it: no valid credential (UNAUTHENTICATED), or one
+    that does not allow it here, such as another peer's credential on an Upload (PERMISSION_DENIED).
+
+    The decision is common.security's (Guard.check, permits); this hook only feeds it the call.
+    """
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
@@ -59,5 +64,6 @@ class CredentialCheck(CallHook):
         if not self.guard.needs_credential(kind):
             return
         token = call.metadata.get(METADATA_KEY)
-        caller = self.guard.caller(peer_ip(call.peer), token if isinstance(token, str) else None)
-        call.extra["caller"] = caller.name
+        caller = self.guard.check(kind, peer_ip(call.peer), token if isinstance(token, str) else None)
+        if caller is not None:
+            call.extra["caller"] = caller.name

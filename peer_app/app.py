@@ -7,8 +7,8 @@ from concurrent import futures
 from flask import Flask
 
 from client.api import rest_transport
-from client.credentials import Credentials
 from common.config import NodeConfig, load_config
+from common.credentials import Credentials
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
 from common.web import install_body_limit, install_error_handlers, install_guard
@@ -34,9 +34,10 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
     app = Flask(__name__)
     app.json.sort_keys = False
     app.config["NODE"] = config
-    guard = Guard.of(config.security)
-    credentials = Credentials.of_node(config, guard)
-    transport = transport or rest_transport(credentials)
+    guard = Guard.of(config.security, config.name)
+    credentials = Credentials.of_node(config, guard)  # /refresh and /bootstrap: this peer acting as itself
+    # hops and verifications only read, at addresses members chose: never this peer's own credential
+    transport = transport or rest_transport(Credentials.reads_of_node(config, guard))
     db = open_db(config.db_path)
     known = known_peers(db, config)
     index = SharedIndex.for_node(config, db)

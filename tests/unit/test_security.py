@@ -13,15 +13,20 @@ from common.security import (
     MUTATING,
     OPEN,
     OPERATOR,
+    OWN,
     READ,
+    READER,
     Guard,
     SecretError,
     ensure_secret,
+    holder_proves,
     loose_permissions,
     new_challenge,
     operator_token,
     peer_token,
+    principal_of,
     read_secret,
+    reader_token,
     secret_path,
 )
 
@@ -103,13 +108,75 @@ def test_reads_are_open_unless_the_network_says_members():
     assert members.check(OPEN, "10.208.0.2", None) is None  # health probes stay open
 
 
-def test_a_peer_acts_only_as_itself_and_the_operator_as_anyone():
-    guard = Guard(SECRET, trusted_networks=[])
+def test_a_peer_registers_only_as_itself_and_nobody_else_registers_it():
+    guard = Guard(SECRET, trusted_networks=["127.0.0.0/8"])
     peer3 = guard.caller("10.208.0.2", "Bearer " + peer_token(SECRET, "peer3"))
     peer3.require_self("peer3")
     with pytest.raises(Forbidden, match="only as itself"):
         peer3.require_self("peer2")
-    guard.caller("10.208.0.2", "Bearer " + operator_token(SECRET)).require_self("peer2")
+    for caller in (
+        guard.caller("10.208.0.2", "Bearer " + operator_token(SECRET)),
+        guard.caller("127.0.0.1", None),  # the operator by address
+        guard.caller("10.208.0.2", "Bearer " + reader_token(operator_token(SECRET))),
+    ):
+        with pytest.raises(Forbidden, match="only 'peer2'.s own credential"):
+            caller.require_self("peer2")
+    Guard(None).caller("127.0.0.1", None).require_self("peer2")  # no secret: nobody can show more
+
+
+def test_a_valid_credential_names_the_caller_even_on_a_trusted_address():
+    guard = Guard(SECRET, node="peer1")
+    assert guard.caller("127.0.0.1", "Bearer " + peer_token(SECRET, "peer2")).name == "peer2"
+    with pytest.raises(Forbidden):
+        guard.check(OWN, "127.0.0.1", "Bearer " + peer_token(SECRET, "peer2"))
+    assert guard.check(OWN, "127.0.0.1", None).is_operator
+
+
+@pytest.mark.parametrize(
+    ("principal", "read", "member", "own"),
+    [("@operator", True, True, True), ("peer1", True, True, True), ("peer2", True, True, False),
+     ("@reader", True, False, False)],
+    ids=["operator", "this-peer", "another-peer", "reader"],
+)  # fmt: skip
+def test_who_may_do_what_at_peer1(principal, read, member, own):
+    guard = Guard(SECRET, trusted_networks=[], read="members", node="peer1")
+    token = reader_token(operator_token(SECRET)) if principal == READER else None
+    header = "Bearer " + (token or (operator_token(SECRET) if principal == OPERATOR else peer_token(SECRET, principal)))
+    for kind, allowed in ((READ, read), (MUTATING, member), (OWN, own)):
+        if allowed:
+            assert guard.check(kind, "10.208.0.2", header).name == principal
+        else:
+            with pytest.raises(Forbidden):
+                guard.check(kind, "10.208.0.2", header)
+
+
+def test_the_read_credential_is_made_from_the_operators_and_only_from_it():
+    reader = reader_token(operator_token(SECRET))
+    assert principal_of(reader) == READER and principal_of(operator_token(SECRET)) == OPERATOR
+    guard = Guard(SECRET, trusted_networks=[], read="members")
+    assert guard.identify(reader) == READER
+    assert guard.identify(peer_token(SECRET, READER)) is None  # a reader MAC'd like a peer is not one
+    assert guard.identify(reader_token(operator_token(OTHER))) is None
+    assert guard.identify(reader_token(peer_token(SECRET, "peer2"))) is None
+    assert guard.read_credential() == reader
+    assert Guard(SECRET).read_credential() is None  # read: open: reads show nothing
+    assert principal_of(None) is None and principal_of("nodot") is None
+
+
+def test_a_holders_proof_binds_its_name_the_file_its_content_and_the_challenge():
+    guard, challenge = Guard(SECRET, node="peer1"), new_challenge()
+    content = ("archivo1.txt", 4, "a" * 64, "b" * 64)
+    proof = guard.holder_proof("peer1", *content, challenge)
+    assert holder_proves(SECRET, "peer1", *content, challenge, proof)
+    assert not holder_proves(SECRET, "peer3", *content, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", "archivo2.txt", *content[1:], challenge, proof)
+    assert not holder_proves(SECRET, "peer1", "archivo1.txt", 4, "c" * 64, "b" * 64, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", "archivo1.txt", 4, "a" * 64, "c" * 64, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", *content, new_challenge(), proof)
+    assert not holder_proves(OTHER, "peer1", *content, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", *content, challenge, None)
+    assert Guard(None).holder_proof("peer1", *content, challenge) == ""
+    assert guard.holder_proof("peer1", *content, "") == ""
 
 
 def test_without_a_secret_only_trusted_addresses_may_change_anything():

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +58,7 @@ from common.units import format_size
 if TYPE_CHECKING:  # imported for real only when a gRPC client is made (the CLI's locate needs no grpc)
     import grpc
 
-    from client.transfer import TransferClient
+    from client.transfer import Content, TransferClient
 
 PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
 STREAMS_PER_SOURCE = 2  # parallel ranged calls per holder (hides per-call latency)
@@ -115,6 +114,8 @@ class _Source:
     workers: int = 0
     lane_sent: int = 0
     lane_off: str = ""  # why this holder's lane is not used ("" while it is worth trying)
+    vouched: bool = False  # the holder proved itself (holder_check), or there is no check
+    vouching: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def alive(self) -> bool:
@@ -167,7 +168,8 @@ class Download:
         on_start: Callable[[int, int], None] | None = None,
         transfer_factory: Callable[..., TransferClient] | None = None,
         retry_for: float = RETRY_FOR,
-        credentials: Credentials = NONE,
+        credentials: Credentials | Callable[[str], Credentials] = NONE,
+        holder_check: Callable[[TransferClient, str, str], Content] | None = None,
         clock=time.monotonic,
     ) -> None:
         self.name = check_name(name)
@@ -191,7 +193,10 @@ class Download:
         self.on_start = on_start  # (size, bytes kept from an earlier run), once both are known
         self.clock = clock
         self._retry_deadline = 0.0
-        self.transfer_factory = transfer_factory or partial(_transfer_client, credentials=credentials)
+        # what each holder is shown, decided in one place: a holder's address -> its credentials (client/keys.py)
+        self.credentials_for = credentials if callable(credentials) else (lambda address: credentials)
+        self.transfer_factory = transfer_factory or self._transfer_client
+        self.holder_check = holder_check  # a holder proves itself before it is used (client/keys.py)
         self._cond = threading.Condition()
         self._pending: list[int] = []
         self._in_flight = 0
@@ -231,6 +236,29 @@ class Download:
                 if source.transfer is not None:
                     source.transfer.close()
 
+    def _transfer_client(self, address: str, **options) -> TransferClient:
+        return _transfer_client(address, credentials=self.credentials_for(address), **options)
+
+    def _stat(self, source: _Source) -> Content:
+        """What source says the file is; with a holder check, once the holder proved itself."""
+        transfer = self._connect(source)
+        if self.holder_check is None:
+            return transfer.stat(self.name)
+        content = self.holder_check(transfer, source.name, self.name)
+        source.vouched = True
+        return content
+
+    def _vouch(self, source: _Source) -> None:
+        """With a holder check: source proves itself, holding the expected content, before it serves a byte."""
+        if self.holder_check is None or source.vouched:
+            return
+        with source.vouching:
+            if source.vouched:
+                return
+            content = self._stat(source)
+            if (content.size, content.sha256) != (self.size, self.sha256):
+                raise DataLoss(f"{source.name} holds other content (sha256 {content.sha256[:12]})")
+
     def _connect(self, source: _Source) -> TransferClient:
         if source.transfer is None:
             source.transfer = self.transfer_factory(
@@ -258,8 +286,8 @@ class Download:
                 if source.error is not None and not isinstance(source.error, (Busy, Unavailable)):
                     continue
                 try:
-                    size, sha, b3 = self._connect(source).stat(self.name)
-                except (Unavailable, Busy) as err:
+                    size, sha, b3 = self._stat(source)[:3]
+                except (Unavailable, Busy, DataLoss) as err:  # DataLoss: it could not prove itself
                     source.error = err
                     continue
                 if self.sha256 and sha != self.sha256:
@@ -443,6 +471,7 @@ class Download:
             try:
                 transfer = self._connect(source)
                 transfer.wait_ready()
+                self._vouch(source)
                 return transfer
             except (Unavailable, Busy) as err:
                 if not source.alive or self._others_alive(source) or not backoff.pause(self._abort):

@@ -101,14 +101,14 @@ def read_secret(path: str | os.PathLike) -> bytes:
     return raw
 
 
-def loose_permissions(path: str | os.PathLike) -> str | None:
-    """A warning when others than the owner may read or write the secret file, else None."""
+def loose_permissions(path: str | os.PathLike, what: str = "the network's secret") -> str | None:
+    """A warning when others than the owner may read or write the file of what (the secret), else None."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path}: the network's secret is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        return f"{path}: {what} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
     return None
 
 

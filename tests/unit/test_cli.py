@@ -30,7 +30,9 @@ def test_an_unreachable_maestro_exits_4_with_one_line(capsys):
     assert "python launcher.py up" in err  # what to run next
 
 
-REFUSED = "the Maestro refused the locate: not a member of this network; pass --token or run from the network's folder"
+REFUSED = (
+    "the Maestro refused the locate: not a member of this network; pass --token-file or run from the network's folder"
+)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +120,7 @@ def test_sizes_are_read_as_people_write_them(monkeypatch, capsys):
 
     monkeypatch.setattr(cli.Context, "find_peer", lambda self, peer, need_grpc=False: {"name": peer})
 
-    monkeypatch.setattr(cli.Context, "with_transfer", lambda self, peer, what, use: Status())
+    monkeypatch.setattr(cli.Context, "with_transfer", lambda self, peer, what, use, write=False: Status())
     real_progress = cli.Progress
 
     def progress(label, total=None, **kw):

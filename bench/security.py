@@ -6,9 +6,12 @@ Measures, interleaved round by round so that the machine's load hits every mode 
   open           this code, default security: a secret, loopback trusted, `read: open` (GETs
                  and Download need no credential, so the checks only look at the method)
   members        `read: members` and an empty trusted_networks: every /locate and every
-                 Download presents the operator's token and is checked
+                 Download presents the read credential (the operator's on code without one)
+                 and is checked; the download first asks its holder to prove itself, as the
+                 operator's CLI does (on code that has holder proofs)
   before         with --before REV: the same load on the code at REV (`git archive`), e.g. the
                  commit before issue 8 landed, as the baseline
+  before-members with --before REV, when REV has the security section: `members` on that code
 Prints the median of each mode and its ratio to the baseline (`before` when given, else `open`).
 Every process runs on 127.0.0.1 with free ports and is stopped by pid; loads are bounded in time.
 """
@@ -31,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench.discovery import fill_directory
-from common.security import MUTATING, READ, Guard, ensure_secret, operator_token, read_secret
+from common.security import MUTATING, READ, Guard, ensure_secret, operator_token, read_secret, reader_token
 from control.generate import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +76,10 @@ options = {}
 if args["token"]:
     from client.api import Credentials
     options["credentials"] = Credentials(token=args["token"])
+if args["secret_file"]:
+    from client.keys import HolderCheck
+    from common.security import read_secret
+    options["holder_check"] = HolderCheck(read_secret(args["secret_file"]))
 started = time.perf_counter()
 download(args["name"], args["out"], [{"name": "peer1", "grpc_address": args["address"]}],
          expected_sha256=args["sha256"], size=args["size"], **options)
@@ -91,11 +98,12 @@ end
 class Mode:
     """One way of running the code under test: its source tree and its security section."""
 
-    def __init__(self, name: str, root: Path, security: dict | None, token: str | None) -> None:
+    def __init__(self, name: str, root: Path, security: dict | None, token: str | None, prove: bool = False) -> None:
         self.name = name
         self.root = root
         self.security = security  # None: the code predates the section (omit it)
         self.token = token  # presented on every request when set
+        self.prove = prove  # downloads ask the holder to prove itself (client/keys.py HolderCheck)
 
     def env(self, config: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(self.root), "P2P_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
@@ -259,6 +267,7 @@ def download_mbps(mode: Mode, tmp: Path, source: Path, sha256: str, runs: int) -
         "sha256": sha256,
         "size": size,
         "token": mode.token,
+        "secret_file": mode.security["secret_file"] if mode.prove and mode.security else "",
     }
     speeds = []
     try:
@@ -290,9 +299,10 @@ def modes(tmp: Path, before: str | None) -> list[Mode]:
     secret_file = tmp / ".p2p-secret"
     ensure_secret(secret_file)
     token = operator_token(read_secret(secret_file))
+    members = {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"}
     found = [
         Mode("open", ROOT, {"secret_file": str(secret_file)}, None),
-        Mode("members", ROOT, {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"}, token),
+        Mode("members", ROOT, members, reader_token(token), prove=True),
     ]
     if before:
         tree = tmp / "before"
@@ -301,6 +311,9 @@ def modes(tmp: Path, before: str | None) -> list[Mode]:
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         has_section = (tree / "common" / "security.py").exists()
         found.insert(0, Mode("before", tree, {"secret_file": str(secret_file)} if has_section else None, None))
+        if has_section:
+            proves = (tree / "client" / "keys.py").exists()
+            found.insert(1, Mode("before-members", tree, members, reader_token(token) if proves else token, proves))
     return found
 
 
@@ -367,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             row["download_ratio"] = paired_ratio(mbps[mode.name], mbps[base])
         report["modes"][mode.name] = row
         print(
-            f"  {mode.name:8s} /locate {row.get('locate_rps', '-'):>6} req/s (x{row.get('locate_ratio', '-')})"
+            f"  {mode.name:14s} /locate {row.get('locate_rps', '-'):>6} req/s (x{row.get('locate_ratio', '-')})"
             f"   download {row.get('download_mbps', '-'):>5} MB/s (x{row.get('download_ratio', '-')})"
         )
     costs = report["check_us"]
@@ -384,11 +397,13 @@ def check_cost(calls: int = 200_000) -> dict[str, float]:
     """Microseconds per Guard.check, for the three cases a request meets (in this process, no I/O)."""
     guard = Guard(b"x" * 64, ["127.0.0.0/8"], read="members")
     header = "Bearer " + operator_token(b"x" * 64)
+    reader = "Bearer " + reader_token(operator_token(b"x" * 64))
     open_guard = Guard(b"x" * 64)
     cases = {
         "read open (skipped)": lambda: open_guard.check(READ, "10.0.0.2", None),
         "trusted address": lambda: guard.check(MUTATING, "127.0.0.1", None),
         "token": lambda: guard.check(MUTATING, "10.0.0.2", header),
+        "read credential": lambda: guard.check(READ, "10.0.0.2", reader),
     }
     out = {}
     for name, call in cases.items():

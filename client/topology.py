@@ -50,11 +50,6 @@ class NetworkView:
         except SecretError:
             return None
 
-    def operator_token(self) -> str | None:
-        """The operator's credential, when this user can read the network's secret file."""
-        secret = self.secret()
-        return None if secret is None else operator_token(secret)
-
 
 def find_topology(explicit: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> Path | None:
     """The topology a client uses: explicit, else $P2P_TOPOLOGY, else ./topology.yaml if it exists."""

@@ -9,6 +9,7 @@ import re
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from common.errors import Busy, DataLoss, NoLane, Unauthorized, from_rpc_error
 from common.rpc import CHANNEL_OPTIONS
 from peer_app import lane as lane_server
 from peer_app.grpc_server import create_server
-from peer_app.interceptor import CallHook, RpcCall
+from peer_app.interceptor import CallInterceptor, RpcCall
 from tests.support import MiB, leftovers, sha, wait_until
 
 
@@ -366,18 +367,20 @@ def test_a_peer_that_does_not_know_open_lane_counts_as_one_without_a_lane():
     assert isinstance(from_rpc_error(err), NoLane)
 
 
-class RefuseOpenLane(CallHook):
+class RefuseOpenLane(CallInterceptor):
     """A peer whose access policy does not let this caller open lanes (but lets it read)."""
 
-    def started(self, call: RpcCall, context) -> None:
+    @contextmanager
+    def around(self, call: RpcCall, context):
         if call.method == "OpenLane":
             raise Unauthorized("a credential is needed for OpenLane")
+        yield
 
 
 def test_a_lane_refused_by_policy_leaves_the_stream_to_answer(peer_config, dl):
     data = os.urandom(MiB)
     (Path(peer_config.shared_dir) / "f.bin").write_bytes(data)
-    server, port, servicer = create_server(peer_config, "127.0.0.1:0", hooks=[RefuseOpenLane()])
+    server, port, servicer = create_server(peer_config, "127.0.0.1:0", interceptors=[RefuseOpenLane()])
     server.start()
     try:
         result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": f"127.0.0.1:{port}"}]).run()

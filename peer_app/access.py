@@ -1,18 +1,22 @@
-"""Who may call which RPC of a peer (SPEC §8): the per-RPC policy and its interceptor hook.
+"""Who may call which RPC of a peer (SPEC §8): the per-RPC policy and its link of the gRPC chain.
 
-Every call passes the interceptor (peer_app/interceptor.py); this hook runs first and refuses a
-caller that needs a credential and has none (UNAUTHENTICATED) before the servicer reads a
-single message. The REST side's twin is common.web.install_guard; both ask common.security.
+CredentialCheck comes before admission in the chain (peer_app/grpc_server.py): it refuses a
+caller that needs a credential and has none (UNAUTHENTICATED) before the call takes a slot or
+reads a single message, and names the authenticated caller on the call's record
+(RpcCall.caller, read by servicers through peer_app.interceptor.current_call()). The REST
+side's twin is common.web.install_guard; both ask common.security.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import unquote
 
 import grpc
 
 from common.security import METADATA_KEY, MUTATING, OPEN, OWN, READ, Guard
-from peer_app.interceptor import CallHook, RpcCall
+from peer_app.interceptor import CallInterceptor, RpcCall
 
 # Writes into this peer need the operator or this peer's own credential (OWN); reads need a
 # credential only with `read: members` (docs/security.md, "Least privilege"). An RPC missing
@@ -49,21 +53,21 @@ def peer_ip(peer: str) -> str | None:
     return None
 
 
-class CredentialCheck(CallHook):
+class CredentialCheck(CallInterceptor):
     """Refuses a call whose caller may not make it: no valid credential (UNAUTHENTICATED), or one
     that does not allow it here, such as another peer's credential on an Upload (PERMISSION_DENIED).
 
-    The decision is common.security's (Guard.check, permits); this hook only feeds it the call.
+    The decision is common.security's (Guard.check, permits); this interceptor only feeds it the call.
     """
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
 
-    def started(self, call: RpcCall, context: grpc.ServicerContext) -> None:
+    @contextmanager
+    def around(self, call: RpcCall, context: grpc.ServicerContext) -> Iterator[None]:
         kind = rpc_kind(call.service, call.method)
-        if not self.guard.needs_credential(kind):
-            return
-        token = call.metadata.get(METADATA_KEY)
-        caller = self.guard.check(kind, peer_ip(call.peer), token if isinstance(token, str) else None)
-        if caller is not None:
-            call.extra["caller"] = caller.name
+        if self.guard.needs_credential(kind):
+            token = call.metadata.get(METADATA_KEY)
+            caller = self.guard.check(kind, peer_ip(call.peer), token if isinstance(token, str) else None)
+            call.caller = caller.name if caller is not None else None
+        yield

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from client import __version__
 from client.api import Maestro, Peer
@@ -317,16 +318,15 @@ def cli(
     """
     from_topology, keys = client_keys(_token(ctx, token, token_file), topology_path)
     url = (maestro_url or from_topology or DEFAULT_MAESTRO).rstrip("/")
-    ctx.obj = Context(url, timeout, as_json, retry_for, keys.with_own([url]))
+    explicit = ctx.get_parameter_source("topology_path") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ctx.obj = Context(url, timeout, as_json, retry_for, keys.for_maestro(url, from_topology, explicit))
 
 
 def _token(ctx: click.Context, token: str | None, token_file: str | None) -> str | None:
     """The user's credential: --token or --token-file; given both, the one on the command line wins."""
     if token and token_file:
         on_line = {
-            name
-            for name in ("token", "token_file")
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+            name for name in ("token", "token_file") if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
         }
         if len(on_line) != 1:
             raise click.UsageError(f"give one of --token/${TOKEN_ENV} and --token-file/${TOKEN_FILE_ENV}, not both")

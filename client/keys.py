@@ -115,3 +115,15 @@ class Keys:
     def holder_check(self) -> HolderCheck | None:
         """How a download checks its holders: None without the network's secret."""
         return None if self.secret is None else HolderCheck(self.secret)
+
+    def for_maestro(self, url: str, topology_maestro: str | None, explicit: bool) -> Keys:
+        """These keys for a run that asks the Maestro at url, which the user may have named.
+
+        A topology found in the current folder (not named by --topology or $P2P_TOPOLOGY) whose
+        Maestro is another one describes another network: its nodes are not this network's own,
+        its read rule and its secret say nothing about these holders. Only the credential (and
+        the CA) stay, as the user's.
+        """
+        if explicit or topology_maestro is None or endpoint(url) == endpoint(topology_maestro):
+            return self.with_own([url])
+        return Keys(self.token, self.ca_file).with_own([url])

@@ -117,3 +117,13 @@ def test_locate_and_search_never_import_grpc():
         "sys.exit('grpc' in sys.modules)\n"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60).returncode == 0
+
+
+def test_holders_prove_themselves_only_to_the_network_whose_secret_this_is():
+    keys = Keys(OPERATOR, secret=SECRET).with_own(OWN)
+    assert keys.for_maestro("http://10.0.0.1:9000", "http://10.0.0.1:9000", explicit=False).holder_check()
+    # ./topology.yaml found, but --maestro names another Maestro: another network, whose holders know another secret
+    other = keys.for_maestro("http://10.9.9.9:7000", "http://10.0.0.1:9000", explicit=False)
+    assert other.holder_check() is None and other.is_own("http://10.9.9.9:7000")
+    assert not other.is_own("10.0.0.2:9002") and other.peers == {}  # that topology's nodes are not these
+    assert keys.for_maestro("http://10.9.9.9:7000", "http://10.0.0.1:9000", explicit=True).holder_check()

@@ -195,9 +195,9 @@ class Caller:
             return
         if self.is_peer:
             raise Forbidden(f"{self.name} may register and heartbeat only as itself, not as {name!r}")
+        who = "a trusted address without a credential" if self.trusted_address and self.is_operator else self.name
         raise Forbidden(
-            f"only {name!r}'s own credential registers or heartbeats {name!r}; "
-            f"{'a trusted address' if self.trusted_address and self.is_operator else self.name} does not"
+            f"only the peer {name!r} itself, by its own credential, registers or heartbeats as {name!r}; {who} may not"
         )
 
 

@@ -57,3 +57,19 @@ def test_a_holder_that_cannot_prove_itself_serves_nothing(holder, secret, tmp_pa
         download("archivo1.txt", out, [{"name": name, "grpc_address": holder}], expected_sha256=SHA,
                  size=len(DATA), holder_check=proofs, retry_for=0)  # fmt: skip
     assert not out.exists()
+
+
+def test_a_lane_ticket_carries_the_same_proof(holder, secret):
+    import grpc
+
+    from common import transfer_pb2, transfer_pb2_grpc
+    from common.security import holder_proves, new_challenge
+
+    challenge = new_challenge()
+    with grpc.insecure_channel(holder) as channel:
+        stub = transfer_pb2_grpc.FileTransferStub(channel)
+        ticket = stub.OpenLane(transfer_pb2.FileRequest(filename="archivo1.txt", challenge=challenge), timeout=10)
+        unasked = stub.OpenLane(transfer_pb2.FileRequest(filename="archivo1.txt"), timeout=10)
+    assert ticket.holder == "peer1" and ticket.sha256 == SHA
+    assert holder_proves(secret, "peer1", "archivo1.txt", len(DATA), SHA, ticket.blake3, challenge, ticket.proof)
+    assert (unasked.holder, unasked.proof) == ("", "")

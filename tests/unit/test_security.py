@@ -119,7 +119,7 @@ def test_a_peer_registers_only_as_itself_and_nobody_else_registers_it():
         guard.caller("127.0.0.1", None),  # the operator by address
         guard.caller("10.208.0.2", "Bearer " + reader_token(operator_token(SECRET))),
     ):
-        with pytest.raises(Forbidden, match="only 'peer2'.s own credential"):
+        with pytest.raises(Forbidden, match="only the peer 'peer2' itself, by its own credential"):
             caller.require_self("peer2")
     Guard(None).caller("127.0.0.1", None).require_self("peer2")  # no secret: nobody can show more
 

@@ -95,6 +95,7 @@ def why(err: BaseException) -> str:
 
 def rest_transport(credentials: Credentials = NONE) -> Callable[[str, str, dict, float], dict]:
     """Keep-alive GETs to url + route with params, presenting credentials: how peers ask each other."""
+    credentials.roots()  # a CA file it cannot read: Unavailable naming it, as for every other caller
     hops = HopClient(headers=credentials.headers, ca_file=credentials.ca_file)
 
     def transport(url: str, route: str, params: dict, timeout: float) -> dict:

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from client.api import call
+from client.api import call, rest_transport
 from common.credentials import Credentials
 from common.errors import Unavailable
 from common.security import operator_token, reader_token
@@ -26,6 +26,8 @@ def test_an_unreadable_ca_file_is_one_error_for_rest_and_grpc_alike(unreadable_c
         unreadable_ca.channel("127.0.0.1:1")
     with pytest.raises(Unavailable, match="cannot read the network's CA file .*no-such-ca.pem: no such file"):
         call("GET", "https://127.0.0.1:1/health", timeout=1, credentials=unreadable_ca)
+    with pytest.raises(Unavailable, match="cannot read the network's CA file .*no-such-ca.pem: no such file"):
+        rest_transport(unreadable_ca)  # a node's hops
 
 
 def test_a_probe_with_an_unreadable_ca_file_fails_without_a_traceback(unreadable_ca):

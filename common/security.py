@@ -234,6 +234,9 @@ class Guard:
         self._reader_mac = None if secret is None else reader_token(operator_token(secret)).rpartition(".")[2]
         self._trusted_cache: dict[str, bool] = {}
         self._token_cache: dict[str, str] = {}
+        # callers are immutable: made once, not per request (a frozen dataclass is slow to build)
+        self._by_address = Caller(OPERATOR, trusted_address=True, keyless=secret is None)
+        self._callers: dict[tuple[str, bool], Caller] = {}
 
     @classmethod
     def of(cls, security: Security, node: str = "") -> Guard:
@@ -303,9 +306,14 @@ class Guard:
         principal = self.identify(token)
         trusted = self.trusted(address)
         if principal is not None:
-            return Caller(principal, trusted_address=trusted)
+            caller = self._callers.get((principal, trusted))
+            if caller is None:
+                if len(self._callers) > 1024:
+                    self._callers.clear()
+                caller = self._callers[(principal, trusted)] = Caller(principal, trusted_address=trusted)
+            return caller
         if trusted:
-            return Caller(OPERATOR, trusted_address=True, keyless=self.secret is None)
+            return self._by_address
         if token is None:
             raise Unauthorized(f"{NOT_A_MEMBER}: this call needs a credential (Authorization: Bearer TOKEN)")
         raise Unauthorized(f"{NOT_A_MEMBER}: the credential is not valid here")

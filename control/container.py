@@ -78,6 +78,11 @@ def node_config(env: dict[str, str]) -> NodeConfig:
 
         name = env.get(NODE_ENV, "")
         path = env.get(TOPOLOGY_ENV) or TOPOLOGY_PATH
+        if not Path(path).exists():
+            raise ContainerError(
+                f"no topology at {path}: mount one there (read-only) and set {NODE_ENV}, "
+                f"or set {TOPOLOGY_ENV}, or {CONFIG_ENV} to a rendered node config"
+            )
         try:
             topology = topo.load(path)
         except TopologyError as err:

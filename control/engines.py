@@ -171,9 +171,9 @@ def _published(listen: str, port: int) -> str:
     """A compose port mapping on the address the node listens on in the topology (all of them for a
     wildcard or a name): the container side is the same number."""
     try:
-        ip = ipaddress.ip_address(listen)
+        ip = ipaddress.ip_address("127.0.0.1" if listen == "localhost" else listen)
     except ValueError:
-        return f"{port}:{port}"
+        return f"{port}:{port}"  # a name: Docker publishes on addresses only
     if listen in WILDCARDS:
         return f"{port}:{port}"
     return f"[{ip}]:{port}:{port}" if ip.version == 6 else f"{ip}:{port}:{port}"

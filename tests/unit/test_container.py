@@ -49,6 +49,11 @@ def test_an_unknown_node_names_the_nodes_there_are(mounted, tmp_path):
         node_config(env_for(mounted, "peer9", tmp_path))
 
 
+def test_a_missing_topology_says_where_to_mount_one(tmp_path):
+    with pytest.raises(ContainerError, match=r"no topology at .*: mount one there .* or P2P_CONFIG to a rendered"):
+        node_config({"P2P_TOPOLOGY": str(tmp_path / "nowhere.yaml"), "P2P_NODE": "peer1"})
+
+
 def test_a_bad_topology_says_what_is_wrong(tmp_path):
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump({"maestro": {"host": "x"}}))

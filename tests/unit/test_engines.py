@@ -134,6 +134,11 @@ def test_compose_publishes_on_every_interface_for_a_wildcard_bind():
     assert inside["maestro"]["host"] == "203.0.113.7"
 
 
+def test_compose_publishes_localhost_on_loopback_only():
+    services, _, _ = compose(seed(maestro={"host": "localhost", "port": 9000}))
+    assert services["services"]["net"]["ports"][0] == "127.0.0.1:9000:9000"
+
+
 def test_compose_keeps_state_on_named_volumes_and_seeds_from_the_shared_folder_read_only():
     services, _, _ = compose()
     assert set(services["volumes"]) == {"maestro-state", "peer1-state", "peer2-state", "peer3-state"}

@@ -239,12 +239,16 @@ def render_compose(topology: Topology, out: Path, image: str = DEFAULT_IMAGE) ->
         COMPOSE_FILE: header + _yaml(compose),
         TOPOLOGY_FILE: header + "# the topology as the containers see it (mounted read-only)\n" + _yaml(doc),
     }
-    notes = tuple(
+    return EngineFiles(out=out, texts=texts, notes=_lane_notes(topology, lanes, nodes))
+
+
+def _lane_notes(topology: Topology, lanes: dict[str, int], nodes: list[str]) -> tuple[str, ...]:
+    """One line per lane port the topology did not give (render prints them)."""
+    return tuple(
         f"{p.name}: lane port {lanes[p.name]} (none in the topology)"
         for p in topology.peers
         if p.lane_port is None and p.name in nodes
     )
-    return EngineFiles(out=out, texts=texts, notes=notes)
 
 
 # --- kubernetes ------------------------------------------------------------------------------------
@@ -440,7 +444,8 @@ def render_kubernetes(
         "data": {KUBE_SECRET_KEY: base64.b64encode(secret).decode("ascii")},
     }
     texts = {KUBE_FILE: header + _dump_all(manifests), KUBE_SECRET_FILE: header + _yaml(secret_doc)}
-    return EngineFiles(out=out, texts=texts, private=frozenset({KUBE_SECRET_FILE}))
+    notes = _lane_notes(topology, lanes, topology.node_names)
+    return EngineFiles(out=out, texts=texts, private=frozenset({KUBE_SECRET_FILE}), notes=notes)
 
 
 # --- the one impure step ---------------------------------------------------------------------------

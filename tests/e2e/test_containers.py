@@ -315,11 +315,13 @@ def test_a_search_finds_files_on_several_peers(seed):
 
 
 def test_the_cli_on_the_host_downloads_over_the_lane_and_over_the_stream(seed, tmp_path):
-    seed.client("download", "archivo2.txt", "--out", str(tmp_path / "lane.txt"))
+    lane = json.loads(seed.client("download", "archivo2.txt", "--json", "--out", str(tmp_path / "lane.txt")).stdout)
     assert (tmp_path / "lane.txt").read_text() == "Hola desde peer2.\n"
-    assert "Lane archivo2.txt" in seed.docker("logs", seed.container("peer2")).stderr  # bytes by sendfile
-    seed.client("download", "archivo3.txt", "--no-lane", "--out", str(tmp_path / "stream.txt"))
+    assert lane["lane_bytes"] == {"peer2": 18}  # the lane's published port, reached from the host: bytes by sendfile
+    assert "peer_app.lane: Lane archivo2.txt: 18 B" in seed.docker("logs", seed.container("peer2")).stderr
+    stream = seed.client("download", "archivo3.txt", "--no-lane", "--json", "--out", str(tmp_path / "stream.txt"))
     assert (tmp_path / "stream.txt").read_text() == "Hola desde peer3.\n"
+    assert json.loads(stream.stdout)["lane_bytes"] == {}
 
 
 def test_the_cli_on_the_host_uploads_and_the_maestro_lists_the_file(seed, tmp_path):

@@ -290,13 +290,17 @@ def _selector(node: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "p2pnet", "app.kubernetes.io/instance": node}
 
 
-def _http_probe(port: int, host: str, period: int, failures: int) -> dict[str, Any]:
+def _http_probe(port: int, host: str, tls: bool) -> dict[str, Any]:
     get = {"path": "/health", "port": port, "httpHeaders": [{"name": "Host", "value": host}]}
-    return {"httpGet": get, "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}
+    if tls:
+        get["scheme"] = "HTTPS"  # the kubelet does not verify the certificate
+    return {"httpGet": get, "timeoutSeconds": 3}
 
 
-def _grpc_probe(port: int, period: int, failures: int) -> dict[str, Any]:
-    return {"grpc": {"port": port}, "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}
+def _grpc_probe(port: int, tls: bool) -> dict[str, Any]:
+    if tls:  # the kubelet's gRPC probe speaks plaintext only: ask from inside, over TLS
+        return {"exec": {"command": [*HEALTH_COMMAND, "grpc"]}, "timeoutSeconds": 5}
+    return {"grpc": {"port": port}, "timeoutSeconds": 3}
 
 
 def _container(
@@ -337,18 +341,19 @@ def _container(
 
 def _node_manifests(topology: Topology, node: str, namespace: str, image: str, lanes: dict[str, int]) -> list[dict]:
     host = service_host(node, namespace)
+    tls = topology.security.tls
     if node == MAESTRO:
         component = "maestro"
         port = topology.maestro.port
         service_ports = [("rest", port)]
-        containers = [_container(node, "maestro", namespace, image, [("rest", port)], _http_probe(port, host, 5, 2))]
+        containers = [_container(node, "maestro", namespace, image, [("rest", port)], _http_probe(port, host, tls))]
     else:
         component = "peer"
         peer = topology.peer(node)
         service_ports = [("rest", peer.rest_port), ("grpc", peer.grpc_port), ("lane", lanes[node])]
         containers = [
             _container(
-                node, "rest", namespace, image, [("rest", peer.rest_port)], _http_probe(peer.rest_port, host, 5, 2)
+                node, "rest", namespace, image, [("rest", peer.rest_port)], _http_probe(peer.rest_port, host, tls)
             ),
             _container(
                 node,
@@ -356,7 +361,7 @@ def _node_manifests(topology: Topology, node: str, namespace: str, image: str, l
                 namespace,
                 image,
                 [("grpc", peer.grpc_port), ("lane", lanes[node])],
-                _grpc_probe(peer.grpc_port, 5, 2),
+                _grpc_probe(peer.grpc_port, tls),
             ),
         ]
     meta = {"name": node, "namespace": namespace, "labels": _labels(node, component)}

@@ -170,9 +170,10 @@ def test_compose_renders_only_this_hosts_nodes():
 # --- kubernetes ----------------------------------------------------------------------------------
 
 
-def test_kubernetes_manifests_validate_strictly_against_a_current_api():
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_kubernetes_manifests_validate_strictly_against_a_current_api(tls):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    manifests, secret, _ = kube()
+    manifests, secret, _ = kube(seed(security={"tls": tls}))
     for manifest in [*manifests, secret]:
         # the newest Kubernetes the pinned schemas know (1.37 today); gRPC probes are GA since 1.27
         kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
@@ -227,6 +228,13 @@ def test_a_peer_pod_runs_rest_and_grpc_containers_sharing_one_state_volume_with_
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["secret"]["secret"]["secretName"] == "p2pnet-secret"
     assert volumes["topology"]["configMap"]["name"] == "p2pnet-topology"
+
+
+def test_with_tls_the_probes_speak_tls():
+    manifests, _, _ = kube(seed(security={"tls": True}))
+    rest, grpc = find(manifests, "StatefulSet", "peer1")["spec"]["template"]["spec"]["containers"]
+    assert rest["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert grpc["livenessProbe"]["exec"]["command"] == ["python", "-m", "control.container", "health", "grpc"]
 
 
 def test_the_maestro_pod_is_one_container_probed_on_health():

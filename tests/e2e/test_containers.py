@@ -297,7 +297,7 @@ def seed(docker, image, tmp_path_factory):
         print("figures:", json.dumps(FIGURES, indent=1))
 
 
-# --- seed 002's checks -----------------------------------------------------------------------------------
+# --- what a user checks first: files, search, a download and an upload from the host ---------------------
 
 
 def test_each_peer_lists_its_own_files(seed):
@@ -346,6 +346,54 @@ def test_servers_run_unprivileged_and_the_secret_is_in_no_image_variable_or_comm
         "run", "--rm", "--network=none", "--user=0", "--entrypoint=find", image, "/", "-xdev", "-name", ".p2p-secret"
     )
     assert found.stdout.strip() == ""
+
+
+def test_the_client_and_the_launcher_run_from_the_image_too(seed, image):
+    inside = ["run", "--rm", f"--network=container:{seed.container('net')}", image]
+    located = seed.docker(*inside, "p2p", "--maestro", seed.maestro, "--json", "locate", "archivo1.txt").stdout
+    assert [p["name"] for p in json.loads(located)["peers"]] == ["peer1"]
+    mount = f"--volume={seed.out / 'topology.yaml'}:/etc/p2pnet/topology.yaml:ro"
+    checked = seed.docker(
+        "run", "--rm", "--network=none", mount, image, "launcher", "validate", "/etc/p2pnet/topology.yaml"
+    )
+    assert "ok: maestro + 3 peer(s)" in checked.stdout
+
+
+def test_a_peers_sides_run_as_two_unprivileged_containers_sharing_its_volume_as_in_a_pod(seed, image, tmp_path):
+    """The Kubernetes shape: `rest` and `grpc` containers, uid 10001 from the start, one state volume."""
+    seed.compose("stop", "peer3")
+    secret = tmp_path / "secret"  # as a Secret volume with fsGroup shows it: readable by the pod's group
+    shutil.copy(seed.folder / ".p2p-secret", secret)
+    os.chown(secret, UID, UID)
+    secret.chmod(0o440)
+    common = [
+        "run",
+        "--detach",
+        f"--network=container:{seed.container('net')}",
+        f"--volume={PROJECT}_peer3-state:/var/lib/p2pnet",
+        f"--volume={seed.out / 'topology.yaml'}:/etc/p2pnet/topology.yaml:ro",
+        f"--volume={secret}:/run/secrets/p2pnet_secret:ro",
+        "--env=P2P_NODE=peer3",
+        "--read-only",
+        "--tmpfs=/tmp",
+    ]
+    since = time.time()
+    try:
+        for role in ("rest", "grpc"):
+            seed.docker(*common, f"--name=pod-{role}", image, role)
+
+        def serving() -> bool:
+            peer = seed.alive()["peer3"]
+            files = requests.get(seed.peer("peer3") + "/files", timeout=2).json()["files"]
+            return peer["alive"] and peer["last_seen"] > since and [f["name"] for f in files] == ["archivo3.txt"]
+
+        wait_until(serving, timeout=20, interval=0.2, what="peer3 served by its two containers")
+        for role in ("rest", "grpc"):
+            assert seed.docker("top", f"pod-{role}", "-eo", "pid,uid").stdout.split()[3] == str(UID)
+    finally:
+        seed.docker("rm", "--force", "pod-rest", "pod-grpc", check=False)
+        seed.compose("start", "peer3")
+    wait_until(lambda: seed.alive()["peer3"]["alive"], timeout=30, what="peer3 back in compose")
 
 
 def test_sigterm_stops_every_process_of_a_peer_cleanly_within_the_grace_period(seed):

@@ -1,18 +1,22 @@
-"""Who may call which RPC of a peer (SPEC §8): the per-RPC policy and its interceptor hook.
+"""Who may call which RPC of a peer (SPEC §8): the per-RPC policy and its link of the gRPC chain.
 
-Every call passes the interceptor (peer_app/interceptor.py); this hook runs first and refuses a
-caller that needs a credential and has none (UNAUTHENTICATED) before the servicer reads a
-single message. The REST side's twin is common.web.install_guard; both ask common.security.
+CredentialCheck comes before admission in the chain (peer_app/grpc_server.py): it refuses a
+caller that needs a credential and has none (UNAUTHENTICATED) before the call takes a slot or
+reads a single message, and names the authenticated caller on the call's record
+(RpcCall.caller, read by servicers through peer_app.interceptor.current_call()). The REST
+side's twin is common.web.install_guard; both ask common.security.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import unquote
 
 import grpc
 
 from common.security import METADATA_KEY, MUTATING, OPEN, READ, Guard
-from peer_app.interceptor import CallHook, RpcCall
+from peer_app.interceptor import CallInterceptor, RpcCall
 
 # Writes need a member; reads need one only with `read: members`. An RPC missing here is
 # treated as MUTATING, so a new RPC is closed until someone decides otherwise.
@@ -48,16 +52,16 @@ def peer_ip(peer: str) -> str | None:
     return None
 
 
-class CredentialCheck(CallHook):
+class CredentialCheck(CallInterceptor):
     """Refuses a call whose caller is neither at a trusted address nor holding a valid credential."""
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
 
-    def started(self, call: RpcCall, context: grpc.ServicerContext) -> None:
+    @contextmanager
+    def around(self, call: RpcCall, context: grpc.ServicerContext) -> Iterator[None]:
         kind = rpc_kind(call.service, call.method)
-        if not self.guard.needs_credential(kind):
-            return
-        token = call.metadata.get(METADATA_KEY)
-        caller = self.guard.caller(peer_ip(call.peer), token if isinstance(token, str) else None)
-        call.extra["caller"] = caller.name
+        if self.guard.needs_credential(kind):
+            token = call.metadata.get(METADATA_KEY)
+            call.caller = self.guard.caller(peer_ip(call.peer), token if isinstance(token, str) else None).name
+        yield

@@ -90,21 +90,21 @@ def dl(tmp_path):
 
 @pytest.fixture
 def serve(peer_config):
-    """Start in-process gRPC servers on port 0: start(config=None, hooks=(), on_upload=None, **settings).
+    """Start in-process gRPC servers on port 0: start(config=None, interceptors=(), on_upload=None, **settings).
 
     start() returns (address, shared folder).
 
     The server runs peer_config (or config) with the given settings replaced, and the given
-    interceptor hooks after the server's own.
+    interceptors inside the server's own (after admission, before OneRequest).
     """
     from peer_app.grpc_server import create_server
 
     servers = []
 
-    def start(config=None, hooks=(), on_upload=None, **settings):
+    def start(config=None, interceptors=(), on_upload=None, **settings):
         config = config or peer_config
         config = replace(config, settings=replace(config.settings, **settings))
-        server, port, servicer = create_server(config, "127.0.0.1:0", hooks=hooks, on_upload=on_upload)
+        server, port, servicer = create_server(config, "127.0.0.1:0", interceptors=interceptors, on_upload=on_upload)
         server.start()
         servers.append((server, servicer))
         return f"127.0.0.1:{port}", Path(config.shared_dir)

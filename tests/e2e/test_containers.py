@@ -393,10 +393,11 @@ def test_a_peers_sides_run_as_two_unprivileged_containers_sharing_its_volume_as_
     finally:
         seed.docker("rm", "--force", "pod-rest", "pod-grpc", check=False)
         seed.compose("start", "peer3")
-    wait_until(lambda: seed.alive()["peer3"]["alive"], timeout=30, what="peer3 back in compose")
+    seed.wait_up()  # peer3 back in compose, healthy
 
 
 def test_sigterm_stops_every_process_of_a_peer_cleanly_within_the_grace_period(seed):
+    seed.wait_up()
     started = time.monotonic()
     seed.docker("stop", "--time", "10", seed.container("peer3"))
     took = time.monotonic() - started

@@ -92,13 +92,15 @@ class Security:
     tls: bool = False  # REST over https and gRPC over TLS, certificates in tls_dir
     tls_dir: str = ""  # the run folder's tls/: ca.pem, <node>.pem, <node>.key
     allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
+    allowed_hosts: tuple[str, ...] = ()  # names the node answers to in Host, besides host, bind and localhost
 
     @classmethod
     def from_json(cls, data: dict | None) -> Security:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in (data or {}).items() if k in known}
-        if "trusted_networks" in values:
-            values["trusted_networks"] = tuple(values["trusted_networks"])
+        for key in ("trusted_networks", "allowed_hosts"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -118,6 +120,7 @@ class NodeConfig:
     settings: Settings = field(default_factory=Settings)
     security: Security = field(default_factory=Security)
     bind: str = ""  # the address it listens on, when not host (e.g. 0.0.0.0 behind NAT)
+    lane_port: int = 0  # the fast lane's port (0: one the OS picks; containers publish a fixed one)
 
     @property
     def rest_url(self) -> str:
@@ -175,10 +178,16 @@ def run_dir_of(topology_path: str | os.PathLike) -> Path:
 
 
 def load_config(path: str | os.PathLike | None = None) -> NodeConfig:
-    """Read the node config from path, or from $P2P_CONFIG when path is None."""
+    """Read the node config from path, or from $P2P_CONFIG when path is None.
+
+    $P2P_CONFIG names a file or holds the JSON itself (a container's environment, see
+    docs/kubernetes.md): a value that starts with `{` is the config.
+    """
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         raise SystemExit(f"no node config: pass --config or set {CONFIG_ENV}")
+    if str(path).lstrip().startswith("{"):
+        return NodeConfig.from_json(json.loads(str(path)))
     with open(path, encoding="utf-8") as fh:
         return NodeConfig.from_json(json.load(fh))
 

@@ -170,6 +170,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             bind=peer.bind or "",
             rest_port=peer.rest_port,
             grpc_port=peer.grpc_port,
+            lane_port=peer.lane_port or 0,
             run_dir=str(layout.run_dir),
             shared_dir=str(peer.shared_dir),
             maestro_url=maestro.url,

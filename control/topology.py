@@ -26,7 +26,7 @@ from control.errors import TopologyError
 MAESTRO = "maestro"
 TOP_KEYS = ("maestro", "peers", "settings", "security")
 MAESTRO_KEYS = ("host", "bind", "port")
-PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "shared_dir", "friends")
+PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "lane_port", "shared_dir", "friends")
 AUTO = "auto"  # `up --host auto`: the nodes whose address belongs to this machine
 SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardlinks")
 SECURITY_FLAGS = ("tls", "allow_hardlinks")  # the section's true/false keys
@@ -62,6 +62,7 @@ class PeerSpec:
     backup: str
     bind: str | None = None  # the address it listens on (default: host)
     tls: bool = False
+    lane_port: int | None = None  # the fast lane's fixed port (default: one the OS picks)
 
     @property
     def listen(self) -> str:
@@ -153,6 +154,8 @@ class Topology:
             if p.name in wanted:
                 out.append((f"peers[{i}].rest_port", p.listen, p.rest_port))
                 out.append((f"peers[{i}].grpc_port", p.listen, p.grpc_port))
+                if p.lane_port is not None:
+                    out.append((f"peers[{i}].lane_port", p.listen, p.lane_port))
         return out
 
 
@@ -296,6 +299,7 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
     bind = _host(item, "bind", prefix, problems, optional=True)
     rest_port = _port(item, "rest_port", prefix, problems)
     grpc_port = _port(item, "grpc_port", prefix, problems)
+    lane_port = _port(item, "lane_port", prefix, problems) if item.get("lane_port") is not None else None
 
     shared_dir = _require(item, "shared_dir", prefix, problems)
     if shared_dir is not None and (not isinstance(shared_dir, str) or not shared_dir.strip()):
@@ -339,6 +343,7 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         primary=primary,
         backup=backup,
         bind=bind,
+        lane_port=lane_port,
     )
 
 
@@ -461,6 +466,8 @@ def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str
                 host = item.get("host") if isinstance(item.get("host"), str) else None
                 claim(f"peers[{i}].rest_port", host, item.get("rest_port"))
                 claim(f"peers[{i}].grpc_port", host, item.get("grpc_port"))
+                if item.get("lane_port") is not None:
+                    claim(f"peers[{i}].lane_port", host, item.get("lane_port"))
 
 
 # --- ports in use (checked at `up`, not by `validate`) ---------------------------------------

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.config import NodeConfig, host_of, load_config
+from common.config import NodeConfig, address, host_of, load_config
 from common.errors import BadRequest, Busy, NoLane, TooLarge
 from common.fields import check_sha256
 from common.files import iter_chunks
@@ -93,12 +93,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                     rate=self._rate if self.config.settings.max_transfer_rate > 0 else None,
                     max_connections=2 * self.config.settings.max_concurrent_transfers + 16,
                     on_sent=lambda n: self.on_lane_bytes(n),
+                    port=self.config.lane_port,
                 )
                 try:
                     lane.start()
                     self._lane = lane
                 except OSError as err:
-                    self._lane_error = f"cannot listen on {self.lane_host}: {err.strerror or err}"
+                    where = address(self.lane_host, self.config.lane_port) if self.config.lane_port else self.lane_host
+                    self._lane_error = f"cannot listen on {where}: {err.strerror or err}"
                     log.warning("fast lane off: %s", self._lane_error)
             if self._lane is None:
                 raise NoLane(f"peer {self.config.name} has no fast lane ({self._lane_error}); use the Download stream")

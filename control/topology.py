@@ -17,7 +17,16 @@ from typing import Any
 
 import yaml
 
-from common.config import DEFAULT_TRUSTED_NETWORKS, READ_MODES, SETTING_CHOICES, Settings, address, http_url
+from common.browsers import check_host_name
+from common.config import (
+    DEFAULT_TRUSTED_NETWORKS,
+    LOCAL_OPERATOR_MODES,
+    READ_MODES,
+    SETTING_CHOICES,
+    Settings,
+    address,
+    http_url,
+)
 from common.names import peer_name_problem
 from common.net import WILDCARDS, bind_errno, is_local_address
 from common.security import DEFAULT_SECRET_FILE, secret_path
@@ -28,7 +37,7 @@ TOP_KEYS = ("maestro", "peers", "settings", "security")
 MAESTRO_KEYS = ("host", "bind", "port")
 PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "shared_dir", "friends")
 AUTO = "auto"  # `up --host auto`: the nodes whose address belongs to this machine
-SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardlinks")
+SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardlinks", "allowed_hosts", "local_operator")
 SECURITY_FLAGS = ("tls", "allow_hardlinks")  # the section's true/false keys
 FRIEND_ROLES = ("primary", "backup")
 # settings that may be zero; every other one must be positive
@@ -85,6 +94,8 @@ class SecuritySpec:
     read: str = "open"
     tls: bool = False
     allow_hardlinks: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    local_operator: str = "owner"
 
 
 @dataclass(frozen=True)
@@ -413,6 +424,18 @@ def _security(raw: Any, folder: Path, problems: list[str]) -> SecuritySpec:
             values["read"] = read
         else:
             problems.append(f"security.read: {read!r} is not one of {', '.join(READ_MODES)}")
+    hosts = raw.get("allowed_hosts")
+    if hosts is not None:
+        if not isinstance(hosts, list):
+            problems.append("security.allowed_hosts: must be a list of host names like maestro.example.org (or [])")
+        else:
+            values["allowed_hosts"] = tuple(_host_names(hosts, problems))
+    local = raw.get("local_operator")
+    if local is not None:
+        if local in LOCAL_OPERATOR_MODES:
+            values["local_operator"] = local
+        else:
+            problems.append(f"security.local_operator: {local!r} is not one of {', '.join(LOCAL_OPERATOR_MODES)}")
     for flag in SECURITY_FLAGS:
         value = raw.get(flag)
         if value is None:
@@ -436,6 +459,21 @@ def _networks(raw: list, problems: list[str]) -> list[str]:
         except (TypeError, ValueError) as err:
             problems.append(f"{key}: {value!r} is not a network ({err})")
     return networks
+
+
+def _host_names(raw: list, problems: list[str]) -> list[str]:
+    names: list[str] = []
+    for i, value in enumerate(raw):
+        try:
+            if not isinstance(value, str):
+                raise ValueError("not a host name")
+            name = check_host_name(value)
+        except ValueError as err:
+            problems.append(f"security.allowed_hosts[{i}]: {value!r}: {err}")
+            continue
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:

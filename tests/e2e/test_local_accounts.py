@@ -133,20 +133,40 @@ def remove_account(account: Account) -> None:
 
 
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory) -> Iterator[Machine]:
-    accounts: list[Account] = []
+def accounts() -> Iterator[tuple[Account, Account]]:
+    """Two throwaway accounts: `operator` (owns the network's secret file) and `other`; removed afterwards."""
+    made: list[Account] = []
+    try:
+        made.append(make_account("op"))
+        made.append(make_account("other"))
+        yield made[0], made[1]
+    finally:
+        for account in made:
+            remove_account(account)
+
+
+def operators_secret(folder: Path, operator: Account) -> Path:
+    """The network's secret file, owned by the operator's account (nodes run as root, who reads it)."""
+    secret = folder / ".p2p-secret"
+    ensure_secret(secret)
+    os.chown(secret, operator.uid, operator.gid)
+    return secret
+
+
+def with_security(configs: dict, secret: Path, **fields) -> dict:
+    return {n: replace(c, security=replace(c.security, secret_file=str(secret), **fields)) for n, c in configs.items()}
+
+
+@pytest.fixture(scope="module")
+def machine(accounts, tmp_path_factory) -> Iterator[Machine]:
+    operator, other = accounts
     nodes: dict[str, Node] = {}
     folder = Path(tempfile.mkdtemp(prefix="p2p-accounts-"))
     try:
-        operator, other = make_account("op"), make_account("other")
-        accounts += [operator, other]
         folder.chmod(0o777)
         tmp = tmp_path_factory.mktemp("accounts")
-        secret = tmp / ".p2p-secret"
-        ensure_secret(secret)
-        os.chown(secret, operator.uid, operator.gid)  # the operator's network; nodes run as root, who reads it
-        configs = node_configs(tmp, ["peer1"])
-        configs = {n: replace(c, security=replace(c.security, secret_file=str(secret))) for n, c in configs.items()}
+        secret = operators_secret(tmp, operator)
+        configs = with_security(node_configs(tmp, ["peer1"]), secret)
         (Path(configs["peer1"].shared_dir) / "archivo1.txt").write_bytes(ORIGINAL)
         nodes = write_nodes(tmp, configs)
         for node in nodes.values():
@@ -159,8 +179,6 @@ def machine(tmp_path_factory) -> Iterator[Machine]:
     finally:
         for node in reversed(list(nodes.values())):
             node.stop()
-        for account in accounts:
-            remove_account(account)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -199,3 +217,30 @@ def test_the_secret_files_owner_and_root_need_no_token(machine):
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert root.stdout == "200"
+
+
+def test_a_trusted_network_trusts_other_machines_by_address_and_this_one_by_account(accounts, tmp_path):
+    """trusted_networks holds a LAN: a caller from another machine on it is the operator; on this
+    machine, calling over its own LAN address, only the owner is (the stranger's namespace plays
+    the other machine)."""
+    from tests.e2e.stranger import Stranger
+
+    if Stranger.available() is not None:
+        pytest.skip(f"needs a network namespace: {Stranger.available()}")
+    operator, other = accounts
+    with Stranger(prefix="p2p17", subnet="10.217") as lan:
+        secret = operators_secret(tmp_path, operator)
+        trusted = [f"{lan.host_address.rsplit('.', 1)[0]}.0/24"]  # both ends of the veth
+        configs = with_security(node_configs(tmp_path, [], host=lan.host_address), secret, trusted_networks=trusted)
+        maestro = write_nodes(tmp_path, configs)["maestro"]
+        try:
+            maestro.start().wait_healthy()
+            m = Machine({"maestro": maestro}, "", operator, other, tmp_path)
+            entry = {**FORGED, "name": "peerx", "rest_url": "http://10.0.0.9:9001", "grpc_address": "10.0.0.9:9002"}
+            remote = lan.http("POST", maestro.url + "/register", json=entry)
+            assert remote.get("status") == 200, remote  # another machine on the trusted network: by address
+            refused = m.curl(other, "POST", maestro.url + "/register", entry)
+            assert (refused.status, refused.body.get("error")) == (401, "Unauthorized"), refused
+            assert m.curl(operator, "POST", maestro.url + "/register", entry).status == 200
+        finally:
+            maestro.stop()

@@ -21,6 +21,8 @@ import time
 import weakref
 from collections.abc import Iterable
 
+from common.net import bind_errno
+
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x1
@@ -141,23 +143,22 @@ _local_seen: dict[str, tuple[bool, float]] = {}
 
 
 def is_own_address(host: str) -> bool:
-    """Whether host (an IP address) is one of this machine's own addresses (loopback always is)."""
+    """Whether host (an IP address) is one of this machine's own addresses (loopback always is).
+
+    common.net.is_local_address asks the same of the launcher's hosts once per process; a node
+    runs for days, so its answers here expire.
+    """
     forms = _forms(host)
     if not forms:
         return False
-    family, address = forms[0]
+    address = forms[0][1]
     if ipaddress.ip_address(address).is_loopback:
         return True
     now = time.monotonic()
     seen = _local_seen.get(address)
     if seen is not None and now - seen[1] < _LOCAL_TTL:
         return seen[0]
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((address, 0))
-        own = True
-    except OSError as err:
-        own = err.errno != errno.EADDRNOTAVAIL  # any other refusal: assume it is ours (fail closed)
+    own = bind_errno(address, 0) != errno.EADDRNOTAVAIL  # any other refusal: assume it is ours (fail closed)
     if len(_local_seen) > 256:
         _local_seen.clear()
     _local_seen[address] = (own, now)

@@ -412,30 +412,22 @@ def _security(raw: Any, folder: Path, problems: list[str]) -> SecuritySpec:
             values["secret_file"] = Path(os.path.normpath(secret_path(folder, secret_file)))
         else:
             problems.append(f"security.secret_file: {secret_file!r} is not a path")
-    networks = raw.get("trusted_networks")
-    if networks is not None:
-        if not isinstance(networks, list):
-            problems.append("security.trusted_networks: must be a list of networks like 127.0.0.0/8 (or [])")
+    for key, (convert, what) in SECURITY_LISTS.items():
+        items = raw.get(key)
+        if items is None:
+            continue
+        if isinstance(items, list):
+            values[key] = tuple(convert(items, problems))
         else:
-            values["trusted_networks"] = tuple(_networks(networks, problems))
-    read = raw.get("read")
-    if read is not None:
-        if read in READ_MODES:
-            values["read"] = read
+            problems.append(f"security.{key}: must be a list of {what} (or [])")
+    for key, choices in SECURITY_CHOICES.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        if value in choices:
+            values[key] = value
         else:
-            problems.append(f"security.read: {read!r} is not one of {', '.join(READ_MODES)}")
-    hosts = raw.get("allowed_hosts")
-    if hosts is not None:
-        if not isinstance(hosts, list):
-            problems.append("security.allowed_hosts: must be a list of host names like maestro.example.org (or [])")
-        else:
-            values["allowed_hosts"] = tuple(_host_names(hosts, problems))
-    local = raw.get("local_operator")
-    if local is not None:
-        if local in LOCAL_OPERATOR_MODES:
-            values["local_operator"] = local
-        else:
-            problems.append(f"security.local_operator: {local!r} is not one of {', '.join(LOCAL_OPERATOR_MODES)}")
+            problems.append(f"security.{key}: {value!r} is not one of {', '.join(choices)}")
     for flag in SECURITY_FLAGS:
         value = raw.get(flag)
         if value is None:
@@ -474,6 +466,14 @@ def _host_names(raw: list, problems: list[str]) -> list[str]:
         if name not in names:
             names.append(name)
     return names
+
+
+# the section's list keys: how each item is checked, and what the list holds (for the problem's line)
+SECURITY_LISTS = {
+    "trusted_networks": (_networks, "networks like 127.0.0.0/8"),
+    "allowed_hosts": (_host_names, "host names like maestro.example.org"),
+}
+SECURITY_CHOICES = {"read": READ_MODES, "local_operator": LOCAL_OPERATOR_MODES}  # the section's word keys
 
 
 def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:

@@ -23,17 +23,12 @@ from pathlib import Path
 import requests
 
 from common.security import ensure_secret
+from tests.e2e.attacks import forged_entry
 from tests.e2e.chromium import chromium
 from tests.support import Node, free_port, metric_value, node_configs, wait_until, write_nodes
 
-EVIL = b"the attacker's bytes\n"
 ORIGINAL = b"uno\n"
-FORGED = {
-    "name": "peer1",
-    "rest_url": "http://127.0.0.1:1",
-    "grpc_address": "127.0.0.1:2",
-    "files": [{"name": "archivo1.txt", "size": len(EVIL), "mtime": 1.7e9, "sha256": hashlib.sha256(EVIL).hexdigest()}],
-}
+FORGED = forged_entry()
 
 # The attacker's page: wait until its origin leads to the Maestro, read the directory, then
 # re-register peer1 (once peer1 is listed, so the forgery would not be undone by peer1's own

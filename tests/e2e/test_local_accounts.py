@@ -15,7 +15,6 @@ drops to the account for good (setgroups, setgid, setuid) before it opens a sing
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from common.security import ensure_secret, operator_token, read_secret
+from tests.e2e.attacks import EVIL, forged_entry
 from tests.support import ROOT, Node, node_configs, wait_until, write_nodes
 
 pytestmark = pytest.mark.skipif(
@@ -37,13 +37,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 ORIGINAL = b"uno\n"
-EVIL = b"the attacker's bytes\n"
-FORGED = {
-    "name": "peer1",
-    "rest_url": "http://127.0.0.1:1",
-    "grpc_address": "127.0.0.1:2",
-    "files": [{"name": "archivo1.txt", "size": len(EVIL), "mtime": 1.7e9, "sha256": hashlib.sha256(EVIL).hexdigest()}],
-}
+FORGED = forged_entry()
 
 AS_ACCOUNT = """
 import os, sys
@@ -236,7 +230,7 @@ def test_a_trusted_network_trusts_other_machines_by_address_and_this_one_by_acco
         try:
             maestro.start().wait_healthy()
             m = Machine({"maestro": maestro}, "", operator, other, tmp_path)
-            entry = {**FORGED, "name": "peerx", "rest_url": "http://10.0.0.9:9001", "grpc_address": "10.0.0.9:9002"}
+            entry = forged_entry("peerx")
             remote = lan.http("POST", maestro.url + "/register", json=entry)
             assert remote.get("status") == 200, remote  # another machine on the trusted network: by address
             refused = m.curl(other, "POST", maestro.url + "/register", entry)

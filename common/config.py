@@ -17,6 +17,8 @@ TOPOLOGY_ENV = "P2P_TOPOLOGY"  # the launcher's -t and the client's --topology
 DEFAULT_TOPOLOGY = "topology.yaml"
 DEFAULT_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
 READ_MODES = ("open", "members")  # security.read: whether GETs and Download need a credential too
+# security.local_operator: which account on this machine is the operator without a token (docs/security.md)
+LOCAL_OPERATOR_MODES = ("owner", "any", "none")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class Security:
     tls_dir: str = ""  # the run folder's tls/: ca.pem, <node>.pem, <node>.key
     allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
     allowed_hosts: tuple[str, ...] = ()  # names the node answers to in Host, besides host, bind and localhost
+    # a caller on this machine from a trusted address is the operator: "owner" only the secret file's
+    # owner (and root), "any" every account, "none" nobody (it needs a token)
+    local_operator: str = "owner"
 
     @classmethod
     def from_json(cls, data: dict | None) -> Security:

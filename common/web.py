@@ -8,7 +8,10 @@ from urllib.parse import SplitResult, urlsplit
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from common.browsers import HostCheck, check_cross_site
+from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
+from common.local_owner import ConnectionOwners
 from common.security import MUTATING, OPEN, READ, Caller, Guard
 
 log = logging.getLogger(__name__)
@@ -76,14 +79,54 @@ def request_kind(method: str, path: str) -> str:
     return READ if method in READ_METHODS else MUTATING
 
 
+def host_check(config: NodeConfig) -> HostCheck:
+    """The Host names a node answers to (docs/security.md, "Host check")."""
+    return HostCheck.of_node(config.host, config.bind, config.security.allowed_hosts)
+
+
+def install_browser_checks(app: Flask, hosts: HostCheck) -> None:
+    """Refuse a request for a name this node does not serve (421) or sent for another site's page (403).
+
+    Before the credential check: a page re-pointed at the operator's loopback is refused for what
+    it is, whoever its connection would pass for (common/browsers.py).
+    """
+    app.extensions["hosts"] = hosts
+
+    @app.before_request
+    def _check_browser():
+        headers = request.headers
+        host = headers.get("Host")
+        hosts.check(host)
+        check_cross_site(
+            request.method,
+            request.scheme,
+            host,
+            headers.get("Origin"),
+            headers.get("Sec-Fetch-Site"),
+            headers.get("Sec-Fetch-Mode"),
+            headers.get("Sec-Fetch-Dest"),
+        )
+
+
 def install_guard(app: Flask, guard: Guard) -> None:
-    """Check every request's caller before its view: the one credential hook of both REST apps."""
+    """Check every request's caller before its view: the one credential hook of both REST apps.
+
+    A caller on this machine is known by the account that made its connection, asked of the
+    kernel once per connection (gunicorn hands the socket over in the WSGI environ).
+    """
     app.extensions["guard"] = guard
+    owners = app.extensions["connection_owners"] = ConnectionOwners()
 
     @app.before_request
     def _check_caller():
         kind = request_kind(request.method, request.path)
-        g.caller = guard.check(kind, request.remote_addr, request.headers.get("Authorization"))
+        environ = request.environ
+        g.caller = guard.check(
+            kind,
+            request.remote_addr,
+            request.headers.get("Authorization"),
+            lambda: owners.of(environ.get("gunicorn.socket")),
+        )
 
 
 def current_caller() -> Caller:

@@ -5,7 +5,8 @@ benchmark (bench/discovery.py) asks for thousands per second on two cores. This 
 answers only the plain success case, GET /locate?file=NAME with NAME a valid name that
 live peers hold, with the same JSON body as the Flask view and the same metrics. Every
 other request, and every /locate that would not be a 200 (missing, bad or unknown name,
-non-ASCII query), goes to Flask untouched, so validation and error answers stay in one place.
+non-ASCII query, a Host this node does not answer to, a browser's cross-site request, a caller
+the guard refuses), goes to Flask untouched, so validation and error answers stay in one place.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import json
 import time
 from urllib.parse import parse_qs
 
+from common.browsers import HostCheck, cross_site
 from common.errors import P2PError, Unauthorized
+from common.local_owner import ConnectionOwners
 from common.metrics import Metrics
 from common.names import check_name
 from common.security import READ, Guard
@@ -27,20 +30,41 @@ _HEADERS = "application/json"
 class LocateFastPath:
     """WSGI middleware in front of the Maestro's Flask app."""
 
-    def __init__(self, app, directory: Directory, metrics: Metrics, guard: Guard) -> None:
+    def __init__(
+        self, app, directory: Directory, metrics: Metrics, guard: Guard, hosts: HostCheck, owners: ConnectionOwners
+    ) -> None:
         self.app = app
         self.directory = directory
         self.metrics = metrics
         self.guard = guard
+        self.hosts = hosts
+        self.owners = owners
 
     def _allowed(self, environ) -> bool:
-        """Whether the guard lets this read through (with `read: open`, without looking)."""
+        """Whether Flask's checks would let this read through (common.web: Host, cross-site, the guard)."""
+        if not self.hosts.accepts(environ.get("HTTP_HOST")):
+            return False
+        origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
+        if (origin is not None or site is not None) and cross_site(
+            "GET",
+            environ.get("wsgi.url_scheme", "http"),
+            environ.get("HTTP_HOST"),
+            origin,
+            site,
+            environ.get("HTTP_SEC_FETCH_MODE"),
+            environ.get("HTTP_SEC_FETCH_DEST"),
+        ):
+            return False
         if not self.guard.needs_credential(READ):
             return True
         try:
-            self.guard.caller(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
+            self.guard.caller(
+                environ.get("REMOTE_ADDR"),
+                environ.get("HTTP_AUTHORIZATION"),
+                lambda: self.owners.of(environ.get("gunicorn.socket")),
+            )
         except Unauthorized:
-            return False  # Flask's guard answers the 401, in one place
+            return False  # Flask answers the refusal, in one place
         return True
 
     def __call__(self, environ, start_response):

@@ -11,7 +11,7 @@ from client.credentials import Credentials
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
-from common.web import install_body_limit, install_error_handlers, install_guard
+from common.web import host_check, install_body_limit, install_browser_checks, install_error_handlers, install_guard
 from peer_app.answers import checker
 from peer_app.index import SharedIndex
 from peer_app.membership import Transport, Verifier
@@ -70,6 +70,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
     app.register_blueprint(bp)
     totals = TransferTotals(db)
     install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
+    install_browser_checks(app, host_check(config))
     install_guard(app, guard)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)

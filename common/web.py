@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, g, jsonify, request
@@ -76,14 +77,23 @@ def request_kind(method: str, path: str) -> str:
     return READ if method in READ_METHODS else MUTATING
 
 
+def check_request(guard: Guard, environ: Mapping) -> Caller | None:
+    """The caller of a WSGI request (None when it needs no credential); Unauthorized when refused.
+
+    The one check of every REST request: Flask's (install_guard) and the WSGI fast paths'
+    (maestro_app/fastpath.py, peer_app/hoppath.py) alike.
+    """
+    kind = request_kind(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
+    return guard.check(kind, environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
+
+
 def install_guard(app: Flask, guard: Guard) -> None:
     """Check every request's caller before its view: the one credential hook of both REST apps."""
     app.extensions["guard"] = guard
 
     @app.before_request
     def _check_caller():
-        kind = request_kind(request.method, request.path)
-        g.caller = guard.check(kind, request.remote_addr, request.headers.get("Authorization"))
+        g.caller = check_request(guard, request.environ)
 
 
 def current_caller() -> Caller:
@@ -95,10 +105,15 @@ def current_caller() -> Caller:
 
 
 def arg_str(
-    name: str, *, required: bool = True, max_length: int = MAX_PARAM_LENGTH, default: str | None = None
+    name: str,
+    *,
+    required: bool = True,
+    max_length: int = MAX_PARAM_LENGTH,
+    default: str | None = None,
+    args: Mapping[str, str] | None = None,
 ) -> str | None:
-    """Return query parameter name, refusing missing, empty or oversized values."""
-    value = request.args.get(name)
+    """Return query parameter name (of args, default the request's), refusing missing, empty or oversized values."""
+    value = (request.args if args is None else args).get(name)
     if value is None or value == "":
         if required:
             raise BadRequest(f"query parameter '{name}' is required")
@@ -110,9 +125,9 @@ def arg_str(
     return value
 
 
-def _arg_number(name: str, parse, kind: str, default, minimum, maximum):
+def _arg_number(name: str, parse, kind: str, default, minimum, maximum, args: Mapping[str, str] | None):
     """A numeric query parameter: default when absent, 400 when malformed or below minimum, capped."""
-    raw = request.args.get(name)
+    raw = (request.args if args is None else args).get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -124,14 +139,23 @@ def _arg_number(name: str, parse, kind: str, default, minimum, maximum):
     return min(value, maximum) if maximum is not None else value
 
 
-def arg_int(name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+def arg_int(
+    name: str, *, default: int, minimum: int = 0, maximum: int | None = None, args: Mapping[str, str] | None = None
+) -> int:
     """Return an integer query parameter, capped at maximum; 400 if not an integer >= minimum."""
-    return _arg_number(name, int, "an integer", default, minimum, maximum)
+    return _arg_number(name, int, "an integer", default, minimum, maximum, args)
 
 
-def arg_float(name: str, *, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
+def arg_float(
+    name: str,
+    *,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+    args: Mapping[str, str] | None = None,
+) -> float:
     """Return a number query parameter, capped at maximum; 400 if not a number >= minimum."""
-    return _arg_number(name, float, "a number", default, minimum, maximum)
+    return _arg_number(name, float, "a number", default, minimum, maximum, args)
 
 
 def json_body() -> dict:

@@ -14,11 +14,11 @@ import json
 import time
 from urllib.parse import parse_qs
 
-from common.errors import P2PError, Unauthorized
+from common.errors import P2PError
 from common.metrics import Metrics
 from common.names import check_name
-from common.security import READ, Guard
-from common.web import MAX_PARAM_LENGTH
+from common.security import Guard
+from common.web import MAX_PARAM_LENGTH, check_request
 from maestro_app.directory import Directory
 
 _HEADERS = "application/json"
@@ -34,13 +34,11 @@ class LocateFastPath:
         self.guard = guard
 
     def _allowed(self, environ) -> bool:
-        """Whether the guard lets this read through (with `read: open`, without looking)."""
-        if not self.guard.needs_credential(READ):
-            return True
+        """Whether the one guard (common.web.check_request) lets this request through."""
         try:
-            self.guard.caller(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
-        except Unauthorized:
-            return False  # Flask's guard answers the 401, in one place
+            check_request(self.guard, environ)
+        except P2PError:
+            return False  # Flask's guard answers the refusal, in one place
         return True
 
     def __call__(self, environ, start_response):

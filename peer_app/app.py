@@ -13,6 +13,7 @@ from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
 from common.web import install_body_limit, install_error_handlers, install_guard
 from peer_app.answers import checker
+from peer_app.hoppath import HopFastPath
 from peer_app.index import SharedIndex
 from peer_app.membership import Transport, Verifier
 from peer_app.metrics import transfer_families
@@ -69,8 +70,9 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
 
     app.register_blueprint(bp)
     totals = TransferTotals(db)
-    install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
+    metrics = install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
     install_guard(app, guard)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
+    app.wsgi_app = HopFastPath(app.wsgi_app, app.extensions["discovery"], metrics, guard, config.settings)
     return app

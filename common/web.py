@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 from common.security import MUTATING, OPEN, READ, Caller, Guard
+from common.urls import check_peer_url  # noqa: F401  (its home is common/urls.py, without Flask; the views import it here)
 
 log = logging.getLogger(__name__)
 
@@ -164,33 +164,3 @@ def json_body() -> dict:
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object (Content-Type: application/json)")
     return data
-
-
-def _split_url(value: object, key: str, what: str, max_length: int) -> tuple[SplitResult, int | None]:
-    """value's parts and port; BadRequest naming key when it is not a string URL with a valid port."""
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        raise BadRequest(f"'{key}' must be {what}")
-    try:
-        parts = urlsplit(value)
-        return parts, parts.port
-    except ValueError:
-        raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
-
-
-def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str:
-    """Return value as `scheme://host:port` (the network's scheme), else BadRequest.
-
-    A peer's address and nothing more: a path, query, fragment or user info is refused, so a
-    registered URL can never make this peer call somewhere else than another peer's API.
-    """
-    scheme = "https" if tls else "http"
-    parts, port = _split_url(value, key, f"{scheme}://HOST:PORT", 300)
-    value = str(value)
-    if parts.scheme != scheme or not parts.hostname or port is None:
-        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT (this network's scheme), got {value[:80]!r}")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise BadRequest(f"'{key}' must not carry user info")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
-        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT only, without a path, query or fragment")
-    host = parts.hostname
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"

@@ -16,7 +16,7 @@ from peer_app.answers import checker
 from peer_app.hoppath import HopFastPath
 from peer_app.index import SharedIndex
 from peer_app.membership import Transport, Verifier
-from peer_app.metrics import transfer_families
+from peer_app.scrape import transfer_families
 from peer_app.search import Discovery, Gate, check_answer
 from peer_app.state import SeenQueries, TransferTotals, known_peers, open_db
 
@@ -53,7 +53,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
             me,
             lambda: [f.to_json() for f in index.scan()],
             known,
-            SeenQueries(db),
+            SeenQueries(db, shared=config.settings.rest_workers > 1),
             transport,
             request_timeout=config.settings.request_timeout,
             pool=pool,

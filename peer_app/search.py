@@ -120,9 +120,12 @@ class Gate:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def origin(self, wait: float) -> Iterator[bool]:
-        """Wait up to `wait` seconds for a place; yield whether it was given."""
-        admitted = self._origins.acquire(timeout=max(0.0, wait))
+    def origin(self, wait: float, gone: Callable[[], bool] = lambda: False) -> Iterator[bool]:
+        """Wait up to `wait` seconds for a place (less if the caller hangs up); yield whether it was given."""
+        deadline = time.monotonic() + max(0.0, wait)
+        admitted = self._origins.acquire(timeout=min(max(0.0, wait), WAIT_SLICE))
+        while not admitted and time.monotonic() < deadline and not gone():
+            admitted = self._origins.acquire(timeout=min(max(0.0, deadline - time.monotonic()), WAIT_SLICE))
         try:
             yield admitted
         finally:
@@ -142,8 +145,10 @@ class Gate:
                 with self._lock:
                     self._hops -= 1
 
-    def enter(self, q_origin: bool, budget: float) -> contextlib.AbstractContextManager[bool]:
-        return self.origin(budget - min(QUEUE_RESERVE, budget / 2)) if q_origin else self.hop()
+    def enter(
+        self, q_origin: bool, budget: float, gone: Callable[[], bool] = lambda: False
+    ) -> contextlib.AbstractContextManager[bool]:
+        return self.origin(budget - min(QUEUE_RESERVE, budget / 2), gone) if q_origin else self.hop()
 
 
 def check_answer(route: str, answer: dict) -> dict:
@@ -271,7 +276,7 @@ class Discovery:
         missing: list[dict] = []
         knows: dict[str, list[str]] = {}
         if q.ttl > 1 and q.fanout > 0:
-            with self.gate.enter(q.origin, q.budget - (self.clock() - start)) as admitted:
+            with self.gate.enter(q.origin, q.budget - (self.clock() - start), q.gone) as admitted:
                 if admitted:
                     messages, missing = self._flood(q, start, results, visited, knows)
                 else:

@@ -124,9 +124,9 @@ class RecordingGate(Gate):
         super().__init__(limit=4)
         self.entered: list[bool] = []
 
-    def enter(self, q_origin, budget):
+    def enter(self, q_origin, budget, gone=lambda: False):
         self.entered.append(q_origin)
-        return super().enter(q_origin, budget)
+        return super().enter(q_origin, budget, gone)
 
 
 @pytest.fixture

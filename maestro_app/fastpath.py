@@ -15,6 +15,7 @@ import time
 from urllib.parse import parse_qs
 
 from common.errors import P2PError
+from common.green import take_turns
 from common.metrics import Metrics
 from common.names import check_name
 from common.security import Guard
@@ -48,6 +49,7 @@ class LocateFastPath:
             if body is not None:
                 start_response("200 OK", [("Content-Type", _HEADERS), ("Content-Length", str(len(body)))])
                 self.metrics.observe_request("/locate", "GET", 200, time.perf_counter() - start)
+                take_turns()
                 return [body]
         return self.app(environ, start_response)
 

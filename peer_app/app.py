@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from concurrent import futures
 
 from flask import Flask
@@ -19,6 +22,32 @@ from peer_app.membership import Transport, Verifier
 from peer_app.scrape import transfer_families
 from peer_app.search import Discovery, Gate, check_answer
 from peer_app.state import SeenQueries, TransferTotals, known_peers, open_db
+
+LISTING_TTL = 1.0  # seconds a search may answer from a listing of the shared folder (an edit in place shows after)
+
+
+class Listing:
+    """The shared files as a search matches them: scanned again when the folder's entries changed
+    (its mtime) or LISTING_TTL seconds passed, not on every hop (a flood brings one per search)."""
+
+    def __init__(
+        self, scan: Callable[[], list[dict]], folder: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.scan = scan
+        self.folder = folder
+        self.clock = clock
+        self._last: tuple[int, float, list[dict]] | None = None
+
+    def __call__(self) -> list[dict]:
+        try:
+            mtime = os.stat(self.folder).st_mtime_ns
+        except OSError:
+            mtime = -1
+        now = self.clock()
+        last = self._last
+        if last is None or last[0] != mtime or now - last[1] > LISTING_TTL:
+            last = self._last = (mtime, now, self.scan())
+        return last[2]
 
 
 def count_dropped(app: Flask, reason: str) -> None:
@@ -51,7 +80,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
         verifier=Verifier(guard, transport, timeout=config.settings.request_timeout, tls=config.security.tls),
         discovery=Discovery(
             me,
-            lambda: [f.to_json() for f in index.scan()],
+            Listing(lambda: [f.to_json() for f in index.scan()], config.shared_dir),
             known,
             SeenQueries(db, shared=config.settings.rest_workers > 1),
             transport,

@@ -6,7 +6,6 @@ imports the gunicorn config (common.metrics does) pays for importing gunicorn's 
 
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 
@@ -33,7 +32,6 @@ class AccessLogger(glogging.Logger):
         self._lines: list[str] = []
         self._lines_lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        atexit.register(self.flush_access)
 
     def flush_access(self) -> None:
         """Write the lines waiting (one write for all: a line per request, written alone, cost the

@@ -76,6 +76,13 @@ def child_exit(server, worker) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker) -> None:
+    """The access lines still waiting are written before the worker goes (common/access_log.py)."""
+    flush = getattr(server.log, "flush_access", None)
+    if flush is not None:
+        flush()
+
+
 def post_worker_init(worker) -> None:
     """Start what the app wants running beside its requests (the Maestro's clock), in the worker."""
     for start in getattr(worker.wsgi, "extensions", {}).get("on_worker_start", ()):

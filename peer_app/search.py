@@ -3,20 +3,30 @@
 Transport-agnostic: a Transport is any callable (url, path, params, timeout) -> dict that
 raises P2PError on failure, so tests can run a whole network of these in one process.
 
+A flood asks each peer once (docs/protocol.md, "Search hops"). Every hop carries `reached`: the
+peers the query reached or that someone on its way asks; a peer never asks those. The origin
+also plans: from the ask orders its earlier floods brought back (`knows`), it draws a tree
+that reaches every peer it can once, breadth first, at most fanout children per peer, and
+each peer it asks gets its share (`plan`). Peers no plan names are flooded as they come; the
+query id, handled once per peer, stays the safety net. Knowledge is soft state of this
+process: a cold origin simply floods with `reached`, and learns.
+
 Every answer says whether it is whole. A search is `complete` only when every peer it was
 sent to answered in time with a complete answer of its own; a hop that timed out, could not
 be reached, shed the query or sent an answer that does not check out makes it partial, and
-`missing` names that hop and why. A locate that found nothing is a NotFound (404) when every
-friend asked answered or could not be reached at all (SPEC: "404 if nobody reachable has it";
-then `complete` is false and `missing` names them); when one timed out or shed it, the answer
-is Incomplete (503): we do not know, so it is never a 404.
+`missing` names that hop and why (a planned peer the asked one does not know, too). A locate
+that found nothing is a NotFound (404) when every friend asked answered or could not be
+reached at all (SPEC: "404 if nobody reachable has it"; then `complete` is false and
+`missing` names them); when one timed out or shed it, the answer is Incomplete (503): we do
+not know, so it is never a 404.
 
 Under load each REST worker floods at most `search_concurrency` new searches and locates at
 once (a Gate); the others wait in line, first come first served, for as much of their
 deadline as leaves the flood time to run (QUEUE_RESERVE). One that cannot get in by then is
 shed: it answers at once with this peer's own results and `complete: false`. Forwarded hops
-never wait in line (they belong to searches already under way), but beyond MAX_HOPS at once
-they are shed too.
+(from a peer that proved who it is: peer_app/hops.py) never wait in line, but beyond MAX_HOPS
+at once they are shed too. A caller that hangs up ends the wait, in line or on the flood, and
+the hops still open are cut, so the peers below stop as well.
 """
 
 from __future__ import annotations

@@ -77,10 +77,17 @@ def child_exit(server, worker) -> None:
 
 
 def worker_exit(server, worker) -> None:
-    """The access lines still waiting are written before the worker goes (common/access_log.py)."""
+    """The access lines still waiting are written before the worker goes (common/access_log.py).
+
+    And what share_libraries froze is handed back to the collector: frozen objects (the logging
+    handlers among them) would otherwise be finalised after gevent is torn down, with a traceback.
+    """
+    import gc
+
     flush = getattr(server.log, "flush_access", None)
     if flush is not None:
         flush()
+    gc.unfreeze()
 
 
 def post_worker_init(worker) -> None:

@@ -31,7 +31,10 @@ class Settings:
     request_timeout: float = 2.0  # one REST call to a friend or the Maestro, seconds
     search_timeout: float = 3.0  # what a new flood search may take in all, seconds
     locate_timeout: float = 5.0  # what a new P2P locate may take in all, seconds
-    rest_workers: int = 2  # gunicorn workers per REST server
+    # gunicorn workers of a peer's REST server: one gevent worker holds every connection and hop
+    # (a search costs about a millisecond of CPU per peer), in a third of the memory of two
+    rest_workers: int = 1
+    maestro_rest_workers: int = 2  # the Maestro's: its /locate is the network's hottest call
     rest_worker_class: str = "gevent"  # gevent: a slow client or a waiting hop holds a greenlet, not a thread
     rest_threads: int = 4  # gunicorn threads per worker (gthread only)
     rest_connections: int = 1000  # connections one gevent worker holds at once (gunicorn --worker-connections)

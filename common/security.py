@@ -282,6 +282,10 @@ class Guard:
         self._token_cache[token] = name
         return name
 
+    def presented(self, authorization: str | None) -> str | None:
+        """The principal whose valid credential an `Authorization` value carries (whatever the address), or None."""
+        return self.identify(_from_header(authorization))
+
     def caller(self, address: str | None, authorization: str | None, owner: Owner | None = None) -> Caller:
         """Who is calling; Unauthorized without a valid credential or an address that makes it the operator.
 

@@ -15,13 +15,11 @@ import json
 import time
 from urllib.parse import parse_qs
 
-from common.browsers import HostCheck, cross_site
-from common.errors import P2PError, Unauthorized
-from common.local_owner import ConnectionOwners
+from common.errors import P2PError
+from common.green import take_turns
 from common.metrics import Metrics
 from common.names import check_name
-from common.security import READ, Guard
-from common.web import MAX_PARAM_LENGTH
+from common.web import MAX_PARAM_LENGTH, RequestCheck
 from maestro_app.directory import Directory
 
 _HEADERS = "application/json"
@@ -30,50 +28,21 @@ _HEADERS = "application/json"
 class LocateFastPath:
     """WSGI middleware in front of the Maestro's Flask app."""
 
-    def __init__(
-        self, app, directory: Directory, metrics: Metrics, guard: Guard, hosts: HostCheck, owners: ConnectionOwners
-    ) -> None:
+    def __init__(self, app, directory: Directory, metrics: Metrics, check: RequestCheck) -> None:
         self.app = app
         self.directory = directory
         self.metrics = metrics
-        self.guard = guard
-        self.hosts = hosts
-        self.owners = owners
-
-    def _allowed(self, environ) -> bool:
-        """Whether Flask's checks would let this read through (common.web: Host, cross-site, the guard)."""
-        if not self.hosts.accepts(environ.get("HTTP_HOST")):
-            return False
-        origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
-        if (origin is not None or site is not None) and cross_site(
-            "GET",
-            environ.get("wsgi.url_scheme", "http"),
-            environ.get("HTTP_HOST"),
-            origin,
-            site,
-            environ.get("HTTP_SEC_FETCH_MODE"),
-            environ.get("HTTP_SEC_FETCH_DEST"),
-        ):
-            return False
-        if not self.guard.needs_credential(READ):
-            return True
-        try:
-            self.guard.caller(
-                environ.get("REMOTE_ADDR"),
-                environ.get("HTTP_AUTHORIZATION"),
-                lambda: self.owners.of(environ.get("gunicorn.socket")),
-            )
-        except Unauthorized:
-            return False  # Flask answers the refusal, in one place
-        return True
+        self.check = check  # the same check Flask makes (common.web): a refusal is Flask's to answer
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/locate" and environ.get("REQUEST_METHOD") == "GET" and self._allowed(environ):
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == "/locate" and method == "GET" and self.check.allows(environ):
             start = time.perf_counter()
             body = self._answer(environ.get("QUERY_STRING", ""))
             if body is not None:
                 start_response("200 OK", [("Content-Type", _HEADERS), ("Content-Length", str(len(body)))])
                 self.metrics.observe_request("/locate", "GET", 200, time.perf_counter() - start)
+                take_turns()
                 return [body]
         return self.app(environ, start_response)
 

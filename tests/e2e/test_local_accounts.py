@@ -42,7 +42,7 @@ FORGED = forged_entry()
 AS_ACCOUNT = """
 import os, sys
 from client import cli
-import client.transfer, grpc  # what an upload imports, while the interpreter's files are readable
+import client.transfer, grpc, requests  # what the CLI imports lazily, while the interpreter's files are readable
 uid, gid = int(sys.argv[1]), int(sys.argv[2])
 os.setgroups([])
 os.setgid(gid)

@@ -2,7 +2,8 @@
 
 One type for every caller: the CLI (client/keys.py decides which credential goes where), the
 launcher's probes (control/health.py) and the nodes themselves (a peer's own credential for
-its registration and introductions, the read credential for search hops and /ui/search). An
+its registration and introductions, its hop credential for search hops, the read credential for
+verifications and /ui/search). An
 unreadable CA file is one error everywhere: Unavailable naming the file (docs/security.md).
 """
 
@@ -73,8 +74,13 @@ class Credentials:
         return cls(token=guard.credential(config.name), ca_file=node_ca(config))
 
     @classmethod
+    def hops_of_node(cls, config: NodeConfig, guard: Guard) -> Credentials:
+        """What a peer presents on the search and locate hops it sends: its hop credential (reads, names the sender)."""
+        return cls(token=guard.hop_credential(), ca_file=node_ca(config))
+
+    @classmethod
     def reads_of_node(cls, config: NodeConfig, guard: Guard) -> Credentials:
-        """What a node presents where it only reads (hops, /ui/search): the read credential, if reads need one."""
+        """What a node presents where it only reads (verifications, /ui/search): the read credential, if needed."""
         return cls(token=guard.read_credential(), ca_file=node_ca(config))
 
 

@@ -12,7 +12,7 @@ from common.config import NodeConfig, load_config
 from common.credentials import Credentials
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
-from common.web import install_body_limit, install_error_handlers, install_guard
+from common.web import RequestCheck, host_check, install_body_limit, install_checks, install_error_handlers
 from maestro_app.directory import Directory
 from maestro_app.fastpath import LocateFastPath
 
@@ -42,10 +42,11 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     guard = Guard.of(config.security, config.name)
     # /ui/search asks a peer a member chose: the read credential where reads need one, never the Maestro's own
     app.extensions["read_credentials"] = Credentials.reads_of_node(config, guard)
-    install_guard(app, guard)
+    check = RequestCheck(guard, host_check(config))
+    install_checks(app, check)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
-    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, guard)
+    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, check)
     return app
 
 

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.config import NodeConfig, host_of, load_config
+from common.config import NodeConfig, address, host_of, load_config
 from common.errors import BadRequest, Busy, NoLane, TooLarge
 from common.fields import check_sha256
 from common.files import iter_chunks
@@ -102,12 +102,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                     rate=self._rate if self.config.settings.max_transfer_rate > 0 else None,
                     max_connections=2 * self.config.settings.max_concurrent_transfers + 16,
                     on_sent=lambda n: self.on_lane_bytes(n),
+                    port=self.config.lane_port,
                 )
                 try:
                     lane.start()
                     self._lane = lane
                 except OSError as err:
-                    self._lane_error = f"cannot listen on {self.lane_host}: {err.strerror or err}"
+                    where = address(self.lane_host, self.config.lane_port) if self.config.lane_port else self.lane_host
+                    self._lane_error = f"cannot listen on {where}: {err.strerror or err}"
                     log.warning("fast lane off: %s", self._lane_error)
             if self._lane is None:
                 raise NoLane(f"peer {self.config.name} has no fast lane ({self._lane_error}); use the Download stream")
@@ -292,6 +294,7 @@ def create_server(
     settings = config.settings
     totals = TransferTotals(index.db)
     guard = Guard.of(config.security, config.name)
+    checks = CredentialCheck(guard, ("127.0.0.1", "::1", config.bind, config.host))
     watchdog = Watchdog(on_quiet=release_free_memory)
     transfer_pool = futures.ThreadPoolExecutor(
         max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
@@ -302,7 +305,7 @@ def create_server(
         ThreadPools(lambda service: None if service == FILE_TRANSFER else control_pool),
         Accounting(totals),
         ErrorMapping(),
-        CredentialCheck(guard),
+        checks,
         admission_control(config, watchdog),
         *interceptors,
         OneRequest(),
@@ -330,6 +333,7 @@ def create_server(
     if port == 0:
         reason = bind_problem(config.bind or config.host, config.grpc_port) or "address in use or not local"
         raise SystemExit(f"error: cannot bind gRPC on {address}: {reason}")
+    checks.port = port
     return server, port, servicer
 
 

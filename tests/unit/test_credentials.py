@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from client.api import call, rest_transport
+from common.config import Friend, Security
 from common.credentials import Credentials
 from common.errors import Unavailable
-from common.security import operator_token, reader_token
+from common.security import ensure_secret, hop_token, operator_token, peer_token, read_secret, reader_token
 from control.health import get_json, grpc_healthy, maestro_peers, rest_healthy
 
 SECRET = b"0123456789abcdef0123456789abcdef-network-one"
@@ -66,3 +68,23 @@ def test_probes_show_health_no_credential_and_reads_the_read_credential(recorder
     assert rest_healthy(url, access=reads)
     assert maestro_peers(url, access=reads) == {}
     assert seen == [("/health", None), ("/peers", f"Bearer {reads.token}")]
+
+
+@pytest.mark.parametrize("read", ["open", "members"])
+def test_a_peer_shows_its_hop_credential_on_hops_never_its_own(make_config, tmp_path, recorder, read):
+    from peer_app import create_app
+
+    url, seen = recorder
+    secret_file = tmp_path / ".p2p-secret"
+    ensure_secret(secret_file)
+    secret = read_secret(secret_file)
+    config = make_config("peer", friends={"primary": Friend("peer2", url)})
+    config = dataclasses.replace(
+        config, security=Security(secret_file=str(secret_file), read=read, local_operator="any")
+    )
+    client = create_app(config).test_client()
+    assert client.get("/search?query=song&ttl=2").status_code == 200
+    assert client.get("/locate?file=song.mp3&ttl=2").status_code in (404, 503)
+    hops = [auth for path, auth in seen if path.startswith(("/search", "/locate"))]
+    assert len(hops) == 2 and set(hops) == {f"Bearer {hop_token(secret, 'peer1')}"}
+    assert all(peer_token(secret, "peer1") not in str(auth) for _, auth in seen)

@@ -107,6 +107,25 @@ def test_a_ticket_delivers_its_range_and_names_the_content(serve, client):
     assert to_end.length == 17 and receive(to_end, "f.bin") == data[3 * MiB :]
 
 
+def test_a_fixed_lane_port_is_the_one_tickets_name(peer_config, tmp_path, client):
+    """Containers publish only the ports they are told: a peer with lane_port listens there."""
+    from tests.support import free_port
+
+    fixed = free_port()
+    shared = tmp_path / "fixed-shared"
+    shared.mkdir()
+    (shared / "f.bin").write_bytes(b"x" * 1000)
+    config = replace(peer_config, shared_dir=str(shared), run_dir=str(tmp_path / "fixed-run"), lane_port=fixed)
+    server, port, servicer = create_server(config, "127.0.0.1:0")
+    server.start()
+    try:
+        ticket = client(f"127.0.0.1:{port}").open_lane("f.bin", 0, 0)
+        assert ticket.port == fixed and receive(ticket, "f.bin") == b"x" * 1000
+    finally:
+        servicer.close()
+        server.stop(None)
+
+
 def test_a_ticket_works_once(serve, client):
     address, shared, _ = serve()
     (shared / "f.bin").write_bytes(b"x" * 5000)

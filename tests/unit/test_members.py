@@ -20,6 +20,7 @@ from common.security import (
     Guard,
     ensure_secret,
     grpc_metadata,
+    hop_token,
     operator_token,
     peer_token,
     read_secret,
@@ -48,6 +49,7 @@ def auth(token: str) -> dict:
 
 
 def with_security(config, secret_file, **fields):
+    fields = {"local_operator": config.security.local_operator, **fields}  # the test client's loopback rule
     return dataclasses.replace(config, security=Security(secret_file=str(secret_file), **fields))
 
 
@@ -92,7 +94,8 @@ def test_a_peer_registers_and_beats_only_as_itself(members_maestro, secret):
 
 
 def test_only_a_peers_own_credential_writes_its_directory_entry(members_maestro, secret):
-    """Neither the operator's token, nor the reader's, nor a trusted address without a token vouches for peer2."""
+    """Neither the operator's token, nor the reader's, nor peer2's hop credential, nor a trusted address without a
+    token vouches for peer2."""
     assert members_maestro.post("/register", json=registration("peer2"), headers=auth(peer_token(secret, "peer2")),
                                 environ_base=STRANGER).status_code == 200  # fmt: skip
     forged = {**registration("peer2"), "grpc_address": "10.0.0.66:1"}
@@ -101,6 +104,7 @@ def test_only_a_peers_own_credential_writes_its_directory_entry(members_maestro,
         (auth(operator_token(secret)), {}),  # the operator's token, from loopback
         ({}, {}),  # loopback without a token: a page in the operator's browser, another local account
         (auth(reader_token(operator_token(secret))), STRANGER),
+        (auth(hop_token(secret, "peer2")), STRANGER),  # what peer2 shows the friends it asks on a search
     ):
         for path, body in (("/register", forged), ("/heartbeat", {"name": "peer2"})):
             resp = members_maestro.post(path, json=body, headers=headers, environ_base=where)
@@ -164,9 +168,13 @@ def test_another_peers_credential_neither_refreshes_bootstraps_nor_introduces_ot
     client = create_app(with_security(peer_config, secret_file), transport=transport).test_client()
     as_peer5 = auth(peer_token(secret, "peer5"))
     for path in ("/bootstrap", "/refresh"):
-        for headers in (as_peer5, auth(reader_token(operator_token(secret)))):
+        # not even this peer's own hop credential (a friend it searched through holds that one)
+        for headers in (as_peer5, auth(reader_token(operator_token(secret))), auth(hop_token(secret, "peer1"))):
             resp = client.post(path, headers=headers, environ_base=STRANGER)
             assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), path
+    for token in (hop_token(secret, "peer5"), reader_token(operator_token(secret))):  # introduce nobody
+        resp = client.post("/register", json={"url": peer5}, headers=auth(token), environ_base=STRANGER)
+        assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), token
     for body in ({"url": peer6}, {"url": peer6, "name": "peer6"}):  # peer5 introducing someone else
         resp = client.post("/register", json=body, headers=as_peer5, environ_base=STRANGER)
         assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), body
@@ -338,7 +346,7 @@ def test_upload_needs_a_member_and_says_unauthenticated(guarded_grpc, peer_confi
 
 def test_another_peers_or_the_readers_credential_writes_nothing_here(guarded_grpc, peer_config, secret):
     stub = guarded_grpc()
-    for token in (peer_token(secret, "peer2"), reader_token(operator_token(secret))):
+    for token in (peer_token(secret, "peer2"), reader_token(operator_token(secret)), hop_token(secret, "peer1")):
         with pytest.raises(grpc.RpcError) as err:
             _upload(stub, "archivo1.txt", b"evil", metadata=grpc_metadata(token))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -382,17 +382,31 @@ def search(obj: Context, query: str, peer: str, fanout: int | None, ttl: int | N
     params = {k: v for k, v in (("fanout", fanout), ("ttl", ttl)) if v is not None}
     start = obj.find_peer(peer)
     answer = obj.ask_peer(start, "search", f"search for {query!r}", lambda p: p.search(query, **params))
-    visited = answer.get("visited", [])
+    results = _listed(answer, "results", f"{_label(start)} answered the search")
+    visited = [str(v) for v in _listed(answer, "visited", f"{_label(start)} answered the search", of=str)]
     lines = [
-        f"{len(answer['results'])} result(s) for {query!r}; the query reached {len(visited)} peer(s)"
+        f"{len(results)} result(s) for {query!r}; the query reached {len(visited)} peer(s)"
         f" ({', '.join(visited)}) in {answer.get('messages', 0)} message(s)"
     ]
     if answer.get("complete") is False:
         lines[0] += "; partial: some peers did not answer in time"
-    lines += [
-        f"  {r['file']}  on {r['peer']}  {r['grpc_address']}  {format_size(r['size'])}" for r in answer["results"]
-    ]
+    lines += [_result_line(r) for r in results]
     obj.emit(answer, "\n".join(lines))
+
+
+def _listed(answer: dict, key: str, who: str, of: type = dict) -> list:
+    """answer[key] as a list of `of` (missing or null: an empty list); a one-line P2PError when it is something else."""
+    value = answer.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, of) for v in value):
+        raise P2PError(f"{who} with '{key}' that is not a list of {'objects' if of is dict else 'names'}")
+    return value
+
+
+def _result_line(r: dict) -> str:
+    size = format_size(r["size"]) if isinstance(r.get("size"), int) else "?"
+    return f"  {r.get('file', '?')}  on {r.get('peer', '?')}  {r.get('grpc_address', '?')}  {size}"
 
 
 def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) -> tuple[list[dict], str, int | None]:

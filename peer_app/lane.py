@@ -60,6 +60,9 @@ from peer_app.pace import Limits, Progress, Watchdog
 log = logging.getLogger(__name__)
 
 SEND_BLOCK = 1 << 20  # bytes per paced block (a stream message's default size); the kernel loops inside
+# Connections one address may have open before their hello: a client redeems a ticket per
+# connection at once, so a few suffice, and a stranger's silent flood cannot fill the table.
+HELLOS_PER_ADDRESS = 16
 
 
 def file_state(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -126,6 +129,7 @@ class LaneServer:
         watchdog: Watchdog | None = None,
         hello_timeout: float = 5.0,
         max_connections: int = 64,
+        hellos_per_address: int = HELLOS_PER_ADDRESS,
         rate=None,
         on_sent: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -144,6 +148,8 @@ class LaneServer:
         self._grants: dict[bytes, Grant] = {}
         self._lock = threading.Lock()
         self._connections = threading.BoundedSemaphore(max_connections)
+        self.hellos_per_address = hellos_per_address
+        self._greeting: dict[str, int] = {}  # connections per address still to say hello
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -245,18 +251,43 @@ class LaneServer:
                     return
                 time.sleep(0.05)  # out of file descriptors or similar: do not spin
                 continue
+            host = normal_ip(addr[0])
+            if not self._greet(host):
+                conn.close()  # this address already has its share of connections still to say hello
+                continue
             if not self._connections.acquire(blocking=False):
+                self._greeted(host)
                 conn.close()  # more connections than transfers could use: a flood, not a client
                 continue
-            threading.Thread(target=self._serve, args=(conn, addr), name="p2p-lane", daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn, host), name="p2p-lane", daemon=True).start()
 
-    def _serve(self, conn: socket.socket, addr) -> None:
+    def _greet(self, host: str) -> bool:
+        """Count one more connection of host waiting for its hello; False when host has its share."""
+        with self._lock:
+            waiting = self._greeting.get(host, 0)
+            if waiting >= self.hellos_per_address:
+                return False
+            self._greeting[host] = waiting + 1
+            return True
+
+    def _greeted(self, host: str) -> None:
+        with self._lock:
+            left = self._greeting[host] - 1
+            if left:
+                self._greeting[host] = left
+            else:
+                del self._greeting[host]
+
+    def _serve(self, conn: socket.socket, host: str) -> None:
         try:
             try:
-                ticket, name, offset, length = read_hello(conn, time.monotonic() + self.hello_timeout)
-                grant = self.redeem(ticket, name, offset, length, addr[0])
+                try:
+                    ticket, name, offset, length = read_hello(conn, time.monotonic() + self.hello_timeout)
+                finally:
+                    self._greeted(host)
+                grant = self.redeem(ticket, name, offset, length, host)
             except Refused as refused:
-                log.info("lane from %s refused: %s", addr[0], refused.message)
+                log.info("lane from %s refused: %s", host, refused.message)
                 _reply(conn, refused.status, refused.message)
                 return
             except (ProtocolError, OSError, struct.error):

@@ -292,6 +292,25 @@ def test_a_lane_reader_killed_mid_send_gives_its_slot_back(serve, client, stub_f
     assert head.size == 32 * MiB
 
 
+def test_a_stranger_flooding_the_lane_port_with_silent_connections_does_not_shut_members_out(serve, client):
+    """Connections that never say hello, from one address, cannot fill the lane's connection table."""
+    address, shared, servicer = serve()
+    data = os.urandom(MiB)
+    (shared / "f.bin").write_bytes(data)
+    ticket = client(address).open_lane("f.bin", 0, len(data))
+    flood = []
+    try:
+        for _ in range(100):  # more than the lane's whole table (2 x max_concurrent_transfers + 16)
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))  # the stranger's own address
+            s.connect(("127.0.0.1", ticket.port))
+            flood.append(s)
+        assert receive(ticket, "f.bin") == data  # the member's lane, from 127.0.0.1, while the flood holds
+    finally:
+        for s in flood:
+            s.close()
+
+
 # -- downloads ---------------------------------------------------------------------------------------
 def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
     caplog.set_level(logging.INFO, logger="peer_app.lane")

@@ -1,8 +1,9 @@
 """Load and abuse on a 10-peer ring brought up by the launcher: nothing stalls, nothing lies.
 
-One client's idle uploads and unread downloads, a SIGSTOPped client, 32 downloads released
-together at one holder, a stopped holder still listed as alive. Real processes; every wait
-polls with a deadline; the heavier, longer variants live in bench/load.py.
+One client's idle uploads and unread downloads, a SIGSTOPped client, slow readers over the fast
+lane, 32 downloads released together at one holder, a stopped holder still listed as alive.
+Real processes; every wait polls with a deadline; the heavier, longer variants live in
+bench/load.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from common.errors import Busy, from_rpc_error
 from control import topology
 from control.render import layout_for
 from control.supervisor import Supervisor
+from tests.lane_support import SlowReader
 from tests.launcher_support import launcher, ring_topology
 from tests.support import ROOT, MiB, Silence, wait_until
 
@@ -35,6 +37,7 @@ FILES = {  # name -> (size, holders)
     "hold.bin": (16 * MiB, ["peer4", "peer5"]),
     "victim.bin": (1 * MiB, ["peer5"]),
     "dead.bin": (16 * MiB, ["peer6", "peer7", "peer8"]),
+    "lane.bin": (32 * MiB, ["peer9"]),
 }
 RAW = [("grpc.max_receive_message_length", 16 * MiB), ("grpc.use_local_subchannel_pool", 1)]
 
@@ -194,6 +197,45 @@ def test_a_stopped_client_loses_its_downloads_within_the_idle_limit(ring):
         os.kill(proc.pid, signal.SIGKILL)
         os.kill(proc.pid, signal.SIGCONT)
         proc.wait(10)
+    assert "Traceback" not in new_log_text(log, mark)
+
+
+def test_slow_lane_readers_are_cut_at_the_streams_pace_and_a_real_download_gets_through(ring, tmp_path):
+    """Every transfer slot of a peer held by lane readers taking 16 KiB every 2 s, with no credential.
+
+    A stream's reader at that pace is cut within the idle limit; lanes used to be held as long
+    as a few bytes moved (the whole file, minutes), and a real download failed busy (exit 6).
+    """
+    peer9 = ring.peer("peer9")
+    log = ring.log("peer9-grpc")
+    mark = log.stat().st_size
+    slots = ring.topology.settings.max_concurrent_transfers
+    channels = [grpc.insecure_channel(peer9.grpc_address, options=RAW) for _ in range(slots + 1)]
+    stubs = [transfer_pb2_grpc.FileTransferStub(channel) for channel in channels]
+    readers: list[SlowReader] = []
+    try:
+        tickets = [stub.OpenLane(transfer_pb2.FileRequest(filename="lane.bin"), timeout=10) for stub in stubs[:-1]]
+        with pytest.raises(grpc.RpcError) as busy:  # each ticket holds one of the peer's transfer slots
+            stubs[-1].OpenLane(transfer_pb2.FileRequest(filename="lane.bin"), timeout=10)
+        assert type(from_rpc_error(busy.value)) is Busy
+        readers = [SlowReader("127.0.0.1", t, "lane.bin", step=16 * 1024, every=2.0).start() for t in tickets]
+        wait_until(lambda: all(r.received for r in readers), 5, what="every slow reader served")
+
+        out = tmp_path / "lane.bin"
+        proc = ring.cli("--retry-for", "20", "download", "lane.bin", "--from", peer9.rest_url, "--out", str(out))
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert digest_of(out) == ring.digests["lane.bin"]
+        # cut within the stream's limits: one 1 MiB block waits past the idle limit once the buffers are full
+        wait_until(lambda: all(r.ended.is_set() for r in readers), IDLE + 5, what="every slow lane cut")
+        assert max(r.ended_after or 0 for r in readers) < IDLE + 5
+        text = new_log_text(log, mark)
+        assert text.count("Lane lane.bin to 127.0.0.1 cut by this peer") == slots, text[-4000:]
+    finally:
+        for reader in readers:
+            reader.stop()
+        for channel in channels:
+            channel.close()
     assert "Traceback" not in new_log_text(log, mark)
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import socket
+import struct
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,10 +23,12 @@ from client.download import download
 from client.transfer import TransferClient
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Busy, DataLoss, NoLane, Unauthorized, from_rpc_error
+from common.lane import OK, encode_hello, read_reply
 from common.rpc import CHANNEL_OPTIONS
 from peer_app import lane as lane_server
 from peer_app.grpc_server import create_server
 from peer_app.interceptor import CallInterceptor, RpcCall
+from tests.lane_support import SlowReader
 from tests.support import MiB, leftovers, sha, wait_until
 
 
@@ -266,6 +269,68 @@ def test_a_hello_trickled_byte_by_byte_is_dropped_at_the_hello_deadline(serve, c
     assert time.monotonic() - started < 2.0  # not held for the hello's 56 bytes at this pace (17 s)
 
 
+# -- pace ------------------------------------------------------------------------------------------
+PACE = {
+    # one 64 KiB block waits past the idle limit: 4 KiB a second is 16 s a block
+    "idle": ({"transfer_idle_timeout": 0.5, "transfer_stall_timeout": 0}, 4096),
+    # each block goes in time, but at 80 KiB/s against a minimum of 1 MiB/s the budget runs out
+    "stall": ({"transfer_idle_timeout": 5, "transfer_stall_timeout": 0.5, "transfer_min_rate": MiB}, 16 * 1024),
+}
+
+
+@pytest.mark.parametrize("rule", list(PACE), ids=list(PACE))
+def test_a_lane_reader_behind_the_streams_pace_is_cut_and_its_slot_comes_back(serve, client, stub_for, caplog, rule):
+    settings, step = PACE[rule]
+    address, shared, _ = serve(max_concurrent_transfers=1, chunk_size=64 * 1024, **settings)
+    (shared / "f.bin").write_bytes(os.urandom(32 * MiB))
+    ticket = client(address).open_lane("f.bin", 0, 0)  # the peer's only transfer slot
+    reader = SlowReader("127.0.0.1", ticket, "f.bin", step=step, every=0.2).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="peer_app.lane"):
+            assert reader.ended.wait(10), f"a reader at {step * 5} bytes/s still served after 10 s"
+            wait_until(lambda: [r for r in caplog.records if "cut by this peer" in r.getMessage()], 3)
+    finally:
+        reader.stop()
+    assert reader.status == OK and reader.received < 8 * MiB
+    # the slot is back: the one transfer this peer takes at a time is ours again
+    head = next(stub_for(address).Download(transfer_pb2.FileRequest(filename="f.bin", length=10), timeout=10))
+    assert head.size == 32 * MiB
+
+
+def test_a_lane_reader_killed_mid_send_gives_its_slot_back(serve, client, stub_for, caplog):
+    address, shared, _ = serve(max_concurrent_transfers=1)
+    (shared / "f.bin").write_bytes(os.urandom(32 * MiB))
+    ticket = client(address).open_lane("f.bin", 0, 0)
+    with socket.create_connection(("127.0.0.1", ticket.port), timeout=5) as s:
+        s.sendall(encode_hello(ticket.ticket, "f.bin", 0, ticket.length))
+        assert read_reply(s)[0] == OK
+        s.recv(64 * 1024)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset, as a kill
+    with caplog.at_level(logging.INFO, logger="peer_app.lane"):
+        wait_until(lambda: [r for r in caplog.records if "cut by the client" in r.getMessage()], 5)
+    head = next(stub_for(address).Download(transfer_pb2.FileRequest(filename="f.bin", length=10), timeout=10))
+    assert head.size == 32 * MiB
+
+
+def test_a_stranger_flooding_the_lane_port_with_silent_connections_does_not_shut_members_out(serve, client):
+    """Connections that never say hello, from one address, cannot fill the lane's connection table."""
+    address, shared, servicer = serve()
+    data = os.urandom(MiB)
+    (shared / "f.bin").write_bytes(data)
+    ticket = client(address).open_lane("f.bin", 0, len(data))
+    flood = []
+    try:
+        for _ in range(100):  # more than the lane's whole table (2 x max_concurrent_transfers + 16)
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))  # the stranger's own address
+            s.connect(("127.0.0.1", ticket.port))
+            flood.append(s)
+        assert receive(ticket, "f.bin") == data  # the member's lane, from 127.0.0.1, while the flood holds
+    finally:
+        for s in flood:
+            s.close()
+
+
 # -- downloads ---------------------------------------------------------------------------------------
 def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
     caplog.set_level(logging.INFO, logger="peer_app.lane")
@@ -347,8 +412,8 @@ def test_a_cut_lane_keeps_its_finished_pieces_and_the_stream_does_the_rest(serve
     (shared / "f.bin").write_bytes(data)
     real = lane_server.LaneServer._sendfile
 
-    def cut_after_2_5_mib(self, conn, fd, offset, length, moved):
-        real(self, conn, fd, offset, min(length, 5 * MiB // 2), moved)  # then the connection closes
+    def cut_after_2_5_mib(self, conn, fd, offset, length, moved, progress):
+        real(self, conn, fd, offset, min(length, 5 * MiB // 2), moved, progress)  # then the connection closes
 
     monkeypatch.setattr(lane_server.LaneServer, "_sendfile", cut_after_2_5_mib)
     result = download(
@@ -364,7 +429,7 @@ def test_a_stalled_lane_drops_the_source_in_stall_timeout(serve, dl, monkeypatch
     address, shared, _ = serve()
     (shared / "f.bin").write_bytes(os.urandom(2 * MiB))
 
-    def hang(self, conn, fd, offset, length, moved):
+    def hang(self, conn, fd, offset, length, moved, progress):
         time.sleep(3)  # a sender that stops sending (the client gives up long before)
 
     monkeypatch.setattr(lane_server.LaneServer, "_sendfile", hang)

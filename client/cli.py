@@ -444,6 +444,8 @@ def download(
             raise Unavailable(f"{err.detail}; {hint}") from None
     fetched = result.size - result.resumed
     resumed = f"; resumed at {format_size(result.resumed)}" if result.resumed else ""
+    if result.duplicates:
+        resumed += f"; {format_size(result.duplicates)} fetched twice (the last pieces, raced)"
     obj.emit(
         {
             "file": name,
@@ -457,6 +459,7 @@ def download(
             "verified": result.verified,
             "lane_bytes": result.lane_bytes,
             "lane_off": result.lane_off,
+            "duplicates": result.duplicates,
             "mb_per_s": round(fetched / result.seconds / 1e6, 1) if result.seconds > 0 else None,
         },
         f"downloaded {name}: {throughput(fetched, result.seconds)} from {_sources_text(result.sources)}"

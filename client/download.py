@@ -43,11 +43,12 @@ class Result:
     size: int
     sha256: str
     resumed: int  # bytes kept from an earlier, cut run
-    sources: dict[str, int]  # holder name -> bytes it sent in this run
+    sources: dict[str, int]  # holder name -> bytes of the file it delivered in this run (its share)
     seconds: float
     verified: str = "sha256"  # the digest checked: "blake3" (lane downloads) or "sha256"
     lane_bytes: dict[str, int] = field(default_factory=dict)  # holder name -> bytes it sent over its lane
     lane_off: dict[str, str] = field(default_factory=dict)  # holder name -> why its lane was not (or no longer) used
+    duplicates: int = 0  # bytes received twice (a range raced in the endgame) or dropped, never written twice
 
 
 def download(
@@ -101,7 +102,7 @@ class _Download:
             except OSError as err:
                 raise WriteFailed.of(err, Path(err.filename or self.out)) from None
             try:
-                return self._fetch(part, holders, started, retry_deadline)
+                return self._fetch(part, holders, started)
             finally:
                 part.close()
         finally:
@@ -148,7 +149,7 @@ class _Download:
                         holder.error = backoff.exhausted(holder.error)
                 raise failure(self.name, holders)
 
-    def _fetch(self, part: PartialFile, holders: list[Holder], started: float, retry_deadline: float) -> Result:
+    def _fetch(self, part: PartialFile, holders: list[Holder], started: float) -> Result:
         resumed = part.done_bytes
         if self.options.on_start:
             self.options.on_start(part.size, resumed)
@@ -156,7 +157,7 @@ class _Download:
         content = Content(self.name, part.size, part.sha256, self.blake3)
         hasher = InOrderHasher(part, kind=verify)
         hasher.start()
-        scheduler = Scheduler(content, part, holders, self.options, hasher, retry_deadline=retry_deadline)
+        scheduler = Scheduler(content, part, holders, self.options, hasher)
         try:
             scheduler.run()
         except KeyboardInterrupt:
@@ -186,6 +187,7 @@ class _Download:
             verified=verify,
             lane_bytes={h.name: h.lane_sent for h in holders if h.lane_sent},
             lane_off={h.name: h.lane_off for h in holders if h.lane_off},
+            duplicates=scheduler.duplicates,
         )
 
     def _interrupted(self, part: PartialFile) -> Interrupted:

@@ -460,6 +460,7 @@ def download(
             "lane_bytes": result.lane_bytes,
             "lane_off": result.lane_off,
             "duplicates": result.duplicates,
+            "trouble": result.trouble,
             "mb_per_s": round(fetched / result.seconds / 1e6, 1) if result.seconds > 0 else None,
         },
         f"downloaded {name}: {throughput(fetched, result.seconds)} from {_sources_text(result.sources)}"

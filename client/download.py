@@ -49,6 +49,7 @@ class Result:
     lane_bytes: dict[str, int] = field(default_factory=dict)  # holder name -> bytes it sent over its lane
     lane_off: dict[str, str] = field(default_factory=dict)  # holder name -> why its lane was not (or no longer) used
     duplicates: int = 0  # bytes received twice (a range raced in the endgame) or dropped, never written twice
+    trouble: dict[str, str] = field(default_factory=dict)  # holder name -> what went wrong with it (it rested, or left)
 
 
 def download(
@@ -188,6 +189,7 @@ class _Download:
             lane_bytes={h.name: h.lane_sent for h in holders if h.lane_sent},
             lane_off={h.name: h.lane_off for h in holders if h.lane_off},
             duplicates=scheduler.duplicates,
+            trouble={h.name: h.trouble for h in holders if h.trouble},
         )
 
     def _interrupted(self, part: PartialFile) -> Interrupted:

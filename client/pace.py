@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 KiB, MiB = 1024, 1024 * 1024
 TARGET_SECONDS = 1.5  # each holder keeps about this much of its own measured rate in flight
-FIRST_REQUEST = 4 * MiB  # asked of a holder before its rate is known; doubles with each request it completes
+FIRST_REQUEST = 1 * MiB  # asked of a holder before its rate is known; doubles with each request it completes
 MIN_REQUEST = 256 * KiB  # the smallest request (a slow holder's)
 MAX_REQUEST = 128 * MiB  # the largest (a fast holder's, early in a large file)
 BLOCK = 64 * KiB  # requests start and end on multiples of this (or at the end of the file)

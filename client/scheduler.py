@@ -70,6 +70,7 @@ class Holder:
     rest_until: float = 0.0  # asked nothing before then (it lost its pace or was cut)
     backoff: Backoff | None = None  # its pauses since its last good request
     quiet_since: float | None = None  # owing bytes and sending none since then
+    trouble: str = ""  # the last thing that went wrong with it (it rested, or was given up)
 
     @classmethod
     def of(cls, entry: dict, options: DownloadOptions) -> Holder:
@@ -116,6 +117,11 @@ def failure(name: str, holders: list[Holder], part: PartialFile | None = None) -
     if part is not None and part.done:
         kept = f"; {part.done_bytes} of {part.size} bytes kept, run the same download again to resume"
     return kind(f"cannot fetch {name}: {reasons or 'no holder answered'}{kept}")
+
+
+def _ms(holder: Holder) -> str:
+    usual = holder.meter.gap if holder.meter.gap is not None else holder.meter.latency
+    return f"{usual * 1000:.0f} ms" if usual is not None else "?"
 
 
 class Span:
@@ -277,7 +283,8 @@ class Scheduler:
                 quiet = now - (attempt.last_block if attempt.last_block is not None else attempt.started)
                 holder = attempt.holder
                 if quiet > holder.meter.silence_limit(stall, started):
-                    self._rest(holder, Unavailable(f"{holder.name} sent nothing for {quiet:.1f}s"), now)
+                    lost = Unavailable(f"lost its pace: nothing for {quiet:.1f}s (usually a block every {_ms(holder)})")
+                    self._rest(holder, lost, now)
                     self._detach(attempt, f"{holder.name} lost its pace: nothing for {quiet:.1f}s")
 
     def _stop(self, reason: str) -> None:
@@ -435,6 +442,7 @@ class Scheduler:
     # -- holders --------------------------------------------------------------------------------------
     def _rest(self, holder: Holder, error: P2PError, now: float) -> None:
         """The holder lost its pace or was cut: ask it nothing for a growing pause, then measure it afresh."""
+        holder.trouble = error.detail
         if holder.backoff is None:
             holder.backoff = Backoff(self.options.retry_for, clock=self.clock)
         delay = holder.backoff.next_delay()
@@ -447,6 +455,7 @@ class Scheduler:
 
     def _give_up(self, holder: Holder, error: P2PError, reason: str) -> None:
         holder.error = holder.error or error
+        holder.trouble = f"given up: {holder.error.detail}"
         for span in list(self._flying):
             for attempt in list(span.attempts):
                 if attempt.holder is holder:

@@ -175,6 +175,7 @@ class Scheduler:
         options: DownloadOptions,
         hasher: Hasher,
         *,
+        compare: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.content = content
@@ -185,6 +186,8 @@ class Scheduler:
         self.clock = clock
         self.duplicates = 0  # bytes received for offsets another request had written (endgame), or dropped
         self.sources: dict[int, set[str]] = {}  # piece -> holders that wrote bytes of it in this run
+        self.compare = compare  # read what each block replaces: healing a file whose digest did not match
+        self.differ: set[int] = set()  # pieces whose new bytes differ from those they replaced (compare only)
         self._lock = threading.Condition()  # the pool, the spans' requests, the pieces' counts, holder state
         self._pending: list[Span] = []  # not being fetched, lowest frontier first
         self._flying: list[Span] = []  # being fetched
@@ -377,7 +380,10 @@ class Scheduler:
                 with span.lock:
                     frontier, end = span.frontier, position + n
                     if end > frontier and not span.done:
-                        self.part.write(frontier, block[max(0, frontier - position) :])
+                        data = block[max(0, frontier - position) :]
+                        if self.compare:
+                            self._compare(frontier, data)
+                        self.part.write(frontier, data)
                         span.frontier = end
                         claim = (frontier, end)
             finally:
@@ -396,6 +402,19 @@ class Scheduler:
             if end == span.end and not span.done:
                 self._finish(span, attempt)
             return not attempt.detached
+
+    def _compare(self, offset: int, data: memoryview) -> None:
+        """Note the pieces where data differs from what the file holds at offset."""
+        old = bytearray(len(data))
+        self.part.read_into(old, offset)
+        if old == data:
+            return
+        size = self.part.piece_size
+        for index in range(offset // size, (offset + len(data) - 1) // size + 1):
+            start = max(offset, index * size) - offset
+            stop = min(offset + len(data), (index + 1) * size) - offset
+            if old[start:stop] != data[start:stop]:
+                self.differ.add(index)
 
     def _count(self, holder: Holder, start: int, end: int) -> None:
         """[start, end) is written: journal each piece whose last byte it was."""

@@ -9,6 +9,7 @@ import re
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from common.errors import Busy, DataLoss, NoLane, Unauthorized, from_rpc_error
 from common.rpc import CHANNEL_OPTIONS
 from peer_app import lane as lane_server
 from peer_app.grpc_server import create_server
-from peer_app.interceptor import CallHook, RpcCall
+from peer_app.interceptor import CallInterceptor, RpcCall
 from tests.support import MiB, leftovers, sha, wait_until
 
 
@@ -104,6 +105,25 @@ def test_a_ticket_delivers_its_range_and_names_the_content(serve, client):
     assert receive(ticket, "f.bin") == data[1000 : 1000 + 2 * MiB]
     to_end = client(address).open_lane("f.bin", 3 * MiB, 0)  # length 0: to the end of the file
     assert to_end.length == 17 and receive(to_end, "f.bin") == data[3 * MiB :]
+
+
+def test_a_fixed_lane_port_is_the_one_tickets_name(peer_config, tmp_path, client):
+    """Containers publish only the ports they are told: a peer with lane_port listens there."""
+    from tests.support import free_port
+
+    fixed = free_port()
+    shared = tmp_path / "fixed-shared"
+    shared.mkdir()
+    (shared / "f.bin").write_bytes(b"x" * 1000)
+    config = replace(peer_config, shared_dir=str(shared), run_dir=str(tmp_path / "fixed-run"), lane_port=fixed)
+    server, port, servicer = create_server(config, "127.0.0.1:0")
+    server.start()
+    try:
+        ticket = client(f"127.0.0.1:{port}").open_lane("f.bin", 0, 0)
+        assert ticket.port == fixed and receive(ticket, "f.bin") == b"x" * 1000
+    finally:
+        servicer.close()
+        server.stop(None)
 
 
 def test_a_ticket_works_once(serve, client):
@@ -365,18 +385,20 @@ def test_a_peer_that_does_not_know_open_lane_counts_as_one_without_a_lane():
     assert isinstance(from_rpc_error(err), NoLane)
 
 
-class RefuseOpenLane(CallHook):
+class RefuseOpenLane(CallInterceptor):
     """A peer whose access policy does not let this caller open lanes (but lets it read)."""
 
-    def started(self, call: RpcCall, context) -> None:
+    @contextmanager
+    def around(self, call: RpcCall, context):
         if call.method == "OpenLane":
             raise Unauthorized("a credential is needed for OpenLane")
+        yield
 
 
 def test_a_lane_refused_by_policy_leaves_the_stream_to_answer(peer_config, dl):
     data = os.urandom(MiB)
     (Path(peer_config.shared_dir) / "f.bin").write_bytes(data)
-    server, port, servicer = create_server(peer_config, "127.0.0.1:0", hooks=[RefuseOpenLane()])
+    server, port, servicer = create_server(peer_config, "127.0.0.1:0", interceptors=[RefuseOpenLane()])
     server.start()
     try:
         result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": f"127.0.0.1:{port}"}])

@@ -356,7 +356,7 @@ def test_a_cut_lane_keeps_its_bytes_and_the_stream_goes_on_from_the_cut(serve, d
     )
     assert (dl / "f.bin").read_bytes() == data
     assert "cut" in result.lane_off["p"]
-    assert result.lane_bytes["p"] == 5 * MiB // 2  # two whole pieces and half of one came over the lane
+    assert 5 * MiB // 2 <= result.lane_bytes["p"] < len(data)  # whole requests, then one cut after 2.5 MiB
     assert result.sources["p"] == len(data) and result.duplicates == 0  # the stream went on where the lane was cut
 
 

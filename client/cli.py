@@ -444,6 +444,10 @@ def download(
             raise Unavailable(f"{err.detail}; {hint}") from None
     fetched = result.size - result.resumed
     resumed = f"; resumed at {format_size(result.resumed)}" if result.resumed else ""
+    if result.duplicates:
+        resumed += f"; {format_size(result.duplicates)} fetched twice (the last pieces, raced)"
+    for holder, what in result.bad.items():
+        resumed += f"; bad bytes from {holder}: {what}, fetched again"
     obj.emit(
         {
             "file": name,
@@ -457,6 +461,9 @@ def download(
             "verified": result.verified,
             "lane_bytes": result.lane_bytes,
             "lane_off": result.lane_off,
+            "duplicates": result.duplicates,
+            "trouble": result.trouble,
+            "bad": result.bad,
             "mb_per_s": round(fetched / result.seconds / 1e6, 1) if result.seconds > 0 else None,
         },
         f"downloaded {name}: {throughput(fetched, result.seconds)} from {_sources_text(result.sources)}"

@@ -406,7 +406,7 @@ def test_an_unreachable_lane_falls_back_to_the_stream(serve, dl):
     assert result.verified == "blake3"  # the digest known from the holder still verifies the stream's bytes
 
 
-def test_a_cut_lane_keeps_its_finished_pieces_and_the_stream_does_the_rest(serve, dl, monkeypatch):
+def test_a_cut_lane_keeps_its_bytes_and_the_stream_goes_on_from_the_cut(serve, dl, monkeypatch):
     address, shared, _ = serve()
     data = os.urandom(6 * MiB)
     (shared / "f.bin").write_bytes(data)
@@ -421,8 +421,8 @@ def test_a_cut_lane_keeps_its_finished_pieces_and_the_stream_does_the_rest(serve
     )
     assert (dl / "f.bin").read_bytes() == data
     assert "cut" in result.lane_off["p"]
-    assert result.lane_bytes["p"] == 5 * MiB // 2  # two whole pieces and half of one came over the lane
-    assert result.sources["p"] == len(data) + MiB // 2  # only the cut piece was fetched twice
+    assert 5 * MiB // 2 <= result.lane_bytes["p"] < len(data)  # whole requests, then one cut after 2.5 MiB
+    assert result.sources["p"] == len(data) and result.duplicates == 0  # the stream went on where the lane was cut
 
 
 def test_a_stalled_lane_drops_the_source_in_stall_timeout(serve, dl, monkeypatch):

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from common.config import Friend, NodeConfig, Settings
-from tests.support import free_port
+from tests.support import Clock, free_port
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves by hand (tests/support.Clock)."""
+    return Clock()
 
 
 @pytest.fixture

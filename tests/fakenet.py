@@ -28,6 +28,7 @@ class FakeNetwork:
         self.slow: dict[str, float] = {}
         self.garbled: set[str] = set()  # peers whose answers are not what a peer answers
         self.calls: list[tuple[str, str, dict]] = []  # (url, route, params) of every message
+        self.timeouts: list[tuple[str, float]] = []  # (url, the caller's timeout) of every message
         self.handled: list[str] = []  # names that handled a query the first time
         self._lock = threading.Lock()
         self.pool = futures.ThreadPoolExecutor(max_workers=64)
@@ -63,6 +64,7 @@ class FakeNetwork:
     def transport(self, url: str, route: str, params: dict, timeout: float) -> dict:
         with self._lock:
             self.calls.append((url, route, dict(params)))
+            self.timeouts.append((url, timeout))
         if url in self.dead or url not in self.peers:
             raise NoAnswer(f"cannot reach {url}")  # refused: nothing answered
         delay = self.slow.get(url, 0.0)

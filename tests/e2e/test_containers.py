@@ -403,7 +403,7 @@ def test_sigterm_stops_every_process_of_a_peer_cleanly_within_the_grace_period(s
     took = time.monotonic() - started
     state = seed.state("peer3")
     FIGURES["docker stop (SIGTERM) of a peer"] = f"{took:.1f} s, exit {state['ExitCode']}"
-    assert state["ExitCode"] == 0 and took < 10
+    assert state["ExitCode"] == 0  # stopped by its SIGTERM: one SIGKILLed after the 10 s grace exits 137
     seed.docker("start", seed.container("peer3"))
     wait_until(lambda: seed.alive()["peer3"]["alive"], timeout=30, what="peer3 alive again")
 

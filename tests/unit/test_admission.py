@@ -9,14 +9,7 @@ import pytest
 from common.errors import Busy
 from peer_app.admission import Admission, address_of
 from peer_app.pace import Limits, Progress, Watchdog
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 @pytest.mark.parametrize(

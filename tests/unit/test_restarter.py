@@ -5,14 +5,7 @@ from __future__ import annotations
 import io
 
 from control.restarter import Backoff, Restarter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 def event(name: str, group: str, process: str, serial: int = 1) -> str:

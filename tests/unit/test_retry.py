@@ -8,17 +8,7 @@ import pytest
 
 from client.retry import Backoff, retry
 from common.errors import Busy, NotFound, Unavailable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import Clock
 
 
 def test_pauses_double_up_to_the_cap_within_jitter():
@@ -30,7 +20,7 @@ def test_pauses_double_up_to_the_cap_within_jitter():
 
 
 def test_the_budget_bounds_the_time_spent_retrying():
-    clock = Clock()
+    clock = Clock(now=0.0)
     backoff = Backoff(10, clock=clock, rng=random.Random(2))
     tries = 0
 

@@ -51,7 +51,7 @@ import yaml
 
 from bench.procs import cpu_seconds, descendants, idle_cpu_rate, memory_mib, percentile
 from common.http import new_session
-from control.generate import free_ports, generate
+from control.generate import free_ports, generate, opposite
 from control.network import Network
 from control.topology import load as load_topology
 
@@ -76,7 +76,7 @@ class Ring:
 
     def far(self, i: int) -> tuple[str, str]:
         """(name of the peer opposite peer i, the file only it holds)."""
-        owner = self.names[(i + len(self.names) // 2) % len(self.names)]
+        owner = opposite(self.names, i)
         return owner, self.far_file(owner)
 
     def pids(self) -> list[int]:

@@ -17,6 +17,8 @@ TOPOLOGY_ENV = "P2P_TOPOLOGY"  # the launcher's -t and the client's --topology
 DEFAULT_TOPOLOGY = "topology.yaml"
 DEFAULT_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
 READ_MODES = ("open", "members")  # security.read: whether GETs and Download need a credential too
+# security.local_operator: which account on this machine is the operator without a token (docs/security.md)
+LOCAL_OPERATOR_MODES = ("owner", "any", "none")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,10 @@ class Settings:
     request_timeout: float = 2.0  # one REST call to a friend or the Maestro, seconds
     search_timeout: float = 3.0  # what a new flood search may take in all, seconds
     locate_timeout: float = 5.0  # what a new P2P locate may take in all, seconds
-    rest_workers: int = 2  # gunicorn workers per REST server
+    # gunicorn workers of a peer's REST server: one gevent worker holds every connection and hop
+    # (a search costs about a millisecond of CPU per peer), in a third of the memory of two
+    rest_workers: int = 1
+    maestro_rest_workers: int = 2  # the Maestro's: its /locate is the network's hottest call
     rest_worker_class: str = "gevent"  # gevent: a slow client or a waiting hop holds a greenlet, not a thread
     rest_threads: int = 4  # gunicorn threads per worker (gthread only)
     rest_connections: int = 1000  # connections one gevent worker holds at once (gunicorn --worker-connections)
@@ -93,6 +98,9 @@ class Security:
     tls_dir: str = ""  # the run folder's tls/: ca.pem, <node>.pem, <node>.key
     allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
     allowed_hosts: tuple[str, ...] = ()  # names the node answers to in Host, besides host, bind and localhost
+    # a caller on this machine from a trusted address is the operator: "owner" only the secret file's
+    # owner (and root), "any" every account, "none" nobody (it needs a token)
+    local_operator: str = "owner"
 
     @classmethod
     def from_json(cls, data: dict | None) -> Security:

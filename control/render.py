@@ -138,6 +138,8 @@ def node_security(topology: Topology, layout: RunLayout) -> Security:
         tls=spec.tls,
         tls_dir=str(layout.tls_dir) if spec.tls else "",
         allow_hardlinks=spec.allow_hardlinks,
+        allowed_hosts=spec.allowed_hosts,
+        local_operator=spec.local_operator,
     )
 
 

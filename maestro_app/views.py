@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from common.errors import BadRequest, NotFound
+from common.fields import check_grpc_address
 from common.names import check_name, check_peer_name
 from common.web import arg_int, arg_str, check_peer_url, current_caller, json_body
 from maestro_app.directory import (
@@ -57,9 +58,7 @@ def locate():
 def register():
     body = json_body()
     entries = parse_files(body.get("files", []), directory().max_files)
-    grpc_address = body.get("grpc_address")
-    if not isinstance(grpc_address, str) or ":" not in grpc_address or len(grpc_address) > 300:
-        raise BadRequest("'grpc_address' must be HOST:PORT")
+    grpc_address = check_grpc_address(body.get("grpc_address"))
     interval = check_interval(body.get("heartbeat_interval"), directory().max_interval)
     friends = parse_friends(body.get("friends"))
     # scheme://host:port only: the Maestro's /ui/search calls this URL with its own credential

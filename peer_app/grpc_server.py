@@ -271,6 +271,7 @@ def create_server(
         index = SharedIndex.for_node(config, open_db(config.db_path))
     settings = config.settings
     totals = TransferTotals(index.db)
+    checks = CredentialCheck(Guard.of(config.security), ("127.0.0.1", "::1", config.bind, config.host))
     watchdog = Watchdog(on_quiet=release_free_memory)
     transfer_pool = futures.ThreadPoolExecutor(
         max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
@@ -281,7 +282,7 @@ def create_server(
         ThreadPools(lambda service: None if service == FILE_TRANSFER else control_pool),
         Accounting(totals),
         ErrorMapping(),
-        CredentialCheck(Guard.of(config.security)),
+        checks,
         admission_control(config, watchdog),
         *interceptors,
         OneRequest(),
@@ -309,6 +310,7 @@ def create_server(
     if port == 0:
         reason = bind_problem(config.bind or config.host, config.grpc_port) or "address in use or not local"
         raise SystemExit(f"error: cannot bind gRPC on {address}: {reason}")
+    checks.port = port
     return server, port, servicer
 
 

@@ -19,6 +19,7 @@ import requests
 
 from common.http import new_session
 from control import topology
+from control.generate import opposite
 from control.network import Network
 from tests.launcher_support import launcher, ring_topology
 from tests.support import get_json, wait_until
@@ -39,8 +40,8 @@ class Ring:
     maestro_url: str
 
     def far(self, i: int) -> tuple[str, str]:
-        """(the peer opposite peer i, the file only it holds)."""
-        owner = self.names[(i + len(self.names) // 2) % len(self.names)]
+        """(the peer across the ring from peer i, the file only it holds)."""
+        owner = opposite(self.names, i)
         return owner, f"archivo{owner.removeprefix('peer')}.txt"
 
 

@@ -79,7 +79,7 @@ def test_locate_pays_a_cut_off_primary_once_then_goes_straight_to_the_backup(tmp
     try:
         net.slow[net.url("p1")] = 30.0  # hangs until the caller's timeout
         for _ in range(5):
-            answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=1.0, path=[])
+            answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=1.0, reached=[])
             assert answer["peers"][0]["name"] == "p2"
         assert [url for url, _, _ in net.calls].count(net.url("p1")) == 1  # its timeout paid by the first only
         assert {p["name"]: p["down_until"] is not None for p in net["p0"].known.all()} == {"p1": True, "p2": False}
@@ -92,7 +92,7 @@ def test_a_server_that_answers_with_an_error_is_not_marked_down(tmp_path):
     try:
         for _ in range(2):
             with contextlib.suppress(NotFound):
-                net["p0"].locate("nothing.txt", qid=new_qid(), ttl=2, budget=1.0, path=[])
+                net["p0"].locate("nothing.txt", qid=new_qid(), ttl=2, budget=1.0, reached=[])
         assert [p["down_until"] for p in net["p0"].known.all()] == [None, None]
     finally:
         net.close()

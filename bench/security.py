@@ -167,7 +167,10 @@ def _wrk(url: str, names: list[str], token: str | None, seconds: float, tmp: Pat
     ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"/locate answered errors under load:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise SystemExit(f"wrk printed no Requests/sec:\n{out}")
+    return float(found.group(1))
 
 
 def _client(args) -> int:
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     report: dict = {"rounds": rounds, "tool": tool, "baseline": base, "modes": {}, "check_us": check_cost()}
     for mode in all_modes:
-        row = {}
+        row: dict[str, float] = {}
         # the ratio of each round to the baseline's in the same round, then the median: drift in the
         # machine's load between rounds cancels out
         if rps[mode.name]:

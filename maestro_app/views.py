@@ -63,9 +63,10 @@ def register():
     friends = parse_friends(body.get("friends"))
     # scheme://host:port only: the Maestro's /ui/search calls this URL with its own credential
     rest_url = check_peer_url(body.get("rest_url"), tls=current_app.config["NODE"].security.tls, key="rest_url")
-    current_caller().require_self(check_peer_name(body.get("name")))
-    directory().register(body.get("name"), rest_url, grpc_address, entries, interval, friends)
-    return jsonify({"status": "registered", "name": body["name"], "files": len(entries)})
+    name = check_peer_name(body.get("name"))
+    current_caller().require_self(name)
+    directory().register(name, rest_url, grpc_address, entries, interval, friends)
+    return jsonify({"status": "registered", "name": name, "files": len(entries)})
 
 
 @bp.post("/heartbeat")

@@ -144,7 +144,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if request.offset > st.st_size:
             raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
         offset = request.offset
-        first = transfer_pb2.FileChunk(
+        first: transfer_pb2.FileChunk | None = transfer_pb2.FileChunk(
             filename=name, sha256=info.sha256, blake3=info.blake3, size=info.size, offset=offset
         )
         for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from common.lane import (
     BUSY,
@@ -108,7 +109,7 @@ class LaneServer:
     def __init__(
         self,
         host: str,
-        open_file: Callable[[str], object],
+        open_file: Callable[[str], BinaryIO],
         *,
         ttl: float = 10.0,
         stall_timeout: float = 10.0,
@@ -221,6 +222,7 @@ class LaneServer:
     # -- connections --------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
         listener = self._listener
+        assert listener is not None  # start() made it before this thread
         while not self._stopping.is_set():
             try:
                 conn, addr = listener.accept()
@@ -268,9 +270,9 @@ class LaneServer:
                 _reply(conn, GONE, f"{grant.name} changed since the ticket was issued")
                 return
             conn.settimeout(None)  # blocking: sendfile loops in the kernel; SO_SNDTIMEO is the stall deadline
-            seconds = int(self.stall_timeout)
-            micros = int((self.stall_timeout - seconds) * 1e6)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+            whole = int(self.stall_timeout)
+            micros = int((self.stall_timeout - whole) * 1e6)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, micros))
             conn.sendall(encode_reply(OK, grant.length))
             moved = [0]  # what _sendfile got out so far, also when it raises
             started = time.monotonic()

@@ -50,7 +50,7 @@ class Verifier:
         if not isinstance(answer, dict):
             raise BadRequest(f"{url} did not answer as a p2pnet peer")
         name, grpc_address, rest_url = answer.get("name"), answer.get("grpc_address"), answer.get("rest_url")
-        if peer_name_problem(name) is not None or grpc_address_problem(grpc_address) is not None:
+        if not isinstance(name, str) or peer_name_problem(name) is not None or grpc_address_problem(grpc_address):
             raise BadRequest(f"{url} did not answer as a p2pnet peer (no name and gRPC address)")
         if rest_url != url:
             raise BadRequest(f"{url} answers as {name!r} at {str(rest_url)[:80]!r}; register that URL instead")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Busy, from_rpc_error
+from common.rpc import health_stub
 from control import topology
 from control.render import layout_for
 from control.supervisor import Supervisor
@@ -90,9 +91,7 @@ def ring(tmp_path_factory):
 def serving(address: str) -> bool:
     """Health answers SERVING (one stuck behind the held calls would wait for their idle cut, and time out)."""
     with grpc.insecure_channel(address, options=RAW) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer"), timeout=IDLE
-        )
+        answer = health_stub(channel).Check(health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer"), timeout=IDLE)
         return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 

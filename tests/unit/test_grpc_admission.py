@@ -10,11 +10,11 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from common import transfer_pb2
 from common.errors import Busy, from_rpc_error
-from common.rpc import CHANNEL_OPTIONS
+from common.rpc import CHANNEL_OPTIONS, health_stub
 from tests.support import MiB, Silence, leftovers, wait_until
 
 OWN_CONNECTION = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
@@ -41,9 +41,7 @@ def serve(serve):
 def serving(address: str) -> bool:
     """Health answers SERVING (a health check stuck behind the transfers would wait for their 30 s: it times out)."""
     with grpc.insecure_channel(address, options=OWN_CONNECTION) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer"), timeout=5
-        )
+        answer = health_stub(channel).Check(health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer"), timeout=5)
         return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -156,7 +154,7 @@ def test_health_answers_at_once_while_transfers_are_full_and_flooded(serve, clie
     try:
         for _ in range(12):  # more than the health threads: a watch holds none once it answered
             channel = grpc.insecure_channel(address, options=OWN_CONNECTION)
-            watches.append(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30))
+            watches.append(health_stub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30))
         for watch in watches:
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         assert all(serving(address) for _ in range(5))

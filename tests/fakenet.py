@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class FakeNetwork:
     def url(name: str) -> str:
         return f"http://{name}.test:80"
 
-    def add(self, name: str, friends: list[str] = (), gate: Gate | None = None) -> Discovery:
+    def add(self, name: str, friends: Sequence[str] = (), gate: Gate | None = None) -> Discovery:
         db = open_db(str(self.tmp / f"{name}.sqlite3"))
         known = KnownPeers(db, prune_after=self.prune_after, self_url=self.url(name))
         for role, friend in zip(("primary", "backup"), friends, strict=False):

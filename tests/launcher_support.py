@@ -79,7 +79,7 @@ def launcher(*args: str, timeout: float = 120, check: bool = True, cwd: Path = R
     return proc
 
 
-def mutate(data: dict, fn: Callable[[dict], None]) -> dict:
+def mutate(data: dict, fn: Callable[[dict], object]) -> dict:
     out = copy.deepcopy(data)
     fn(out)
     return out

@@ -43,7 +43,8 @@ def alive(maestro: str, name: str, seconds: float, out: str) -> None:
 def timed(url: str, n: int, gap: float = 0.0) -> None:
     """GET url n times one after another; print each status and duration."""
     s = _session()
-    codes, seconds = [], []
+    codes: list[int | str] = []
+    seconds: list[float] = []
     for i in range(n):
         if i and gap:
             time.sleep(gap)

@@ -339,7 +339,7 @@ def ssrf_register(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": target})
     kept = target in net.known_urls("peer2")
     before = len(net.stranger.do("hits", port=LISTENER_PORT)["hits"])
-    requests.get(net.url("peer2") + "/search", params={"query": "zzz", "fanout": 8}, headers=net.op(), timeout=10)
+    requests.get(net.url("peer2") + "/search", params={"query": "zzz", "fanout": "8"}, headers=net.op(), timeout=10)
     sent = len(net.stranger.do("hits", port=LISTENER_PORT)["hits"]) - before
     return Outcome(
         "ssrf-register-path-query",
@@ -384,7 +384,7 @@ def bootstrap_spreads(net: Net) -> Outcome:
 
 def lying_friend(net: Net) -> Outcome:
     resp = requests.get(
-        net.url("peer1") + "/search", params={"query": "archivo", "fanout": 2}, headers=net.op(), timeout=10
+        net.url("peer1") + "/search", params={"query": "archivo", "fanout": "2"}, headers=net.op(), timeout=10
     )
     own = [r for r in resp.json().get("results", []) if r.get("peer") == "peer1"] if resp.ok else []
     replaced = any(r.get("grpc_address") == net.attacker_grpc for r in own)
@@ -400,7 +400,7 @@ def lying_friend(net: Net) -> Outcome:
 def lying_registered(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": net.rogue_url})
     resp = requests.get(
-        net.url("peer2") + "/search", params={"query": "archivo2", "fanout": 8}, headers=net.op(), timeout=10
+        net.url("peer2") + "/search", params={"query": "archivo2", "fanout": "8"}, headers=net.op(), timeout=10
     )
     own = [r for r in resp.json().get("results", []) if r.get("peer") == "peer2"] if resp.ok else []
     replaced = any(r.get("grpc_address") == net.attacker_grpc for r in own)

@@ -130,8 +130,10 @@ class Stranger:
         """Stop the agent and remove the namespace (the veth pair goes with it)."""
         if self.agent is not None and self.agent.poll() is None:
             with contextlib.suppress(OSError, ValueError):
-                self.agent.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self.agent.stdin.flush()
+                stdin = self.agent.stdin
+                assert stdin is not None  # the agent is started with a pipe
+                stdin.write(json.dumps({"op": "quit"}) + "\n")
+                stdin.flush()
             try:
                 self.agent.wait(5)
             except subprocess.TimeoutExpired:

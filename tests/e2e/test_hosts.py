@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -42,7 +43,7 @@ SETTINGS = {
     "retry_backoff_max": 1.0,
     "rest_workers": 1,
 }
-PORTS = {"maestro": 19000, "peer1": (19001, 19002), "peer2": (19003, 19004), "peer3": (19005, 19006)}
+PORTS: dict[str, Any] = {"maestro": 19000, "peer1": (19001, 19002), "peer2": (19003, 19004), "peer3": (19005, 19006)}
 OWNER = {"maestro": "a", "peer1": "a", "peer2": "b", "peer3": "c"}
 PARTITION = 20.0
 

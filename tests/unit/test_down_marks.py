@@ -68,7 +68,7 @@ def cut_off_network(tmp_path, files) -> FakeNetwork:
         except Unavailable as err:
             raise NoAnswer(err.detail) from None
 
-    net.transport = transport
+    net.transport = transport  # type: ignore[method-assign]  # before any peer is added, so every peer uses it
     for i in range(6):
         net.add(f"p{i}", [f"p{(i + 1) % 6}", f"p{(i + 2) % 6}"])
     return net

@@ -22,7 +22,7 @@ from tests.unit.test_names import HOSTILE
 
 @pytest.fixture
 def grpc_peer(peer_config):
-    uploaded = []
+    uploaded: list = []
     server, port, _ = create_server(peer_config, "127.0.0.1:0", on_upload=uploaded.append)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)

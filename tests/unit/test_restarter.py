@@ -34,9 +34,15 @@ def test_a_program_that_ran_for_a_while_starts_over_from_the_first_delay():
 
 
 def test_a_fatal_event_schedules_a_start_of_that_program_after_the_delay():
-    scheduled, started = [], []
+    scheduled: list = []
+    started: list[str] = []
+
+    def start(program: str) -> bool:
+        started.append(program)
+        return True
+
     restarter = Restarter(
-        start=lambda program: started.append(program) or True,
+        start=start,
         backoff=Backoff(first=1.0, cap=30.0, clock=Clock()),
         schedule=lambda delay, fn: scheduled.append((delay, fn)),
     )

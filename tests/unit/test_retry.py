@@ -14,7 +14,7 @@ from tests.support import Clock
 def test_pauses_double_up_to_the_cap_within_jitter():
     clock = Clock()
     backoff = Backoff(1000, first=0.2, cap=3.0, clock=clock, rng=random.Random(1))
-    delays = [backoff.next_delay() for _ in range(8)]
+    delays = [backoff.next_delay() or 0.0 for _ in range(8)]
     steps = [0.2, 0.4, 0.8, 1.6, 3.0, 3.0, 3.0, 3.0]
     assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True)), delays
 

@@ -1,4 +1,4 @@
-"""Under load and abuse: REST servers, discovery and supervision on a real ring (issue 9).
+"""Under load and abuse: REST servers, discovery and supervision on a real ring (docs/performance.md, "Under load").
 
     python -m bench.rest_load [--quick] [--peers 10] [--searches 200] [--worker-classes gevent,gthread] [--only ...]
 

@@ -10,7 +10,7 @@ Measures, interleaved round by round so that the machine's load hits every mode 
   loopback       `read: members`, loopback trusted, no token: the caller is the operator as the
                  secret file's owner, which the node asks the kernel once per connection
   before         with --before REV: the same load on the code at REV (`git archive`), e.g. the
-                 commit before issue 8 landed, as the baseline
+                 commit before members-only landed, as the baseline
 Prints the median of each mode and its ratio to the baseline (`before` when given, else `open`).
 Every process runs on 127.0.0.1 with free ports and is stopped by pid; loads are bounded in time.
 """

@@ -16,7 +16,7 @@ client process per download:
 
 Kinds are interleaved run by run, so a load change hits all of them alike. Prints MB/s
 (median, best in brackets), the ratio of medians to raw TCP, client CPU seconds per GiB,
-peak RSS of the clients and of the peers' gRPC processes, and issue 13's target: the
+peak RSS of the clients and of the peers' gRPC processes, and the fast lane's target: the
 CLI's 2-source download against (raw TCP time + CLI locate time) / 0.75.
 """
 
@@ -39,7 +39,7 @@ from bench.procs import cpu_seconds, peak_rss_kib
 from control.processes import PROJECT_ROOT
 
 MiB = 1024 * 1024
-TARGET = 0.75  # issue 13: the CLI's download at least this fast as raw TCP + the CLI's locate
+TARGET = 0.75  # docs/performance.md: the CLI's download at least this fast as raw TCP + the CLI's locate
 CLI = [sys.executable, "-m", "peer_app.client"]
 KINDS = [
     # (key, label, what runs it)

@@ -69,7 +69,7 @@ def install_body_limit(app: Flask, max_bytes: int) -> None:
 
 
 def request_kind(method: str, path: str) -> str:
-    """What a REST request needs (SPEC §8): /health is open, reads are READ, anything else MUTATING.
+    """What a REST request needs (docs/security.md): /health is open, reads are READ, anything else MUTATING.
 
     The live page (`/ui` and its scripts) carries no data: it opens for anyone, and under
     `read: members` its own calls (/peers, /directory, /ui/search) ask for the token.

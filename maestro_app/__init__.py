@@ -1,4 +1,4 @@
-"""The Maestro: a central directory of peers and their files (SPEC §4).
+"""The Maestro: a central directory of peers and their files (docs/api.md, "Maestro REST").
 
 Run it with `gunicorn 'maestro_app:create_app()'` and P2P_CONFIG pointing at its config.
 """

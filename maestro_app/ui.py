@@ -1,4 +1,4 @@
-"""The live page (SPEC §10): `GET /ui`, its static files, and the search it sends through a peer.
+"""The live page (docs/operations.md): `GET /ui`, its static files, and the search it sends through a peer.
 
 The page is plain HTML/JS/SVG in maestro_app/static/ (no build step). It talks to the Maestro
 only, same origin: it polls `/peers` and `/directory`, and searches through `/ui/search`, which

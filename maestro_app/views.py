@@ -1,4 +1,4 @@
-"""The Maestro's REST routes (SPEC §4): parse, call the Directory, answer JSON."""
+"""The Maestro's REST routes (docs/api.md, "Maestro REST"): parse, call the Directory, answer JSON."""
 
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ def locate_answer(answer: Any, me: str) -> dict:
     holders = []
     for key, raw in _entries(answer, "peers"):
         holder = _holder(raw, key, "name", me)
-        if "blake3" in raw:  # issue 13's lane digest, checked like the sha256
+        if "blake3" in raw:  # the lane's digest (docs/protocol.md), checked like the sha256
             holder["blake3"] = _sha(raw["blake3"], f"{key}.blake3")
         if "mtime" in raw:
             holder["mtime"] = _field(raw["mtime"], f"{key}.mtime", mtime_problem)

@@ -81,7 +81,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         ttl = self.config.settings.lane_ticket_seconds
         if ttl <= 0:
             raise NoLane(f"peer {self.config.name} has its fast lane turned off; use the Download stream")
-        # With TLS on (issue 8's `security: tls`), bytes travel only over the TLS gRPC stream: the lane is plain TCP.
+        # With TLS on (`security: tls`, docs/security.md), bytes travel only over the TLS stream: the lane is plain TCP.
         if getattr(getattr(self.config, "security", None), "tls", False):
             raise NoLane(f"peer {self.config.name} uses TLS, which its lane does not carry; use the Download stream")
         with self._lock:

@@ -1,4 +1,4 @@
-"""A peer learns other peers only after they prove to be peers (SPEC §8, DESIGN "Trust").
+"""A peer learns other peers only after they prove to be peers (docs/security.md, "Peers only talk to verified peers").
 
 A URL offered by `POST /register` or listed in a friend's bootstrap answer is asked
 `GET /info?challenge=C` (with this peer's own credential). It is kept only when the answer is

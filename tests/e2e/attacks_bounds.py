@@ -1,4 +1,4 @@
-"""Replays of issue 8's "unbounded input", "swap races and links" and "socket squatting" findings.
+"""Replays of the security review's "unbounded input", "swap races and links" and "socket squatting" findings.
 
 Each attack is a function run against real processes (a Maestro and one peer, started
 with tests.support on free ports) that returns what an outsider got: status codes, bytes,

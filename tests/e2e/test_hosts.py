@@ -1,4 +1,4 @@
-"""One topology, three machines: network namespaces on a bridge play the hosts (SPEC §9).
+"""One topology, three machines: network namespaces on a bridge play the hosts (docs/operations.md, "Several hosts").
 
 The same `python launcher.py up topology.yaml` runs in each namespace from this one checkout:
 host A runs the Maestro and peer1, B runs peer2, C runs peer3; every peer's friends are on
@@ -256,4 +256,4 @@ def test_down_on_each_host_leaves_nothing(hosts):
     for host in "abc":
         assert hosts.lab.pids(host) == [], f"processes left on {host}"
     status = hosts.launcher("a", "status", str(hosts.topology), "--all")
-    assert status.returncode == 3 and "DOWN" in status.stdout  # 3: the network is not running here (issue 11)
+    assert status.returncode == 3 and "DOWN" in status.stdout  # 3: the network is not running here (docs/api.md)

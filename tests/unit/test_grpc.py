@@ -197,7 +197,7 @@ def ended(caplog, method: str) -> list[str]:
 
 
 def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(chained, caplog):
-    """Issue 9 saw tracebacks (an unbound name) when a client gave up before sending anything."""
+    """A load test once saw tracebacks (an unbound name) when a client gave up before sending anything."""
     caplog.set_level(logging.INFO, logger="p2pnet.transfers")
     recorder = Recorder()
     stub = chained(recorder)

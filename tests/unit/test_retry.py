@@ -34,7 +34,7 @@ def test_the_budget_bounds_the_time_spent_retrying():
     assert clock.now <= 10
     assert tries == backoff.tries + 1 >= 5
     assert f"still so after {tries} tries over" in caught.value.detail
-    assert caught.value.exit_code == 6  # SPEC §10: busy after retries
+    assert caught.value.exit_code == 6  # busy after retries (docs/api.md, "Exit codes")
 
 
 def test_unavailable_is_retried_and_keeps_its_exit_code():

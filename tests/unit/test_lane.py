@@ -36,29 +36,9 @@ def b3(data: bytes) -> str:
 
 
 @pytest.fixture
-def serve(peer_config, tmp_path):
-    """Start in-process gRPC servers; yield (address, shared folder, servicer)."""
-    started: list = []
-
-    def start(name: str = "peer1", **settings):
-        shared = tmp_path / f"shared-{name}-{len(started)}"
-        shared.mkdir()
-        config = replace(
-            peer_config,
-            name=name,
-            shared_dir=str(shared),
-            run_dir=str(tmp_path / f"run-{len(started)}"),
-            settings=replace(peer_config.settings, **settings),
-        )
-        server, port, servicer = create_server(config, "127.0.0.1:0")
-        server.start()
-        started.append((server, servicer))
-        return f"127.0.0.1:{port}", shared, servicer
-
-    yield start
-    for server, servicer in started:
-        servicer.close()
-        server.stop(None)
+def serve(peer_server):
+    """serve(name="peer1", **settings): an in-process gRPC peer -> (address, shared folder, servicer)."""
+    return lambda name="peer1", **settings: peer_server(name, **settings)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
     python -m bench.swarm [--size 256] [--runs 3] [--baseline dlsplit-split-done] [--quick] [--json]
 
 Three holders of the same files, each in its own network namespace behind an egress cap
-(`tc qdisc ... tbf rate R burst 256kb latency 200ms`, tests/swarm.py), and the CLI
+(`tc qdisc ... tbf rate R burst 256kb latency 200ms`, lab/swarm.py), and the CLI
 (`download`, default options) on a fourth address, in these scenarios:
 
 - equal: 3 holders x 160 Mbit/s;
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from control.processes import PROJECT_ROOT
-from tests.swarm import Swarm, unavailable
+from lab.swarm import Swarm, unavailable
 
 MiB = 1024 * 1024
 MBIT = 125_000  # bytes per second in one Mbit/s

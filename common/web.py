@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Literal, overload
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -68,7 +69,7 @@ def install_body_limit(app: Flask, max_bytes: int) -> None:
 
 
 def request_kind(method: str, path: str) -> str:
-    """What a REST request needs (SPEC §8): /health is open, reads are READ, anything else MUTATING.
+    """What a REST request needs (docs/security.md): /health is open, reads are READ, anything else MUTATING.
 
     The live page (`/ui` and its scripts) carries no data: it opens for anyone, and under
     `read: members` its own calls (/peers, /directory, /ui/search) ask for the token.
@@ -147,6 +148,28 @@ def current_caller() -> Caller:
     if caller is None:  # a view that needs a caller on a request the guard let through unchecked
         raise RuntimeError(f"no caller for {request.method} {request.path}: is the route's kind right?")
     return caller
+
+
+@overload
+def arg_str(
+    name: str,
+    *,
+    required: Literal[True] = True,
+    max_length: int = MAX_PARAM_LENGTH,
+    default: str | None = None,
+    args: Mapping[str, str] | None = None,
+) -> str: ...
+
+
+@overload
+def arg_str(
+    name: str,
+    *,
+    required: bool,
+    max_length: int = MAX_PARAM_LENGTH,
+    default: str | None = None,
+    args: Mapping[str, str] | None = None,
+) -> str | None: ...
 
 
 def arg_str(

@@ -89,7 +89,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         ttl = self.config.settings.lane_ticket_seconds
         if ttl <= 0:
             raise NoLane(f"peer {self.config.name} has its fast lane turned off; use the Download stream")
-        # With TLS on (issue 8's `security: tls`), bytes travel only over the TLS gRPC stream: the lane is plain TCP.
+        # With TLS on (`security: tls`, docs/security.md), bytes travel only over the TLS stream: the lane is plain TCP.
         if getattr(getattr(self.config, "security", None), "tls", False):
             raise NoLane(f"peer {self.config.name} uses TLS, which its lane does not carry; use the Download stream")
         with self._lock:
@@ -155,7 +155,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if request.offset > st.st_size:
             raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
         offset = request.offset
-        first = transfer_pb2.FileChunk(
+        first: transfer_pb2.FileChunk | None = transfer_pb2.FileChunk(
             filename=name, sha256=info.sha256, blake3=info.blake3, size=info.size, offset=offset
         )
         for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):

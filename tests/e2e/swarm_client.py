@@ -1,6 +1,6 @@
 """A library download on the swarm's client host, watched byte by byte: `python -m tests.e2e.swarm_client`.
 
-Started by tests/e2e/test_swarm.py inside the client's network namespace (tests/swarm.py) with
+Started by tests/e2e/test_swarm.py inside the client's network namespace (lab/swarm.py) with
 one JSON argument: {"name", "out", "holders": [/locate entries], "options": {DownloadOptions fields}}.
 It prints `started <monotonic>` when the download knows its size, `race <holder>` each time an
 idle holder races a range still in flight elsewhere, then one JSON line: the Result's figures,
@@ -57,9 +57,9 @@ def twice(ranges: list[tuple[int, int]]) -> int:
 def main() -> int:
     job = json.loads(sys.argv[1])
     watch()
-    started = {"on_start": lambda size, kept: say(f"started {time.monotonic()}")}
+    fields = {"on_start": lambda size, kept: say(f"started {time.monotonic()}"), **job.get("options", {})}
     try:
-        result = download(job["name"], job["out"], job["holders"], **started, **job.get("options", {}))
+        result = download(job["name"], job["out"], job["holders"], None, **fields)
     except Interrupted as err:
         say(json.dumps({"interrupted": err.detail, "written": sum(n for _, n in written), "twice": twice(written)}))
         return 130

@@ -1,4 +1,4 @@
-"""Downloads over real links: holders in network namespaces behind uplink caps (tests/swarm.py).
+"""Downloads over real links: holders in network namespaces behind uplink caps (lab/swarm.py).
 
 A slow holder does not hold up completion; a holder cut mid-piece is dropped within 2 s and its
 pieces finish elsewhere; bytes raced in the endgame are dropped, never written twice; a download
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from client.partial import PART_MARK
+from lab.swarm import Swarm, unavailable
 from tests.support import MiB, sha, wait_until
-from tests.swarm import Swarm, unavailable
 
 REASON = unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"swarm test: {REASON}")

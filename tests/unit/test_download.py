@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import threading
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import blake3
@@ -19,42 +18,24 @@ from client import partial
 from client.download import download
 from client.partial import WriteFailed
 from common.errors import DataLoss, Interrupted
-from peer_app.grpc_server import create_server
 from tests.support import MiB, leftovers, sha
 
 
 @pytest.fixture
-def holder(peer_config, tmp_path):
+def holder(peer_server):
     """holder(name, files={name: bytes}, **settings): an in-process peer with its own folder -> its /locate entry.
 
     holder.servicers[name] is its gRPC servicer (servicer.lane() its fast lane).
     """
-    started = []
     servicers = {}
 
     def start(name: str, files: dict[str, bytes] | None = None, **settings) -> dict:
-        shared = tmp_path / f"shared-{name}"
-        shared.mkdir()
-        for file, data in (files or {}).items():
-            (shared / file).write_bytes(data)
-        config = replace(
-            peer_config,
-            name=name,
-            shared_dir=str(shared),
-            run_dir=str(tmp_path / f"run-{name}"),
-            settings=replace(peer_config.settings, **settings),
-        )
-        server, port, servicer = create_server(config, "127.0.0.1:0")
-        server.start()
-        started.append((server, servicer))
+        address, _, servicer = peer_server(name, files, **settings)
         servicers[name] = servicer
-        return {"name": name, "grpc_address": f"127.0.0.1:{port}"}
+        return {"name": name, "grpc_address": address}
 
     start.servicers = servicers  # type: ignore[attr-defined]
-    yield start
-    for server, servicer in started:
-        servicer.close()
-        server.stop(None)
+    return start
 
 
 @pytest.fixture

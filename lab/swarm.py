@@ -7,7 +7,7 @@
 Every holder is a real peer gRPC process (a download needs nothing else of it) sharing the same
 files (hard links, which its config allows). With maestro=True a Maestro runs on the client host
 and the holders register there, so the CLI finds them as a user's would. Caps, cuts and heals
-are tests/netns.py's (tc tbf on the holder's own interface: what it sends, i.e. its uplink).
+are lab/netns.py's (tc tbf on the holder's own interface: what it sends, i.e. its uplink).
 Namespaces are named p2p19-<pid>-..., addresses exist only inside them (10.219.x.x), and
 everything (processes included) is removed on exit. Root only: `unavailable()` says why not.
 """
@@ -26,7 +26,7 @@ import blake3
 
 from common.config import CONFIG_ENV, NodeConfig, Security, Settings, write_config
 from control.processes import PROJECT_ROOT, node_programs
-from tests.netns import Lab, unavailable
+from lab.netns import Lab, unavailable
 
 __all__ = ["Swarm", "unavailable"]
 

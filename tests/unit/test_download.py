@@ -152,7 +152,7 @@ def b3(data: bytes) -> str:
 def rot(servicer) -> None:
     """Make this holder's lane send every range with its first bit flipped (a copy gone bad under its digest)."""
 
-    def rotten(conn, fd: int, offset: int, length: int, moved: list[int]) -> None:
+    def rotten(conn, fd: int, offset: int, length: int, moved: list[int], progress) -> None:
         data = bytearray(os.pread(fd, length, offset))
         data[0] ^= 1
         conn.sendall(data)

@@ -20,10 +20,11 @@ read the file) can mint and check any of them.
 
 A caller that presents a valid credential is who that credential names, wherever it calls from.
 A caller without one whose address is in `trusted_networks` (loopback by default) is the
-operator, which keeps the seeds' curl commands working on one machine. When that caller is on
-this machine, `local_operator` also asks which account made its connection: by default only the
-account that owns the secret file (and root, who can read it anyway) is the operator; other
-local accounts need a credential like a stranger (docs/security.md, "Who loopback trusts").
+operator, which keeps the classic curl commands (docs/operations.md) working on one machine.
+When that caller is on this machine, `local_operator` also asks which account made its
+connection: by default only the account that owns the secret file (and root, who can read it
+anyway) is the operator; other local accounts need a credential like a stranger
+(docs/security.md, "Who loopback trusts").
 Everyone else must present `Authorization: Bearer CREDENTIAL` (HTTP) or the `authorization`
 metadata (gRPC).
 

@@ -125,10 +125,11 @@ def op_serve_http(cmd: dict) -> dict:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             with _hits_lock:
-                _hits.append(f"{self.server.server_address[1]} {self.command} {self.path}")
+                port = self.server.server_address[1]  # type: ignore[index]  # an AF_INET server: (host, port)
+                _hits.append(f"{port} {self.command} {self.path}")
                 _seen.append(
                     {
-                        "port": self.server.server_address[1],
+                        "port": port,
                         "call": f"{self.command} {self.path.split('?', 1)[0]}",
                         "authorization": self.headers.get("Authorization"),
                     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def holder(serve, peer_config, tmp_path, secret) -> str:
 @pytest.mark.parametrize("known", [True, False], ids=["digest-from-the-directory", "digest-from-the-holder"])
 def test_a_member_proves_itself_and_its_content(holder, secret, tmp_path, lanes, known):
     out = tmp_path / "got.txt"
-    expected = {"expected_sha256": SHA, "size": len(DATA)} if known else {}
+    expected: dict[str, Any] = {"expected_sha256": SHA, "size": len(DATA)} if known else {}
     result = download("archivo1.txt", out, [{"name": "peer1", "grpc_address": holder}], lanes=lanes,
                       holder_check=HolderCheck(secret), **expected)  # fmt: skip
     assert out.read_bytes() == DATA and result.sources == {"peer1": len(DATA)}

@@ -192,7 +192,7 @@ def report(data: dict) -> str:
         rss = {k: max((r["rss_kib"] for r in by_kind.get(k) or []), default=0) / 1024 for k in ("before", "after")}
         peaks.append(rss["after"])
         memory = f"{rss['before']:.0f} / {rss['after']:.0f}" if rss["before"] else f"{rss['after']:.0f}"
-        row = f"  {scenario:9s} {link:>12s} {cells['before']:>16s} {cells['after']:>16s} {twice:14.1%} {memory:>13s}"
+        row = f"  {scenario:9s} {link:>12s} {cells['before']:>16s} {cells['after']:>16s} {twice:14.2%} {memory:>13s}"
         lines.append(f"{row}  {shares}")
         seconds = statistics.median(r["seconds"] for r in after)
         if scenario in TARGETS:
@@ -208,7 +208,7 @@ def report(data: dict) -> str:
             alone = size / (max(caps.values()) * MBIT)
             verdicts.append((f"crawl: {seconds:.1f} s against {alone:.1f} s for the fast link alone, "
                              f"target <= {CRAWL_SLACK:g}x", seconds <= CRAWL_SLACK * alone))  # fmt: skip
-        verdicts.append((f"{scenario}: {twice:.1%} of the file fetched twice, target <= {DUPLICATES:.0%}",
+        verdicts.append((f"{scenario}: {twice:.2%} of the file fetched twice, target <= {DUPLICATES:.0%}",
                          twice <= DUPLICATES))  # fmt: skip
     if peaks:
         verdicts.append((f"the client's peak RSS: {max(peaks):.0f} MiB, target <= {PEAK_RSS_MIB} MiB",

@@ -1,7 +1,7 @@
 """Bad copies heal: a digest mismatch is traced to the holder that sent bad bytes, and mended from the others.
 
 Holders advertise one digest for the whole file, so the whole file's digest is the only witness
-(docs/transfer.md, "A download"). The scheduler knows which holders wrote each piece in
+(docs/transfer.md, "How a download works"). The scheduler knows which holders wrote each piece in
 this run; each of them is a suspect in turn, the one that wrote least first (the cheapest test).
 A suspect's pieces are fetched again from the other holders of the same content, each block
 compared with the bytes it replaces. When none differs, the suspect's copy agrees with another

@@ -5,10 +5,35 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Runs a command and writes its wall time and rusage as JSON to a file; exits with its status.
+# A bare interpreter (-S, a few MiB) forks it, so its ru_maxrss is its own: exec keeps the
+# forking process's peak RSS as a floor, and a benchmark's process is much larger than this.
+_WRAPPER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+code = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"seconds": seconds, "status": code,
+               "cpu": usage.ru_utime + usage.ru_stime, "rss_kib": usage.ru_maxrss}, fh)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def rusage_argv(figures: str, argv: list[str]) -> list[str]:
+    """argv (argv[0] an absolute path) wrapped so its wall seconds, status, CPU seconds and peak RSS
+    (KiB) land in the file figures as JSON when it ends."""
+    return [sys.executable, "-S", "-c", _WRAPPER, figures, *argv]
 
 
 def percentile(values: list[float], p: float) -> float:

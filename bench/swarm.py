@@ -1,6 +1,6 @@
 """Downloads over real links: holders behind uplink caps, the old scheduler against this one, in one run.
 
-    python -m bench.swarm [--size 256] [--runs 3] [--baseline dlsplit-split-done] [--quick] [--json]
+    python -m bench.swarm [--size 256] [--runs 3] [--baseline REF] [--quick] [--json]
 
 Three holders of the same files, each in its own network namespace behind an egress cap
 (`tc qdisc ... tbf rate R burst 256kb latency 200ms`, lab/swarm.py), and the CLI
@@ -17,7 +17,7 @@ rate are the CLI's own (its summary: the download, not its start-up or locate). 
 the client of --baseline (a git ref: the scheduler before this one), unpacked with `git archive`
 into a temporary folder and run from there against the same holders, interleaved run by run.
 Prints medians of --runs, the share of what the links allow, bytes fetched twice (endgame)
-and each target of docs/pending/dlsplit.md with met / NOT met. Needs root (network namespaces);
+the client's peak RSS and each target (docs/transfer.md) with met / NOT met. Needs root (network namespaces);
 elsewhere it says why and exits 0. `--quick`: 48 MiB, one run, no baseline (the old client
 takes 90 s on `crawl` alone), for CI.
 """
@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procs import rusage_argv
 from control.processes import PROJECT_ROOT
 from lab.swarm import Swarm, unavailable
 
@@ -51,6 +52,8 @@ TARGETS = {"equal": 0.9, "slow": 0.85}  # share of what the links allow
 LOST_SLACK = 2.0  # seconds over what the remaining links allow
 DUPLICATES = 0.05  # of the file, at most, fetched twice
 CRAWL_SLACK = 1.1  # the 100x case: at most this times what the fast link alone allows
+PEAK_RSS_MIB = 100  # the client's peak RSS, at most
+BEFORE = "33ecfe9"  # the last commit before requests sized by rate, endgame and pace-judged holders
 
 
 def allowed_seconds(scenario: str, size: int, cut_at: float) -> float:
@@ -86,7 +89,8 @@ def one_run(swarm: Swarm, scenario: str, tree: Path, out: Path, cut_at: float) -
     with contextlib.suppress(FileNotFoundError):
         target.unlink()
     os.sync()  # no run pays for the last one's dirty pages
-    argv = [*swarm.cli, "--json", "download", name, "--out", str(target)]
+    figures = out / "rusage.json"
+    argv = rusage_argv(str(figures), [*swarm.cli, "--json", "download", name, "--out", str(target)])
     started = time.monotonic()
     proc = swarm.client(argv, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cut = None
@@ -112,6 +116,7 @@ def one_run(swarm: Swarm, scenario: str, tree: Path, out: Path, cut_at: float) -
     report = json.loads(stdout)
     size = report["size"]
     target.unlink()
+    usage = json.loads(figures.read_text())
     return {
         "seconds": report["seconds"],
         "wall": wall,
@@ -119,6 +124,8 @@ def one_run(swarm: Swarm, scenario: str, tree: Path, out: Path, cut_at: float) -
         "bytes_from": report.get("bytes_from", {}),
         "duplicates": report.get("duplicates", 0),
         "cut_at": cut,
+        "rss_kib": usage["rss_kib"],
+        "cpu": usage["cpu"],
     }
 
 
@@ -132,6 +139,7 @@ def bench(size: int, runs: int, baseline: str | None, scenarios: list[str], fold
     out = folder / "out"
     out.mkdir()
     files = {"three.bin": size, "two.bin": size}
+    load = os.getloadavg()
     results: dict[str, dict[str, list[dict]]] = {s: {t: [] for t in trees} for s in scenarios}
     with Swarm(folder / "swarm", ["h1", "h2", "h3"], files, only={"two.bin": ["h1", "h2"]}, maestro=True) as swarm:
         for scenario in scenarios:
@@ -144,7 +152,8 @@ def bench(size: int, runs: int, baseline: str | None, scenarios: list[str], fold
         "baseline": baseline if "before" in trees else None,
         "cut_at": cut_at,
         "results": results,
-        "load": os.getloadavg(),
+        "load": load,  # when the holders were up, before the first download
+        "load_after": os.getloadavg(),
     }
 
 
@@ -152,11 +161,14 @@ def report(data: dict) -> str:
     size = data["size"]
     lines = [
         f"swarm: {size / MiB:.0f} MiB, median of {data['runs']} run(s), {os.cpu_count()} CPU(s), "
-        f"load {data['load'][0]:.2f} {data['load'][1]:.2f} {data['load'][2]:.2f}; "
+        f"load {' '.join(f'{x:.2f}' for x in data['load'])} at start, "
+        f"{' '.join(f'{x:.2f}' for x in data['load_after'])} at the end; "
         f"before = {data['baseline'] or '(no baseline)'}, after = this tree",
-        f"  {'scenario':9s} {'links allow':>12s} {'before':>16s} {'after':>16s} {'fetched twice':>14s}  shares (after)",
+        f"  {'scenario':9s} {'links allow':>12s} {'before':>16s} {'after':>16s} {'fetched twice':>14s}"
+        f" {'peak RSS MiB':>13s}  shares (after)",
     ]
     verdicts = []
+    peaks: list[float] = []  # the client's peak RSS (after), per scenario
     for scenario, by_kind in data["results"].items():
         _, caps, lost = SCENARIOS[scenario]
         allowed = allowed_seconds(scenario, size, data["cut_at"])
@@ -177,7 +189,10 @@ def report(data: dict) -> str:
         last = after[-1]["bytes_from"]
         shares = ", ".join(f"{h} {n / size:.0%}" for h, n in sorted(last.items()))
         link = f"{allowed:.1f} s" if lost else f"{size / allowed / 1e6:.1f} MB/s"
-        row = f"  {scenario:9s} {link:>12s} {cells['before']:>16s} {cells['after']:>16s} {twice:14.1%}"
+        rss = {k: max((r["rss_kib"] for r in by_kind.get(k) or []), default=0) / 1024 for k in ("before", "after")}
+        peaks.append(rss["after"])
+        memory = f"{rss['before']:.0f} / {rss['after']:.0f}" if rss["before"] else f"{rss['after']:.0f}"
+        row = f"  {scenario:9s} {link:>12s} {cells['before']:>16s} {cells['after']:>16s} {twice:14.2%} {memory:>13s}"
         lines.append(f"{row}  {shares}")
         seconds = statistics.median(r["seconds"] for r in after)
         if scenario in TARGETS:
@@ -193,8 +208,11 @@ def report(data: dict) -> str:
             alone = size / (max(caps.values()) * MBIT)
             verdicts.append((f"crawl: {seconds:.1f} s against {alone:.1f} s for the fast link alone, "
                              f"target <= {CRAWL_SLACK:g}x", seconds <= CRAWL_SLACK * alone))  # fmt: skip
-        verdicts.append((f"{scenario}: {twice:.1%} of the file fetched twice, target <= {DUPLICATES:.0%}",
+        verdicts.append((f"{scenario}: {twice:.2%} of the file fetched twice, target <= {DUPLICATES:.0%}",
                          twice <= DUPLICATES))  # fmt: skip
+    if peaks:
+        verdicts.append((f"the client's peak RSS: {max(peaks):.0f} MiB, target <= {PEAK_RSS_MIB} MiB",
+                         max(peaks) <= PEAK_RSS_MIB))  # fmt: skip
     lines += [f"  {'met' if ok else 'NOT met'}: {text}" for text, ok in verdicts]
     return "\n".join(lines)
 
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--size", type=int, default=256, help="file size in MiB (default 256)")
     parser.add_argument("--runs", type=int, default=None, help="runs per scenario and client (default 3)")
-    parser.add_argument("--baseline", default="dlsplit-split-done", help="git ref of the client to compare with")
+    parser.add_argument("--baseline", default=BEFORE, help=f"git ref of the client to compare with (default {BEFORE})")
     parser.add_argument("--no-baseline", action="store_true", help="measure this tree only")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     parser.add_argument("--quick", action="store_true", help="48 MiB, one run: a smoke test for CI")

@@ -35,7 +35,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.procs import cpu_seconds, peak_rss_kib
+from bench.procs import cpu_seconds, peak_rss_kib, rusage_argv
 from control.processes import PROJECT_ROOT
 
 MiB = 1024 * 1024
@@ -126,28 +126,11 @@ def child(argv: list[str]) -> None:
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-# Runs a command and reports its wall time and rusage. A bare interpreter (-S, a few MiB) forks
-# it, so its ru_maxrss is its own: exec keeps the forking process's peak RSS as a floor, and
-# this benchmark's process is much larger than the wrapper.
-_WRAPPER = """
-import json, os, sys, time
-started = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-seconds = time.perf_counter() - started
-with open(sys.argv[1], "w") as fh:
-    json.dump({"seconds": seconds, "status": os.waitstatus_to_exitcode(status),
-               "cpu": usage.ru_utime + usage.ru_stime, "rss_kib": usage.ru_maxrss}, fh)
-"""
-
-
 def _timed(argv: list[str]) -> tuple[float, str, dict]:
     """Run argv to its end; (wall seconds from fork to exit, stdout, its CPU seconds and peak RSS)."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as figures:
         proc = subprocess.run(
-            [sys.executable, "-S", "-c", _WRAPPER, figures.name, *argv],
+            rusage_argv(figures.name, argv),
             cwd=PROJECT_ROOT,
             capture_output=True,
             timeout=900,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,15 +91,22 @@ def expected(swarm: Swarm) -> str:
     return swarm.content["f.bin"][1]
 
 
-def test_a_slow_holder_does_not_hold_up_completion(swarm, out):
+@pytest.mark.parametrize(
+    "slow",
+    [
+        "2mbit",  # 40x slower and steady: its last requests are raced by the fast holder (endgame)
+        "0.1mbit",  # 800x slower, its queue overflowing (TCP backs off for seconds): dropped by its own pace
+    ],
+)
+def test_a_slow_holder_does_not_hold_up_completion(swarm, out, slow):
     swarm.lab.cap("h1", "80mbit")
-    swarm.lab.cap("h2", "0.1mbit")  # 100x slower
+    swarm.lab.cap("h2", slow)
     code, report = Client(swarm, out, ["h1", "h2"], piece_size=MiB).report()
     assert code == 0, report
     assert sha(out.read_bytes()) == expected(swarm)
     alone = SIZE / (80 * MBIT)
     assert report["seconds"] < 1.5 * alone + 1.0, report  # the fast holder's time, not the slow one's
-    assert report["sources"].get("h2", 0) < SIZE * 0.05 and report["twice"] == 0, report
+    assert report["sources"].get("h2", 0) < SIZE * 0.1 and report["twice"] == 0, report
 
 
 def test_a_holder_cut_mid_piece_is_dropped_within_2s_and_its_pieces_finish_elsewhere(swarm, out):
@@ -114,21 +122,28 @@ def test_a_holder_cut_mid_piece_is_dropped_within_2s_and_its_pieces_finish_elsew
     assert code == 0, report
     assert sha(out.read_bytes()) == expected(swarm)
     assert report["ended"] - cut < left / (2 * 16 * MBIT) + 2.0, report  # the others' time for the rest + 2 s
-    assert "lost its pace" in report["trouble"]["h3"], report
+    lost = re.search(r"lost its pace: nothing for ([0-9.]+)s", report["trouble"].get("h3", ""))
+    assert lost and float(lost.group(1)) <= 2.0, report  # its own pace dropped it, within 2 s of its last byte
     assert report["sources"]["h1"] + report["sources"]["h2"] > SIZE * 2 / 3 and report["twice"] == 0, report
 
 
 def test_endgame_duplicates_are_dropped_and_never_written_twice(swarm, out):
     swarm.lab.cap("h1", "40mbit")
     swarm.lab.cap("h2", "4mbit")  # 10x slower: the fast one races its last requests
-    client = Client(swarm, out, ["h1", "h2"])
-    client.until("race h1")
-    code, report = client.report()
-    assert code == 0, report
-    assert sha(out.read_bytes()) == expected(swarm)
-    assert report["duplicates"] > 0, report  # bytes did arrive twice ...
-    assert report["twice"] == 0 and report["written"] == SIZE, report  # ... and went into the file once
-    assert sum(report["sources"].values()) == SIZE, report
+    duplicates = []
+    for _ in range(3):  # a race the slow holder wins before the fast one's first byte duplicates nothing: again
+        out.unlink(missing_ok=True)
+        client = Client(swarm, out, ["h1", "h2"])
+        client.until("race h1")
+        code, report = client.report()
+        assert code == 0, report
+        assert sha(out.read_bytes()) == expected(swarm)
+        assert report["twice"] == 0 and report["written"] == SIZE, report  # went into the file once ...
+        assert sum(report["sources"].values()) == SIZE, report
+        duplicates.append(report["duplicates"])
+        if report["duplicates"]:
+            break
+    assert duplicates[-1] > 0, duplicates  # ... though bytes did arrive twice
 
 
 def test_a_download_stopped_while_racing_resumes(swarm, out):
@@ -140,10 +155,13 @@ def test_a_download_stopped_while_racing_resumes(swarm, out):
     os.kill(fast, signal.SIGSTOP)  # the race stays undecided ...
     try:
         client.proc.send_signal(signal.SIGINT)  # ... when the user presses Ctrl-C
+        pressed = time.monotonic()
         code, report = client.report()
+        took = time.monotonic() - pressed
     finally:
         os.kill(fast, signal.SIGCONT)
     assert code == 130 and "run the same download again to resume" in report["interrupted"], report
+    assert took < 3.0, f"Ctrl-C took {took:.1f}s: a request to the stopped holder was waited for"
     assert report["twice"] == 0, report
     kept = journal_pieces(out)
     assert 0 < kept < SIZE // MiB and not out.exists()

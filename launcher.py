@@ -55,7 +55,7 @@ def cli() -> None:
 
 
 def topology_argument(command: Callable) -> Callable:
-    """TOPOLOGY as SPEC §3's positional argument, or as -t/--topology (and $P2P_TOPOLOGY) like every command."""
+    """TOPOLOGY as a positional argument (docs/api.md), or as -t/--topology (and $P2P_TOPOLOGY) like every command."""
 
     @functools.wraps(command)
     def with_topology(*args, topology_arg: str | None, topology_opt: str | None, **kwargs):
@@ -139,13 +139,62 @@ def token(topology: str, peer: str | None) -> None:
 @cli.command(name="render")
 @topology_argument
 @host_option
-def render_cmd(topology: str, host: str) -> None:
-    """Write the node configs and supervisord.conf of TOPOLOGY without starting anything."""
-    net = _network(topology, host)
-    net.write()
-    r = net.rendered
-    for path in sorted([*r.configs, *r.texts]):
+@click.option(
+    "--target",
+    type=click.Choice(["supervisord", "compose", "kubernetes"]),
+    default="supervisord",
+    show_default=True,
+    help="supervisord: node configs and supervisord.conf in the run folder (what `up` runs); compose: a "
+    "compose file for this machine's nodes (--host picks them); kubernetes: manifests for the whole network",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="folder for the compose file or the manifests (default: the run folder's compose/ or kubernetes/)",
+)
+@click.option("--image", default="p2pnet:latest", show_default=True, help="the image every container runs")
+@click.option("--namespace", default="p2pnet", show_default=True, help="the Kubernetes namespace")
+def render_cmd(topology: str, host: str, target: str, out: str | None, image: str, namespace: str) -> None:
+    """Write what runs TOPOLOGY without starting anything: supervisord's files, a compose file, or manifests.
+
+    Compose and Kubernetes run the one image (`docker build -t p2pnet .`); see docs/kubernetes.md.
+    """
+    if target == "supervisord":
+        net = _network(topology, host)
+        net.write()
+        r = net.rendered
+        for path in sorted([*r.configs, *r.texts]):
+            click.echo(str(path))
+        return
+    from control import engines
+    from control.render import run_dir_for
+
+    if target == "compose":
+        t = topo.on_this_host(topo.load(topology), host)
+        folder = Path(out).absolute() if out else run_dir_for(t) / target
+        files = engines.render_compose(t, folder, image=image)
+        _ensure_secret(t)
+        for peer in t.peers:  # compose mounts each shared folder: docker would make a missing one, as root
+            if t.is_local(peer.name):
+                peer.shared_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        t = topo.load(topology)
+        folder = Path(out).absolute() if out else run_dir_for(t) / target
+        files = engines.render_kubernetes(t, folder, _ensure_secret(t), image=image, namespace=namespace)
+    for note in files.notes:
+        click.echo(note, err=True)
+    for path in engines.write(files):
         click.echo(str(path))
+
+
+def _ensure_secret(t: topo.Topology) -> bytes:
+    """The network's secret, created (0600) when missing, as `up` does."""
+    try:
+        ensure_secret(t.security.secret_file)
+        return read_secret(t.security.secret_file)
+    except (SecretError, OSError) as err:
+        raise TopologyError(str(t.path), [f"security.secret_file: {err}"]) from None
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""The Maestro: a central directory of peers and their files (SPEC §4).
+"""The Maestro: a central directory of peers and their files (docs/api.md, "Maestro REST").
 
 Run it with `gunicorn 'maestro_app:create_app()'` and P2P_CONFIG pointing at its config.
 """
@@ -12,7 +12,7 @@ from client.credentials import Credentials
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
-from common.web import install_body_limit, install_error_handlers, install_guard
+from common.web import RequestCheck, host_check, install_body_limit, install_checks, install_error_handlers
 from maestro_app.directory import Directory
 from maestro_app.fastpath import LocateFastPath
 
@@ -21,7 +21,7 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     """Build the Maestro app; read the config from $P2P_CONFIG when none is given."""
     config = config or load_config()
     app = Flask(__name__)
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     app.config["NODE"] = config
     directory = app.extensions["directory"] = Directory(
         config.db_path,
@@ -41,10 +41,11 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     guard = Guard.of(config.security)
     app.extensions["credentials"] = Credentials.of_node(config, guard)  # /ui/search asks a peer as the Maestro
-    install_guard(app, guard)
+    check = RequestCheck(guard, host_check(config))
+    install_checks(app, check)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
-    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, guard)
+    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, check)  # type: ignore[method-assign]
     return app
 
 

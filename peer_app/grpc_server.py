@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.config import NodeConfig, host_of, load_config
+from common.config import NodeConfig, address, host_of, load_config
 from common.errors import BadRequest, Busy, NoLane, TooLarge
 from common.fields import check_sha256
 from common.files import iter_chunks
@@ -37,7 +37,7 @@ from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.interceptor import OneRequest, ThreadPools
 from peer_app.lane import LaneServer, caller_host, file_state
-from peer_app.pace import Watchdog
+from peer_app.pace import Watchdog, limits_of
 from peer_app.rpc_errors import ErrorMapping
 from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter
@@ -62,7 +62,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     cut if its client keeps it waiting (peer_app/pace.py).
     """
 
-    def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None, lane_host: str | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        index: SharedIndex,
+        on_upload=None,
+        lane_host: str | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.config = config
         self.index = index
         self.folder = index.folder
@@ -75,13 +82,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self.on_lane_bytes = lambda n: None  # the byte counter for /metrics (create_server sets it)
         self._lane: LaneServer | None = None
         self._lane_error = ""
+        self._watchdog = watchdog  # the server's pace watchdog, which watches lane sends too
 
     def lane(self) -> LaneServer:
         """This peer's lane listener, started on first use; NoLane when the lane is off or cannot listen."""
         ttl = self.config.settings.lane_ticket_seconds
         if ttl <= 0:
             raise NoLane(f"peer {self.config.name} has its fast lane turned off; use the Download stream")
-        # With TLS on (issue 8's `security: tls`), bytes travel only over the TLS gRPC stream: the lane is plain TCP.
+        # With TLS on (`security: tls`, docs/security.md), bytes travel only over the TLS stream: the lane is plain TCP.
         if getattr(getattr(self.config, "security", None), "tls", False):
             raise NoLane(f"peer {self.config.name} uses TLS, which its lane does not carry; use the Download stream")
         with self._lock:
@@ -90,15 +98,20 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                     self.lane_host,
                     lambda name: self.folder.open(name)[0],
                     ttl=ttl,
+                    limits=limits_of(self.config.settings),
+                    block=self.config.settings.chunk_size,
+                    watchdog=self._watchdog,
                     rate=self._rate if self.config.settings.max_transfer_rate > 0 else None,
                     max_connections=2 * self.config.settings.max_concurrent_transfers + 16,
                     on_sent=lambda n: self.on_lane_bytes(n),
+                    port=self.config.lane_port,
                 )
                 try:
                     lane.start()
                     self._lane = lane
                 except OSError as err:
-                    self._lane_error = f"cannot listen on {self.lane_host}: {err.strerror or err}"
+                    where = address(self.lane_host, self.config.lane_port) if self.config.lane_port else self.lane_host
+                    self._lane_error = f"cannot listen on {where}: {err.strerror or err}"
                     log.warning("fast lane off: %s", self._lane_error)
             if self._lane is None:
                 raise NoLane(f"peer {self.config.name} has no fast lane ({self._lane_error}); use the Download stream")
@@ -142,7 +155,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if request.offset > st.st_size:
             raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
         offset = request.offset
-        first = transfer_pb2.FileChunk(
+        first: transfer_pb2.FileChunk | None = transfer_pb2.FileChunk(
             filename=name, sha256=info.sha256, blake3=info.blake3, size=info.size, offset=offset
         )
         for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
@@ -269,6 +282,7 @@ def create_server(
         index = SharedIndex.for_node(config, open_db(config.db_path))
     settings = config.settings
     totals = TransferTotals(index.db)
+    checks = CredentialCheck(Guard.of(config.security), ("127.0.0.1", "::1", config.bind, config.host))
     watchdog = Watchdog(on_quiet=release_free_memory)
     transfer_pool = futures.ThreadPoolExecutor(
         max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
@@ -279,14 +293,14 @@ def create_server(
         ThreadPools(lambda service: None if service == FILE_TRANSFER else control_pool),
         Accounting(totals),
         ErrorMapping(),
-        CredentialCheck(Guard.of(config.security)),
+        checks,
         admission_control(config, watchdog),
         *interceptors,
         OneRequest(),
     ]
     server = grpc.server(transfer_pool, interceptors=chain, options=SERVER_OPTIONS)
     address = address or config.grpc_bind
-    servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address))
+    servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address), watchdog=watchdog)
     servicer.on_lane_bytes = lambda n: totals.add("Lane", n)
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -307,6 +321,7 @@ def create_server(
     if port == 0:
         reason = bind_problem(config.bind or config.host, config.grpc_port) or "address in use or not local"
         raise SystemExit(f"error: cannot bind gRPC on {address}: {reason}")
+    checks.port = port
     return server, port, servicer
 
 

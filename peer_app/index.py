@@ -105,7 +105,7 @@ class SharedIndex:
         files, fresh = [], []
         for name, st in self._entries():
             row = cached.get(name)
-            if _matches(row, st):
+            if row is not None and _matches(row, st):
                 files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"], row["blake3"]))
                 continue
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from common.units import format_rate, format_seconds, format_size
 from peer_app.interceptor import RpcCall
-from peer_app.metrics import RESPONSE_STREAMS
+from peer_app.scrape import RESPONSE_STREAMS
 
 
 def transfer_line(call: RpcCall) -> str:

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Friend, NodeConfig, Settings
-from tests.support import free_port
+from common.config import Friend, NodeConfig, Security, Settings
+from tests.support import Clock, free_port
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves by hand (tests/support.Clock)."""
+    return Clock()
 
 
 @pytest.fixture
@@ -19,14 +25,18 @@ def make_config(tmp_path: Path):
     """The one way to build a node's config: make_config("peer" | "maestro", **fields to override).
 
     A peer shares tmp_path/shared; its Maestro and friends listen nowhere (their ports were
-    free a moment ago) unless overridden.
+    free a moment ago) unless overridden. Loopback callers are the operator whatever their
+    account (`local_operator: any`): a Flask test client has no connection the kernel could
+    name an account for; the owner rule is tested with real connections (test_local_owner.py,
+    tests/e2e/test_browsers.py).
     """
+    security = Security(local_operator="any")
 
     def make(role: str = "peer", **fields) -> NodeConfig:
         run_dir = str(tmp_path / "run")
         if role == "maestro":
             return NodeConfig(**{"role": role, "name": "maestro", "host": "127.0.0.1", "rest_port": 1,
-                                 "run_dir": run_dir, **fields})  # fmt: skip
+                                 "run_dir": run_dir, "security": security, **fields})  # fmt: skip
         shared = tmp_path / "shared"
         shared.mkdir(exist_ok=True)
         defaults = {
@@ -43,6 +53,7 @@ def make_config(tmp_path: Path):
                 "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}"),
             },
             "settings": Settings(request_timeout=0.5),
+            "security": security,
         }
         return NodeConfig(**{**defaults, **fields})
 
@@ -112,6 +123,39 @@ def serve(peer_config):
     yield start
     for server, servicer in servers:
         servicer.close()  # the fast lane's listener, if a download opened it
+        server.stop(None)
+
+
+@pytest.fixture
+def peer_server(peer_config, tmp_path):
+    """peer_server(name="peer1", files={name: bytes}, **settings): an in-process gRPC peer with a folder of its own.
+
+    Returns (address, shared folder, servicer); every server started is stopped after the test.
+    """
+    from peer_app.grpc_server import create_server
+
+    started: list = []
+
+    def start(name: str = "peer1", files: dict[str, bytes] | None = None, **settings):
+        shared = tmp_path / f"shared-{name}-{len(started)}"
+        shared.mkdir()
+        for file, data in (files or {}).items():
+            (shared / file).write_bytes(data)
+        config = replace(
+            peer_config,
+            name=name,
+            shared_dir=str(shared),
+            run_dir=str(tmp_path / f"run-{name}-{len(started)}"),
+            settings=replace(peer_config.settings, **settings),
+        )
+        server, port, servicer = create_server(config, "127.0.0.1:0")
+        server.start()
+        started.append((server, servicer))
+        return f"127.0.0.1:{port}", shared, servicer
+
+    yield start
+    for server, servicer in started:
+        servicer.close()
         server.stop(None)
 
 

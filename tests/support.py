@@ -30,6 +30,7 @@ MiB = 1024 * 1024
 
 __all__ = [
     "ROOT",
+    "Clock",
     "MiB",
     "Node",
     "Process",
@@ -43,6 +44,19 @@ __all__ = [
     "wait_until",
     "write_nodes",
 ]
+
+
+class Clock:
+    """A clock a test moves by hand (`clock.now += 5`): pass it as `clock=`, and `clock.sleep` as `sleep=`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def free_port(host: str = "127.0.0.1") -> int:

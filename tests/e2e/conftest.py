@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from control.health import maestro_peers
+from control.processes import wait_until
 from tests.support import node_configs, write_nodes
 
 HERE = Path(__file__).parent
@@ -39,6 +41,12 @@ def network(tmp_path):
             started.append(node.start())
         for node in nodes.values():
             node.wait_healthy()
+        maestro = nodes["maestro"].url  # a peer registers from its gRPC side, which may answer /health first
+        wait_until(
+            lambda: all((maestro_peers(maestro) or {}).get(n, {}).get("alive") for n in peer_names),
+            20,
+            what=f"the Maestro to list {', '.join(peer_names)} alive",
+        )
         return nodes
 
     yield start
@@ -46,4 +54,5 @@ def network(tmp_path):
         node.stop()
     for node in started:  # pytest shows this only when the test failed
         for proc in node.processes:
-            print(f"--- {proc.log.name} (exit {proc.popen.returncode}) ---\n{proc.tail(15)}")
+            code = proc.popen.returncode if proc.popen else None
+            print(f"--- {proc.log.name} (exit {code}) ---\n{proc.tail(15)}")

@@ -94,6 +94,7 @@ def test_up_brought_every_node_up_healthy_and_registered(net):
 def test_plain_supervisorctl_in_the_topology_folder_lists_every_program_running(net):
     exe = Path(sys.executable).parent / "supervisorctl"
     ctl = str(exe) if exe.exists() else shutil.which("supervisorctl")
+    assert ctl is not None, "supervisorctl is not installed"
     out = subprocess.run([ctl, "status"], cwd=net.path.parent, check=False, capture_output=True, text=True, timeout=10)
     rows = [line.split() for line in out.stdout.splitlines()]
     assert sorted(r[0] for r in rows) == sorted(
@@ -199,6 +200,7 @@ def test_kill_9_of_a_peer_is_restarted_and_reregistered_while_locate_goes_throug
     assert answers and set(answers) == {200}, answers
     assert elapsed < RECOVERY_SECONDS, f"peer2 took {elapsed:.2f}s to come back"
     print(f"\npeer2 kill -9 -> healthy+registered in {elapsed:.2f}s; {len(answers)} locates, all 200")
+    wait_until(lambda: net.states("peer2") == {"RUNNING"}, 10, what="supervisord to count peer2 RUNNING")
 
 
 def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
@@ -219,6 +221,8 @@ def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
     assert not pid_alive(old)
     assert elapsed < RECOVERY_SECONDS, f"the Maestro took {elapsed:.2f}s to come back"
     print(f"\nmaestro kill -9 -> healthy with directory in {elapsed:.2f}s")
+    # it answers before supervisord counts it started (startsecs): the next drill wants it RUNNING
+    wait_until(lambda: net.states("maestro") == {"RUNNING"}, 10, what="supervisord to count the Maestro RUNNING")
 
 
 def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(net):

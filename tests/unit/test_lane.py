@@ -19,7 +19,7 @@ import blake3
 import grpc
 import pytest
 
-from client import lane
+from client import lane, pace
 from client.download import download
 from client.transfer import TransferClient
 from common import transfer_pb2, transfer_pb2_grpc
@@ -325,6 +325,73 @@ def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
     spans = [re.search(r" to 127\.0\.0\.1 \(bytes (\d+)-(\d+)\)$", line) for line in sends]
     assert sends and all(spans), sends
     assert sum(int(m.group(2)) - int(m.group(1)) + 1 for m in spans if m) == len(data)
+
+
+class InFlight:
+    """Wraps client.lane.fetch: counts lane requests in flight; the first pauses after its first block
+    (0.5 s at most, well inside a holder's pace) to leave room for a second, if the scheduler wants one."""
+
+    def __init__(self) -> None:
+        self.now = self.most = self.requests = 0
+        self.lock = threading.Lock()
+        self.second = threading.Event()
+        self.real = lane.fetch
+
+    def __call__(self, *args, **kwargs) -> int:
+        with self.lock:
+            self.now += 1
+            self.requests += 1
+            self.most = max(self.most, self.now)
+            first = self.requests == 1
+            if self.now > 1:
+                self.second.set()
+        write = args[6]
+        pause = [first]
+
+        def held(position: int, block) -> bool:
+            keep = write(position, block)
+            if pause[0]:
+                pause[0] = False
+                self.second.wait(0.5)
+            return keep
+
+        try:
+            return self.real(*args[:6], held, *args[7:], **kwargs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_a_near_holder_keeps_one_lane_request_in_flight(serve, dl, monkeypatch):
+    address, shared, _ = serve()
+    data = os.urandom(8 * MiB + 3)
+    (shared / "f.bin").write_bytes(data)
+    flight = InFlight()
+    monkeypatch.setattr(lane, "fetch", flight)
+    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
+    assert (dl / "f.bin").read_bytes() == data and result.lane_bytes == {"p": len(data)}
+    assert flight.requests > 1 and flight.most == 1  # one receive loop into the file at a time
+
+
+def test_a_holder_slow_to_answer_keeps_a_second_lane_request_in_flight(serve, dl, monkeypatch):
+    address, shared, _ = serve()
+    data = os.urandom(8 * MiB + 3)
+    (shared / "f.bin").write_bytes(data)
+    flight = InFlight()
+    monkeypatch.setattr(lane, "fetch", flight)
+    monkeypatch.setattr(pace, "PIPELINE_LATENCY", 0.0)  # every request's set-up counts as slow
+    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
+    assert (dl / "f.bin").read_bytes() == data and result.lane_bytes == {"p": len(data)}
+    assert flight.most == 2  # the next request's set-up hidden behind the current one
+
+
+def test_lane_depth_is_one_unless_set_up_is_slow():
+    meter = pace.Meter()
+    assert pace.lane_depth(meter, 2) == 1  # not measured yet
+    meter.latency = pace.PIPELINE_LATENCY / 2
+    assert pace.lane_depth(meter, 2) == 1
+    meter.latency = pace.PIPELINE_LATENCY * 2
+    assert pace.lane_depth(meter, 2) == 2 and pace.lane_depth(meter, 1) == 1
 
 
 def test_lane_and_stream_sources_mix_in_one_download(serve, dl):

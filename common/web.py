@@ -9,7 +9,7 @@ from typing import Literal, overload
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from common.browsers import HostCheck, check_cross_site
+from common.browsers import HostCheck, cross_site, refuse_cross_site
 from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 from common.local_owner import ConnectionOwners
@@ -106,16 +106,16 @@ class RequestCheck:
         self.hosts.check(host)
         origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
         method = environ.get("REQUEST_METHOD", "")
-        if origin is not None or site is not None:
-            check_cross_site(
-                method,
-                environ.get("wsgi.url_scheme", "http"),
-                host,
-                origin,
-                site,
-                environ.get("HTTP_SEC_FETCH_MODE"),
-                environ.get("HTTP_SEC_FETCH_DEST"),
-            )
+        if (origin is not None or site is not None) and cross_site(
+            method,
+            environ.get("wsgi.url_scheme", "http"),
+            host,
+            origin,
+            site,
+            environ.get("HTTP_SEC_FETCH_MODE"),
+            environ.get("HTTP_SEC_FETCH_DEST"),
+        ):
+            raise refuse_cross_site()
         return self.guard.check(
             request_kind(method, environ.get("PATH_INFO", "")),
             environ.get("REMOTE_ADDR"),

@@ -11,6 +11,7 @@ import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -335,7 +336,7 @@ class InFlight:
         self.now = self.most = self.requests = 0
         self.lock = threading.Lock()
         self.second = threading.Event()
-        self.real = lane.fetch
+        self.real: Callable[..., int] = lane.fetch
 
     def __call__(self, *args, **kwargs) -> int:
         with self.lock:

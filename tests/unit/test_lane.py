@@ -329,70 +329,60 @@ def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
 
 
 class InFlight:
-    """Wraps client.lane.fetch: counts lane requests in flight; the first pauses after its first block
-    (0.5 s at most, well inside a holder's pace) to leave room for a second, if the scheduler wants one."""
+    """Wraps client.lane.fetch: for each lane request, how many were in flight when it started (itself included)."""
 
     def __init__(self) -> None:
-        self.now = self.most = self.requests = 0
+        self.now = 0
+        self.starts: list[int] = []
         self.lock = threading.Lock()
-        self.second = threading.Event()
         self.real: Callable[..., int] = lane.fetch
 
     def __call__(self, *args, **kwargs) -> int:
         with self.lock:
             self.now += 1
-            self.requests += 1
-            self.most = max(self.most, self.now)
-            first = self.requests == 1
-            if self.now > 1:
-                self.second.set()
-        write = args[6]
-        pause = [first]
-
-        def held(position: int, block) -> bool:
-            keep = write(position, block)
-            if pause[0]:
-                pause[0] = False
-                self.second.wait(0.5)
-            return keep
-
+            self.starts.append(self.now)
         try:
-            return self.real(*args[:6], held, *args[7:], **kwargs)
+            return self.real(*args, **kwargs)
         finally:
             with self.lock:
                 self.now -= 1
 
 
-def test_a_near_holder_keeps_one_lane_request_in_flight(serve, dl, monkeypatch):
+def fetch_counting(serve, dl, monkeypatch, size: int) -> InFlight:
     address, shared, _ = serve()
-    data = os.urandom(8 * MiB + 3)
+    data = os.urandom(size)
     (shared / "f.bin").write_bytes(data)
     flight = InFlight()
     monkeypatch.setattr(lane, "fetch", flight)
     result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
     assert (dl / "f.bin").read_bytes() == data and result.lane_bytes == {"p": len(data)}
-    assert flight.requests > 1 and flight.most == 1  # one receive loop into the file at a time
+    return flight
+
+
+def test_a_near_fast_holder_keeps_one_lane_request_in_flight(serve, dl, monkeypatch):
+    flight = fetch_counting(serve, dl, monkeypatch, 32 * MiB + 3)
+    # Its first two requests start together (nothing is known of it yet); once its first byte came
+    # quickly, each request starts alone: one receive loop into the file at a time.
+    assert len(flight.starts) > 3 and flight.starts[2:] == [1] * (len(flight.starts) - 2), flight.starts
 
 
 def test_a_holder_slow_to_answer_keeps_a_second_lane_request_in_flight(serve, dl, monkeypatch):
-    address, shared, _ = serve()
-    data = os.urandom(8 * MiB + 3)
-    (shared / "f.bin").write_bytes(data)
-    flight = InFlight()
-    monkeypatch.setattr(lane, "fetch", flight)
     monkeypatch.setattr(pace, "PIPELINE_LATENCY", 0.0)  # every request's set-up counts as slow
-    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
-    assert (dl / "f.bin").read_bytes() == data and result.lane_bytes == {"p": len(data)}
-    assert flight.most == 2  # the next request's set-up hidden behind the current one
+    flight = fetch_counting(serve, dl, monkeypatch, 32 * MiB + 3)
+    assert 2 in flight.starts[2:], flight.starts  # the next request's set-up hidden behind the current one
 
 
-def test_lane_depth_is_one_unless_set_up_is_slow():
+def test_lane_depth_is_one_only_at_a_near_fast_holder():
     meter = pace.Meter()
-    assert pace.lane_depth(meter, 2) == 1  # not measured yet
+    assert pace.lane_depth(meter, 2) == 2  # nothing measured yet
     meter.latency = pace.PIPELINE_LATENCY / 2
-    assert pace.lane_depth(meter, 2) == 1
+    assert pace.lane_depth(meter, 2) == 1  # near, rate not measured yet
+    meter.rate = pace.FAST_RATE / 10
+    assert pace.lane_depth(meter, 2) == 2  # near but slow: a second request keeps its share moving
+    meter.rate = pace.FAST_RATE * 2
+    assert pace.lane_depth(meter, 2) == 1 and pace.lane_depth(meter, 1) == 1
     meter.latency = pace.PIPELINE_LATENCY * 2
-    assert pace.lane_depth(meter, 2) == 2 and pace.lane_depth(meter, 1) == 1
+    assert pace.lane_depth(meter, 2) == 2  # far: the set-up is worth hiding
 
 
 def test_lane_and_stream_sources_mix_in_one_download(serve, dl):

@@ -19,10 +19,11 @@ import click
 from click.core import ParameterSource
 
 from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV
-from common.security import SecretError, ensure_secret, operator_token, peer_token, read_secret
+from common.security import SecretError, ensure_secret, operator_token, peer_token, read_secret, reader_token
 from control import topology as topo
 from control.errors import LauncherError, TopologyError, UnknownNode
 from control.network import Network
+from control.private import write_private_file
 from control.status import crash_lines, network_report, urls_table
 
 TOPOLOGY_HELP = "topology file (default: topology.yaml)"
@@ -118,14 +119,24 @@ def validate(topology: str) -> None:
 
 @cli.command()
 @topology_argument
-@click.option("--peer", metavar="NAME", help="Print this peer's own credential instead (to debug a node).")
-def token(topology: str, peer: str | None) -> None:
-    """Print the operator's token for TOPOLOGY's network (its secret file is created if missing).
+@click.option("--peer", metavar="NAME", help="This peer's own credential instead (to debug a node).")
+@click.option("--reader", is_flag=True, help="The read-only credential instead (for members who only read).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Write it to this file (mode 0600, for `p2p --token-file`) instead of printing it.",
+)
+def token(topology: str, peer: str | None, reader: bool, out: str | None) -> None:
+    """Print the operator's credential for TOPOLOGY's network (its secret file is created if missing).
 
     From a machine outside security.trusted_networks:
-    `P2P_TOKEN=$(python launcher.py token) python -m peer_app.client upload ...`
+    `python launcher.py token --out op.token` there, then `p2p --token-file op.token upload ...`.
+    Members who only read get `--reader`; a credential on a command line (--token) is visible to
+    every local user.
     """
     t = topo.load(topology)
+    if peer is not None and reader:
+        raise click.UsageError("give --peer or --reader, not both")
     if peer is not None and peer not in [p.name for p in t.peers]:
         raise UnknownNode(f"unknown peer {peer!r}: the topology has {', '.join(p.name for p in t.peers)}")
     try:
@@ -133,7 +144,14 @@ def token(topology: str, peer: str | None) -> None:
         secret = read_secret(t.security.secret_file)
     except (SecretError, OSError) as err:
         raise TopologyError(str(t.path), [f"security.secret_file: {err}"]) from None
-    click.echo(peer_token(secret, peer) if peer else operator_token(secret))
+    credential = peer_token(secret, peer) if peer else operator_token(secret)
+    if reader:
+        credential = reader_token(credential)
+    if out is None:
+        click.echo(credential)
+        return
+    write_private_file(Path(out), credential + "\n")
+    click.echo(f"wrote the {'read-only' if reader else peer or 'operator'} credential to {out}", err=True)
 
 
 @cli.command(name="render")

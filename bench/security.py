@@ -6,11 +6,14 @@ Measures, interleaved round by round so that the machine's load hits every mode 
   open           this code, default security: a secret, loopback trusted, `read: open` (GETs
                  and Download need no credential, so the checks only look at the method)
   members        `read: members` and an empty trusted_networks: every /locate and every
-                 Download presents the operator's token and is checked
+                 Download presents the read credential (the operator's on code without one)
+                 and is checked; the download first asks its holder to prove itself, as the
+                 operator's CLI does (on code that has holder proofs)
   loopback       `read: members`, loopback trusted, no token: the caller is the operator as the
                  secret file's owner, which the node asks the kernel once per connection
   before         with --before REV: the same load on the code at REV (`git archive`), e.g. the
                  commit before members-only landed, as the baseline
+  before-members with --before REV, when REV has the security section: `members` on that code
 Prints the median of each mode and its ratio to the baseline (`before` when given, else `open`).
 Every process runs on 127.0.0.1 with free ports and is stopped by pid; loads are bounded in time.
 """
@@ -36,7 +39,7 @@ from pathlib import Path
 from bench.discovery import fill_directory
 from common.browsers import HostCheck
 from common.local_owner import ConnectionOwners, owner_of_socket
-from common.security import MUTATING, READ, Guard, ensure_secret, operator_token, read_secret
+from common.security import MUTATING, READ, Guard, ensure_secret, operator_token, read_secret, reader_token
 from control.generate import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,10 @@ options = {}
 if args["token"]:
     from client.api import Credentials
     options["credentials"] = Credentials(token=args["token"])
+if args["secret_file"]:
+    from client.keys import HolderCheck
+    from common.security import read_secret
+    options["holder_check"] = HolderCheck(read_secret(args["secret_file"]))
 started = time.perf_counter()
 download(args["name"], args["out"], [{"name": "peer1", "grpc_address": args["address"]}],
          expected_sha256=args["sha256"], size=args["size"], **options)
@@ -96,11 +103,12 @@ end
 class Mode:
     """One way of running the code under test: its source tree and its security section."""
 
-    def __init__(self, name: str, root: Path, security: dict | None, token: str | None) -> None:
+    def __init__(self, name: str, root: Path, security: dict | None, token: str | None, prove: bool = False) -> None:
         self.name = name
         self.root = root
         self.security = security  # None: the code predates the section (omit it)
         self.token = token  # presented on every request when set
+        self.prove = prove  # downloads ask the holder to prove itself (client/keys.py HolderCheck)
 
     def env(self, config: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(self.root), "P2P_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
@@ -267,6 +275,7 @@ def download_mbps(mode: Mode, tmp: Path, source: Path, sha256: str, runs: int) -
         "sha256": sha256,
         "size": size,
         "token": mode.token,
+        "secret_file": mode.security["secret_file"] if mode.prove and mode.security else "",
     }
     speeds = []
     try:
@@ -298,9 +307,10 @@ def modes(tmp: Path, before: str | None) -> list[Mode]:
     secret_file = tmp / ".p2p-secret"
     ensure_secret(secret_file)
     token = operator_token(read_secret(secret_file))
+    members = {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"}
     found = [
         Mode("open", ROOT, {"secret_file": str(secret_file)}, None),
-        Mode("members", ROOT, {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"}, token),
+        Mode("members", ROOT, members, reader_token(token), prove=True),
         Mode("loopback", ROOT, {"secret_file": str(secret_file), "read": "members"}, None),
     ]
     if before:
@@ -310,6 +320,9 @@ def modes(tmp: Path, before: str | None) -> list[Mode]:
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         has_section = (tree / "common" / "security.py").exists()
         found.insert(0, Mode("before", tree, {"secret_file": str(secret_file)} if has_section else None, None))
+        if has_section:
+            proves = (tree / "client" / "keys.py").exists()
+            found.insert(1, Mode("before-members", tree, members, reader_token(token) if proves else token, proves))
     return found
 
 
@@ -376,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             row["download_ratio"] = paired_ratio(mbps[mode.name], mbps[base])
         report["modes"][mode.name] = row
         print(
-            f"  {mode.name:8s} /locate {row.get('locate_rps', '-'):>6} req/s (x{row.get('locate_ratio', '-')})"
+            f"  {mode.name:14s} /locate {row.get('locate_rps', '-'):>6} req/s (x{row.get('locate_ratio', '-')})"
             f"   download {row.get('download_mbps', '-'):>5} MB/s (x{row.get('download_ratio', '-')})"
         )
     costs = report["check_us"]
@@ -395,6 +408,7 @@ def check_cost(calls: int = 200_000) -> dict[str, float]:
     guard = Guard(b"x" * 64, ["127.0.0.0/8"], read="members", local_operator="any")
     owner_guard = Guard(b"x" * 64, ["127.0.0.0/8"], read="members", operator_uids={os.geteuid()})
     header = "Bearer " + operator_token(b"x" * 64)
+    reader = "Bearer " + reader_token(operator_token(b"x" * 64))
     open_guard = Guard(b"x" * 64)
     hosts = HostCheck.of_node("127.0.0.1", "", ["p2p.example.org"])
     with socket.create_server(("127.0.0.1", 0)) as server:
@@ -409,6 +423,7 @@ def check_cost(calls: int = 200_000) -> dict[str, float]:
                 MUTATING, "127.0.0.1", None, lambda: owners.of(accepted)
             ),
             "token": lambda: guard.check(MUTATING, "10.0.0.2", header),
+            "read credential": lambda: guard.check(READ, "10.0.0.2", reader),
             "owner lookup (new connection)": lambda: owner_of_socket(accepted),
         }
         out = {}

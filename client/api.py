@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from client.credentials import NONE, Credentials
+from common.credentials import NONE, Credentials
 from common.errors import Busy, NoAnswer, P2PError, TimedOut, Unavailable, from_http_error
 
 if TYPE_CHECKING:  # requests is imported on first use: a peer's REST workers rarely need it (~6 MiB each)
@@ -51,6 +51,9 @@ def call(method: str, url: str, *, timeout: float, credentials: Credentials = NO
         raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
     except requests.RequestException as err:
         raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
+    except OSError:  # requests could not load the CA file: the same error as everywhere else
+        credentials.roots()
+        raise
     try:
         body = resp.json()
     except ValueError:
@@ -99,6 +102,7 @@ def why(err: BaseException) -> str:
 
 def rest_transport(credentials: Credentials = NONE) -> Callable[[str, str, dict, float], dict]:
     """Keep-alive GETs to url + route with params, presenting credentials: how peers ask each other."""
+    credentials.roots()  # a CA file it cannot read: Unavailable naming it, as for every other caller
     hops = HopClient(headers=credentials.headers, ca_file=credentials.ca_file)
 
     def transport(url: str, route: str, params: dict, timeout: float) -> dict:

@@ -19,19 +19,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from client import __version__
 from client.api import Maestro, Peer
-from client.credentials import NONE, Credentials
 from client.download import download as fetch
+from client.keys import Keys
 from client.options import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT, DownloadOptions
 from client.progress import Progress, throughput
 from client.retry import RETRY_FOR
-from client.topology import client_network
+from client.topology import client_keys
 from common.config import TOPOLOGY_ENV
 from common.errors import (
     AlreadyExists,
@@ -44,7 +46,7 @@ from common.errors import (
     Unavailable,
 )
 from common.malloc import tune_malloc
-from common.security import NOT_A_MEMBER, TOKEN_ENV
+from common.security import NOT_A_MEMBER, TOKEN_ENV, TOKEN_FILE_ENV, loose_permissions
 from common.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -121,7 +123,7 @@ def refused(who: str, what: str) -> Iterator[None]:
         yield
     except Unauthorized:
         raise Unauthorized(
-            f"{who} refused the {what}: {NOT_A_MEMBER}; pass --token or run from the network's folder"
+            f"{who} refused the {what}: {NOT_A_MEMBER}; pass --token-file or run from the network's folder"
         ) from None
     except Forbidden as err:
         raise Forbidden(f"{who} refused the {what}: {err.detail}") from None
@@ -133,14 +135,14 @@ class Context:
     timeout: float
     as_json: bool
     retry_for: float = RETRY_FOR
-    credentials: Credentials = NONE
+    keys: Keys = field(default_factory=Keys)  # which credential goes where (client/keys.py)
 
     @property
     def maestro(self) -> Maestro:
-        return Maestro(self.maestro_url, self.timeout, self.credentials)
+        return Maestro(self.maestro_url, self.timeout, self.keys.read(self.maestro_url))
 
     def peer(self, url: str) -> Peer:
-        return Peer(url, self.timeout, self.credentials)
+        return Peer(url, self.timeout, self.keys.read(url))
 
     def ask_maestro(self, action: str, what: str, ask: Callable[[Maestro], T]) -> T:
         """One call to the Maestro; an unreachable Maestro is reported with what to run."""
@@ -165,34 +167,42 @@ class Context:
     def find_peer(self, peer: str, *, need_grpc: bool = False) -> dict:
         """PEER as a REST URL, HOST:PORT or a name -> {"name", "rest_url", "grpc_address", ...}."""
         url = peer_url(peer)
-        if url is not None:
+        if url is not None:  # the user chose this node: it counts as the network's own (client/keys.py)
+            self.keys = self.keys.with_own([url])
             if not need_grpc:
                 return {"name": url, "rest_url": url}
             info = self.ask_peer({"name": url, "rest_url": url}, "lookup", "ask the peer who it is", lambda p: p.info())
+            self.keys = self.keys.with_own([info["grpc_address"]])
             return {"name": info["name"], "rest_url": info.get("rest_url", url), "grpc_address": info["grpc_address"]}
+        mine = self.keys.peers.get(peer)  # the topology's own addresses for a name it knows
         try:
             with refused("the Maestro", "lookup"):
                 peers = self.maestro.peers()
         except Unavailable as err:
+            if mine is not None:
+                return {"name": peer, "rest_url": mine[0], "grpc_address": mine[1]}
             raise Unavailable(
                 f"cannot look up the peer named {peer!r}: the Maestro at {self.maestro_url} does not answer "
                 f"({_reason(err)}); pass the peer's REST URL (http://HOST:PORT) instead, or {UP_HINT}"
             ) from None
         for known in peers:
             if known["name"] == peer:
-                return known
+                return known if mine is None else {**known, "rest_url": mine[0], "grpc_address": mine[1]}
+        if mine is not None:
+            return {"name": peer, "rest_url": mine[0], "grpc_address": mine[1]}
         names = ", ".join(p["name"] for p in peers[:12]) + (", ..." if len(peers) > 12 else "")
         raise NotFound(
             f"the Maestro knows no peer named {peer!r} (registered: {names or 'none'}); "
             "pass a registered name or a peer's REST URL (http://HOST:PORT)"
         )
 
-    def with_transfer(self, peer: dict, what: str, use: Callable[[TransferClient], T]) -> T:
-        """A gRPC channel to peer for one call; an unreachable peer is reported by name and state."""
+    def with_transfer(self, peer: dict, what: str, use: Callable[[TransferClient], T], *, write: bool = False) -> T:
+        """A gRPC channel to peer for one call (a write shows the write credential); unreachable: said by name."""
         from client.transfer import TransferClient  # grpc: only for the commands that speak it
 
+        credentials = self.keys.write(peer) if write else self.keys.read(peer["grpc_address"])
         try:
-            with TransferClient(peer["grpc_address"], retry_for=self.retry_for, credentials=self.credentials) as t:
+            with TransferClient(peer["grpc_address"], retry_for=self.retry_for, credentials=credentials) as t:
                 with refused(peer["name"], what):
                     return use(t)
         except Unavailable as err:
@@ -261,11 +271,18 @@ def _holder_line(p: dict) -> str:
     help="Keep retrying busy or unreachable peers this long (growing pauses) before giving up.",
 )
 @click.option(
+    "--token-file",
+    envvar=TOKEN_FILE_ENV,
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="A file holding your credential (default: the operator's, from the topology's secret file).",
+)
+@click.option(
     "--token",
     envvar=TOKEN_ENV,
     show_envvar=True,
     metavar="TOKEN",
-    help="Your credential for the network (default: the operator's, from the topology's secret file).",
+    help="Your credential itself: other local users see a command line (ps); prefer --token-file.",
 )
 @click.option(
     "--topology",
@@ -282,6 +299,7 @@ def cli(
     timeout: float,
     as_json: bool,
     retry_for: float,
+    token_file: str | None,
     token: str | None,
     topology_path: str | None,
 ) -> None:
@@ -291,14 +309,47 @@ def cli(
     SIZE is bytes or a number with a unit (100MiB, 1.5GB). The Maestro is --maestro, else
     $P2P_MAESTRO, else the one of the topology found (--topology, $P2P_TOPOLOGY, ./topology.yaml),
     else http://127.0.0.1:9000. Outside the network's trusted addresses (loopback by default)
-    every change needs the operator's token: --token, $P2P_TOKEN, or the topology's secret file.
+    every change needs a credential: --token-file ($P2P_TOKEN_FILE), $P2P_TOKEN, or the
+    operator's, derived from the topology's secret file. Reads show only the read credential,
+    and the operator's goes only to the nodes the topology names or you type.
 
     Exit codes: 0 done, 1 other failure, 2 usage, 3 not found, 4 unreachable, 5 integrity,
     6 busy after retries, 7 unauthorized, 130 interrupted.
     """
-    from_topology, credentials = client_network(token, topology_path)
-    url = maestro_url or from_topology or DEFAULT_MAESTRO
-    ctx.obj = Context(url.rstrip("/"), timeout, as_json, retry_for, credentials)
+    from_topology, keys = client_keys(_token(ctx, token, token_file), topology_path)
+    url = (maestro_url or from_topology or DEFAULT_MAESTRO).rstrip("/")
+    explicit = ctx.get_parameter_source("topology_path") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ctx.obj = Context(url, timeout, as_json, retry_for, keys.for_maestro(url, from_topology, explicit))
+
+
+def _token(ctx: click.Context, token: str | None, token_file: str | None) -> str | None:
+    """The user's credential: --token or --token-file; given both, the one on the command line wins."""
+    if token and token_file:
+        on_line = {
+            name for name in ("token", "token_file") if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        }
+        if len(on_line) != 1:
+            raise click.UsageError(f"give one of --token/${TOKEN_ENV} and --token-file/${TOKEN_FILE_ENV}, not both")
+        if on_line == {"token"}:
+            return token
+    return read_token_file(token_file) if token_file else token or None
+
+
+def read_token_file(path: str) -> str:
+    """The credential in path (whitespace around it dropped); a usage error naming the file otherwise."""
+    hint = "--token-file"
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {path}: {err.strerror or err}", param_hint=hint) from None
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{path} is not a text file holding a credential", param_hint=hint) from None
+    if not text or len(text.split()) != 1:
+        raise click.BadParameter(f"{path} must hold one credential (`python launcher.py token`)", param_hint=hint)
+    warning = loose_permissions(path, "your credential")
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    return text
 
 
 @cli.command()
@@ -331,17 +382,31 @@ def search(obj: Context, query: str, peer: str, fanout: int | None, ttl: int | N
     params = {k: v for k, v in (("fanout", fanout), ("ttl", ttl)) if v is not None}
     start = obj.find_peer(peer)
     answer = obj.ask_peer(start, "search", f"search for {query!r}", lambda p: p.search(query, **params))
-    visited = answer.get("visited", [])
+    results = _listed(answer, "results", f"{_label(start)} answered the search")
+    visited = [str(v) for v in _listed(answer, "visited", f"{_label(start)} answered the search", of=str)]
     lines = [
-        f"{len(answer['results'])} result(s) for {query!r}; the query reached {len(visited)} peer(s)"
+        f"{len(results)} result(s) for {query!r}; the query reached {len(visited)} peer(s)"
         f" ({', '.join(visited)}) in {answer.get('messages', 0)} message(s)"
     ]
     if answer.get("complete") is False:
         lines[0] += "; partial: some peers did not answer in time"
-    lines += [
-        f"  {r['file']}  on {r['peer']}  {r['grpc_address']}  {format_size(r['size'])}" for r in answer["results"]
-    ]
+    lines += [_result_line(r) for r in results]
     obj.emit(answer, "\n".join(lines))
+
+
+def _listed(answer: dict, key: str, who: str, of: type = dict) -> list:
+    """answer[key] as a list of `of` (missing or null: an empty list); a one-line P2PError when it is something else."""
+    value = answer.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, of) for v in value):
+        raise P2PError(f"{who} with '{key}' that is not a list of {'objects' if of is dict else 'names'}")
+    return value
+
+
+def _result_line(r: dict) -> str:
+    size = format_size(r["size"]) if isinstance(r.get("size"), int) else "?"
+    return f"  {r.get('file', '?')}  on {r.get('peer', '?')}  {r.get('grpc_address', '?')}  {size}"
 
 
 def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) -> tuple[list[dict], str, int | None]:
@@ -436,7 +501,8 @@ def download(
                 progress=progress.update,
                 on_start=progress.start,
                 retry_for=obj.retry_for,
-                credentials=obj.credentials,
+                credentials=lambda holder: obj.keys.read(holder["grpc_address"]),
+                holder_check=obj.keys.holder_check(),
             )
             result = fetch(name, out, holders, options)
         except Unavailable as err:
@@ -486,7 +552,10 @@ def upload(obj: Context, path: str, target: str, name: str | None, overwrite: bo
     with Progress(name, os.path.getsize(path)) as progress:
         try:
             status = obj.with_transfer(
-                peer, "upload", lambda t: t.upload(path, name, overwrite=overwrite, progress=progress.update)
+                peer,
+                "upload",
+                lambda t: t.upload(path, name, overwrite=overwrite, progress=progress.update),
+                write=True,
             )
         except KeyboardInterrupt:
             raise Interrupted(
@@ -550,7 +619,9 @@ def dummy_upload(obj: Context, target: str, size: int) -> None:
     peer = obj.find_peer(target, need_grpc=True)
     started = time.monotonic()
     with Progress("dummy", size) as progress:
-        status = obj.with_transfer(peer, "dummy-upload", lambda t: t.dummy_upload(size, progress=progress.update))
+        status = obj.with_transfer(
+            peer, "dummy-upload", lambda t: t.dummy_upload(size, progress=progress.update), write=True
+        )
     seconds = time.monotonic() - started
     obj.emit(
         {"sent": size, "received": status.size, "to": peer["name"], "seconds": round(seconds, 3)},

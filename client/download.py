@@ -130,7 +130,7 @@ class _Download:
                 if holder.error is not None and not isinstance(holder.error, (Busy, Unavailable)):
                     continue
                 try:
-                    size, sha, b3 = holder.client(self.options).stat(self.name)
+                    size, sha, b3 = holder.stat(self.options, self.name)[:3]
                 except P2PError as err:  # unreachable, busy, or it does not hold it: ask the next one
                     holder.error = err
                     continue

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from client.credentials import NONE, Credentials
 from client.retry import RETRY_FOR
+from common.credentials import NONE, Credentials
 
 PIECE_SIZE = 1024 * 1024  # unit of the resume journal (requests are sized apart: client/pace.py)
 STREAMS_PER_SOURCE = 2  # requests in flight per holder (one is set up while the other runs)
@@ -25,8 +26,13 @@ CONNECT_TIMEOUT = 5.0
 LANE_CONNECT_TIMEOUT = 2.0  # a lane not connected by then (a firewall dropping it) falls back to the stream
 CHUNK_SIZE = 1024 * 1024  # bytes per gRPC stream message
 
+if TYPE_CHECKING:
+    from client.transfer import Content, TransferClient
+
 # What a holder is presented: one credential for all, or one chosen per holder (its /locate entry).
 CredentialsFor = Credentials | Callable[[dict], Credentials]
+# How a holder proves itself before it serves: (its client, the name the directory gives it, the file).
+HolderCheck = Callable[["TransferClient", str, str], "Content"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class DownloadOptions:
     lane_connect_timeout: float = LANE_CONNECT_TIMEOUT
     retry_for: float = RETRY_FOR  # seconds to keep retrying busy or unreachable holders
     credentials: CredentialsFor = NONE  # the one place a holder's credential comes from
+    holder_check: HolderCheck | None = None  # each holder proves itself first (client/keys.py), or nobody checks
     progress: Callable[[int], None] | None = None  # called with each batch of newly received bytes
     on_start: Callable[[int, int], None] | None = None  # (size, bytes kept from an earlier run), once known
 

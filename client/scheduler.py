@@ -35,15 +35,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from client.cancel import Cancel
-from client.credentials import Credentials
 from client.options import MAX_STREAMS, MAX_STREAMS_WITHOUT_LANES, DownloadOptions
 from client.pace import BLOCK, MIN_REQUEST, Meter, lane_depth, race_gain, request_size, share_of
 from client.partial import Hasher, PartialFile
 from client.retry import Backoff
 from client.transports import Content, Job, LaneTransport, Outcome, StreamTransport, Verdict
+from common.credentials import Credentials
 from common.errors import BadRequest, Busy, DataLoss, NotFound, P2PError, Unauthorized, Unavailable
 
 if TYPE_CHECKING:
+    from client.transfer import Content as Said  # what a holder says a file is
     from client.transfer import TransferClient
 
 WATCH_INTERVAL = 0.1
@@ -65,6 +66,8 @@ class Holder:
     lane_sent: int = 0  # of which over its lane
     lane_off: str = ""  # why its lane is not used ("" while it is worth trying)
     workers: int = 0
+    vouched: bool = False  # it proved itself (options.holder_check), or nothing asks it to
+    vouching: threading.Lock = field(default_factory=threading.Lock)
     meter: Meter = field(default_factory=Meter)
     requests: int = 0  # requests in flight
     rest_until: float = 0.0  # asked nothing before then (it lost its pace or was cut)
@@ -94,6 +97,25 @@ class Holder:
                 credentials=self.credentials,
             )
         return self.transfer
+
+    def stat(self, options: DownloadOptions, file: str) -> Said:
+        """What it says file is; with options.holder_check, once it proved it is the member named."""
+        if options.holder_check is None:
+            return self.client(options).stat(file)
+        content = options.holder_check(self.client(options), self.name, file)
+        self.vouched = True
+        return content
+
+    def vouch(self, options: DownloadOptions, content: Content) -> None:
+        """With options.holder_check: it proves itself, holding content, before it serves a byte; else DataLoss."""
+        if options.holder_check is None or self.vouched:
+            return
+        with self.vouching:
+            if self.vouched:
+                return
+            said = self.stat(options, content.name)
+            if (said.size, said.sha256) != (content.size, content.sha256):
+                raise DataLoss(f"{self.name} holds other content (sha256 {said.sha256[:12]})")
 
     def close(self) -> None:
         if self.transfer is not None:
@@ -586,6 +608,7 @@ class Scheduler:
             try:
                 transfer = holder.client(self.options)
                 transfer.wait_ready(self._halt)
+                holder.vouch(self.options, self.content)
                 return transfer
             except (Unavailable, Busy) as err:
                 with self._lock:

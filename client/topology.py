@@ -1,4 +1,4 @@
-"""What a client learns from the topology it finds: the Maestro, the secret, TLS (docs/security.md).
+"""What a client learns from the topology it finds: the Maestro, its nodes, the secret, TLS (docs/security.md).
 
 The one place that finds the topology for a client: `--topology`, then $P2P_TOPOLOGY, then
 `./topology.yaml`. The launcher validates topologies in full (control/topology.py); a client
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from client.credentials import Credentials
-from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV, http_url, run_dir_of
+from client.keys import Keys
+from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV, address, http_url, run_dir_of
 from common.security import SecretError, operator_token, read_secret, secret_path
 from common.tls import CA_FILE
 
@@ -29,6 +29,8 @@ class NetworkView:
     maestro_url: str | None
     secret_file: Path
     tls: bool
+    read: str = "open"  # security.read: "members" closes reads to credentials
+    peers: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (REST URL, gRPC address)
 
     @property
     def ca_file(self) -> Path:
@@ -41,10 +43,10 @@ class NetworkView:
         found = sorted(single.parent.glob(f"{glob.escape(single.name)}@*/tls/{CA_FILE}"))
         return single / "tls" / CA_FILE if (single / "tls" / CA_FILE).is_file() or not found else found[0]
 
-    def operator_token(self) -> str | None:
-        """The operator's credential, when this user can read the network's secret file."""
+    def secret(self) -> bytes | None:
+        """The network's secret, when this user can read its file."""
         try:
-            return operator_token(read_secret(self.secret_file))
+            return read_secret(self.secret_file)
         except SecretError:
             return None
 
@@ -84,18 +86,36 @@ def read_network(path: str | os.PathLike) -> NetworkView | None:
         maestro_url=url,
         tls=tls,
         secret_file=secret_path(path.parent, raw_secret if isinstance(raw_secret, str) else None),
+        read="members" if security.get("read") == "members" else "open",
+        peers=_peers(data.get("peers"), tls),
     )
 
 
-def client_network(token: str | None, topology: str | os.PathLike | None = None) -> tuple[str | None, Credentials]:
-    """What the CLI learns from the topology it finds: the Maestro's URL (None: not said) and its credentials.
+def _peers(raw: object, tls: bool) -> dict[str, tuple[str, str]]:
+    """The peers a topology names, as {name: (REST URL, gRPC address)}; entries it cannot read are skipped."""
+    found: dict[str, tuple[str, str]] = {}
+    for item in raw if isinstance(raw, list) else []:
+        item = _mapping(item)
+        name, host, rest, grpc = (item.get(k) for k in ("name", "host", "rest_port", "grpc_port"))
+        if isinstance(name, str) and isinstance(host, str) and isinstance(rest, int) and isinstance(grpc, int):
+            found[name] = (http_url(host, rest, tls=tls), address(host, grpc))
+    return found
 
-    The credentials are token if given, else the operator's from the topology's secret; with
-    TLS, the network's CA.
+
+def client_keys(token: str | None, topology: str | os.PathLike | None = None) -> tuple[str | None, Keys]:
+    """What the CLI learns from the topology it finds: the Maestro's URL (None: not said) and its keys.
+
+    The credential is token if given, else the operator's from the topology's secret; the
+    network's own nodes are those the topology names; with TLS, the network's CA.
     """
     path = find_topology(topology)
     view = read_network(path) if path is not None else None
-    if not token and view is not None:
-        token = view.operator_token()
-    ca = str(view.ca_file) if view is not None and view.tls and view.ca_file.is_file() else None
-    return (view.maestro_url if view is not None else None), Credentials(token=token or None, ca_file=ca)
+    if view is None:
+        return None, Keys(token=token or None)
+    secret = view.secret()
+    if not token and secret is not None:
+        token = operator_token(secret)
+    ca = str(view.ca_file) if view.tls and view.ca_file.is_file() else None
+    keys = Keys(token or None, ca, reads_open=view.read == "open", peers=view.peers, secret=secret)
+    own = [*([view.maestro_url] if view.maestro_url else []), *(a for pair in view.peers.values() for a in pair)]
+    return view.maestro_url, keys.with_own(own)

@@ -16,9 +16,9 @@ import grpc.experimental
 from grpc_health.v1 import health_pb2
 
 from client.cancel import Cancel
-from client.credentials import NONE, Credentials
 from client.retry import RETRY_FOR, retry
 from common import transfer_pb2, transfer_pb2_grpc
+from common.credentials import NONE, Credentials
 from common.errors import Unavailable, from_rpc_error
 from common.files import iter_chunks, sha256_file
 from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, health_stub
@@ -34,11 +34,16 @@ CLIENT_OPTIONS = CHANNEL_OPTIONS + [
 
 
 class Content(NamedTuple):
-    """What a holder says a file is: its size and digests (BLAKE3 "" from peers that do not record it)."""
+    """What a holder says a file is: its size and digests (BLAKE3 "" from peers that do not record it).
+
+    holder and proof: the holder's name and its proof for the challenge asked (docs/protocol.md), if one was.
+    """
 
     size: int
     sha256: str
     blake3: str = ""
+    holder: str = ""
+    proof: str = ""
 
 
 class TransferClient:
@@ -98,10 +103,13 @@ class TransferClient:
             raise Unavailable(f"the gRPC server at {self.address} is not serving transfers")
         self._ready = True
 
-    def stat(self, name: str) -> Content:
-        """The size and digests of name on this peer, from the first chunk of a one-byte read."""
+    def stat(self, name: str, challenge: str = "") -> Content:
+        """The size and digests of name on this peer, from the first chunk of a one-byte read.
+
+        With a challenge, the holder also answers who it is and its proof (client/keys.py checks it).
+        """
         self.wait_ready()
-        request = transfer_pb2.FileRequest(filename=name, offset=0, length=1)
+        request = transfer_pb2.FileRequest(filename=name, offset=0, length=1, challenge=challenge)
         try:
             call = self.stub.Download(request, timeout=self.connect_timeout + 5.0, metadata=self.metadata)
             first = next(iter(call), None)
@@ -110,7 +118,7 @@ class TransferClient:
             raise from_rpc_error(err) from None
         if first is None:
             raise Unavailable(f"{self.address} sent no answer for {name!r}")
-        return Content(first.size, first.sha256, first.blake3)
+        return Content(first.size, first.sha256, first.blake3, first.holder, first.proof)
 
     def open_lane(
         self, name: str, offset: int, length: int, *, timeout: float | None = None, cancel: Cancel | None = None

@@ -1,17 +1,30 @@
-"""Members only (docs/security.md): the network secret, credentials bound to names, trusted networks.
+"""Members only: the network secret, credentials bound to principals, who may do what (docs/security.md).
 
 The secret file is the root of trust. Every credential is derived from it, so nobody keeps a
-user database: a credential is `PRINCIPAL.MAC`, where PRINCIPAL is a peer's name or
-`@operator` (a name no peer can have) and MAC is HMAC-SHA256(secret, PRINCIPAL), base64url.
-Whoever holds the secret (every node, the launcher, an operator who can read the file) can
-mint and check any credential; a peer's credential alone lets it act only as itself.
+user database: a credential is `PRINCIPAL.MAC`. The principals:
 
-A caller whose address is in `trusted_networks` (loopback by default) is the operator without
-a credential, which keeps the classic curl commands (docs/operations.md) working on one
-machine. When that caller is
-on this machine, `local_operator` also asks which account made its connection: by default only
-the account that owns the secret file (and root, who can read it anyway) is the operator; other
-local accounts need a credential like a stranger (docs/security.md, "Who loopback trusts").
+- a peer's name: MAC = HMAC-SHA256(secret, name); the peer acts as itself only: it changes its
+  own files and its own directory entry, and introduces itself to other peers;
+- `NAME/hop`: MAC = HMAC-SHA256(secret, "NAME/hop"); what peer NAME shows on the search hops it
+  sends: it reads, and it names NAME as a hop's sender (peer_app/hops.py), nothing else: it
+  writes nothing, so a friend that receives it can neither change NAME's files nor its entry;
+- `@operator`: MAC = HMAC-SHA256(secret, "@operator"); may do whatever a user of the network
+  does, but never vouches for a peer's directory entry (only that peer's own credential does);
+- `@reader`: MAC = HMAC-SHA256(operator's credential, "@reader"); reads only. Derived from the
+  operator's credential, so whoever holds that one makes this one and never has to show the
+  operator's credential for a read.
+
+`@` cannot start a peer's name and `/` is in none, so no peer can be named like a role or a
+peer's hop credential. Whoever holds the secret (every node, the launcher, an operator who can
+read the file) can mint and check any of them.
+
+A caller that presents a valid credential is who that credential names, wherever it calls from.
+A caller without one whose address is in `trusted_networks` (loopback by default) is the
+operator, which keeps the classic curl commands (docs/operations.md) working on one machine.
+When that caller is on this machine, `local_operator` also asks which account made its
+connection: by default only the account that owns the secret file (and root, who can read it
+anyway) is the operator; other local accounts need a credential like a stranger
+(docs/security.md, "Who loopback trusts").
 Everyone else must present `Authorization: Bearer CREDENTIAL` (HTTP) or the `authorization`
 metadata (gRPC).
 
@@ -35,21 +48,28 @@ from pathlib import Path
 from common.config import DEFAULT_TRUSTED_NETWORKS, LOCAL_OPERATOR_MODES, READ_MODES, Security
 from common.errors import Forbidden, Unauthorized
 from common.local_owner import is_own_address
+from common.names import peer_name_problem
 
 DEFAULT_SECRET_FILE = ".p2p-secret"  # relative to the topology's folder
 OPERATOR = "@operator"
+READER = "@reader"
+HOP = "/hop"  # NAME/hop: what peer NAME shows on the search hops it sends (reads, names the hop's sender)
 TOKEN_ENV = "P2P_TOKEN"
+TOKEN_FILE_ENV = "P2P_TOKEN_FILE"
 METADATA_KEY = "authorization"  # gRPC metadata keys are lowercase
 MIN_SECRET_CHARS = 32
 NOT_A_MEMBER = "not a member of this network"
 
-# What a request needs, per endpoint or RPC.
+# What a request needs, per endpoint or RPC (the table is docs/security.md's "Least privilege").
 OPEN = "open"  # anyone (health probes)
-READ = "read"  # anyone with read: open; members with read: members
-MUTATING = "mutating"  # members only (or a trusted address)
+READ = "read"  # anyone with read: open; any valid credential with read: members
+MUTATING = "mutating"  # the operator or a peer (whose view binds the name it acts as); never @reader
+OWN = "own"  # changes this node's own files or entry: the operator, or this node's own credential
 
 _CREDENTIAL_TAG = b"p2pnet credential v1\x00"
+_READER_TAG = b"p2pnet reader v1\x00"
 _PROOF_TAG = b"p2pnet proof v1\x00"
+_HOLDER_TAG = b"p2pnet holder v1\x00"
 
 
 class SecretError(Exception):
@@ -93,14 +113,14 @@ def read_secret(path: str | os.PathLike) -> bytes:
     return raw
 
 
-def loose_permissions(path: str | os.PathLike) -> str | None:
-    """A warning when others than the owner may read or write the secret file, else None."""
+def loose_permissions(path: str | os.PathLike, what: str = "the network's secret") -> str | None:
+    """A warning when others than the owner may read or write the file of what (the secret), else None."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path}: the network's secret is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        return f"{path}: {what} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
     return None
 
 
@@ -128,6 +148,32 @@ def operator_token(secret: bytes) -> str:
     return token_for(secret, OPERATOR)
 
 
+def hop_token(secret: bytes, name: str) -> str:
+    """Peer name's hop credential: reads, and names name as a search hop's sender; writes nothing."""
+    return token_for(secret, name + HOP)
+
+
+def hop_peer(principal: str | None) -> str | None:
+    """The peer whose hop credential principal is (NAME/hop gives NAME), else None."""
+    if not principal or not principal.endswith(HOP):
+        return None
+    name = principal[: -len(HOP)]
+    return name if peer_name_problem(name) is None else None
+
+
+def reader_token(operator: str) -> str:
+    """The read-only credential, made from the operator's credential (not from the secret)."""
+    return f"{READER}.{_mac(operator.encode('utf-8'), _READER_TAG, READER)}"
+
+
+def principal_of(token: str | None) -> str | None:
+    """The principal a credential claims to be (unchecked: only a node can check it)."""
+    if not token:
+        return None
+    name, dot, _ = token.rpartition(".")
+    return name if dot and name else None
+
+
 def bearer(token: str | None) -> dict[str, str]:
     """HTTP headers that carry token (none when token is empty)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
@@ -148,19 +194,52 @@ def _from_header(value: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: the operator (by credential or by a trusted address) or a peer by its name."""
+    """Who is asking: the operator (by credential or by a trusted address), the reader, or a peer by its name."""
 
     name: str
     trusted_address: bool = False
+    keyless: bool = False  # the node has no secret: a trusted address is all anyone can show
 
     @property
     def is_operator(self) -> bool:
         return self.name == OPERATOR
 
+    @property
+    def is_peer(self) -> bool:
+        """A peer by its own credential (not a role, not a peer's hop credential)."""
+        return not self.name.startswith("@") and "/" not in self.name
+
     def require_self(self, name: object) -> None:
-        """Forbidden unless this caller is the operator or the peer called name."""
-        if not self.is_operator and self.name != name:
+        """Forbidden unless this caller is the peer called name, by that peer's own credential.
+
+        A peer's directory entry (its addresses and the digests of its files) is vouched for by
+        that peer only: neither the operator's credential nor a trusted address writes it, so a
+        leaked operator token or a page on the operator's machine cannot point a name at other
+        bytes. In a network without a secret nobody can show a credential: trusted addresses may.
+        """
+        if self.keyless or (self.is_peer and self.name == name):
+            return
+        if self.is_peer:
             raise Forbidden(f"{self.name} may register and heartbeat only as itself, not as {name!r}")
+        who = "a trusted address without a credential" if self.trusted_address and self.is_operator else self.name
+        raise Forbidden(
+            f"only the peer {name!r} itself, by its own credential, registers or heartbeats as {name!r}; {who} may not"
+        )
+
+
+def permits(kind: str, caller: Caller, node: str) -> None:
+    """Forbidden unless caller may make a request of this kind at the node called node.
+
+    OPEN and READ: any valid caller. MUTATING: the operator or a peer (the view then binds the
+    name the peer acts as). OWN: the operator or node's own credential. The reader and a peer's
+    hop credential only read.
+    """
+    if kind in (OPEN, READ) or caller.is_operator or caller.keyless:
+        return
+    if not caller.is_peer:
+        raise Forbidden(f"{caller.name} may only read; this call changes something")
+    if kind == OWN and caller.name != node:
+        raise Forbidden(f"{caller.name}'s credential changes only {caller.name}'s own files and entry, not {node}'s")
 
 
 def operator_accounts(secret_file: str | os.PathLike | None) -> frozenset[int]:
@@ -192,6 +271,7 @@ class Guard:
         local_operator: str = "owner",
         operator_uids: Iterable[int] = (0,),
         own_address: Callable[[str], bool] = is_own_address,
+        node: str = "",
     ) -> None:
         if read not in READ_MODES:
             raise ValueError(f"read must be one of {READ_MODES}, got {read!r}")
@@ -203,12 +283,17 @@ class Guard:
         self.local_operator = local_operator
         self.operator_uids = frozenset(operator_uids)
         self.own_address = own_address  # whether an address is this machine's (a caller there is local)
+        self.node = node  # the name of the node this guard guards (OWN calls: its own credential)
+        self._reader_mac = None if secret is None else reader_token(operator_token(secret)).rpartition(".")[2]
         self._trusted_cache: dict[str, int] = {}
         self._token_cache: dict[str, str] = {}
+        # callers are immutable: made once, not per request (a frozen dataclass is slow to build)
+        self._by_address = Caller(OPERATOR, trusted_address=True, keyless=secret is None)
+        self._callers: dict[str, Caller] = {}
 
     @classmethod
-    def of(cls, security: Security) -> Guard:
-        """A node's guard, from its config; SecretError when its secret file cannot be read."""
+    def of(cls, security: Security, node: str = "") -> Guard:
+        """Node's guard, from its config; SecretError when its secret file cannot be read."""
         secret = read_secret(security.secret_file) if security.secret_file else None
         return cls(
             secret,
@@ -216,15 +301,30 @@ class Guard:
             security.read,
             local_operator=security.local_operator,
             operator_uids=operator_accounts(security.secret_file),
+            node=node,
         )
 
     def credential(self, principal: str) -> str | None:
         """The credential principal presents to other nodes (None without a secret)."""
         return None if self.secret is None else token_for(self.secret, principal)
 
+    def hop_credential(self) -> str | None:
+        """What this node (a peer) shows on the search hops it sends: its hop credential (None without a secret).
+
+        Not its own credential: the friend it asks is only a member, and the node's own
+        credential would let that member change the node's files and directory entry.
+        """
+        return None if self.secret is None or not self.node else hop_token(self.secret, self.node)
+
+    def read_credential(self) -> str | None:
+        """What this node presents where it only reads: the reader's credential when reads need one, else None."""
+        if self.secret is None or self.read != "members":
+            return None
+        return reader_token(operator_token(self.secret))
+
     def needs_credential(self, kind: str) -> bool:
         """Whether a request of this kind is checked at all (OPEN never; READ only for members)."""
-        return kind == MUTATING or (kind == READ and self.read == "members")
+        return kind in (MUTATING, OWN) or (kind == READ and self.read == "members")
 
     def _kind(self, address: str | None) -> int:
         """Whether address (an IP, as a socket or the WSGI REMOTE_ADDR gives it) is trusted, and loopback."""
@@ -276,7 +376,10 @@ class Guard:
         if principal is not None:
             return principal
         name, dot, mac = token.rpartition(".")
-        if not dot or not name or not hmac.compare_digest(mac, _mac(self.secret, _CREDENTIAL_TAG, name)):
+        if not dot or not name:
+            return None
+        expected = self._reader_mac if name == READER else _mac(self.secret, _CREDENTIAL_TAG, name)
+        if expected is None or not hmac.compare_digest(mac, expected):
             return None
         if len(self._token_cache) > 1024:
             self._token_cache.clear()
@@ -290,29 +393,36 @@ class Guard:
     def caller(self, address: str | None, authorization: str | None, owner: Owner | None = None) -> Caller:
         """Who is calling; Unauthorized without a valid credential or an address that makes it the operator.
 
-        Such an address (operator_by_address; owner says which account made the connection, asked
-        only when the address is this machine's) makes the caller the operator whatever it
-        presents: on one machine a stale P2P_TOKEN (another network's) must not lock the operator out.
+        A valid credential names the caller wherever it calls from: a peer on loopback is that
+        peer, not the operator. Without one, an address that makes the caller the operator
+        (operator_by_address; owner says which account made the connection, asked only when the
+        address is this machine's) does: on one machine a stale P2P_TOKEN (another network's)
+        must not lock the operator out.
         """
         token = _from_header(authorization)
         principal = self.identify(token)
-        if principal == OPERATOR:  # the operator either way: no need to ask who made the connection
-            return Caller(OPERATOR)
+        if principal is not None:
+            caller = self._callers.get(principal)
+            if caller is None:
+                if len(self._callers) > 1024:
+                    self._callers.clear()
+                caller = self._callers[principal] = Caller(principal)
+            return caller
         if self.operator_by_address(address, owner):
-            return Caller(OPERATOR, trusted_address=True)
+            return self._by_address
         if token is None:
             raise Unauthorized(f"{NOT_A_MEMBER}: this call needs a credential (Authorization: Bearer TOKEN)")
-        if principal is None:
-            raise Unauthorized(f"{NOT_A_MEMBER}: the credential is not valid here")
-        return Caller(principal)
+        raise Unauthorized(f"{NOT_A_MEMBER}: the credential is not valid here")
 
     def check(
         self, kind: str, address: str | None, authorization: str | None, owner: Owner | None = None
     ) -> Caller | None:
-        """The caller of a request of this kind, or None when the request needs no credential."""
+        """The caller of a request of this kind (None when it needs no credential); Forbidden when it may not."""
         if not self.needs_credential(kind):
             return None
-        return self.caller(address, authorization, owner)
+        caller = self.caller(address, authorization, owner)
+        permits(kind, caller, self.node)
+        return caller
 
     # --- proof of membership, for peers that verify each other ----------------------------------
 
@@ -328,6 +438,29 @@ class Guard:
         """Whether proof is the right answer of peer name at url to challenge."""
         expected = self.proof(name, url, challenge)
         return expected is not None and isinstance(proof, str) and hmac.compare_digest(proof, expected)
+
+    # --- a holder vouches for the content it serves ---------------------------------------------
+
+    def holder_proof(self, holder: str, file: str, size: int, sha256: str, blake3: str, challenge: str) -> str:
+        """Holder's answer to a downloader's challenge: "I, a member called holder, serve this content"."""
+        return (
+            ""
+            if self.secret is None or not challenge
+            else holder_proof(self.secret, holder, file, size, sha256, blake3, challenge)
+        )
+
+
+def holder_proof(secret: bytes, holder: str, file: str, size: int, sha256: str, blake3: str, challenge: str) -> str:
+    """HMAC(secret; holder, file, size, sha256, blake3, challenge): only a member computes it (docs/protocol.md)."""
+    return _mac(secret, _HOLDER_TAG, holder, file, str(size), sha256, blake3, challenge)
+
+
+def holder_proves(
+    secret: bytes, holder: str, file: str, size: int, sha256: str, blake3: str, challenge: str, proof: object
+) -> bool:
+    """Whether proof is member holder's answer to challenge for this very content of file."""
+    expected = holder_proof(secret, holder, file, size, sha256, blake3, challenge)
+    return isinstance(proof, str) and hmac.compare_digest(proof, expected)
 
 
 def new_challenge() -> str:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63ommon/transfer.proto\x12\x06p2pnet\"S\n\x0b\x46ileRequest\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\"|\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0e\n\x06\x62lake3\x18\x07 \x01(\t\"\x8c\x01\n\nLaneTicket\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0e\n\x06ticket\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0e\n\x06\x62lake3\x18\x07 \x01(\t\x12\x12\n\nexpires_in\x18\x08 \x01(\x01\"[\n\x0cUploadStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t2\xa3\x02\n\x0c\x46ileTransfer\x12\x34\n\x08\x44ownload\x12\x13.p2pnet.FileRequest\x1a\x11.p2pnet.FileChunk0\x01\x12\x33\n\x06Upload\x12\x11.p2pnet.FileChunk\x1a\x14.p2pnet.UploadStatus(\x01\x12\x39\n\rDummyDownload\x12\x13.p2pnet.FileRequest\x1a\x11.p2pnet.FileChunk0\x01\x12\x38\n\x0b\x44ummyUpload\x12\x11.p2pnet.FileChunk\x1a\x14.p2pnet.UploadStatus(\x01\x12\x33\n\x08OpenLane\x12\x13.p2pnet.FileRequest\x1a\x12.p2pnet.LaneTicketb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63ommon/transfer.proto\x12\x06p2pnet\"f\n\x0b\x46ileRequest\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\x12\x11\n\tchallenge\x18\x05 \x01(\t\"\x9b\x01\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0e\n\x06\x62lake3\x18\x07 \x01(\t\x12\x0e\n\x06holder\x18\x08 \x01(\t\x12\r\n\x05proof\x18\t \x01(\t\"\xab\x01\n\nLaneTicket\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0e\n\x06ticket\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0e\n\x06\x62lake3\x18\x07 \x01(\t\x12\x12\n\nexpires_in\x18\x08 \x01(\x01\x12\x0e\n\x06holder\x18\t \x01(\t\x12\r\n\x05proof\x18\n \x01(\t\"[\n\x0cUploadStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t2\xa3\x02\n\x0c\x46ileTransfer\x12\x34\n\x08\x44ownload\x12\x13.p2pnet.FileRequest\x1a\x11.p2pnet.FileChunk0\x01\x12\x33\n\x06Upload\x12\x11.p2pnet.FileChunk\x1a\x14.p2pnet.UploadStatus(\x01\x12\x39\n\rDummyDownload\x12\x13.p2pnet.FileRequest\x1a\x11.p2pnet.FileChunk0\x01\x12\x38\n\x0b\x44ummyUpload\x12\x11.p2pnet.FileChunk\x1a\x14.p2pnet.UploadStatus(\x01\x12\x33\n\x08OpenLane\x12\x13.p2pnet.FileRequest\x1a\x12.p2pnet.LaneTicketb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'common.transfer_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FILEREQUEST']._serialized_start=33
-  _globals['_FILEREQUEST']._serialized_end=116
-  _globals['_FILECHUNK']._serialized_start=118
-  _globals['_FILECHUNK']._serialized_end=242
-  _globals['_LANETICKET']._serialized_start=245
-  _globals['_LANETICKET']._serialized_end=385
-  _globals['_UPLOADSTATUS']._serialized_start=387
-  _globals['_UPLOADSTATUS']._serialized_end=478
-  _globals['_FILETRANSFER']._serialized_start=481
-  _globals['_FILETRANSFER']._serialized_end=772
+  _globals['_FILEREQUEST']._serialized_end=135
+  _globals['_FILECHUNK']._serialized_start=138
+  _globals['_FILECHUNK']._serialized_end=293
+  _globals['_LANETICKET']._serialized_start=296
+  _globals['_LANETICKET']._serialized_end=467
+  _globals['_UPLOADSTATUS']._serialized_start=469
+  _globals['_UPLOADSTATUS']._serialized_end=560
+  _globals['_FILETRANSFER']._serialized_start=563
+  _globals['_FILETRANSFER']._serialized_end=854
 # @@protoc_insertion_point(module_scope)

@@ -13,7 +13,7 @@ from common.browsers import HostCheck, cross_site, refuse_cross_site
 from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 from common.local_owner import ConnectionOwners
-from common.security import MUTATING, OPEN, READ, Caller, Guard
+from common.security import MUTATING, OPEN, OWN, READ, Caller, Guard
 from common.urls import check_peer_url  # noqa: F401  (its home is common/urls.py, without Flask; the views import it here)
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 1024
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `read` says
+# Requests whose kind is not what their method says (docs/security.md, "Least privilege").
+REQUEST_KINDS = {
+    ("POST", "/refresh"): OWN,  # a peer re-registers itself: the operator or that peer only
+    ("POST", "/bootstrap"): OWN,  # a peer introduces itself to its friends: the operator or that peer only
+}
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -69,13 +74,17 @@ def install_body_limit(app: Flask, max_bytes: int) -> None:
 
 
 def request_kind(method: str, path: str) -> str:
-    """What a REST request needs (docs/security.md): /health is open, reads are READ, anything else MUTATING.
+    """What a REST request needs (docs/security.md): /health is open, reads are READ, REQUEST_KINDS, anything else
+    MUTATING.
 
     The live page (`/ui` and its scripts) carries no data: it opens for anyone, and under
     `read: members` its own calls (/peers, /directory, /ui/search) ask for the token.
     """
     if path in OPEN_PATHS:
         return OPEN
+    kind = REQUEST_KINDS.get((method, path))
+    if kind is not None:
+        return kind
     if method in READ_METHODS and (path == "/ui" or path.startswith("/ui/static/")):
         return OPEN
     return READ if method in READ_METHODS else MUTATING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,72 +13,59 @@ import requests
 from grpc_health.v1 import health_pb2
 
 from common.config import address, http_url
+from common.credentials import NONE, Credentials
+from common.errors import Unavailable
 from common.http import new_session
 from common.rpc import health_stub
-from common.security import SecretError, bearer, operator_token, read_secret
+from common.security import SecretError, operator_token, read_secret, reader_token
 from common.tls import CA_FILE
 from control.topology import MAESTRO, Topology
 
 PROBE_TIMEOUT = 1.0
 
 
-@dataclass(frozen=True)
-class Access:
-    """How the launcher reaches its network: as the operator (token from the secret), over TLS or not."""
+def probe_credentials(topology: Topology) -> Credentials:
+    """What the launcher's probes present: no credential where a probe needs none (/health, gRPC
+    health are open to anyone), the read credential where `read: members` closes /info and
+    /peers; never the operator's. With TLS, the CA `up`/`render` made in this host's run folder.
+    """
+    from control.render import layout_for  # this host's run folder (render imports nothing of ours here)
 
-    headers: dict[str, str]
-    ca_file: str | None = None
-
-    @classmethod
-    def of(cls, topology: Topology) -> Access:
-        try:
-            headers = bearer(operator_token(read_secret(topology.security.secret_file)))
-        except SecretError:
-            headers = {}  # no secret yet: a network never rendered; probes fail as they would anyway
-        from control.render import layout_for  # this host's run folder (render imports nothing of ours here)
-
-        tls = topology.security.tls
-        return cls(headers, str(layout_for(topology).tls_dir / CA_FILE) if tls else None)
-
-    @property
-    def verify(self) -> str | bool:
-        return self.ca_file or True
-
-    def channel(self, address: str) -> grpc.Channel:
-        if not self.ca_file:
-            return grpc.insecure_channel(address)
-        try:
-            with open(self.ca_file, "rb") as fh:
-                roots = fh.read()
-        except OSError:
-            roots = None
-        return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots))
+    ca = str(layout_for(topology).tls_dir / CA_FILE) if topology.security.tls else None
+    token = None
+    if topology.security.read == "members":
+        with contextlib.suppress(SecretError):  # no secret yet: a network never rendered; probes fail anyway
+            token = reader_token(operator_token(read_secret(topology.security.secret_file)))
+    return Credentials(token, ca)
 
 
-PLAIN = Access({})
-
-
-def get_json(url: str, timeout: float = PROBE_TIMEOUT, access: Access = PLAIN) -> dict | None:
-    """GET url and return its JSON body when the answer is 200, else None."""
+def get_json(url: str, timeout: float = PROBE_TIMEOUT, access: Credentials = NONE) -> dict | None:
+    """GET url and return its JSON body when the answer is 200, else None (a CA it cannot read too)."""
     try:
+        access.roots()  # one behaviour for an unreadable CA file: a failed probe, as for gRPC
         with new_session() as session:
             resp = session.get(url, timeout=timeout, headers=access.headers, verify=access.verify)
             if resp.status_code != 200:
                 return None
             body = resp.json()
             return body if isinstance(body, dict) else None
-    except (requests.RequestException, ValueError, OSError):  # OSError: requests cannot read the CA file
+    except (requests.RequestException, ValueError, OSError, Unavailable):
         return None
 
 
-def rest_healthy(url: str, timeout: float = PROBE_TIMEOUT, access: Access = PLAIN) -> bool:
-    body = get_json(f"{url}/health", timeout, access)
+def rest_healthy(url: str, timeout: float = PROBE_TIMEOUT, access: Credentials = NONE) -> bool:
+    """Whether url's /health answers ok; /health is open: no credential is shown to it."""
+    body = get_json(f"{url}/health", timeout, access.without_token())
     return body is not None and body.get("status") == "ok"
 
 
-def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT, access: Access = PLAIN) -> bool:
+def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT, access: Credentials = NONE) -> bool:
     """True when the gRPC health service answers SERVING for the whole server ("")."""
-    with access.channel(address) as channel:
+    try:
+        channel = access.without_token().channel(address)
+    except Unavailable:  # the CA file cannot be read
+        return False
+    with channel:
         try:
             reply = health_stub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError:
@@ -85,7 +73,9 @@ def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT, access: Access = 
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def maestro_peers(maestro_url: str, timeout: float = PROBE_TIMEOUT, access: Access = PLAIN) -> dict[str, dict] | None:
+def maestro_peers(
+    maestro_url: str, timeout: float = PROBE_TIMEOUT, access: Credentials = NONE
+) -> dict[str, dict] | None:
     """The Maestro's /peers by name, or None when the Maestro does not answer."""
     body = get_json(f"{maestro_url}/peers", timeout, access)
     if body is None or not isinstance(body.get("peers"), list):
@@ -118,7 +108,7 @@ def probe(
     """Probe the given nodes (all by default) in parallel."""
     names = list(topology.node_names if nodes is None else nodes)
     peers = [n for n in names if n != MAESTRO]
-    access = Access.of(topology)
+    access = probe_credentials(topology)
     tls = topology.security.tls
 
     def one(name: str, registry: dict[str, dict] | None) -> NodeHealth:

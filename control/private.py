@@ -82,3 +82,11 @@ def _kind(st: os.stat_result) -> str:
     if stat.S_ISSOCK(st.st_mode):
         return "socket"
     return "file"
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write text to path, readable by this user only (mode 0600, an existing file's mode too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)

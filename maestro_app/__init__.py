@@ -8,8 +8,8 @@ from __future__ import annotations
 from flask import Flask
 from prometheus_client.core import GaugeMetricFamily
 
-from client.credentials import Credentials
 from common.config import NodeConfig, load_config
+from common.credentials import Credentials
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
 from common.web import RequestCheck, host_check, install_body_limit, install_checks, install_error_handlers
@@ -39,8 +39,9 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_blueprint(ui.bp)
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
-    guard = Guard.of(config.security)
-    app.extensions["credentials"] = Credentials.of_node(config, guard)  # /ui/search asks a peer as the Maestro
+    guard = Guard.of(config.security, config.name)
+    # /ui/search asks a peer a member chose: the read credential where reads need one, never the Maestro's own
+    app.extensions["read_credentials"] = Credentials.reads_of_node(config, guard)
     check = RequestCheck(guard, host_check(config))
     install_checks(app, check)
     install_error_handlers(app)

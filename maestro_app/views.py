@@ -61,7 +61,7 @@ def register():
     grpc_address = check_grpc_address(body.get("grpc_address"))
     interval = check_interval(body.get("heartbeat_interval"), directory().max_interval)
     friends = parse_friends(body.get("friends"))
-    # scheme://host:port only: the Maestro's /ui/search calls this URL with its own credential
+    # scheme://host:port only: the Maestro's /ui/search calls this URL (with the read credential at most)
     rest_url = check_peer_url(body.get("rest_url"), tls=current_app.config["NODE"].security.tls, key="rest_url")
     name = check_peer_name(body.get("name"))
     current_caller().require_self(name)

@@ -4,7 +4,7 @@ CredentialCheck comes before admission in the chain (peer_app/grpc_server.py): i
 caller that needs a credential and has none (UNAUTHENTICATED) before the call takes a slot or
 reads a single message, and names the authenticated caller on the call's record
 (RpcCall.caller, read by servicers through peer_app.interceptor.current_call()). The REST
-side's twin is common.web.install_guard; both ask common.security.
+side's twin is common.web.RequestCheck; both ask common.security.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from urllib.parse import unquote
 import grpc
 
 from common.local_owner import socket_owner
-from common.security import METADATA_KEY, MUTATING, OPEN, READ, Guard
+from common.security import METADATA_KEY, MUTATING, OPEN, OWN, READ, Guard
 from peer_app.interceptor import CallInterceptor, RpcCall
 
-# Writes need a member; reads need one only with `read: members`. An RPC missing here is
-# treated as MUTATING, so a new RPC is closed until someone decides otherwise.
+# Writes into this peer need the operator or this peer's own credential (OWN); reads need a
+# credential only with `read: members` (docs/security.md, "Least privilege"). An RPC missing
+# here is treated as MUTATING, so a new RPC is closed until someone decides otherwise.
 RPC_POLICY = {
-    "p2pnet.FileTransfer/Upload": MUTATING,
-    "p2pnet.FileTransfer/DummyUpload": MUTATING,
+    "p2pnet.FileTransfer/Upload": OWN,
+    "p2pnet.FileTransfer/DummyUpload": OWN,
     "p2pnet.FileTransfer/Download": READ,
     "p2pnet.FileTransfer/DummyDownload": READ,
     "p2pnet.FileTransfer/OpenLane": READ,  # the fast lane (docs/protocol.md): a ticket to read a file
@@ -60,7 +61,11 @@ def peer_ip(peer: str) -> str | None:
 
 
 class CredentialCheck(CallInterceptor):
-    """Refuses a call whose caller is neither the operator by its address nor holding a valid credential.
+    """Refuses a call whose caller may not make it: no valid credential and no address that makes it
+    the operator (UNAUTHENTICATED), or a credential that does not allow it here, such as another
+    peer's credential on an Upload (PERMISSION_DENIED).
+
+    The decision is common.security's (Guard.check, permits); this interceptor only feeds it the call.
 
     A caller on this machine is known by the account that made its connection, asked of the
     kernel on each call that needs it (grpc names the caller's address and port, not the
@@ -88,8 +93,8 @@ class CredentialCheck(CallInterceptor):
         if self.guard.needs_credential(kind):
             token = call.metadata.get(METADATA_KEY)
             peer = call.peer
-            caller = self.guard.caller(
-                peer_ip(peer), token if isinstance(token, str) else None, lambda: self.owner(peer)
+            caller = self.guard.check(
+                kind, peer_ip(peer), token if isinstance(token, str) else None, lambda: self.owner(peer)
             )
-            call.caller = caller.name
+            call.caller = caller.name if caller is not None else None
         yield

@@ -12,8 +12,8 @@ import threading
 import time
 
 from client.api import Maestro, Peer, rest_transport
-from client.credentials import Credentials
 from common.config import NodeConfig
+from common.credentials import Credentials
 from common.errors import NotFound, P2PError
 from common.security import Guard
 from peer_app.index import SharedIndex
@@ -100,11 +100,11 @@ class PresenceAgent:
         self.index = index
         self.known = known
         s = config.settings
-        guard = Guard.of(config.security)
-        self.credentials = Credentials.of_node(config, guard)  # every call says which peer this is
-        self.verifier = Verifier(
-            guard, rest_transport(self.credentials), timeout=s.request_timeout, tls=config.security.tls
-        )
+        guard = Guard.of(config.security, config.name)
+        self.credentials = Credentials.of_node(config, guard)  # registration, heartbeats, introductions to friends
+        # verifying a listed URL only reads, at an address a member chose: never this peer's own credential
+        reads = Credentials.reads_of_node(config, guard)
+        self.verifier = Verifier(guard, rest_transport(reads), timeout=s.request_timeout, tls=config.security.tls)
         # A beat never takes longer than the interval, so a beat lost to a cut-off network is
         # retried on time and the peer is alive again within one beat of the network healing.
         self.maestro = Maestro(

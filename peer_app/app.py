@@ -10,8 +10,8 @@ from concurrent import futures
 from flask import Flask
 
 from client.api import rest_transport
-from client.credentials import Credentials
 from common.config import NodeConfig, load_config
+from common.credentials import Credentials
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
 from common.web import RequestCheck, host_check, install_body_limit, install_checks, install_error_handlers
@@ -53,15 +53,19 @@ class Listing:
 def create_app(config: NodeConfig | None = None, transport: Transport | None = None) -> Flask:
     """Build a peer's REST app; read the config from $P2P_CONFIG when none is given.
 
-    transport (how this peer asks others, default REST with its own credential) is for tests.
+    transport (how this peer asks others, default REST: hops with its hop credential, verifications
+    with the read credential) is for tests.
     """
     config = config or load_config()
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     app.config["NODE"] = config
-    guard = Guard.of(config.security)
-    credentials = Credentials.of_node(config, guard)
-    transport = transport or rest_transport(credentials)
+    guard = Guard.of(config.security, config.name)
+    credentials = Credentials.of_node(config, guard)  # /refresh and /bootstrap: this peer acting as itself
+    # hops and verifications go to addresses members chose: never this peer's own credential. Hops
+    # show the hop credential (reads, and says which peer sends the hop); verifications only read.
+    hops = transport or rest_transport(Credentials.hops_of_node(config, guard))
+    transport = transport or rest_transport(Credentials.reads_of_node(config, guard))
     db = open_db(config.db_path)
     known = known_peers(db, config)
     index = SharedIndex.for_node(config, db)
@@ -78,7 +82,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
             Listing(lambda: [f.to_json() for f in index.scan()], config.shared_dir),
             known,
             SeenQueries(db, shared=config.settings.rest_workers > 1),
-            transport,
+            hops,
             request_timeout=config.settings.request_timeout,
             pool=pool,
             gate=Gate(config.settings.search_concurrency),

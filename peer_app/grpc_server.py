@@ -51,6 +51,7 @@ SERVER_OPTIONS = CHANNEL_OPTIONS + [
 _ZEROS = bytes(MAX_MESSAGE // 2)
 SPARE_THREADS = 4  # transfer threads beyond the slots: refusals and the calls just ending
 CONTROL_WORKERS = 8  # threads for health checks and reflection, apart from transfers
+MAX_CHALLENGE = 128  # characters of a downloader's challenge this peer answers
 
 
 class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
@@ -68,9 +69,11 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         index: SharedIndex,
         on_upload=None,
         lane_host: str | None = None,
+        guard: Guard | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
         self.config = config
+        self.guard = guard or Guard.of(config.security, config.name)  # to vouch for what it serves
         self.index = index
         self.folder = index.folder
         self.on_upload = on_upload or (lambda name: None)
@@ -156,7 +159,12 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
             raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
         offset = request.offset
         first: transfer_pb2.FileChunk | None = transfer_pb2.FileChunk(
-            filename=name, sha256=info.sha256, blake3=info.blake3, size=info.size, offset=offset
+            filename=name,
+            sha256=info.sha256,
+            blake3=info.blake3,
+            size=info.size,
+            offset=offset,
+            **self._vouch(request.challenge, name, info),
         )
         for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
             self._rate.consume(len(data))
@@ -202,7 +210,15 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
             sha256=info.sha256,
             blake3=info.blake3,
             expires_in=lane.ttl,
+            **self._vouch(request.challenge, name, info),
         )
+
+    def _vouch(self, challenge: str, name: str, info) -> dict:
+        """This peer's proof that it, a member, serves this content of name (docs/protocol.md); {} unasked."""
+        if not challenge or len(challenge) > MAX_CHALLENGE:
+            return {}
+        proof = self.guard.holder_proof(self.config.name, name, info.size, info.sha256, info.blake3, challenge)
+        return {"holder": self.config.name, "proof": proof} if proof else {}
 
     def Upload(self, request_iterator, context):
         """Store the streamed file under the first chunk's name once its size and sha256 match.
@@ -282,7 +298,8 @@ def create_server(
         index = SharedIndex.for_node(config, open_db(config.db_path))
     settings = config.settings
     totals = TransferTotals(index.db)
-    checks = CredentialCheck(Guard.of(config.security), ("127.0.0.1", "::1", config.bind, config.host))
+    guard = Guard.of(config.security, config.name)
+    checks = CredentialCheck(guard, ("127.0.0.1", "::1", config.bind, config.host))
     watchdog = Watchdog(on_quiet=release_free_memory)
     transfer_pool = futures.ThreadPoolExecutor(
         max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
@@ -300,7 +317,9 @@ def create_server(
     ]
     server = grpc.server(transfer_pool, interceptors=chain, options=SERVER_OPTIONS)
     address = address or config.grpc_bind
-    servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address), watchdog=watchdog)
+    servicer = FileTransferServicer(
+        config, index, on_upload, lane_host=host_of(address), guard=guard, watchdog=watchdog
+    )
     servicer.on_lane_bytes = lambda n: totals.add("Lane", n)
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

@@ -10,8 +10,9 @@ seed's parameters it carries (docs/protocol.md, "Search hops"):
 - `plan`: this peer's share of the origin's plan, `a(b,c),d`: ask a (which asks b and c) and d;
 - `learn=1`: answers carry `knows`, each peer's ask order, from which origins plan later floods.
 
-Only a caller that proved to be a peer may send these (hop_sender): anyone else's request is a
-new search from a user, with a fresh id, in line at the admission gate like every other. What a
+Only a caller that proved to be a peer, by its hop credential, may send these (hop_sender):
+anyone else's request is a new search from a user, with a fresh id, in line at the admission
+gate like every other. What a
 member that lies can do with them is said in docs/protocol.md: it can starve its own share of
 the flood (as by not forwarding at all), never make another peer call a URL it chose (plans and
 lists hold names, looked up in the receiving peer's own table), and never cost more than the
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from common.errors import BadRequest
 from common.names import PEER_NAME_RULE
-from common.security import OPERATOR, Guard
+from common.security import Guard, hop_peer
 
 MAX_REACHED = 128  # names in `reached`; the network a flood covers well is about this big
 MAX_FIELD_CHARS = 1536  # characters of `reached`, and of `plan`, a peer sends: a hop's request line stays
@@ -48,14 +49,15 @@ Plan = list[tuple[str, "Plan"]]  # the peers to ask, each with its own share
 def hop_sender(guard: Guard, address: str | None, authorization: str | None) -> str | None:
     """The peer that sent this request, when it may carry hop fields; None for anyone else.
 
-    With a network secret, only a peer's own credential counts (not a trusted address, not the
-    operator's token: a user's request is never a hop). Without a secret nobody has a
-    credential, and the trusted addresses are the network (the same rule as for writes).
+    With a network secret, only a peer's hop credential counts (`NAME/hop`, common/security.py):
+    not a trusted address, not the operator's or the reader's credential (a user's request is
+    never a hop), and not a peer's own credential either (a peer never shows that one to the
+    friends it asks). Without a secret nobody has a credential, and the trusted addresses are
+    the network (the same rule as for writes).
     """
     if guard.secret is None:
         return "peer" if guard.trusted(address) else None
-    principal = guard.presented(authorization)
-    return principal if principal is not None and principal != OPERATOR else None
+    return hop_peer(guard.presented(authorization))
 
 
 def parse_names(raw: str | None, key: str = "reached") -> list[str]:

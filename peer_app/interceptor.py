@@ -50,7 +50,7 @@ class RpcCall:
     method: str  # "Download"
     metadata: dict[str, str | bytes] = field(default_factory=dict)  # the client's invocation metadata
     peer: str = ""  # the client's address as gRPC reports it ("ipv4:127.0.0.1:50312")
-    caller: str | None = None  # the authenticated principal (a peer's name or "@operator"), when checked
+    caller: str | None = None  # the authenticated principal (a peer's name, "@operator" or "@reader"), when checked
     file: str = ""  # the file the call names (a request's `filename`, or an upload's first chunk's)
     span: tuple[int, int] | None = None  # the byte range a ranged read asks for, [start, end)
     started: float = field(default_factory=time.monotonic)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent import futures
 
-from common.errors import BadRequest, Busy, P2PError
+from common.errors import BadRequest, Busy, Forbidden, P2PError
 from common.fields import grpc_address_problem
 from common.names import peer_name_problem
 from common.security import Guard, new_challenge
@@ -58,12 +58,21 @@ class Verifier:
             raise BadRequest(f"{url} answers as {name!r} but is not a member of this network")
         return {"url": url, "name": name, "grpc_address": grpc_address}
 
-    def learn(self, known: KnownPeers, url: str, *, limit: int, claimed_name: object = None) -> dict:
-        """Verify url and remember it as a learned peer; friends are never renamed or replaced."""
+    def learn(
+        self, known: KnownPeers, url: str, *, limit: int, claimed_name: object = None, only: str | None = None
+    ) -> dict:
+        """Verify url and remember it as a learned peer; friends are never renamed or replaced.
+
+        only: the name url must prove to be (a peer's credential introduces that peer only), else Forbidden.
+        """
         existing = known.get(url)
         if existing is not None and existing["role"] != "learned":
+            if only is not None and existing["name"] != only:
+                raise Forbidden(f"{only} may introduce only itself; {url} is {existing['name']}")
             return {"url": url, "name": existing["name"], "role": existing["role"]}
         peer = self.verify(url)
+        if only is not None and peer["name"] != only:
+            raise Forbidden(f"{only} may introduce only itself; {url} proved to be {peer['name']!r}")
         if claimed_name is not None and claimed_name != peer["name"]:
             raise BadRequest(f"{url} proved to be {peer['name']!r}, not {claimed_name!r}")
         for friend in known.friends():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from client.credentials import Credentials
 from common.config import NodeConfig
-from common.errors import Busy, Incomplete, NotFound
+from common.credentials import Credentials
+from common.errors import Busy, Forbidden, Incomplete, NotFound
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
 from common.security import Guard
-from common.web import arg_float, arg_int, arg_str, check_peer_url, json_body
+from common.web import arg_float, arg_int, arg_str, check_peer_url, current_caller, json_body
 from peer_app import agent
 from peer_app.hoppath import caller_gone, count, search_query
 from peer_app.hops import hop_fields, hop_sender
@@ -147,16 +147,23 @@ def refresh():
 
 @bp.post("/register")
 def register():
-    """Remember a peer, once it proved to be one of ours (the name is the one it proved)."""
+    """Remember a peer, once it proved to be one of ours (the name is the one it proved).
+
+    A peer's credential introduces that peer only: the URL must prove to be the caller itself.
+    """
     config = node()
     body = json_body()
     url = check_peer_url(body.get("url"), tls=config.security.tls)
     name = body.get("name")
     if name is not None:
         check_peer_name(name)
+    caller = current_caller()
+    only = caller.name if caller.is_peer else None
+    if only is not None and name is not None and name != only:
+        raise Forbidden(f"{only} may introduce only itself, not {name!r}")
     status = "self"
     if url != config.rest_url:
-        verifier().learn(known(), url, limit=config.settings.max_learned_peers, claimed_name=name)
+        verifier().learn(known(), url, limit=config.settings.max_learned_peers, claimed_name=name, only=only)
         status = "registered"
     peers = [{"url": p["url"], "name": p["name"], "grpc_address": p["grpc_address"]} for p in known().all()]
     return jsonify({"status": status, "name": config.name, "peers": peers})

@@ -15,6 +15,8 @@ Commands (field "op"):
   serve_http   {host, port, routes: {path: json answer}, default?: json}  -> {url}
   hits         {port?}                                       -> {hits: ["PORT GET /search?...", ...]}
   serve_grpc   {host, port, data_hex}                        -> {address}   (Download serves data)
+  seen         {port?}                -> {seen: [{port, call, authorization}]}: the credentials shown to
+                                         the stranger's own servers (what a member would collect)
   quit         {}
 """
 
@@ -34,6 +36,7 @@ from common import transfer_pb2, transfer_pb2_grpc
 
 _hits: list[str] = []
 _hits_lock = threading.Lock()
+_seen: list[dict] = []  # every call to the stranger's servers: the credential it carried, if any
 _servers: list = []
 
 
@@ -122,7 +125,15 @@ def op_serve_http(cmd: dict) -> dict:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             with _hits_lock:
-                _hits.append(f"{self.server.server_address[1]} {self.command} {self.path}")  # type: ignore[index]  # an AF_INET server: (host, port)
+                port = self.server.server_address[1]  # type: ignore[index]  # an AF_INET server: (host, port)
+                _hits.append(f"{port} {self.command} {self.path}")
+                _seen.append(
+                    {
+                        "port": port,
+                        "call": f"{self.command} {self.path.split('?', 1)[0]}",
+                        "authorization": self.headers.get("Authorization"),
+                    }
+                )
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(min(length, 1 << 20))
@@ -145,6 +156,12 @@ def op_serve_http(cmd: dict) -> dict:
     return {"url": f"http://{cmd['host']}:{server.server_address[1]}"}
 
 
+def op_seen(cmd: dict) -> dict:
+    port = cmd.get("port")
+    with _hits_lock:
+        return {"seen": [s for s in _seen if port is None or s["port"] == port]}
+
+
 def op_hits(cmd: dict) -> dict:
     port = cmd.get("port")
     with _hits_lock:
@@ -152,13 +169,36 @@ def op_hits(cmd: dict) -> dict:
 
 
 class _FakeFiles(transfer_pb2_grpc.FileTransferServicer):
-    """Serves the same bytes for any name, announcing their true sha256."""
+    """Serves the same bytes for any name, announcing their true sha256; takes any upload; has no lane.
 
-    def __init__(self, data: bytes) -> None:
+    Every call's credential (its `authorization` metadata) is kept for op_seen.
+    """
+
+    def __init__(self, data: bytes, port: int) -> None:
         self.data = data
         self.sha = hashlib.sha256(data).hexdigest()
+        self.port = port
+
+    def _note(self, call: str, context) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        with _hits_lock:
+            _seen.append({"port": self.port, "call": call, "authorization": metadata.get("authorization")})
+
+    def OpenLane(self, request, context):
+        self._note("OpenLane", context)
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no lane here")
+
+    def Upload(self, request_iterator, context):
+        self._note("Upload", context)
+        size = sum(len(chunk.data) for chunk in request_iterator)
+        return transfer_pb2.UploadStatus(ok=True, message="kept", size=size)
+
+    def DummyUpload(self, request_iterator, context):
+        self._note("DummyUpload", context)
+        return transfer_pb2.UploadStatus(ok=True, size=sum(len(chunk.data) for chunk in request_iterator))
 
     def Download(self, request, context):
+        self._note("Download", context)
         data = self.data[request.offset :]
         if request.length:
             data = data[: request.length]
@@ -171,7 +211,8 @@ def op_serve_grpc(cmd: dict) -> dict:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    transfer_pb2_grpc.add_FileTransferServicer_to_server(_FakeFiles(bytes.fromhex(cmd["data_hex"])), server)
+    files = _FakeFiles(bytes.fromhex(cmd["data_hex"]), cmd["port"])
+    transfer_pb2_grpc.add_FileTransferServicer_to_server(files, server)
     checker = health.HealthServicer()
     for service in ("", "p2pnet.FileTransfer"):
         checker.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -189,6 +230,7 @@ OPS = {
     "download": op_download,
     "serve_http": op_serve_http,
     "hits": op_hits,
+    "seen": op_seen,
     "serve_grpc": op_serve_grpc,
 }
 

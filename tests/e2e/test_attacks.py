@@ -62,7 +62,8 @@ def test_the_stranger_sees_one_line_and_exit_7_from_the_cli(net, tmp_path):
     )
     assert run.returncode == 7, run.stderr
     assert run.stderr.strip() == (
-        "error: peer1 refused the upload: not a member of this network; pass --token or run from the network's folder"
+        "error: peer1 refused the upload: not a member of this network; "
+        "pass --token-file or run from the network's folder"
     )
 
 

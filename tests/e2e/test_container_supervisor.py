@@ -16,7 +16,13 @@ STUBBORN = (
     "import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
 )
-QUITTER = "import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); sys.exit(3)"
+# Exits once the other side (rest) is up: before that, the supervisor could stop rest before it wrote its pid.
+QUITTER = (
+    "import os, sys, time; from pathlib import Path; open(sys.argv[1], 'w').write(str(os.getpid())); "
+    "rest = Path(sys.argv[1]).with_name('rest.pid'); end = time.monotonic() + 10\n"
+    "while not (rest.exists() and rest.read_text()) and time.monotonic() < end: time.sleep(0.01)\n"
+    "sys.exit(3)"
+)
 
 
 def supervisor(tmp_path: Path, grace: float, **children: str) -> tuple[subprocess.Popen, dict[str, Path]]:

@@ -225,16 +225,27 @@ def test_a_trusted_network_trusts_other_machines_by_address_and_this_one_by_acco
     with Stranger(prefix="p2p17", subnet="10.217") as lan:
         secret = operators_secret(tmp_path, operator)
         trusted = [f"{lan.host_address.rsplit('.', 1)[0]}.0/24"]  # both ends of the veth
-        configs = with_security(node_configs(tmp_path, [], host=lan.host_address), secret, trusted_networks=trusted)
-        maestro = write_nodes(tmp_path, configs)["maestro"]
+        configs = with_security(
+            node_configs(tmp_path, ["peer1"], host=lan.host_address), secret, trusted_networks=trusted
+        )
+        nodes = write_nodes(tmp_path, configs)
         try:
-            maestro.start().wait_healthy()
-            m = Machine({"maestro": maestro}, "", operator, other, tmp_path)
-            entry = forged_entry("peerx")
-            remote = lan.http("POST", maestro.url + "/register", json=entry)
+            for node in nodes.values():
+                node.start()
+            for node in nodes.values():
+                node.wait_healthy()
+            m = Machine(nodes, "", operator, other, tmp_path)
+            refresh = nodes["peer1"].url + "/refresh"
+            remote = lan.http("POST", refresh)
             assert remote.get("status") == 200, remote  # another machine on the trusted network: by address
-            refused = m.curl(other, "POST", maestro.url + "/register", entry)
+            refused = m.curl(other, "POST", refresh)
             assert (refused.status, refused.body.get("error")) == (401, "Unauthorized"), refused
-            assert m.curl(operator, "POST", maestro.url + "/register", entry).status == 200
+            assert m.curl(operator, "POST", refresh).status == 200
+            # the operator, by address or by account, still never writes a peer's directory entry
+            entry = forged_entry("peerx")
+            remote = lan.http("POST", nodes["maestro"].url + "/register", json=entry)
+            assert remote.get("status") == 403, remote
+            assert m.curl(operator, "POST", nodes["maestro"].url + "/register", entry).status == 403
         finally:
-            maestro.stop()
+            for node in reversed(list(nodes.values())):
+                node.stop()

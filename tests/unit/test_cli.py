@@ -30,7 +30,9 @@ def test_an_unreachable_maestro_exits_4_with_one_line(capsys):
     assert "python launcher.py up" in err  # what to run next
 
 
-REFUSED = "the Maestro refused the locate: not a member of this network; pass --token or run from the network's folder"
+REFUSED = (
+    "the Maestro refused the locate: not a member of this network; pass --token-file or run from the network's folder"
+)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +120,7 @@ def test_sizes_are_read_as_people_write_them(monkeypatch, capsys):
 
     monkeypatch.setattr(cli.Context, "find_peer", lambda self, peer, need_grpc=False: {"name": peer})
 
-    monkeypatch.setattr(cli.Context, "with_transfer", lambda self, peer, what, use: Status())
+    monkeypatch.setattr(cli.Context, "with_transfer", lambda self, peer, what, use, write=False: Status())
     real_progress = cli.Progress
 
     def progress(label, total=None, **kw):
@@ -180,3 +182,26 @@ def test_the_maestro_is_the_flag_then_the_variable_then_the_topology_then_the_de
         "http://10.0.0.2:19001",
         "http://10.0.0.3:19002",
     ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "line"),
+    [
+        ({"query": "x", "visited": ["peer1"], "messages": 1}, 0, "0 result(s) for 'x'; the query reached 1 peer(s)"),
+        ({"results": None}, 0, "0 result(s) for 'x'"),
+        ({"results": [{"file": "x.txt", "peer": "peer2"}]}, 0, "  x.txt  on peer2  ?  ?"),
+        ({"results": "x.txt"}, 1, "error: http://127.0.0.1:1 answered the search with 'results' that is not a list"),
+        ({"results": [], "visited": [{"x": 1}]}, 1, "answered the search with 'visited' that is not a list of names"),
+    ],
+    ids=["no-results-key", "null", "fields-missing", "not-a-list", "visited-not-names"],
+)
+def test_a_search_answer_without_results_is_no_results_and_a_malformed_one_is_one_line(
+    monkeypatch, capsys, answer, code, line
+):
+    monkeypatch.setattr(cli.Peer, "search", lambda self, query, **params: answer)
+    assert cli.main(["search", "x", "--peer", "http://127.0.0.1:1"]) == code
+    captured = capsys.readouterr()
+    out = captured.out if code == 0 else captured.err
+    assert line in out and "Traceback" not in captured.err
+    if code:
+        assert len(captured.err.splitlines()) == 1

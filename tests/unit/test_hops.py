@@ -10,7 +10,7 @@ import pytest
 
 from common.config import Friend, Security
 from common.errors import BadRequest
-from common.security import ensure_secret, operator_token, peer_token, read_secret
+from common.security import ensure_secret, hop_token, operator_token, peer_token, read_secret, reader_token
 from peer_app import create_app
 from peer_app.hops import MAX_REACHED, format_plan, make_plan, parse_names, parse_plan, plan_names
 from peer_app.search import NOT_KNOWN, Gate, Query, new_qid
@@ -152,13 +152,26 @@ def members_peer(make_config, tmp_path):
 FORGED = "/search?query=song&ttl=3&qid=forged-query-1&path=p9,http://p9:1&reached=p2,p3&budget=2"
 
 
+def _credential(secret: bytes, who: str) -> str | None:
+    return {
+        "operator": operator_token(secret),
+        "reader": reader_token(operator_token(secret)),
+        "peer": peer_token(secret, "p9"),
+        "hop": hop_token(secret, "p9"),
+    }.get(who)
+
+
 @pytest.mark.parametrize(
-    "who", [None, "operator", "stranger"], ids=["loopback-no-token", "operator-token", "stranger-address"]
+    "who",
+    [None, "operator", "reader", "peer", "stranger"],
+    ids=["loopback-no-token", "operator-token", "reader-token", "peer-own-token", "stranger-address"],
 )
-def test_hop_fields_from_anyone_but_a_peer_do_not_skip_admission(members_peer, who):
+def test_hop_fields_from_anyone_but_a_peer_hop_credential_do_not_skip_admission(members_peer, who):
     # Replays a forged `path`: it made an outside request a forwarded hop, which skips the line.
+    # A peer's own credential does not count either: a peer never shows it to the friends it asks.
     client, gate, transport, secret = members_peer
-    headers = {"Authorization": f"Bearer {operator_token(secret)}"} if who == "operator" else {}
+    token = _credential(secret, who)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     environ = {"REMOTE_ADDR": "10.208.0.2"} if who == "stranger" else {}
     resp = client.get(FORGED, headers=headers, environ_base=environ)
     assert resp.status_code == 200  # reads are open: a stranger may search, as a user
@@ -169,9 +182,9 @@ def test_hop_fields_from_anyone_but_a_peer_do_not_skip_admission(members_peer, w
     assert sorted(url for url, _, _ in transport.calls) == ["http://p2:1", "http://p3:1"]  # not "reached"
 
 
-def test_a_peer_credential_makes_a_request_a_hop(members_peer):
+def test_a_peer_hop_credential_makes_a_request_a_hop(members_peer):
     client, gate, transport, secret = members_peer
-    body = client.get(FORGED, headers={"Authorization": f"Bearer {peer_token(secret, 'p9')}"}).get_json()
+    body = client.get(FORGED, headers={"Authorization": f"Bearer {hop_token(secret, 'p9')}"}).get_json()
     assert gate.entered == [False] and body["qid"] == "forged-query-1"
     assert transport.calls == []  # p2 and p3 are reached already: nobody left to ask
 

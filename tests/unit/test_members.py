@@ -16,7 +16,16 @@ import pytest
 from common import transfer_pb2
 from common.config import Security
 from common.errors import Forbidden, Unauthorized, from_rpc_error
-from common.security import Guard, ensure_secret, grpc_metadata, operator_token, peer_token, read_secret
+from common.security import (
+    Guard,
+    ensure_secret,
+    grpc_metadata,
+    hop_token,
+    operator_token,
+    peer_token,
+    read_secret,
+    reader_token,
+)
 from tests.support import FakePeers, metric_value
 
 STRANGER = {"REMOTE_ADDR": "10.208.0.2"}
@@ -84,19 +93,37 @@ def test_a_peer_registers_and_beats_only_as_itself(members_maestro, secret):
     assert resp.status_code == 403
 
 
-def test_the_operator_may_register_anyone_by_token_or_from_loopback(members_maestro, secret):
-    operator = auth(operator_token(secret))
-    assert (
-        members_maestro.post(
-            "/register", json=registration("peer2"), headers=operator, environ_base=STRANGER
-        ).status_code
-        == 200
-    )
-    assert members_maestro.post("/register", json=registration("peer4")).status_code == 200  # loopback
+def test_only_a_peers_own_credential_writes_its_directory_entry(members_maestro, secret):
+    """Neither the operator's token, nor the reader's, nor peer2's hop credential, nor a trusted address without a
+    token vouches for peer2."""
+    assert members_maestro.post("/register", json=registration("peer2"), headers=auth(peer_token(secret, "peer2")),
+                                environ_base=STRANGER).status_code == 200  # fmt: skip
+    forged = {**registration("peer2"), "grpc_address": "10.0.0.66:1"}
+    for headers, where in (
+        (auth(operator_token(secret)), STRANGER),
+        (auth(operator_token(secret)), {}),  # the operator's token, from loopback
+        ({}, {}),  # loopback without a token: a page in the operator's browser, another local account
+        (auth(reader_token(operator_token(secret))), STRANGER),
+        (auth(hop_token(secret, "peer2")), STRANGER),  # what peer2 shows the friends it asks on a search
+    ):
+        for path, body in (("/register", forged), ("/heartbeat", {"name": "peer2"})):
+            resp = members_maestro.post(path, json=body, headers=headers, environ_base=where)
+            assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), (path, headers, where)
+    assert [p["grpc_address"] for p in members_maestro.get("/peers").get_json()["peers"]] == ["10.0.0.2:9004"]
+    # the peer itself, on loopback as a node of a one-machine network is: its credential names it
+    assert members_maestro.post("/register", json=forged, headers=auth(peer_token(secret, "peer2"))).status_code == 200
 
 
-def test_reads_stay_open_by_default(members_maestro):
-    members_maestro.post("/register", json=registration("peer2"))
+def test_a_network_without_a_secret_lets_trusted_addresses_register(maestro_config):
+    from maestro_app import create_app
+
+    client = create_app(maestro_config).test_client()  # no secret: nobody can show a credential
+    assert client.post("/register", json=registration("peer2")).status_code == 200
+    assert client.post("/register", json=registration("peer2"), environ_base=STRANGER).status_code == 401
+
+
+def test_reads_stay_open_by_default(members_maestro, secret):
+    members_maestro.post("/register", json=registration("peer2"), headers=auth(peer_token(secret, "peer2")))
     assert members_maestro.get("/locate?file=a.txt", environ_base=STRANGER).status_code == 200
     assert members_maestro.get("/peers", environ_base=STRANGER).status_code == 200
 
@@ -105,12 +132,15 @@ def test_read_members_closes_every_get_but_health(maestro_config, secret_file, s
     from maestro_app import create_app
 
     client = create_app(with_security(maestro_config, secret_file, read="members")).test_client()
-    client.post("/register", json=registration("peer2"))
+    client.post("/register", json=registration("peer2"), headers=auth(peer_token(secret, "peer2")))
     for path in ("/locate?file=a.txt", "/locate?file=none.txt", "/peers", "/directory", "/", "/metrics"):
         assert client.get(path, environ_base=STRANGER).status_code == 401, path
     token = auth(peer_token(secret, "peer7"))
     assert client.get("/locate?file=a.txt", headers=token, environ_base=STRANGER).status_code == 200  # fast path
     assert client.get("/peers", headers=token, environ_base=STRANGER).status_code == 200
+    reader = auth(reader_token(operator_token(secret)))
+    assert client.get("/locate?file=a.txt", headers=reader, environ_base=STRANGER).status_code == 200
+    assert client.get("/directory", headers=reader, environ_base=STRANGER).status_code == 200
     assert client.get("/health", environ_base=STRANGER).status_code == 200
     # The page and its scripts carry no data: they load for anyone; what they ask for needs the token.
     assert client.get("/ui", environ_base=STRANGER).status_code == 200
@@ -128,6 +158,28 @@ def test_a_stranger_cannot_register_bootstrap_or_refresh_at_a_peer(peer_config, 
     client = create_app(with_security(peer_config, secret_file)).test_client()
     for path, body in (("/register", {"url": "http://10.0.0.9:1"}), ("/bootstrap", None), ("/refresh", None)):
         assert client.post(path, json=body, environ_base=STRANGER).status_code == 401, path
+
+
+def test_another_peers_credential_neither_refreshes_bootstraps_nor_introduces_others(peer_config, secret_file, secret):
+    from peer_app import create_app
+
+    peer5, peer6 = "http://10.0.0.5:9003", "http://10.0.0.6:9003"
+    transport = FakePeers({peer5: "peer5", peer6: "peer6"}, guard=Guard(secret))
+    client = create_app(with_security(peer_config, secret_file), transport=transport).test_client()
+    as_peer5 = auth(peer_token(secret, "peer5"))
+    for path in ("/bootstrap", "/refresh"):
+        # not even this peer's own hop credential (a friend it searched through holds that one)
+        for headers in (as_peer5, auth(reader_token(operator_token(secret))), auth(hop_token(secret, "peer1"))):
+            resp = client.post(path, headers=headers, environ_base=STRANGER)
+            assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), path
+    for token in (hop_token(secret, "peer5"), reader_token(operator_token(secret))):  # introduce nobody
+        resp = client.post("/register", json={"url": peer5}, headers=auth(token), environ_base=STRANGER)
+        assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), token
+    for body in ({"url": peer6}, {"url": peer6, "name": "peer6"}):  # peer5 introducing someone else
+        resp = client.post("/register", json=body, headers=as_peer5, environ_base=STRANGER)
+        assert (resp.status_code, resp.get_json()["error"]) == (403, "Forbidden"), body
+    assert client.post("/register", json={"url": peer5}, headers=as_peer5, environ_base=STRANGER).status_code == 200
+    assert [p["name"] for p in client.get("/peers").get_json()["peers"] if p["role"] == "learned"] == ["peer5"]
 
 
 @pytest.mark.parametrize(
@@ -291,7 +343,20 @@ def test_upload_needs_a_member_and_says_unauthenticated(guarded_grpc, peer_confi
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (Path(peer_config.shared_dir) / "archivo1.txt").read_text() == "hola\n"
     assert _upload(stub, "new.txt", b"mine", metadata=grpc_metadata(operator_token(secret))).ok
-    assert _upload(stub, "peer.txt", b"mine", metadata=grpc_metadata(peer_token(secret, "peer2"))).ok
+    assert _upload(stub, "peer.txt", b"mine", metadata=grpc_metadata(peer_token(secret, "peer1"))).ok
+
+
+def test_another_peers_or_the_readers_credential_writes_nothing_here(guarded_grpc, peer_config, secret):
+    stub = guarded_grpc()
+    for token in (peer_token(secret, "peer2"), reader_token(operator_token(secret)), hop_token(secret, "peer1")):
+        with pytest.raises(grpc.RpcError) as err:
+            _upload(stub, "archivo1.txt", b"evil", metadata=grpc_metadata(token))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert type(from_rpc_error(err.value)) is Forbidden
+        with pytest.raises(grpc.RpcError) as err:
+            stub.DummyUpload(iter([transfer_pb2.FileChunk(data=b"x")]), timeout=10, metadata=grpc_metadata(token))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (Path(peer_config.shared_dir) / "archivo1.txt").read_text() == "hola\n"
 
 
 def test_download_is_open_unless_read_members(guarded_grpc, secret):

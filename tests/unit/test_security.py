@@ -14,17 +14,25 @@ from common.security import (
     MUTATING,
     OPEN,
     OPERATOR,
+    OWN,
     READ,
+    READER,
     Caller,
     Guard,
     SecretError,
     ensure_secret,
+    holder_proves,
+    hop_peer,
+    hop_token,
     loose_permissions,
     new_challenge,
     operator_token,
     peer_token,
+    principal_of,
     read_secret,
+    reader_token,
     secret_path,
+    token_for,
 )
 
 SECRET = b"0123456789abcdef0123456789abcdef-network-one"
@@ -120,13 +128,87 @@ def test_reads_are_open_unless_the_network_says_members():
     assert members.check(OPEN, "10.208.0.2", None) is None  # health probes stay open
 
 
-def test_a_peer_acts_only_as_itself_and_the_operator_as_anyone():
-    guard = Guard(SECRET, trusted_networks=[])
+def test_a_peer_registers_only_as_itself_and_nobody_else_registers_it():
+    guard = Guard(SECRET, trusted_networks=["127.0.0.0/8"], operator_uids={1000})
     peer3 = guard.caller("10.208.0.2", "Bearer " + peer_token(SECRET, "peer3"))
     peer3.require_self("peer3")
     with pytest.raises(Forbidden, match="only as itself"):
         peer3.require_self("peer2")
-    guard.caller("10.208.0.2", "Bearer " + operator_token(SECRET)).require_self("peer2")
+    for caller in (
+        guard.caller("10.208.0.2", "Bearer " + operator_token(SECRET)),
+        guard.caller("127.0.0.1", None, OWNER),  # the operator by address
+        guard.caller("10.208.0.2", "Bearer " + reader_token(operator_token(SECRET))),
+        guard.caller("10.208.0.2", "Bearer " + hop_token(SECRET, "peer2")),  # peer2's hop credential
+    ):
+        with pytest.raises(Forbidden, match="only the peer 'peer2' itself, by its own credential"):
+            caller.require_self("peer2")
+    Guard(None, operator_uids={1000}).caller("127.0.0.1", None, OWNER).require_self("peer2")  # no secret
+
+
+def test_a_valid_credential_names_the_caller_even_on_a_trusted_address():
+    guard = Guard(SECRET, operator_uids={1000}, node="peer1")
+    assert guard.caller("127.0.0.1", "Bearer " + peer_token(SECRET, "peer2"), OWNER).name == "peer2"
+    with pytest.raises(Forbidden):
+        guard.check(OWN, "127.0.0.1", "Bearer " + peer_token(SECRET, "peer2"), OWNER)
+    assert checked(guard, OWN, "127.0.0.1", None, OWNER).is_operator
+
+
+@pytest.mark.parametrize(
+    ("principal", "read", "member", "own"),
+    [("@operator", True, True, True), ("peer1", True, True, True), ("peer2", True, True, False),
+     ("@reader", True, False, False), ("peer1/hop", True, False, False), ("peer2/hop", True, False, False)],
+    ids=["operator", "this-peer", "another-peer", "reader", "this-peer-hop", "another-peer-hop"],
+)  # fmt: skip
+def test_who_may_do_what_at_peer1(principal, read, member, own):
+    guard = Guard(SECRET, trusted_networks=[], read="members", node="peer1")
+    token = reader_token(operator_token(SECRET)) if principal == READER else None
+    header = "Bearer " + (token or (operator_token(SECRET) if principal == OPERATOR else peer_token(SECRET, principal)))
+    for kind, allowed in ((READ, read), (MUTATING, member), (OWN, own)):
+        if allowed:
+            assert checked(guard, kind, "10.208.0.2", header).name == principal
+        else:
+            with pytest.raises(Forbidden):
+                guard.check(kind, "10.208.0.2", header)
+
+
+def test_a_peers_hop_credential_names_the_peer_and_reads_only():
+    guard = Guard(SECRET, trusted_networks=[], read="members", node="peer1")
+    assert guard.hop_credential() == hop_token(SECRET, "peer1") == token_for(SECRET, "peer1/hop")
+    caller = checked(guard, READ, "10.208.0.2", "Bearer " + hop_token(SECRET, "peer1"))
+    assert caller.name == "peer1/hop" and not caller.is_peer and not caller.is_operator
+    assert hop_peer(caller.name) == "peer1"
+    assert [hop_peer(p) for p in ("peer1", OPERATOR, READER, "/hop", "Peer1/hop", "a/b/hop", None)] == [None] * 7
+    assert guard.identify(hop_token(OTHER, "peer1")) is None  # another network's
+    assert Guard(None, node="peer1").hop_credential() is None and Guard(SECRET).hop_credential() is None
+
+
+def test_the_read_credential_is_made_from_the_operators_and_only_from_it():
+    reader = reader_token(operator_token(SECRET))
+    assert principal_of(reader) == READER and principal_of(operator_token(SECRET)) == OPERATOR
+    guard = Guard(SECRET, trusted_networks=[], read="members")
+    assert guard.identify(reader) == READER
+    assert guard.identify(peer_token(SECRET, READER)) is None  # a reader MAC'd like a peer is not one
+    assert guard.identify(reader_token(operator_token(OTHER))) is None
+    assert guard.identify(reader_token(peer_token(SECRET, "peer2"))) is None
+    assert guard.read_credential() == reader
+    assert Guard(SECRET).read_credential() is None  # read: open: reads show nothing
+    assert principal_of(None) is None and principal_of("nodot") is None
+
+
+def test_a_holders_proof_binds_its_name_the_file_its_content_and_the_challenge():
+    guard, challenge = Guard(SECRET, node="peer1"), new_challenge()
+    content = ("archivo1.txt", 4, "a" * 64, "b" * 64)
+    proof = guard.holder_proof("peer1", *content, challenge)
+    assert holder_proves(SECRET, "peer1", *content, challenge, proof)
+    assert not holder_proves(SECRET, "peer3", *content, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", "archivo2.txt", *content[1:], challenge, proof)
+    assert not holder_proves(SECRET, "peer1", "archivo1.txt", 4, "c" * 64, "b" * 64, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", "archivo1.txt", 4, "a" * 64, "c" * 64, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", *content, new_challenge(), proof)
+    assert not holder_proves(OTHER, "peer1", *content, challenge, proof)
+    assert not holder_proves(SECRET, "peer1", *content, challenge, None)
+    assert Guard(None).holder_proof("peer1", *content, challenge) == ""
+    assert guard.holder_proof("peer1", *content, "") == ""
 
 
 def test_without_a_secret_only_trusted_addresses_may_change_anything():

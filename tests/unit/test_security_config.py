@@ -12,9 +12,9 @@ import yaml
 from click.testing import CliRunner
 
 import launcher
-from client.topology import client_network, find_topology, read_network
+from client.topology import client_keys, find_topology, read_network
 from common.config import NodeConfig
-from common.security import Guard, operator_token, read_secret
+from common.security import READER, Guard, operator_token, read_secret, reader_token
 from control import render, topology
 from control.errors import TopologyError
 from control.processes import node_programs
@@ -128,6 +128,34 @@ def test_launcher_token_prints_the_operators_credential(tmp_path):
     peer = CliRunner().invoke(launcher.cli, ["token", str(path), "--peer", "peer2"], catch_exceptions=False)
     assert peer.stdout.startswith("peer2.")
     assert CliRunner().invoke(launcher.cli, ["token", str(path), "--peer", "nobody"]).exit_code == 2
+    reader = CliRunner().invoke(launcher.cli, ["token", str(path), "--reader"], catch_exceptions=False)
+    assert reader.stdout.strip() == reader_token(token)
+    assert Guard(read_secret(tmp_path / ".p2p-secret")).identify(reader.stdout.strip()) == READER
+
+
+def test_launcher_token_writes_a_file_only_its_user_reads(tmp_path):
+    path = write_topology(tmp_path)
+    out = tmp_path / "reader.token"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    result = CliRunner().invoke(launcher.cli, ["token", str(path), "--reader", "--out", str(out)])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert out.read_text().strip() == reader_token(operator_token(read_secret(tmp_path / ".p2p-secret")))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_the_launchers_probes_show_the_read_credential_only_where_reads_need_one(tmp_path):
+    from control.health import probe_credentials
+
+    secret = read_secret(tmp_path / ".p2p-secret") if (tmp_path / ".p2p-secret").exists() else None
+    assert secret is None
+    open_net = topology.load(write_topology(tmp_path / "open"))
+    render.write(render.render(open_net, Path("/proj")))
+    assert probe_credentials(open_net).token is None
+    members = topology.load(write_topology(tmp_path / "members", {"read": "members"}))
+    render.write(render.render(members, Path("/proj")))
+    operator = operator_token(read_secret(members.security.secret_file))
+    assert probe_credentials(members).token == reader_token(operator)
 
 
 def test_the_client_finds_the_topology_and_derives_the_operators_token(tmp_path, monkeypatch):
@@ -143,12 +171,16 @@ def test_the_client_finds_the_topology_and_derives_the_operators_token(tmp_path,
     assert find_topology() == there / "topology.yaml"
     assert find_topology(str(here / "topology.yaml")) == here / "topology.yaml"  # --topology wins
     view = read_network(there / "topology.yaml")
-    assert view is not None
+    assert view is not None and view.maestro_url is not None
     assert (view.maestro_url, view.secret_file) == ("https://127.0.0.1:9000", there / "s.secret")
-    creds = client_network(None)[1]
-    assert creds.token == operator_token(read_secret(there / "s.secret"))
-    assert creds.ca_file == str(there / ".run" / "topology" / "tls" / "ca.pem")
-    assert client_network("mine")[1].token == "mine"  # --token / P2P_TOKEN win
+    keys = client_keys(None)[1]
+    assert keys.token == operator_token(read_secret(there / "s.secret"))
+    assert keys.ca_file == str(there / ".run" / "topology" / "tls" / "ca.pem")
+    assert keys.secret == read_secret(there / "s.secret")  # holders prove themselves to this user
+    assert keys.is_own("https://127.0.0.1:9003") and keys.is_own("127.0.0.1:9006") and keys.is_own(view.maestro_url)
+    assert keys.peers["peer2"] == ("https://127.0.0.1:9003", "127.0.0.1:9004")
+    assert client_keys("mine")[1].token == "mine"  # --token / P2P_TOKEN win
     monkeypatch.delenv("P2P_TOPOLOGY")
     monkeypatch.chdir(tmp_path)  # no topology here: no token, plain connections
-    assert (client_network(None)[1].token, client_network(None)[1].ca_file) == (None, None)
+    keys = client_keys(None)[1]
+    assert (keys.token, keys.ca_file, keys.secret, keys.own) == (None, None, None, frozenset())

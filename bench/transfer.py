@@ -1,11 +1,12 @@
 """Download speed on loopback: raw TCP, the fast lane (1 and 2 sources) and the gRPC stream,
 through the library and through the CLI, in one run.
 
-    python -m bench.transfer [--sizes 512,2048] [--runs 3] [--quick] [--json]
+    python -m bench.transfer [--sizes 512,2048] [--runs 5] [--quick] [--json]
 
 Everything runs as separate processes on 127.0.0.1: a real network (a Maestro and two
 peers, each with its REST and gRPC processes, both sharing the same files), a raw TCP
-baseline (server `os.sendfile`, client `recv_into` + write to disk, no hashing), and one
+baseline (server `os.sendfile`, client `recv_into` + `pwrite` into a file preallocated with
+`ftruncate` in the same folder, as a download writes its partial file; no hashing), and one
 client process per download:
 
 - library: a process that calls client.download.download() with the holders and digests
@@ -14,15 +15,20 @@ client process per download:
   exit (start-up, locate at the Maestro, transfer, verification, rename), plus
   `python -m peer_app.client locate NAME`, the CLI's own floor.
 
-Kinds are interleaved run by run, so a load change hits all of them alike. Prints MB/s
-(median, best in brackets), the ratio of medians to raw TCP, client CPU seconds per GiB,
-peak RSS of the clients and of the peers' gRPC processes, and the fast lane's target: the
-CLI's 2-source download against (raw TCP time + CLI locate time) / 0.75.
+Noise it removes: before every run the previous run's target is deleted and `sync` writes
+out whatever is still dirty, so no run pays for another's write-back; kinds are interleaved
+round by round, so a load change hits all of them alike; the median of 5 runs counts. Prints
+MB/s (median, best in brackets), the ratio of medians to raw TCP, CPU seconds per GiB of the
+client and of the serving processes (the raw server, or the peers' gRPC processes), the peak
+RSS of both sides in each run (the servers' peak is reset before each run), the load average
+at the start of the runs, and the CLI target: the CLI's 2-source download against (raw TCP
+time + CLI locate time) / 0.75 (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -43,7 +49,7 @@ TARGET = 0.75  # docs/performance.md: the CLI's download at least this fast as r
 CLI = [sys.executable, "-m", "peer_app.client"]
 KINDS = [
     # (key, label, what runs it)
-    ("raw", "raw TCP (sendfile -> recv_into + write)", "raw"),
+    ("raw", "raw TCP (sendfile -> recv_into + pwrite)", "raw"),
     ("lane1", "library, lane, 1 source, BLAKE3", "lib"),
     ("lane2", "library, lane, 2 sources, BLAKE3", "lib"),
     ("stream1", "library, gRPC stream, 1 source, sha256", "lib"),
@@ -77,18 +83,23 @@ def raw_serve(folder: str) -> None:
                         offset += os.sendfile(conn.fileno(), fh.fileno(), offset, size - offset)
 
 
-def raw_fetch(port: int, name: str, out: str) -> dict:
-    """Receive until EOF with recv_into, writing to out (the baseline's client)."""
+def raw_fetch(port: int, name: str, out: str, size: int) -> dict:
+    """Receive until EOF with recv_into, pwriting into out preallocated to size (the baseline's client).
+
+    The file is opened and sized the way client/partial.py's PartialFile does it, in the same folder
+    as the downloads: the baseline pays for the same file system work.
+    """
     started = time.perf_counter()
     buf = bytearray(MiB)
     view = memoryview(buf)
     received = 0
     with socket.create_connection(("127.0.0.1", port)) as conn:
         conn.sendall(name.encode() + b"\n")
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            os.ftruncate(fd, size)
             while n := conn.recv_into(buf):
-                os.write(fd, view[:n])
+                os.pwrite(fd, view[:n], received)
                 received += n
         finally:
             os.close(fd)
@@ -120,7 +131,7 @@ def child(argv: list[str]) -> None:
     if role == "_raw-serve":
         raw_serve(argv[1])
         return
-    report = raw_fetch(int(argv[1]), argv[2], argv[3]) if role == "_raw-fetch" else lib_fetch(*argv[1:5])
+    report = raw_fetch(int(argv[1]), argv[2], argv[3], int(argv[4])) if role == "_raw-fetch" else lib_fetch(*argv[1:5])
     report["rss_kib"] = peak_rss_kib()
     print(json.dumps(report), flush=True)
 
@@ -142,9 +153,17 @@ def _timed(argv: list[str]) -> tuple[float, str, dict]:
 
 
 def _clean(out: Path) -> None:
+    """Delete the last run's target (and partial files), then write out whatever is still dirty."""
     for entry in out.iterdir():
         entry.unlink()
-    os.sync()  # start every run without the last one's dirty pages in flight
+    os.sync()  # no run pays for the previous one's dirty pages
+
+
+def _reset_peak_rss(pids: list[int]) -> None:
+    """Start the processes' peak RSS (VmHWM) over from their current RSS (proc(5): clear_refs 5)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
@@ -152,7 +171,7 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
     here = [sys.executable, "-m", "bench.transfer"]
     maestro = ["--maestro", ctx["maestro"]]
     if kind == "raw":
-        argv = here + ["_raw-fetch", str(ctx["raw_port"]), name, str(target)]
+        argv = here + ["_raw-fetch", str(ctx["raw_port"]), name, str(target), str(ctx["sizes"][name])]
     elif kind in ("lane1", "lane2", "stream1"):
         holders = ctx["holders"][name][: 1 if kind.endswith("1") else 2]
         argv = here + ["_fetch", str(target), name, "stream" if kind == "stream1" else "lanes", json.dumps(holders)]
@@ -162,9 +181,13 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
         extra = {"cli_lane2": [], "cli_lane1": ["--sources", "1"], "cli_stream": ["--no-lane"]}[kind]
         argv = CLI + maestro + ["download", name, "--out", str(target), *extra]
     servers = [ctx["raw_pid"]] if kind == "raw" else ctx["grpc_pids"]
+    load = os.getloadavg()[0]
+    _reset_peak_rss(servers)
     servers_before = cpu_seconds(servers)
     seconds, out, usage = _timed(argv)
     usage["server_cpu"] = cpu_seconds(servers) - servers_before
+    usage["server_rss_kib"] = max(peak_rss_kib(pid) for pid in servers)
+    usage["load"] = load
     if kind in ("raw", "lane1", "lane2", "stream1"):
         report = json.loads(out.strip().splitlines()[-1])
         usage["rss_kib"] = report["rss_kib"]  # VmHWM of the child itself
@@ -234,7 +257,6 @@ def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
                     _clean(out)
                     results[name][kind].append(_run(kind, name, target, ctx))
             _clean(out)
-        server_rss = [peak_rss_kib(pid) for pid in grpc_pids]
     finally:
         raw.terminate()
         raw.wait(10)
@@ -244,15 +266,15 @@ def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
         "sizes": {name: size for size, name in names.items()},
         "runs": runs,
         "results": results,
-        "server_rss_kib": server_rss,
-        "load": os.getloadavg(),
     }
 
 
 def report(data: dict) -> str:
+    loads = [r["load"] for by_kind in data["results"].values() for rows in by_kind.values() for r in rows]
     lines = [
-        f"median of {data['runs']} run(s) [best], loopback, {os.cpu_count()} CPU(s), "
-        f"load {data['load'][0]:.2f} {data['load'][1]:.2f} {data['load'][2]:.2f}"
+        f"median of {data['runs']} run(s) [best], sync before each, loopback, {os.cpu_count()} CPU(s); "
+        f"1-min load average at the runs' start {min(loads):.2f}-{max(loads):.2f}"
+        f" (median {statistics.median(loads):.2f})"
     ]
     labels = {key: label for key, label, _ in KINDS}
     for name, size in data["sizes"].items():
@@ -264,22 +286,22 @@ def report(data: dict) -> str:
         raw = secs("raw")
         lines.append(f"file {size / MiB:.0f} MiB")
         lines.append(
-            f"  {'':42s} {'MB/s':>7s} {'[best]':>8s} {'x raw':>6s} {'seconds':>8s}"
-            f" {'client CPU-s/GiB':>17s} {'server CPU-s/GiB':>17s} {'client RSS MiB':>15s}"
+            f"  {'':42s} {'MB/s':>6s} {'[best]':>7s} {'x raw':>5s} {'seconds':>7s}"
+            f" {'CPU-s/GiB client':>16s} {'server':>6s} {'peak RSS MiB client':>19s} {'server':>6s}"
         )
         for kind in results:
             rows = results[kind]
             rss = max(r["rss_kib"] for r in rows) / 1024
+            server_rss = max(r["server_rss_kib"] for r in rows) / 1024
             cpu = statistics.median(r["cpu"] for r in rows) * 1024 * MiB / size
             server_cpu = statistics.median(r["server_cpu"] for r in rows) * 1024 * MiB / size
+            tail = f" {cpu:16.2f} {server_cpu:6.2f} {rss:19.1f} {server_rss:6.1f}"
             if kind == "cli_locate":
-                lines.append(
-                    f"  {labels[kind]:42s} {'':7s} {'':8s} {'':6s} {secs(kind):8.3f} {'':17s} {'':17s} {rss:15.1f}"
-                )
+                lines.append(f"  {labels[kind]:42s} {'':6s} {'':7s} {'':5s} {secs(kind):7.3f}" + tail)
                 continue
             lines.append(
-                f"  {labels[kind]:42s} {size / secs(kind) / 1e6:7.0f} [{size / secs(kind, min) / 1e6:6.0f}]"
-                f" {raw / secs(kind):6.2f} {secs(kind):8.3f} {cpu:17.2f} {server_cpu:17.2f} {rss:15.1f}"
+                f"  {labels[kind]:42s} {size / secs(kind) / 1e6:6.0f} [{size / secs(kind, min) / 1e6:5.0f}]"
+                f" {raw / secs(kind):5.2f} {secs(kind):7.3f}" + tail
             )
         if "cli_lane2" in results and "cli_locate" in results:
             cli, locate = secs("cli_lane2"), secs("cli_locate")
@@ -290,9 +312,8 @@ def report(data: dict) -> str:
                 f" = {(raw + locate) / TARGET:.3f} s -> ratio {ratio:.2f}, {verdict}"
             )
     lines.append(
-        "peak RSS of the peers' gRPC processes over all runs: "
-        + ", ".join(f"{kib / 1024:.1f} MiB" for kib in data["server_rss_kib"])
-        + "; client CPU counts the whole client process (start-up included)"
+        "seconds: library and raw kinds time the transfer alone, CLI kinds spawn to exit; client CPU counts the"
+        " whole client process (start-up included); server: the raw sender, or both peers' gRPC processes"
     )
     return "\n".join(lines)
 
@@ -307,12 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sizes", default="512,2048", help="file sizes in MiB, comma-separated (default 512,2048)")
     parser.add_argument("--quick", action="store_true", help="64 MiB, one run, fewer kinds: a smoke test for CI")
-    parser.add_argument("--runs", type=int, default=None, help="runs per kind; the median counts (default 3)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per kind; the median counts (default 5)")
     parser.add_argument("--kinds", default="", help="comma-separated subset of " + ",".join(k for k, _, _ in KINDS))
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = parser.parse_args(argv)
     sizes = [64 * MiB] if args.quick else [int(s) * MiB for s in args.sizes.split(",") if s]
-    runs = args.runs or (1 if args.quick else 3)
+    runs = args.runs or (1 if args.quick else 5)
     kinds = [k for k in args.kinds.split(",") if k] or (QUICK_KINDS if args.quick else [k for k, _, _ in KINDS])
     unknown = set(kinds) - {k for k, _, _ in KINDS}
     if unknown:

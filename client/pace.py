@@ -9,6 +9,8 @@ its usual wait for a request's first byte. From these, pure functions decide:
   left (so every holder finishes at about the same time), in multiples of BLOCK;
 - when it has lost its pace (`Meter.silence_limit`): no byte for PACE_MULTIPLE of its usual
   gaps, with a floor of PACE_FLOOR seconds, and never longer than the user's stall timeout;
+- how many lane requests to keep in flight at once (`lane_depth`): one at a holder that
+  answers within PIPELINE_LATENCY and delivers at least FAST_RATE, else one per worker;
 - whether an idle holder should duplicate a request still in flight elsewhere (`race_gain`):
   only when it would finish that range clearly sooner than the holder now fetching it.
 
@@ -33,6 +35,13 @@ RATE_WEIGHT = 0.3  # weight of the newest tick in the smoothed rate
 GAP_WEIGHT = 0.1  # weight of the newest gap in the usual gap
 RACE_FACTOR = 1.5  # duplicate a request only if the idle holder would finish it this much sooner ...
 RACE_MARGIN = 0.05  # ... plus this many seconds
+# A second lane request in flight at one holder hides the next request's set-up (OpenLane, connect,
+# hello) behind the current one, and keeps a slow holder's share moving while one request waits.
+# It does not pay at a holder both near and fast: there two receive loops into one file cost more
+# than they hide (two loops on two cores, each pwrite waiting for the other's hold on the file;
+# bench.transfer, 2 GiB on loopback: client CPU 1.09 -> 0.85 s/GiB with one; docs/performance.md).
+PIPELINE_LATENCY = 0.01 * TARGET_SECONDS  # near: a request's first byte comes sooner than this ...
+FAST_RATE = 100e6  # ... and fast: bytes per second at least this (or not measured yet)
 
 
 @dataclass
@@ -84,6 +93,13 @@ class Meter:
 
 def _smooth(old: float | None, new: float, weight: float) -> float:
     return new if old is None else old + weight * (new - old)
+
+
+def lane_depth(meter: Meter, workers: int) -> int:
+    """Lane requests to keep in flight at a holder with this many workers: one once it proved near and fast."""
+    near = meter.latency is not None and meter.latency < PIPELINE_LATENCY
+    fast = meter.rate is None or meter.rate >= FAST_RATE
+    return 1 if near and fast else workers
 
 
 def request_size(meter: Meter, workers: int, share: float) -> int:

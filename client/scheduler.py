@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from client.cancel import Cancel
 from client.options import MAX_STREAMS, MAX_STREAMS_WITHOUT_LANES, DownloadOptions
-from client.pace import BLOCK, MIN_REQUEST, Meter, race_gain, request_size, share_of
+from client.pace import BLOCK, MIN_REQUEST, Meter, lane_depth, race_gain, request_size, share_of
 from client.partial import Hasher, PartialFile
 from client.retry import Backoff
 from client.transports import Content, Job, LaneTransport, Outcome, StreamTransport, Verdict
@@ -332,6 +332,9 @@ class Scheduler:
                 now = self.clock()
                 if holder.rest_until > now:
                     self._lock.wait(min(holder.rest_until - now, 0.25))
+                    continue
+                if lane and holder.requests >= lane_depth(holder.meter, holder.workers):
+                    self._lock.wait(WATCH_INTERVAL)  # woken when its request ends
                     continue
                 span = self._cut(holder) if self._pending else self._race(holder, now)
                 if span is None:

@@ -11,6 +11,7 @@ import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import blake3
 import grpc
 import pytest
 
-from client import lane
+from client import lane, pace
 from client.download import download
 from client.transfer import TransferClient
 from common import transfer_pb2, transfer_pb2_grpc
@@ -325,6 +326,63 @@ def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
     spans = [re.search(r" to 127\.0\.0\.1 \(bytes (\d+)-(\d+)\)$", line) for line in sends]
     assert sends and all(spans), sends
     assert sum(int(m.group(2)) - int(m.group(1)) + 1 for m in spans if m) == len(data)
+
+
+class InFlight:
+    """Wraps client.lane.fetch: for each lane request, how many were in flight when it started (itself included)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.starts: list[int] = []
+        self.lock = threading.Lock()
+        self.real: Callable[..., int] = lane.fetch
+
+    def __call__(self, *args, **kwargs) -> int:
+        with self.lock:
+            self.now += 1
+            self.starts.append(self.now)
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def fetch_counting(serve, dl, monkeypatch, size: int) -> InFlight:
+    address, shared, _ = serve()
+    data = os.urandom(size)
+    (shared / "f.bin").write_bytes(data)
+    flight = InFlight()
+    monkeypatch.setattr(lane, "fetch", flight)
+    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
+    assert (dl / "f.bin").read_bytes() == data and result.lane_bytes == {"p": len(data)}
+    return flight
+
+
+def test_a_near_fast_holder_keeps_one_lane_request_in_flight(serve, dl, monkeypatch):
+    flight = fetch_counting(serve, dl, monkeypatch, 32 * MiB + 3)
+    # Its first two requests start together (nothing is known of it yet); once its first byte came
+    # quickly, each request starts alone: one receive loop into the file at a time.
+    assert len(flight.starts) > 3 and flight.starts[2:] == [1] * (len(flight.starts) - 2), flight.starts
+
+
+def test_a_holder_slow_to_answer_keeps_a_second_lane_request_in_flight(serve, dl, monkeypatch):
+    monkeypatch.setattr(pace, "PIPELINE_LATENCY", 0.0)  # every request's set-up counts as slow
+    flight = fetch_counting(serve, dl, monkeypatch, 32 * MiB + 3)
+    assert 2 in flight.starts[2:], flight.starts  # the next request's set-up hidden behind the current one
+
+
+def test_lane_depth_is_one_only_at_a_near_fast_holder():
+    meter = pace.Meter()
+    assert pace.lane_depth(meter, 2) == 2  # nothing measured yet
+    meter.latency = pace.PIPELINE_LATENCY / 2
+    assert pace.lane_depth(meter, 2) == 1  # near, rate not measured yet
+    meter.rate = pace.FAST_RATE / 10
+    assert pace.lane_depth(meter, 2) == 2  # near but slow: a second request keeps its share moving
+    meter.rate = pace.FAST_RATE * 2
+    assert pace.lane_depth(meter, 2) == 1 and pace.lane_depth(meter, 1) == 1
+    meter.latency = pace.PIPELINE_LATENCY * 2
+    assert pace.lane_depth(meter, 2) == 2  # far: the set-up is worth hiding
 
 
 def test_lane_and_stream_sources_mix_in_one_download(serve, dl):

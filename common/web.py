@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 1024
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `read` says
+# Requests whose kind is not the one their method implies. POST /recheck only makes a peer hash
+# one of its files again (rate-limited per file): what reading it costs, so READ.
+REQUEST_KINDS = {("POST", "/recheck"): READ}
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -71,6 +74,9 @@ def request_kind(method: str, path: str) -> str:
     """
     if path in OPEN_PATHS:
         return OPEN
+    kind = REQUEST_KINDS.get((method, path))
+    if kind is not None:
+        return kind
     if method in READ_METHODS and (path == "/ui" or path.startswith("/ui/static/")):
         return OPEN
     return READ if method in READ_METHODS else MUTATING

@@ -108,8 +108,9 @@ def release(folder: str, pid: int) -> None:
             with open(path, "r+b") as fh:
                 head = fh.read(4)
                 used = struct.unpack("i", head)[0] if len(head) == 4 else 0  # the file's first int: bytes in use
-                if 8 <= used <= os.fstat(fh.fileno()).st_size:
-                    fh.truncate(-(-used // PAGE) * PAGE)
+                keep = -(-max(used, 8) // PAGE) * PAGE
+                if keep < os.fstat(fh.fileno()).st_size:
+                    fh.truncate(keep)
         except OSError:
             continue
     # what prometheus_client's mark_process_dead does (without importing it into the master): a dead

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from peer_app.index import Check, SharedIndex
@@ -34,11 +35,14 @@ class Scrub:
         rate: int,
         on_change: Callable[[Check], None],
         stop: threading.Event | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.index = index
         self.on_change = on_change
         self.stop = stop or threading.Event()
-        self.limiter = RateLimiter(rate, sleep=self.stop.wait)
+        self.limiter = RateLimiter(rate, clock=clock, sleep=sleep or self.stop.wait)
         self.passes = 0
         self.bytes_read = 0
 

@@ -223,14 +223,17 @@ class Discovery:
             (down if peer.get("down_until") and not self.back(peer) else asked).append(peer)
         return asked, down
 
-    def back(self, peer: dict) -> bool:
+    def back(self, peer: dict, *, now: bool = False) -> bool:
         """Whether a peer with a down mark answers a cheap probe (GET /health) now; its mark then ends.
 
         At most one probe per probe_every seconds per peer, whichever worker makes it
         (KnownPeers.probe_due): a friend that is back costs one short probe, a dead one at most
-        PROBE_TIMEOUT per interval instead of a request_timeout per lookup.
+        PROBE_TIMEOUT per interval instead of a request_timeout per lookup. now=True probes a
+        marked peer whatever the interval (it just registered here: evidence it restarted).
         """
-        if self.probe_every <= 0 or not self.known.probe_due(peer["url"], self.probe_every):
+        if self.probe_every <= 0 and not now:
+            return False
+        if not self.known.probe_due(peer["url"], 0.0 if now else self.probe_every):
             return False
         try:
             self.transport(peer["url"], "/health", {}, PROBE_TIMEOUT)

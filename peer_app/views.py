@@ -214,7 +214,7 @@ def register():
     status = "self"
     if url != config.rest_url:
         verifier().learn(known(), url, limit=config.settings.max_learned_peers, claimed_name=name)
-        discovery().back({"url": url})  # a down mark from before its restart ends if it answers a probe
+        discovery().back({"url": url}, now=True)  # a down mark from before its restart ends if it answers a probe
         status = "registered"
     peers = [{"url": p["url"], "name": p["name"], "grpc_address": p["grpc_address"]} for p in known().all()]
     return jsonify({"status": status, "name": config.name, "peers": peers})

@@ -50,6 +50,21 @@ def make_config(tmp_path: Path):
 
 
 @pytest.fixture
+def small_disk(tmp_path: Path):
+    """A mounted tmpfs of 8 MiB to fill (tests.support.SmallDisk); skipped where it cannot be mounted."""
+    from tests.support import SmallDisk
+
+    disk = SmallDisk(tmp_path / "disk")
+    reason = disk.mount()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield disk
+    finally:
+        disk.unmount()
+
+
+@pytest.fixture
 def maestro_config(make_config) -> NodeConfig:
     return make_config("maestro")
 

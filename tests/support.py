@@ -73,6 +73,55 @@ def metric_value(text: str, name: str, **labels) -> float:
     return 0.0
 
 
+class SmallDisk:
+    """A tmpfs of a few MiB mounted at path (root only): a real disk a test can fill to the last block."""
+
+    FILLER = ".filler"
+
+    def __init__(self, path: Path, size: str = "8m") -> None:
+        self.path = Path(path)
+        self.size = size
+        self.mounted = False
+
+    def mount(self) -> str | None:
+        """Mount it; the reason it cannot be mounted here, or None."""
+        if os.geteuid() != 0:
+            return "mounting a small tmpfs needs root"
+        self.path.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.path)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            return f"cannot mount a tmpfs: {proc.stderr.strip()}"
+        self.mounted = True
+        return None
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+            self.mounted = False
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, leave: int = 0) -> None:
+        """Write a filler file until the disk is full (or only `leave` bytes are free)."""
+        with open(self.path / self.FILLER, "ab", buffering=0) as fh:
+            for block in (1024 * 1024, 64 * 1024, 4096, 512, 1):
+                try:
+                    while self.free_bytes() - block >= leave:
+                        fh.write(bytes(block))
+                except OSError:  # ENOSPC: the next, smaller block
+                    continue
+
+    def free(self) -> None:
+        """Remove the filler."""
+        (self.path / self.FILLER).unlink(missing_ok=True)
+
+
 class Silence:
     """A gRPC request stream that sends nothing until its gate opens (an idle client)."""
 

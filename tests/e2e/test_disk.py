@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -139,33 +141,59 @@ def flip(path: Path, offset: int = 0) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def advertised(maestro: str, name: str) -> dict[str, str]:
+    """Who the Maestro says holds name, with the sha256 each advertises."""
+    resp = requests.get(maestro + "/locate", params={"file": name}, timeout=5)
+    return {p["name"]: p["sha256"] for p in resp.json().get("peers", [])}
+
+
 def test_a_bit_flip_that_keeps_size_mtime_and_inode_is_no_longer_advertised(network, tmp_path):
     data = os.urandom(256 * 1024)
     nodes = network(
         ["peer1", "peer2"],
         files={"peer1": {"f.bin": data}, "peer2": {"f.bin": data}},
-        settings=Settings(heartbeat_interval=0.5, request_timeout=1.0),
+        settings=Settings(heartbeat_interval=0.5, request_timeout=1.0, scrub_rate=0),  # the ctime alone tells
     )
     maestro = nodes["maestro"].url
-    session = new_session()
 
-    def advertised() -> dict[str, str]:
-        resp = session.get(maestro + "/locate", params={"file": "f.bin"}, timeout=5)
-        return {p["name"]: p["sha256"] for p in resp.json().get("peers", [])}
+    def advertised_now() -> dict[str, str]:
+        return advertised(maestro, "f.bin")
 
-    wait_until(lambda: advertised() == {"peer1": sha(data), "peer2": sha(data)}, 10, what="both holders")
+    wait_until(lambda: advertised_now() == {"peer1": sha(data), "peer2": sha(data)}, 10, what="both holders")
     flip(tmp_path / "data" / "peer1" / "f.bin", 1000)
     # the holder notices at its next look (the ctime moved) and registers again without it
-    wait_until(lambda: advertised() == {"peer2": sha(data)}, 5, what="peer1 to stop advertising f.bin")
+    wait_until(lambda: advertised_now() == {"peer2": sha(data)}, 5, what="peer1 to stop advertising f.bin")
     assert requests.post(nodes["peer1"].url + "/refresh", timeout=10).status_code == 200
     nodes["peer1"].stop()
     nodes["peer1"].start().wait_healthy()
     deadline = time.monotonic() + 2.0  # several beats after the restart
     while time.monotonic() < deadline:
-        assert advertised() == {"peer2": sha(data)}
+        assert advertised_now() == {"peer2": sha(data)}
     check = requests.post(nodes["peer1"].url + "/recheck", json={"file": "f.bin"}, timeout=10).json()
     assert check["shared"] is False and check["sha256"] != sha(data)
     out = tmp_path / "got.bin"
     done = client(maestro, "download", "f.bin", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == data
+
+
+def test_the_scrub_catches_bytes_that_changed_with_no_trace_and_the_holder_stops_advertising_them(network, tmp_path):
+    data = os.urandom(1024 * 1024)
+    nodes = network(
+        ["peer1"], files={"peer1": {"f.bin": data}}, settings=Settings(heartbeat_interval=0.5, scrub_rate=4 * MiB)
+    )
+    maestro = nodes["maestro"].url
+    wait_until(lambda: advertised(maestro, "f.bin") == {"peer1": sha(data)}, 10, what="peer1 registered")
+    path = tmp_path / "data" / "peer1" / "f.bin"
+    grpc = next(p for p in nodes["peer1"].processes if "peer_app.grpc_server" in p.args)
+    grpc.signal_group(signal.SIGSTOP)  # it must not look while the change is made to leave no trace
+    try:
+        flip(path, 4321)
+        # what a failing disk does: the status the index keyed its cache on shows nothing
+        with sqlite3.connect(nodes["peer1"].config.db_path) as db:
+            db.execute("UPDATE file_hashes SET ctime_ns = ? WHERE name = 'f.bin'", (path.stat().st_ctime_ns,))
+    finally:
+        grpc.signal_group(signal.SIGCONT)
+    wait_until(lambda: advertised(maestro, "f.bin") == {}, 10, what="the scrub to find the change")
+    log = grpc.tail(50)
+    assert "withheld" in log and "Traceback" not in log

@@ -181,7 +181,7 @@ class SharedIndex:
         fresh: list[Record] = []
         for name, st in entries:
             row = cached.get(name)
-            if _matches(row, st):
+            if row is not None and _matches(row, st):
                 if not row["withheld"]:
                     files.append(FileInfo(name, st.st_size, st.st_mtime_ns / 1e9, row["sha256"], row["blake3"]))
                 continue

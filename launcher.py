@@ -14,20 +14,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
 from click.core import ParameterSource
 
 from common.config import DEFAULT_TOPOLOGY, TOPOLOGY_ENV
 from common.security import SecretError, ensure_secret, operator_token, peer_token, read_secret
 from control import topology as topo
-from control.errors import LauncherError, NotRunning, TopologyError, UnknownNode
+from control.errors import LauncherError, TopologyError, UnknownNode
 from control.network import Network
+from control.status import crash_lines, network_report, urls_table
 
 TOPOLOGY_HELP = "topology file (default: topology.yaml)"
-CRASH_TAIL_LINES = 6  # log lines `status` shows for a node in a crash loop
 
 
 class LauncherGroup(click.Group):
@@ -49,31 +47,6 @@ def _network(path: str, host: str = topo.AUTO, require: bool = True) -> Network:
     """The network of the topology at path, as this machine (or --host) runs it."""
     placed = topo.on_this_host(topo.load(path), host, require=require)
     return Network(placed, echo=lambda s: click.echo(s, err=True))
-
-
-def _fmt_uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def _yn(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "no")
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _urls(net: Network) -> str:
-    t = net.topology
-    where = (lambda n: []) if t.local is None else (lambda n: ["here" if t.is_local(n) else "remote"])
-    rows = [["NODE", "REST", "GRPC", *(["WHERE"] if t.local is not None else [])]]
-    rows.append(["maestro", t.maestro.url, "-", *where("maestro")])
-    rows += [[p.name, p.rest_url, p.grpc_address, *where(p.name)] for p in t.peers]
-    return _table(rows)
 
 
 @click.group(cls=LauncherGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -166,13 +139,62 @@ def token(topology: str, peer: str | None) -> None:
 @cli.command(name="render")
 @topology_argument
 @host_option
-def render_cmd(topology: str, host: str) -> None:
-    """Write the node configs and supervisord.conf of TOPOLOGY without starting anything."""
-    net = _network(topology, host)
-    net.write()
-    r = net.rendered
-    for path in sorted([*r.configs, *r.texts]):
+@click.option(
+    "--target",
+    type=click.Choice(["supervisord", "compose", "kubernetes"]),
+    default="supervisord",
+    show_default=True,
+    help="supervisord: node configs and supervisord.conf in the run folder (what `up` runs); compose: a "
+    "compose file for this machine's nodes (--host picks them); kubernetes: manifests for the whole network",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="folder for the compose file or the manifests (default: the run folder's compose/ or kubernetes/)",
+)
+@click.option("--image", default="p2pnet:latest", show_default=True, help="the image every container runs")
+@click.option("--namespace", default="p2pnet", show_default=True, help="the Kubernetes namespace")
+def render_cmd(topology: str, host: str, target: str, out: str | None, image: str, namespace: str) -> None:
+    """Write what runs TOPOLOGY without starting anything: supervisord's files, a compose file, or manifests.
+
+    Compose and Kubernetes run the one image (`docker build -t p2pnet .`); see docs/kubernetes.md.
+    """
+    if target == "supervisord":
+        net = _network(topology, host)
+        net.write()
+        r = net.rendered
+        for path in sorted([*r.configs, *r.texts]):
+            click.echo(str(path))
+        return
+    from control import engines
+    from control.render import run_dir_for
+
+    if target == "compose":
+        t = topo.on_this_host(topo.load(topology), host)
+        folder = Path(out).absolute() if out else run_dir_for(t) / target
+        files = engines.render_compose(t, folder, image=image)
+        _ensure_secret(t)
+        for peer in t.peers:  # compose mounts each shared folder: docker would make a missing one, as root
+            if t.is_local(peer.name):
+                peer.shared_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        t = topo.load(topology)
+        folder = Path(out).absolute() if out else run_dir_for(t) / target
+        files = engines.render_kubernetes(t, folder, _ensure_secret(t), image=image, namespace=namespace)
+    for note in files.notes:
+        click.echo(note, err=True)
+    for path in engines.write(files):
         click.echo(str(path))
+
+
+def _ensure_secret(t: topo.Topology) -> bytes:
+    """The network's secret, created (0600) when missing, as `up` does."""
+    try:
+        ensure_secret(t.security.secret_file)
+        return read_secret(t.security.secret_file)
+    except (SecretError, OSError) as err:
+        raise TopologyError(str(t.path), [f"security.secret_file: {err}"]) from None
 
 
 @cli.command()
@@ -188,7 +210,7 @@ def up(topology: str, host: str, timeout: float) -> None:
     started = time.monotonic()
     net.up(timeout=timeout)
     elapsed = time.monotonic() - started
-    click.echo(_urls(net))
+    click.echo(urls_table(net.topology))
     remote = len(net.topology.node_names) - len(net.topology.local_names)
     click.echo(
         f"up: {len(net.topology.local_names)} node(s) healthy in {elapsed:.1f}s"
@@ -207,40 +229,6 @@ def down(topology: str, host: str) -> None:
     click.echo(f"down: {len(pids)} process(es) stopped" if pids else "down: was not running")
 
 
-def _pids(row, programs: list[str]) -> str:
-    """The pids in the PROGRAMS column's order ("-" for a program without one)."""
-    by_name = {p.name: p.pid for p in row.programs}
-    return ",".join(str(by_name.get(name) or "-") for name in programs) if row.programs else "-"
-
-
-def _problems(row, programs: list[str]) -> list[str]:
-    """Why a node is not well, in words ("peer2: peer2-grpc STOPPED")."""
-    h = row.health
-    states = {p.name: p.state for p in row.programs}
-    down = [f"{name} {states.get(name, 'missing')}" for name in programs if states.get(name) != "RUNNING"]
-    if down:
-        return [f"{row.node}: {', '.join(down)}"]
-    if h is None or not h.rest:
-        return [f"{row.node}: RUNNING but GET /health does not answer at {row.url}"]
-    if h.grpc is False:
-        return [f"{row.node}: RUNNING but its gRPC health check does not answer"]
-    if h.registered is False:
-        return [f"{row.node}: healthy but not registered (alive) at the Maestro"]
-    return []
-
-
-def _remote_problems(row) -> list[str]:
-    """Why a node of another host is not well, as seen over the network."""
-    h = row.health
-    if h is None or not h.rest:
-        return [f"{row.node}: REMOTE, GET /health does not answer at {row.url}"]
-    if h.grpc is False:
-        return [f"{row.node}: REMOTE, its gRPC health check does not answer"]
-    if h.registered is False:
-        return [f"{row.node}: REMOTE, healthy but not registered (alive) at the Maestro"]
-    return []
-
-
 @cli.command()
 @topology_argument
 @host_option
@@ -255,76 +243,13 @@ def status(topology: str, host: str, every: bool, as_json: bool) -> None:
     saying which nodes are not well and why.
     """
     net = _network(topology, host, require=False)
-    local = [n for n in net.topology.node_names if net.topology.is_local(n)]
-    running = net.supervisor.is_running() if local else True
-    report: list[dict[str, Any]] = []
-    pid_cells = []
-    problems: list[str] = []
-    crashing = []
-    for row in net.status():
-        programs = net.rendered.programs_of(row.node)
-        if any(p.crashing for p in row.programs):
-            crashing.append(row)
-        h = row.health
-        if row.remote:
-            row_problems = _remote_problems(row) if every else []
-        else:
-            row_problems = _problems(row, programs) if running else []
-        problems += row_problems
-        report.append(
-            {
-                "node": row.node,
-                "state": row.state,
-                "uptime": None if row.uptime is None else round(row.uptime, 1),
-                "healthy": h.healthy if h else None,
-                "registered": h.registered if h else None,
-                "files": h.files if h else None,
-                "url": row.url,
-                "programs": [
-                    {"name": name, "state": p.state if p else "DOWN", "pid": p.pid if p and p.pid else None}
-                    for name in programs
-                    for p in [next((q for q in row.programs if q.name == name), None)]
-                ],
-                "ok": running and not row_problems,
-            }
-        )
-        pid_cells.append(_pids(row, programs))
-    why = (
-        f"the network of {net.topology.path} is not running (no supervisord answers on "
-        f"{net.rendered.layout.socket}); start it with: python launcher.py up {topology}"
-        if not running
-        else f"not all is well: {'; '.join(problems)}; see `python launcher.py logs NODE`"
-        if problems
-        else ""
-    )
-    if as_json:
-        doc = {"topology": str(net.topology.path), "running": running, "ok": running and not problems}
-        click.echo(json.dumps({**doc, "problems": problems, "nodes": report}, indent=2))
-    else:
-        rows = [["NODE", "STATE", "PID", "UPTIME", "HEALTHY", "REGISTERED", "FILES", "URL", "PROGRAMS"]]
-        for node, pids in zip(report, pid_cells, strict=True):
-            rows.append(
-                [
-                    node["node"],
-                    node["state"],
-                    pids,
-                    _fmt_uptime(node["uptime"]),
-                    _yn(node["healthy"]),
-                    _yn(node["registered"]),
-                    "-" if node["files"] is None else str(node["files"]),
-                    node["url"],
-                    ",".join(p["name"] for p in node["programs"]) or "-",
-                ]
-            )
-        click.echo(_table(rows))
-    for row in crashing:  # a crash loop, with what its logs say (supervisord retries, then p2p-restarter)
-        states = " ".join(f"{p.name}:{p.state}" for p in row.programs)
-        click.echo(f"{row.node}: crash loop ({states}); last lines of its logs:", err=True)
-        for line in net.log_tail(row.node, CRASH_TAIL_LINES):
-            click.echo(line, err=True)
-    if why:
-        click.echo(why, err=True)
-        sys.exit(NotRunning.exit_code if not running else 1)
+    report = network_report(net, every=every)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.table())
+    for line in crash_lines(net, report):
+        click.echo(line, err=True)
+    if report.exit_code:
+        click.echo(report.why(topology), err=True)
+        sys.exit(report.exit_code)
 
 
 @cli.command()
@@ -429,7 +354,7 @@ def generate(
     out: str,
 ) -> None:
     """Write a valid topology of PEERS peers (validated before it is written)."""
-    from control.generate import base_ports, free_ports
+    from control.generate import base_ports, free_ports, topology_text, write_topology
     from control.generate import generate as make
 
     if peers < 3:
@@ -441,18 +366,10 @@ def generate(
     doc = make(peers, ports, ring=ring, seed=seed, host=host, hosts=host_list, data_dir=data_dir)
     target = Path(out).absolute()
     topo.parse(doc, target if out != "-" else Path("<generated topology>"))  # e.g. ports past 65535
-    text = f"# generated by `launcher.py generate --peers {peers}`\n" + yaml.safe_dump(doc, sort_keys=False)
     if out == "-":
-        click.echo(text, nl=False)
+        click.echo(topology_text(doc), nl=False)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    if sample_files:
-        for i, peer in enumerate(doc["peers"], 1):
-            shared = target.parent / peer["shared_dir"]
-            if not shared.exists():
-                shared.mkdir(parents=True)
-                (shared / f"archivo{i}.txt").write_text(f"Hola desde {peer['name']}.\n", encoding="utf-8")
+    write_topology(doc, target, sample_files=sample_files)
     click.echo(
         f"{target}: maestro + {peers} peer(s), ports {ports[0]}-{max(ports)}"
         if base_port

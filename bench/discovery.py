@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             print(json.dumps(report["ring_search"], indent=2), flush=True)
         if args.only in (None, "locate"):
-            settings = replace(Settings(), rest_workers=args.maestro_workers, rest_threads=args.maestro_threads)
+            settings = replace(Settings(), maestro_rest_workers=args.maestro_workers, rest_threads=args.maestro_threads)
             report["locate"] = [
                 bench_locate(tmp / f"locate{p}", p, f, seconds, settings, tool, baseline=not args.quick)
                 for p, f in ((10, 10), (1000, 100))

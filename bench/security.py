@@ -7,6 +7,8 @@ Measures, interleaved round by round so that the machine's load hits every mode 
                  and Download need no credential, so the checks only look at the method)
   members        `read: members` and an empty trusted_networks: every /locate and every
                  Download presents the operator's token and is checked
+  loopback       `read: members`, loopback trusted, no token: the caller is the operator as the
+                 secret file's owner, which the node asks the kernel once per connection
   before         with --before REV: the same load on the code at REV (`git archive`), e.g. the
                  commit before issue 8 landed, as the baseline
 Prints the median of each mode and its ratio to the baseline (`before` when given, else `open`).
@@ -23,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +34,8 @@ import time
 from pathlib import Path
 
 from bench.discovery import fill_directory
+from common.browsers import HostCheck
+from common.local_owner import ConnectionOwners, owner_of_socket
 from common.security import MUTATING, READ, Guard, ensure_secret, operator_token, read_secret
 from control.generate import free_ports
 
@@ -293,6 +298,7 @@ def modes(tmp: Path, before: str | None) -> list[Mode]:
     found = [
         Mode("open", ROOT, {"secret_file": str(secret_file)}, None),
         Mode("members", ROOT, {"secret_file": str(secret_file), "trusted_networks": [], "read": "members"}, token),
+        Mode("loopback", ROOT, {"secret_file": str(secret_file), "read": "members"}, None),
     ]
     if before:
         tree = tmp / "before"
@@ -381,21 +387,36 @@ def paired_ratio(values: list[float], baseline: list[float]) -> float:
 
 
 def check_cost(calls: int = 200_000) -> dict[str, float]:
-    """Microseconds per Guard.check, for the three cases a request meets (in this process, no I/O)."""
-    guard = Guard(b"x" * 64, ["127.0.0.0/8"], read="members")
+    """Microseconds per check a request meets (in this process): Host, Guard.check, and the kernel's
+    answer to "which account made this connection" (a netlink round trip, once per new connection)."""
+    guard = Guard(b"x" * 64, ["127.0.0.0/8"], read="members", local_operator="any")
+    owner_guard = Guard(b"x" * 64, ["127.0.0.0/8"], read="members", operator_uids={os.geteuid()})
     header = "Bearer " + operator_token(b"x" * 64)
     open_guard = Guard(b"x" * 64)
-    cases = {
-        "read open (skipped)": lambda: open_guard.check(READ, "10.0.0.2", None),
-        "trusted address": lambda: guard.check(MUTATING, "127.0.0.1", None),
-        "token": lambda: guard.check(MUTATING, "10.0.0.2", header),
-    }
-    out = {}
-    for name, call in cases.items():
-        started = time.perf_counter()
-        for _ in range(calls):
-            call()
-        out[name] = (time.perf_counter() - started) / calls * 1e6
+    hosts = HostCheck.of_node("127.0.0.1", "", ["p2p.example.org"])
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        owners = ConnectionOwners()
+        cases = {
+            "host check": lambda: hosts.accepts("127.0.0.1:9000"),
+            "read open (skipped)": lambda: open_guard.check(READ, "10.0.0.2", None),
+            "trusted address (any account)": lambda: guard.check(MUTATING, "127.0.0.1", None),
+            "trusted address, owner known": lambda: owner_guard.check(
+                MUTATING, "127.0.0.1", None, lambda: owners.of(accepted)
+            ),
+            "token": lambda: guard.check(MUTATING, "10.0.0.2", header),
+            "owner lookup (new connection)": lambda: owner_of_socket(accepted),
+        }
+        out = {}
+        for name, call in cases.items():
+            n = calls // 20 if "lookup" in name else calls
+            started = time.perf_counter()
+            for _ in range(n):
+                call()
+            out[name] = (time.perf_counter() - started) / n * 1e6
+        client.close()
+        accepted.close()
     return out
 
 

@@ -6,6 +6,7 @@ Every call has a timeout; every failure comes back as the P2PError the server na
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -14,14 +15,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-import requests
-
 from client.credentials import NONE, Credentials
-from common.errors import NoAnswer, P2PError, TimedOut, Unavailable, from_http_error
-from common.http import new_session
+from common.errors import Busy, NoAnswer, P2PError, TimedOut, Unavailable, from_http_error
+
+if TYPE_CHECKING:  # requests is imported on first use: a peer's REST workers rarely need it (~6 MiB each)
+    import requests
 
 _local = threading.local()
 
@@ -30,12 +31,16 @@ def session() -> requests.Session:
     """A keep-alive HTTP session per thread."""
     s = getattr(_local, "session", None)
     if s is None:
+        from common.http import new_session
+
         s = _local.session = new_session()
     return s
 
 
 def call(method: str, url: str, *, timeout: float, credentials: Credentials = NONE, **kwargs: Any) -> dict:
     """Make one JSON HTTP call presenting credentials; raise the matching P2PError on any failure."""
+    import requests
+
     if credentials.token:
         kwargs["headers"] = {**kwargs.get("headers", {}), **credentials.headers}
     try:
@@ -65,6 +70,8 @@ def call(method: str, url: str, *, timeout: float, credentials: Credentials = NO
 
 def why(err: BaseException) -> str:
     """Why a connection failed, in a person's words ("connection refused"), not an exception's class name."""
+    import requests
+
     if isinstance(err, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
         return "not an http:// URL"
     if isinstance(err, requests.exceptions.InvalidURL):
@@ -97,26 +104,51 @@ def rest_transport(credentials: Credentials = NONE) -> Callable[[str, str, dict,
     def transport(url: str, route: str, params: dict, timeout: float) -> dict:
         return hops.get(url + route, params, timeout)
 
+    transport.abandon = hops.abandon  # type: ignore[attr-defined]  # discovery cuts the hops of a flood nobody awaits
     return transport
 
 
-class _Service:
-    """A REST server of the network at url, called with one timeout and one set of credentials."""
+_node_clients: dict[Credentials, HopClient] = {}
+_node_clients_lock = threading.Lock()
 
-    def __init__(self, url: str, timeout: float, credentials: Credentials = NONE) -> None:
+
+def node_client(credentials: Credentials) -> HopClient:
+    """The lean client a node (a peer's agent, its REST app) calls the Maestro and its friends with.
+
+    One per credential and process. requests (what the CLI uses) would cost a peer's gRPC process
+    ~9 MiB for one heartbeat every few seconds.
+    """
+    with _node_clients_lock:
+        client = _node_clients.get(credentials)
+        if client is None:
+            client = _node_clients[credentials] = HopClient(headers=credentials.headers, ca_file=credentials.ca_file)
+        return client
+
+
+class _Service:
+    """A REST server of the network at url, called with one timeout and one set of credentials.
+
+    node: called by a node of the network (node_client), not by the CLI (requests).
+    """
+
+    def __init__(self, url: str, timeout: float, credentials: Credentials = NONE, *, node: bool = False) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.credentials = credentials
+        self.node = node
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        if self.node:
+            client = node_client(self.credentials)
+            return client.request(method, self.url + path, kwargs.get("params"), kwargs.get("json"), self.timeout)
         return call(method, self.url + path, timeout=self.timeout, credentials=self.credentials, **kwargs)
 
 
 class Maestro(_Service):
     """The central directory, seen from a client."""
 
-    def __init__(self, url: str, timeout: float = 5.0, credentials: Credentials = NONE) -> None:
-        super().__init__(url, timeout, credentials)
+    def __init__(self, url: str, timeout: float = 5.0, credentials: Credentials = NONE, *, node: bool = False) -> None:
+        super().__init__(url, timeout, credentials, node=node)
 
     def register(self, payload: dict) -> dict:
         return self._call("POST", "/register", json=payload)
@@ -134,8 +166,8 @@ class Maestro(_Service):
 class Peer(_Service):
     """A peer's REST API, seen from a client."""
 
-    def __init__(self, url: str, timeout: float = 10.0, credentials: Credentials = NONE) -> None:
-        super().__init__(url, timeout, credentials)
+    def __init__(self, url: str, timeout: float = 10.0, credentials: Credentials = NONE, *, node: bool = False) -> None:
+        super().__init__(url, timeout, credentials, node=node)
 
     def info(self, **params: Any) -> dict:
         return self._call("GET", "/info", params=params)
@@ -148,6 +180,10 @@ class Peer(_Service):
 
     def register(self, payload: dict) -> dict:
         return self._call("POST", "/register", json=payload)
+
+
+class _Retry(Exception):
+    """A reused keep-alive connection was closed by the peer: try once more on a fresh one."""
 
 
 class HopClient:
@@ -176,54 +212,118 @@ class HopClient:
         self.max_idle_age = max_idle_age  # below the servers' keep-alive (1 s): never reuse one they closed
         self.headers = {"Accept": "application/json", **(headers or {})}
         self._idle: dict[tuple[str, int], deque[tuple[http.client.HTTPConnection, float]]] = {}
+        self._flying: dict[str, set[http.client.HTTPConnection]] = {}  # query id -> its calls under way
+        self._cut: set[int] = set()  # id() of connections abandon() cut
         self._lock = threading.Lock()
+
+    def abandon(self, qids: set[str]) -> None:
+        """Cut the calls under way for these query ids: their peers see us hang up and stop too."""
+        with self._lock:
+            conns = [c for q in qids for c in self._flying.get(q, ())]
+            self._cut.update(id(c) for c in conns)
+        for conn in conns:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _fly(self, qid: str | None, conn: http.client.HTTPConnection, on: bool) -> bool:
+        """Track conn as under way for qid (on) or not any more; return whether abandon() cut it."""
+        with self._lock:
+            if on:
+                self._flying.setdefault(str(qid), set()).add(conn)
+                return False
+            flying = self._flying.get(str(qid))
+            if flying is not None:
+                flying.discard(conn)
+                if not flying:
+                    del self._flying[str(qid)]
+            if id(conn) in self._cut:
+                self._cut.discard(id(conn))
+                return True
+            return False
 
     def get(self, url: str, params: dict, timeout: float) -> dict:
         """GET url?params; the JSON object answered, or raise the matching P2PError."""
+        return self.request("GET", url, params, None, timeout)
+
+    def request(self, method: str, url: str, params: dict | None, payload: object, timeout: float) -> dict:
+        """METHOD url?params with payload as a JSON body (unless None); the JSON object answered, or a P2PError."""
+        params = params or {}
+        body = None if payload is None else json.dumps(payload).encode()
         parts = urlsplit(url)
         scheme = "https" if self._tls else "http"
         if parts.scheme != scheme or not parts.hostname:
             raise NoAnswer(f"cannot reach {url}: this network's peers are {scheme}://")
         key = (parts.hostname, parts.port or (443 if self._tls else 80))
-        target = (parts.path or "/") + "?" + urlencode(params)
+        target = (parts.path or "/") + ("?" + urlencode(params) if params or method == "GET" else "")
+        qid = params.get("qid")
         for attempt in (0, 1):
             conn, reused = self._checkout(key, timeout)
+            if qid is not None:
+                self._fly(qid, conn, True)
             try:
-                if conn.sock is None:
-                    try:
-                        conn.connect()
-                    except TimeoutError:  # no SYN-ACK in time: the host is gone or cut off, not busy
-                        conn.close()
-                        raise NoAnswer(f"cannot reach {url}: connect timed out after {timeout:g}s") from None
-                conn.request("GET", target, headers=self.headers)
-                resp = conn.getresponse()
-                data = resp.read(self.MAX_ANSWER + 1)
-            except self.STALE:
-                conn.close()
-                if reused and attempt == 0:  # the peer closed an idle connection: once more on a fresh one
-                    continue
-                raise NoAnswer(f"cannot reach {url}: connection closed") from None
-            except TimeoutError:
-                conn.close()
-                raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
-            except OSError as err:
-                conn.close()
-                raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
-            except http.client.HTTPException:  # IncompleteRead and kin: the peer went away mid-answer
-                conn.close()
-                raise NoAnswer(f"cannot reach {url}: its answer was cut halfway") from None
-            if len(data) > self.MAX_ANSWER:  # no peer's answer is this big (answers are capped at 1,000 results)
-                conn.close()
-                raise Unavailable(f"{url} answered more than {self.MAX_ANSWER >> 20} MiB; not a p2pnet answer")
-            if resp.length:  # fewer bytes than its Content-Length said: the peer went away mid-answer
-                conn.close()
-                raise NoAnswer(f"cannot reach {url}: its answer was cut halfway")
-            if resp.will_close:
-                conn.close()
-            else:
-                self._checkin(key, conn)
-            return self._decode(url, resp.status, data)
+                return self._exchange(method, url, key, target, body, conn, reused and attempt == 0, timeout)
+            except _Retry:
+                continue
+            except P2PError:
+                if qid is not None and self._fly(qid, conn, False):
+                    qid = None
+                    raise Busy(f"{url}: the flood was abandoned (its caller hung up)") from None
+                raise
+            finally:
+                if qid is not None:
+                    self._fly(qid, conn, False)
         raise AssertionError("unreachable")
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        key: tuple[str, int],
+        target: str,
+        body: bytes | None,
+        conn: http.client.HTTPConnection,
+        retry: bool,
+        timeout: float,
+    ) -> dict:
+        """One request and its answer on conn; _Retry when a reused connection turned out closed."""
+        try:
+            if conn.sock is None:
+                try:
+                    conn.connect()
+                except TimeoutError:  # no SYN-ACK in time: the host is gone or cut off, not busy
+                    conn.close()
+                    raise NoAnswer(f"cannot reach {url}: connect timed out after {timeout:g}s") from None
+            headers = self.headers if body is None else {**self.headers, "Content-Type": "application/json"}
+            conn.request(method, target, body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read(self.MAX_ANSWER + 1)
+        except self.STALE:
+            conn.close()
+            if retry:  # the peer closed an idle connection: once more on a fresh one
+                raise _Retry from None
+            raise NoAnswer(f"cannot reach {url}: connection closed") from None
+        except TimeoutError:
+            conn.close()
+            raise TimedOut(f"{url} did not answer within {timeout:g}s") from None
+        except OSError as err:
+            conn.close()
+            raise NoAnswer(f"cannot reach {url}: {why(err)}") from None
+        except http.client.HTTPException:  # IncompleteRead and kin: the peer went away mid-answer
+            conn.close()
+            raise NoAnswer(f"cannot reach {url}: its answer was cut halfway") from None
+        if len(data) > self.MAX_ANSWER:  # no peer's answer is this big (answers are capped at 1,000 results)
+            conn.close()
+            raise Unavailable(f"{url} answered more than {self.MAX_ANSWER >> 20} MiB; not a p2pnet answer")
+        if resp.length:  # fewer bytes than its Content-Length said: the peer went away mid-answer
+            conn.close()
+            raise NoAnswer(f"cannot reach {url}: its answer was cut halfway")
+        if resp.will_close:
+            conn.close()
+        else:
+            self._checkin(key, conn)
+        return self._decode(url, resp.status, data)
 
     @staticmethod
     def _decode(url: str, status: int, data: bytes) -> dict:

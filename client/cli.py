@@ -27,8 +27,8 @@ import click
 from client import __version__
 from client.api import Maestro, Peer
 from client.credentials import NONE, Credentials
-from client.download import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT
 from client.download import download as fetch
+from client.options import MAX_SOURCES, PIECE_SIZE, STALL_TIMEOUT, DownloadOptions
 from client.progress import Progress, throughput
 from client.retry import RETRY_FOR
 from client.topology import client_network
@@ -425,10 +425,7 @@ def download(
     holders, sha, size = _holders(obj, name, source, via_peer)
     with Progress(name) as progress, refused(", ".join(h["name"] for h in holders), "download"):
         try:
-            result = fetch(
-                name,
-                out,
-                holders,
+            options = DownloadOptions(
                 expected_sha256=sha,
                 size=size,
                 overwrite=overwrite,
@@ -441,6 +438,7 @@ def download(
                 retry_for=obj.retry_for,
                 credentials=obj.credentials,
             )
+            result = fetch(name, out, holders, options)
         except Unavailable as err:
             hint = _peer_hint(holders[0]) if len(holders) == 1 else STATUS_HINT
             raise Unavailable(f"{err.detail}; {hint}") from None

@@ -1,6 +1,6 @@
 """The client's download in progress: a preallocated partial file, its journal of pieces, the hasher.
 
-A file is fetched as pieces (see client/download.py); each piece lands in place in the
+A file is fetched as pieces (see client/scheduler.py); each piece lands in place in the
 partial file beside the target, and the journal lists finished pieces so a cut download
 continues where it stopped. The whole file is renamed into place only when its sha256 matches.
 """
@@ -12,12 +12,25 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
+from common.errors import P2PError
 from common.files import HASH_BLOCK, move_into_place, new_digest
 from common.names import MAX_NAME_BYTES, fit_name
 
 PART_MARK = ".p2p-part-"
 JOURNAL_SUFFIX = ".journal"
+
+
+class WriteFailed(P2PError):
+    """This machine could not write the download (a full disk, a quota): free space or pick another --out."""
+
+    name = "write_failed"
+    exit_code = 1
+
+    @classmethod
+    def of(cls, err: OSError, path: Path) -> WriteFailed:
+        return cls(f"{(err.strerror or str(err)).lower()} writing {path}")
 
 
 def partial_name(target_name: str, sha256: str) -> str:
@@ -90,18 +103,24 @@ class PartialFile:
         return [i for i in range(self.pieces) if i not in self.done]
 
     def write(self, offset: int, data) -> None:
-        """Write data at offset (thread-safe: pwrite needs no shared position)."""
+        """Write data at offset (thread-safe: pwrite needs no shared position); WriteFailed names a full disk."""
         view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view, offset = view[n:], offset + n
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as err:
+            raise WriteFailed.of(err, self.path) from None
 
     def mark_done(self, index: int) -> None:
         """Record that piece index is fully written."""
         with self._lock:
             self.done.add(index)
-            self._journal.write(f"{index}\n")
-            self._journal.flush()
+            try:
+                self._journal.write(f"{index}\n")
+                self._journal.flush()
+            except OSError as err:
+                raise WriteFailed.of(err, self.journal_path) from None
 
     def read_into(self, buf, offset: int) -> int:
         return os.preadv(self._fd, [buf], offset)
@@ -123,6 +142,22 @@ class PartialFile:
         move_into_place(self.path, self.target, overwrite)
         os.unlink(self.journal_path)
         return self.target
+
+
+class Hasher(Protocol):
+    """What a download asks of its digest: told when pieces finish, asked for the hex digest at the end.
+
+    InOrderHasher reads finished pieces back from the page cache; another implementation may
+    hash blocks as they arrive instead, without the scheduler noticing.
+    """
+
+    def start(self) -> None: ...
+
+    def piece_done(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def hexdigest(self) -> str: ...
 
 
 class InOrderHasher(threading.Thread):
@@ -178,6 +213,8 @@ class InOrderHasher(threading.Thread):
             self.error = err
 
     def hexdigest(self) -> str:
+        """The digest once every piece is hashed (waits for it)."""
+        self.join()
         if self.error is not None:
             raise self.error
         return self.digest.hexdigest()

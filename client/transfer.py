@@ -1,6 +1,6 @@
 """The client library's gRPC side: a peer's FileTransfer service as seen from a client.
 
-Ranged downloads (the pieces of client/download.py), uploads, the ECO/DUMMY transfers,
+Ranged downloads (the transports of client/transports.py), uploads, the ECO/DUMMY transfers,
 stat and a readiness check. Every failure comes back as a P2PError (from_rpc_error).
 Uploads and the ECO/DUMMY transfers are tried again while the peer is busy or unreachable,
 for up to retry_for seconds (client/retry.py); downloads retry piece by piece.
@@ -15,6 +15,7 @@ import grpc
 import grpc.experimental
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.cancel import Cancel
 from client.credentials import NONE, Credentials
 from client.retry import RETRY_FOR, retry
 from common import transfer_pb2, transfer_pb2_grpc
@@ -70,20 +71,23 @@ class TransferClient:
     def close(self) -> None:
         self.channel.close()
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, cancel: Cancel | None = None) -> None:
         """Connect and see the service up, or raise Unavailable after connect_timeout.
 
         A health check (not channel_ready_future, whose polling thread outlives a
         closed channel) that waits for the connection; a stopped process accepts
-        TCP but never answers HTTP/2, so it fails here within the timeout.
+        TCP but never answers HTTP/2, so it fails here within the timeout. cancel
+        stops the wait at once (Unavailable, saying so).
         """
         if self._ready:
             return
         request = health_pb2.HealthCheckRequest(service=FILE_TRANSFER)
         try:
-            answer = health_pb2_grpc.HealthStub(self.channel).Check(  # type: ignore[attr-defined]  # stubs omit it
-                request, timeout=self.connect_timeout, wait_for_ready=True
-            )
+            check = health_pb2_grpc.HealthStub(self.channel).Check  # type: ignore[attr-defined]  # stubs omit it
+            answer = _result(check.future(request, timeout=self.connect_timeout, wait_for_ready=True), cancel)
+        except grpc.FutureCancelledError:
+            why = cancel.reason if cancel else "cancelled"
+            raise Unavailable(f"stopped waiting for {self.address}: {why}") from None
         except grpc.RpcError as err:
             if err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
                 raise Unavailable(
@@ -108,16 +112,23 @@ class TransferClient:
             raise Unavailable(f"{self.address} sent no answer for {name!r}")
         return Content(first.size, first.sha256, first.blake3)
 
-    def open_lane(self, name: str, offset: int, length: int, *, timeout: float | None = None):
+    def open_lane(
+        self, name: str, offset: int, length: int, *, timeout: float | None = None, cancel: Cancel | None = None
+    ):
         """A one-time LaneTicket for [offset, offset+length) of name (see common/lane.py); P2PError otherwise.
 
-        NoLane when the peer offers no lane (turned off, TLS on, or a peer older than the lane).
+        NoLane when the peer offers no lane (turned off, TLS on, or a peer older than the lane);
+        None when cancel was set before the answer came.
         """
         request = transfer_pb2.FileRequest(filename=name, offset=offset, length=length)
         try:
             deadline = timeout if timeout is not None else self.connect_timeout + 5.0
-            return self.stub.OpenLane(request, timeout=deadline, metadata=self.metadata)
+            return _result(self.stub.OpenLane.future(request, timeout=deadline, metadata=self.metadata), cancel)
+        except grpc.FutureCancelledError:
+            return None
         except grpc.RpcError as err:
+            if cancel is not None and cancel.cancelled:
+                return None
             raise from_rpc_error(err) from None
 
     def download_range(
@@ -207,3 +218,11 @@ class TransferClient:
             return self.stub.DummyUpload(chunks(), timeout=self._stream_deadline(size), metadata=self.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+
+def _result(future: grpc.Future, cancel: Cancel | None):
+    """The future's result; cancel (from another thread) cancels the call at once."""
+    if cancel is None:
+        return future.result()
+    with cancel.hook(future.cancel):
+        return future.result()

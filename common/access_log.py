@@ -6,9 +6,13 @@ imports the gunicorn config (common.metrics does) pays for importing gunicorn's 
 
 from __future__ import annotations
 
+import threading
 import time
 
 from gunicorn import glogging
+
+FLUSH_LINES = 64  # lines written together at most ...
+FLUSH_AFTER = 0.2  # ... and seconds a line waits at most
 
 
 class AccessLogger(glogging.Logger):
@@ -22,6 +26,23 @@ class AccessLogger(glogging.Logger):
 
     _second = -1
     _stamp = ""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self._lines: list[str] = []
+        self._lines_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def flush_access(self) -> None:
+        """Write the lines waiting (one write for all: a line per request, written alone, cost the
+        Maestro's saturated /locate its tail, each write a system call in the one gevent thread)."""
+        with self._lines_lock:
+            lines, self._lines, self._timer = self._lines, [], None
+        if lines:
+            try:
+                self.access_log.info("\n".join(lines))
+            except Exception:  # as gunicorn's own access(): a log line never fails the request
+                self.error("access log line failed", exc_info=True)
 
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_enabled:
@@ -37,6 +58,17 @@ class AccessLogger(glogging.Logger):
                 f'"{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} {environ["SERVER_PROTOCOL"]}" '
                 f"{status} {getattr(resp, 'sent', None)} {ms}ms"
             )
-            self.access_log.info(line)
         except Exception:  # as gunicorn's own access(): a log line never fails the request
             self.error("access log line failed", exc_info=True)
+            return
+        timer = None
+        with self._lines_lock:  # nothing in here may yield to another greenlet (this lock may be a real one)
+            self._lines.append(line)
+            full = len(self._lines) >= FLUSH_LINES
+            if not full and self._timer is None:
+                timer = self._timer = threading.Timer(FLUSH_AFTER, self.flush_access)
+        if full:
+            self.flush_access()
+        elif timer is not None:
+            timer.daemon = True
+            timer.start()

@@ -17,6 +17,8 @@ TOPOLOGY_ENV = "P2P_TOPOLOGY"  # the launcher's -t and the client's --topology
 DEFAULT_TOPOLOGY = "topology.yaml"
 DEFAULT_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
 READ_MODES = ("open", "members")  # security.read: whether GETs and Download need a credential too
+# security.local_operator: which account on this machine is the operator without a token (docs/security.md)
+LOCAL_OPERATOR_MODES = ("owner", "any", "none")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,10 @@ class Settings:
     request_timeout: float = 2.0  # one REST call to a friend or the Maestro, seconds
     search_timeout: float = 3.0  # what a new flood search may take in all, seconds
     locate_timeout: float = 5.0  # what a new P2P locate may take in all, seconds
-    rest_workers: int = 2  # gunicorn workers per REST server
+    # gunicorn workers of a peer's REST server: one gevent worker holds every connection and hop
+    # (a search costs about a millisecond of CPU per peer), in a third of the memory of two
+    rest_workers: int = 1
+    maestro_rest_workers: int = 2  # the Maestro's: its /locate is the network's hottest call
     rest_worker_class: str = "gevent"  # gevent: a slow client or a waiting hop holds a greenlet, not a thread
     rest_threads: int = 4  # gunicorn threads per worker (gthread only)
     rest_connections: int = 1000  # connections one gevent worker holds at once (gunicorn --worker-connections)
@@ -106,13 +111,18 @@ class Security:
     tls: bool = False  # REST over https and gRPC over TLS, certificates in tls_dir
     tls_dir: str = ""  # the run folder's tls/: ca.pem, <node>.pem, <node>.key
     allow_hardlinks: bool = False  # share files with other hard links (off: a link may expose a file kept elsewhere)
+    allowed_hosts: tuple[str, ...] = ()  # names the node answers to in Host, besides host, bind and localhost
+    # a caller on this machine from a trusted address is the operator: "owner" only the secret file's
+    # owner (and root), "any" every account, "none" nobody (it needs a token)
+    local_operator: str = "owner"
 
     @classmethod
     def from_json(cls, data: dict | None) -> Security:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in (data or {}).items() if k in known}
-        if "trusted_networks" in values:
-            values["trusted_networks"] = tuple(values["trusted_networks"])
+        for key in ("trusted_networks", "allowed_hosts"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -132,6 +142,7 @@ class NodeConfig:
     settings: Settings = field(default_factory=Settings)
     security: Security = field(default_factory=Security)
     bind: str = ""  # the address it listens on, when not host (e.g. 0.0.0.0 behind NAT)
+    lane_port: int = 0  # the fast lane's port (0: one the OS picks; containers publish a fixed one)
 
     @property
     def rest_url(self) -> str:
@@ -189,10 +200,16 @@ def run_dir_of(topology_path: str | os.PathLike) -> Path:
 
 
 def load_config(path: str | os.PathLike | None = None) -> NodeConfig:
-    """Read the node config from path, or from $P2P_CONFIG when path is None."""
+    """Read the node config from path, or from $P2P_CONFIG when path is None.
+
+    $P2P_CONFIG names a file or holds the JSON itself (a container's environment, see
+    docs/kubernetes.md): a value that starts with `{` is the config.
+    """
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         raise SystemExit(f"no node config: pass --config or set {CONFIG_ENV}")
+    if str(path).lstrip().startswith("{"):
+        return NodeConfig.from_json(json.loads(str(path)))
     with open(path, encoding="utf-8") as fh:
         return NodeConfig.from_json(json.load(fh))
 

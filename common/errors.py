@@ -81,6 +81,21 @@ class Forbidden(P2PError):
     exit_code = 7
 
 
+class CrossSite(Forbidden):
+    """A browser sent this for a page of another site: open the node's own page (/ui), or use curl or the CLI."""
+
+    name = "cross_site"
+
+
+class MisdirectedRequest(P2PError):
+    """The request names a host this node does not answer to: use its address or its topology host."""
+
+    http_status = 421
+    grpc_code = _StatusCode("PERMISSION_DENIED")
+    name = "misdirected_request"
+    exit_code = 1
+
+
 class PermissionDenied(P2PError):
     """The file lies outside the shared folder (e.g. through a symlink)."""
 

@@ -43,3 +43,17 @@ def run_blocking(fn: Callable[..., T], *args: object) -> T:
 
         return gevent.get_hub().threadpool.apply(fn, args)
     return fn(*args)
+
+
+def take_turns() -> None:
+    """Let the worker's other greenlets run before this one goes on (under gevent; else nothing).
+
+    gunicorn's gevent worker reads a keep-alive connection's next request as soon as it is
+    there: a few busy connections then keep the worker to themselves and the rest wait (the
+    Maestro's /locate under 64 connections: p50 0.6 ms, p99 0.9 s). A turn per request keeps it
+    first come, first served.
+    """
+    if patched():
+        import gevent
+
+        gevent.sleep(0)

@@ -71,6 +71,25 @@ def on_starting(server) -> None:
     if not config.settings.access_log:  # `settings: {access_log: false}`: no line per request
         server.cfg.set("accesslog", None)
         server.log.setup(server.cfg)
+    share_libraries()
+
+
+def share_libraries() -> None:
+    """Import the libraries every worker loads into the master, and keep the collector off them.
+
+    Workers are forked from the master: what it imported before the fork is shared with each of
+    them, page for page, as long as nobody writes to those pages; gc.freeze() keeps the cycle
+    collector from writing to them. About 10 MiB per worker. Only libraries that create no lock or
+    thread at import (Flask, prometheus_client, after the multiprocess folder is set): the gevent
+    worker patches threading after the fork, and the app itself is built in each worker after it.
+    """
+    import gc
+
+    import flask  # noqa: F401
+    import prometheus_client  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def metrics_file(folder: str, kind: str, pid: int) -> str:
@@ -140,16 +159,43 @@ def post_fork(server, worker) -> None:
     try:
         preallocate(folder, os.getpid())
     except OSError as err:
-        del os.environ[MULTIPROC_ENV]  # prometheus_client is not imported yet: this worker counts in memory
+        count_in_memory()
         server.log.warning(
             "worker %d counts its metrics in memory (its share is missing from /metrics): %s", os.getpid(), err.strerror
         )
+
+
+def count_in_memory() -> None:
+    """Have this worker's metrics count in its memory, not in files (before it creates any).
+
+    The master imported prometheus_client in multiprocess mode (share_libraries), which chose its
+    value class then: the worker puts the in-memory one back, and common.metrics, seeing no
+    folder, serves this worker's own registry.
+    """
+    del os.environ[MULTIPROC_ENV]
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.MutexValue  # type: ignore[attr-defined]
 
 
 def child_exit(server, worker) -> None:
     folder = os.environ.get(MULTIPROC_ENV)
     if folder:
         release(folder, worker.pid)
+
+
+def worker_exit(server, worker) -> None:
+    """The access lines still waiting are written before the worker goes (common/access_log.py).
+
+    And what share_libraries froze is handed back to the collector: frozen objects (the logging
+    handlers among them) would otherwise be finalised after gevent is torn down, with a traceback.
+    """
+    import gc
+
+    flush = getattr(server.log, "flush_access", None)
+    if flush is not None:
+        flush()
+    gc.unfreeze()
 
 
 def post_worker_init(worker) -> None:

@@ -7,8 +7,12 @@ Whoever holds the secret (every node, the launcher, an operator who can read the
 mint and check any credential; a peer's credential alone lets it act only as itself.
 
 A caller whose address is in `trusted_networks` (loopback by default) is the operator without
-a credential, which keeps the seeds' curl commands working on one machine. Everyone else must
-present `Authorization: Bearer CREDENTIAL` (HTTP) or the `authorization` metadata (gRPC).
+a credential, which keeps the seeds' curl commands working on one machine. When that caller is
+on this machine, `local_operator` also asks which account made its connection: by default only
+the account that owns the secret file (and root, who can read it anyway) is the operator; other
+local accounts need a credential like a stranger (docs/security.md, "Who loopback trusts").
+Everyone else must present `Authorization: Bearer CREDENTIAL` (HTTP) or the `authorization`
+metadata (gRPC).
 
 Pure Python: no Flask, no gRPC, so the client, the launcher and both servers share it cheaply.
 """
@@ -16,18 +20,20 @@ Pure Python: no Flask, no gRPC, so the client, the launcher and both servers sha
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import DEFAULT_TRUSTED_NETWORKS, READ_MODES, Security
+from common.config import DEFAULT_TRUSTED_NETWORKS, LOCAL_OPERATOR_MODES, READ_MODES, Security
 from common.errors import Forbidden, Unauthorized
+from common.local_owner import is_own_address
 
 DEFAULT_SECRET_FILE = ".p2p-secret"  # relative to the topology's folder
 OPERATOR = "@operator"
@@ -156,25 +162,60 @@ class Caller:
             raise Forbidden(f"{self.name} may register and heartbeat only as itself, not as {name!r}")
 
 
+def operator_accounts(secret_file: str | os.PathLike | None) -> frozenset[int]:
+    """The local accounts that are the operator without a credential: the secret file's owner, and root.
+
+    Root reads any file, the secret too, so refusing it would protect nothing. Without a secret
+    file, the account this node runs as stands in for its owner.
+    """
+    owner = os.geteuid()
+    if secret_file:
+        with contextlib.suppress(OSError):  # read_secret has already said what is wrong with it
+            owner = os.stat(secret_file).st_uid
+    return frozenset({owner, 0})
+
+
+Owner = Callable[[], int | None]  # the uid at the other end of the caller's connection, asked only when needed
+
+_UNTRUSTED, _LOOPBACK, _NETWORK = 0, 1, 2  # what a caller's address is to the guard
+
+
 class Guard:
-    """Decides who a caller is, from its address and its credential; one per node."""
+    """Decides who a caller is, from its address, its account on this machine and its credential; one per node."""
 
     def __init__(
-        self, secret: bytes | None, trusted_networks: Iterable[str] = DEFAULT_TRUSTED_NETWORKS, read: str = "open"
+        self,
+        secret: bytes | None,
+        trusted_networks: Iterable[str] = DEFAULT_TRUSTED_NETWORKS,
+        read: str = "open",
+        local_operator: str = "owner",
+        operator_uids: Iterable[int] = (0,),
+        own_address: Callable[[str], bool] = is_own_address,
     ) -> None:
         if read not in READ_MODES:
             raise ValueError(f"read must be one of {READ_MODES}, got {read!r}")
+        if local_operator not in LOCAL_OPERATOR_MODES:
+            raise ValueError(f"local_operator must be one of {LOCAL_OPERATOR_MODES}, got {local_operator!r}")
         self.secret = secret
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_networks)
         self.read = read
-        self._trusted_cache: dict[str, bool] = {}
+        self.local_operator = local_operator
+        self.operator_uids = frozenset(operator_uids)
+        self.own_address = own_address  # whether an address is this machine's (a caller there is local)
+        self._trusted_cache: dict[str, int] = {}
         self._token_cache: dict[str, str] = {}
 
     @classmethod
     def of(cls, security: Security) -> Guard:
         """A node's guard, from its config; SecretError when its secret file cannot be read."""
         secret = read_secret(security.secret_file) if security.secret_file else None
-        return cls(secret, security.trusted_networks, security.read)
+        return cls(
+            secret,
+            security.trusted_networks,
+            security.read,
+            local_operator=security.local_operator,
+            operator_uids=operator_accounts(security.secret_file),
+        )
 
     def credential(self, principal: str) -> str | None:
         """The credential principal presents to other nodes (None without a secret)."""
@@ -184,24 +225,47 @@ class Guard:
         """Whether a request of this kind is checked at all (OPEN never; READ only for members)."""
         return kind == MUTATING or (kind == READ and self.read == "members")
 
-    def trusted(self, address: str | None) -> bool:
-        """Whether address (an IP, as a socket or the WSGI REMOTE_ADDR gives it) is trusted."""
+    def _kind(self, address: str | None) -> int:
+        """Whether address (an IP, as a socket or the WSGI REMOTE_ADDR gives it) is trusted, and loopback."""
         if not address:
-            return False
+            return _UNTRUSTED
         known = self._trusted_cache.get(address)
         if known is None:
             try:
                 ip = ipaddress.ip_address(address.split("%", 1)[0])
             except ValueError:
-                known = False
+                known = _UNTRUSTED
             else:
                 if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                     ip = ip.ipv4_mapped
-                known = any(ip in net for net in self.networks)
+                if not any(ip in net for net in self.networks):
+                    known = _UNTRUSTED
+                else:
+                    known = _LOOPBACK if ip.is_loopback else _NETWORK
             if len(self._trusted_cache) > 4096:
                 self._trusted_cache.clear()
             self._trusted_cache[address] = known
         return known
+
+    def trusted(self, address: str | None) -> bool:
+        """Whether address is in trusted_networks (whoever is calling from it)."""
+        return self._kind(address) != _UNTRUSTED
+
+    def operator_by_address(self, address: str | None, owner: Owner | None = None) -> bool:
+        """Whether a caller at address is the operator without a credential.
+
+        A trusted address from another machine is; one of this machine (loopback, or an address
+        of its own) is when local_operator allows its account: "any" every account, "owner" only
+        operator_uids (owner() asks the kernel; unknown is no), "none" nobody.
+        """
+        kind = self._kind(address)
+        if kind == _UNTRUSTED:
+            return False
+        if self.local_operator == "any" or (kind == _NETWORK and not self.own_address(str(address))):
+            return True
+        if self.local_operator == "none" or owner is None:
+            return False
+        return owner() in self.operator_uids
 
     def identify(self, token: str | None) -> str | None:
         """The principal a credential names when its MAC is right, else None."""
@@ -218,27 +282,36 @@ class Guard:
         self._token_cache[token] = name
         return name
 
-    def caller(self, address: str | None, authorization: str | None) -> Caller:
-        """Who is calling; Unauthorized without a trusted address or a valid credential.
+    def presented(self, authorization: str | None) -> str | None:
+        """The principal whose valid credential an `Authorization` value carries (whatever the address), or None."""
+        return self.identify(_from_header(authorization))
 
-        A trusted address makes the caller the operator whatever it presents: on one machine a
-        stale P2P_TOKEN (another network's) must not lock the operator out.
+    def caller(self, address: str | None, authorization: str | None, owner: Owner | None = None) -> Caller:
+        """Who is calling; Unauthorized without a valid credential or an address that makes it the operator.
+
+        Such an address (operator_by_address; owner says which account made the connection, asked
+        only when the address is this machine's) makes the caller the operator whatever it
+        presents: on one machine a stale P2P_TOKEN (another network's) must not lock the operator out.
         """
-        if self.trusted(address):
-            return Caller(OPERATOR, trusted_address=True)
         token = _from_header(authorization)
+        principal = self.identify(token)
+        if principal == OPERATOR:  # the operator either way: no need to ask who made the connection
+            return Caller(OPERATOR)
+        if self.operator_by_address(address, owner):
+            return Caller(OPERATOR, trusted_address=True)
         if token is None:
             raise Unauthorized(f"{NOT_A_MEMBER}: this call needs a credential (Authorization: Bearer TOKEN)")
-        principal = self.identify(token)
         if principal is None:
             raise Unauthorized(f"{NOT_A_MEMBER}: the credential is not valid here")
         return Caller(principal)
 
-    def check(self, kind: str, address: str | None, authorization: str | None) -> Caller | None:
+    def check(
+        self, kind: str, address: str | None, authorization: str | None, owner: Owner | None = None
+    ) -> Caller | None:
         """The caller of a request of this kind, or None when the request needs no credential."""
         if not self.needs_credential(kind):
             return None
-        return self.caller(address, authorization)
+        return self.caller(address, authorization, owner)
 
     # --- proof of membership, for peers that verify each other ----------------------------------
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import SplitResult, urlsplit
+from collections.abc import Mapping
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from common.browsers import HostCheck, check_cross_site
+from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
+from common.local_owner import ConnectionOwners
 from common.security import MUTATING, OPEN, READ, Caller, Guard
+from common.urls import check_peer_url  # noqa: F401  (its home is common/urls.py, without Flask; the views import it here)
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +86,65 @@ def request_kind(method: str, path: str) -> str:
     return READ if method in READ_METHODS else MUTATING
 
 
-def install_guard(app: Flask, guard: Guard) -> None:
-    """Check every request's caller before its view: the one credential hook of both REST apps."""
-    app.extensions["guard"] = guard
+def host_check(config: NodeConfig) -> HostCheck:
+    """The Host names a node answers to (docs/security.md, "Host check")."""
+    return HostCheck.of_node(config.host, config.bind, config.security.allowed_hosts)
+
+
+class RequestCheck:
+    """The one check of every REST request: Flask's (install_checks) and the WSGI fast paths' alike.
+
+    First what a browser could abuse (common/browsers.py): a Host this node does not answer to
+    (421, a page re-pointed at it by DNS) or another site's page calling (403); then who the
+    caller is, by its credential or by the account that made its connection (common/security.py;
+    the account is asked of the kernel once per connection, which gunicorn hands over in the
+    WSGI environ). Returns the caller (None when the request needs no credential).
+    """
+
+    def __init__(self, guard: Guard, hosts: HostCheck) -> None:
+        self.guard = guard
+        self.hosts = hosts
+        self.owners = ConnectionOwners()
+
+    def __call__(self, environ: Mapping) -> Caller | None:
+        host = environ.get("HTTP_HOST")
+        self.hosts.check(host)
+        origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
+        method = environ.get("REQUEST_METHOD", "")
+        if origin is not None or site is not None:
+            check_cross_site(
+                method,
+                environ.get("wsgi.url_scheme", "http"),
+                host,
+                origin,
+                site,
+                environ.get("HTTP_SEC_FETCH_MODE"),
+                environ.get("HTTP_SEC_FETCH_DEST"),
+            )
+        return self.guard.check(
+            request_kind(method, environ.get("PATH_INFO", "")),
+            environ.get("REMOTE_ADDR"),
+            environ.get("HTTP_AUTHORIZATION"),
+            lambda: self.owners.of(environ.get("gunicorn.socket")),
+        )
+
+    def allows(self, environ: Mapping) -> bool:
+        """Whether the request passes (for a fast path, which leaves any refusal to Flask to answer)."""
+        try:
+            self(environ)
+        except P2PError:
+            return False
+        return True
+
+
+def install_checks(app: Flask, check: RequestCheck) -> None:
+    """Check every request (RequestCheck) before its view: the one hook of both REST apps."""
+    app.extensions["guard"] = check.guard
+    app.extensions["request_check"] = check
 
     @app.before_request
-    def _check_caller():
-        kind = request_kind(request.method, request.path)
-        g.caller = guard.check(kind, request.remote_addr, request.headers.get("Authorization"))
+    def _check_request():
+        g.caller = check(request.environ)
 
 
 def current_caller() -> Caller:
@@ -101,10 +156,15 @@ def current_caller() -> Caller:
 
 
 def arg_str(
-    name: str, *, required: bool = True, max_length: int = MAX_PARAM_LENGTH, default: str | None = None
+    name: str,
+    *,
+    required: bool = True,
+    max_length: int = MAX_PARAM_LENGTH,
+    default: str | None = None,
+    args: Mapping[str, str] | None = None,
 ) -> str | None:
-    """Return query parameter name, refusing missing, empty or oversized values."""
-    value = request.args.get(name)
+    """Return query parameter name (of args, default the request's), refusing missing, empty or oversized values."""
+    value = (request.args if args is None else args).get(name)
     if value is None or value == "":
         if required:
             raise BadRequest(f"query parameter '{name}' is required")
@@ -116,9 +176,9 @@ def arg_str(
     return value
 
 
-def _arg_number(name: str, parse, kind: str, default, minimum, maximum):
+def _arg_number(name: str, parse, kind: str, default, minimum, maximum, args: Mapping[str, str] | None):
     """A numeric query parameter: default when absent, 400 when malformed or below minimum, capped."""
-    raw = request.args.get(name)
+    raw = (request.args if args is None else args).get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -130,14 +190,23 @@ def _arg_number(name: str, parse, kind: str, default, minimum, maximum):
     return min(value, maximum) if maximum is not None else value
 
 
-def arg_int(name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+def arg_int(
+    name: str, *, default: int, minimum: int = 0, maximum: int | None = None, args: Mapping[str, str] | None = None
+) -> int:
     """Return an integer query parameter, capped at maximum; 400 if not an integer >= minimum."""
-    return _arg_number(name, int, "an integer", default, minimum, maximum)
+    return _arg_number(name, int, "an integer", default, minimum, maximum, args)
 
 
-def arg_float(name: str, *, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
+def arg_float(
+    name: str,
+    *,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+    args: Mapping[str, str] | None = None,
+) -> float:
     """Return a number query parameter, capped at maximum; 400 if not a number >= minimum."""
-    return _arg_number(name, float, "a number", default, minimum, maximum)
+    return _arg_number(name, float, "a number", default, minimum, maximum, args)
 
 
 def json_body() -> dict:
@@ -146,33 +215,3 @@ def json_body() -> dict:
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object (Content-Type: application/json)")
     return data
-
-
-def _split_url(value: object, key: str, what: str, max_length: int) -> tuple[SplitResult, int | None]:
-    """value's parts and port; BadRequest naming key when it is not a string URL with a valid port."""
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        raise BadRequest(f"'{key}' must be {what}")
-    try:
-        parts = urlsplit(value)
-        return parts, parts.port
-    except ValueError:
-        raise BadRequest(f"'{key}' is not a valid URL: {value[:80]!r}") from None
-
-
-def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str:
-    """Return value as `scheme://host:port` (the network's scheme), else BadRequest.
-
-    A peer's address and nothing more: a path, query, fragment or user info is refused, so a
-    registered URL can never make this peer call somewhere else than another peer's API.
-    """
-    scheme = "https" if tls else "http"
-    parts, port = _split_url(value, key, f"{scheme}://HOST:PORT", 300)
-    value = str(value)
-    if parts.scheme != scheme or not parts.hostname or port is None:
-        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT (this network's scheme), got {value[:80]!r}")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise BadRequest(f"'{key}' must not carry user info")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
-        raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT only, without a path, query or fragment")
-    host = parts.hostname
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"

@@ -50,7 +50,7 @@ def node_programs(config: NodeConfig, config_path: str) -> dict[str, list[str]]:
         "gunicorn",
         *workers,
         "--workers",
-        str(s.rest_workers),
+        str(s.maestro_rest_workers if config.role == "maestro" else s.rest_workers),
         "--bind",
         config.rest_bind,
         "--graceful-timeout",

@@ -138,6 +138,8 @@ def node_security(topology: Topology, layout: RunLayout) -> Security:
         tls=spec.tls,
         tls_dir=str(layout.tls_dir) if spec.tls else "",
         allow_hardlinks=spec.allow_hardlinks,
+        allowed_hosts=spec.allowed_hosts,
+        local_operator=spec.local_operator,
     )
 
 
@@ -170,6 +172,7 @@ def node_configs(topology: Topology, layout: RunLayout) -> dict[str, NodeConfig]
             bind=peer.bind or "",
             rest_port=peer.rest_port,
             grpc_port=peer.grpc_port,
+            lane_port=peer.lane_port or 0,
             run_dir=str(layout.run_dir),
             shared_dir=str(peer.shared_dir),
             maestro_url=maestro.url,

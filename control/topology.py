@@ -17,7 +17,16 @@ from typing import Any
 
 import yaml
 
-from common.config import DEFAULT_TRUSTED_NETWORKS, READ_MODES, SETTING_CHOICES, Settings, address, http_url
+from common.browsers import check_host_name
+from common.config import (
+    DEFAULT_TRUSTED_NETWORKS,
+    LOCAL_OPERATOR_MODES,
+    READ_MODES,
+    SETTING_CHOICES,
+    Settings,
+    address,
+    http_url,
+)
 from common.names import peer_name_problem
 from common.net import WILDCARDS, bind_errno, is_local_address
 from common.security import DEFAULT_SECRET_FILE, secret_path
@@ -26,9 +35,9 @@ from control.errors import TopologyError
 MAESTRO = "maestro"
 TOP_KEYS = ("maestro", "peers", "settings", "security")
 MAESTRO_KEYS = ("host", "bind", "port")
-PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "shared_dir", "friends")
+PEER_KEYS = ("name", "host", "bind", "rest_port", "grpc_port", "lane_port", "shared_dir", "friends")
 AUTO = "auto"  # `up --host auto`: the nodes whose address belongs to this machine
-SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardlinks")
+SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardlinks", "allowed_hosts", "local_operator")
 SECURITY_FLAGS = ("tls", "allow_hardlinks")  # the section's true/false keys
 FRIEND_ROLES = ("primary", "backup")
 # settings that may be zero; every other one must be positive
@@ -69,6 +78,7 @@ class PeerSpec:
     backup: str
     bind: str | None = None  # the address it listens on (default: host)
     tls: bool = False
+    lane_port: int | None = None  # the fast lane's fixed port (default: one the OS picks)
 
     @property
     def listen(self) -> str:
@@ -92,6 +102,8 @@ class SecuritySpec:
     read: str = "open"
     tls: bool = False
     allow_hardlinks: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    local_operator: str = "owner"
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,8 @@ class Topology:
             if p.name in wanted:
                 out.append((f"peers[{i}].rest_port", p.listen, p.rest_port))
                 out.append((f"peers[{i}].grpc_port", p.listen, p.grpc_port))
+                if p.lane_port is not None:
+                    out.append((f"peers[{i}].lane_port", p.listen, p.lane_port))
         return out
 
 
@@ -303,6 +317,7 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
     bind = _host(item, "bind", prefix, problems, optional=True)
     rest_port = _port(item, "rest_port", prefix, problems)
     grpc_port = _port(item, "grpc_port", prefix, problems)
+    lane_port = _port(item, "lane_port", prefix, problems) if item.get("lane_port") is not None else None
 
     shared_dir = _require(item, "shared_dir", prefix, problems)
     if shared_dir is not None and (not isinstance(shared_dir, str) or not shared_dir.strip()):
@@ -346,6 +361,7 @@ def _peer(item: Any, i: int, folder: Path, names: dict[str, int], problems: list
         primary=primary,
         backup=backup,
         bind=bind,
+        lane_port=lane_port,
     )
 
 
@@ -408,18 +424,22 @@ def _security(raw: Any, folder: Path, problems: list[str]) -> SecuritySpec:
             values["secret_file"] = Path(os.path.normpath(secret_path(folder, secret_file)))
         else:
             problems.append(f"security.secret_file: {secret_file!r} is not a path")
-    networks = raw.get("trusted_networks")
-    if networks is not None:
-        if not isinstance(networks, list):
-            problems.append("security.trusted_networks: must be a list of networks like 127.0.0.0/8 (or [])")
+    for key, (convert, what) in SECURITY_LISTS.items():
+        items = raw.get(key)
+        if items is None:
+            continue
+        if isinstance(items, list):
+            values[key] = tuple(convert(items, problems))
         else:
-            values["trusted_networks"] = tuple(_networks(networks, problems))
-    read = raw.get("read")
-    if read is not None:
-        if read in READ_MODES:
-            values["read"] = read
+            problems.append(f"security.{key}: must be a list of {what} (or [])")
+    for key, choices in SECURITY_CHOICES.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        if value in choices:
+            values[key] = value
         else:
-            problems.append(f"security.read: {read!r} is not one of {', '.join(READ_MODES)}")
+            problems.append(f"security.{key}: {value!r} is not one of {', '.join(choices)}")
     for flag in SECURITY_FLAGS:
         value = raw.get(flag)
         if value is None:
@@ -445,6 +465,29 @@ def _networks(raw: list, problems: list[str]) -> list[str]:
     return networks
 
 
+def _host_names(raw: list, problems: list[str]) -> list[str]:
+    names: list[str] = []
+    for i, value in enumerate(raw):
+        try:
+            if not isinstance(value, str):
+                raise ValueError("not a host name")
+            name = check_host_name(value)
+        except ValueError as err:
+            problems.append(f"security.allowed_hosts[{i}]: {value!r}: {err}")
+            continue
+        if name not in names:
+            names.append(name)
+    return names
+
+
+# the section's list keys: how each item is checked, and what the list holds (for the problem's line)
+SECURITY_LISTS = {
+    "trusted_networks": (_networks, "networks like 127.0.0.0/8"),
+    "allowed_hosts": (_host_names, "host names like maestro.example.org"),
+}
+SECURITY_CHOICES = {"read": READ_MODES, "local_operator": LOCAL_OPERATOR_MODES}  # the section's word keys
+
+
 def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str]) -> None:
     """Report every port used twice on one host, across the Maestro and all peers, REST and gRPC.
 
@@ -468,6 +511,8 @@ def _check_ports(maestro: MaestroSpec | None, raw_peers: Any, problems: list[str
                 host = item.get("host") if isinstance(item.get("host"), str) else None
                 claim(f"peers[{i}].rest_port", host, item.get("rest_port"))
                 claim(f"peers[{i}].grpc_port", host, item.get("grpc_port"))
+                if item.get("lane_port") is not None:
+                    claim(f"peers[{i}].lane_port", host, item.get("lane_port"))
 
 
 # --- ports in use (checked at `up`, not by `validate`) ---------------------------------------

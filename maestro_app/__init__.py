@@ -12,7 +12,7 @@ from client.credentials import Credentials
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
-from common.web import install_body_limit, install_error_handlers, install_guard
+from common.web import RequestCheck, host_check, install_body_limit, install_checks, install_error_handlers
 from maestro_app.directory import Directory
 from maestro_app.fastpath import LocateFastPath
 
@@ -41,10 +41,11 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     metrics = install_metrics(app, [ScrapeCollector(lambda: directory_gauges(directory))])
     guard = Guard.of(config.security)
     app.extensions["credentials"] = Credentials.of_node(config, guard)  # /ui/search asks a peer as the Maestro
-    install_guard(app, guard)
+    check = RequestCheck(guard, host_check(config))
+    install_checks(app, check)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
-    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, guard)
+    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, check)
     return app
 
 

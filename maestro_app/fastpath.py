@@ -5,7 +5,8 @@ benchmark (bench/discovery.py) asks for thousands per second on two cores. This 
 answers only the plain success case, GET /locate?file=NAME with NAME a valid name that
 live peers hold, with the same JSON body as the Flask view and the same metrics. Every
 other request, and every /locate that would not be a 200 (missing, bad or unknown name,
-non-ASCII query), goes to Flask untouched, so validation and error answers stay in one place.
+non-ASCII query, a Host this node does not answer to, a browser's cross-site request, a caller
+the guard refuses), goes to Flask untouched, so validation and error answers stay in one place.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import json
 import time
 from urllib.parse import parse_qs
 
-from common.errors import P2PError, Unauthorized
+from common.errors import P2PError
+from common.green import take_turns
 from common.metrics import Metrics
 from common.names import check_name
-from common.security import READ, Guard
-from common.web import MAX_PARAM_LENGTH
+from common.web import MAX_PARAM_LENGTH, RequestCheck
 from maestro_app.directory import Directory
 
 _HEADERS = "application/json"
@@ -27,29 +28,21 @@ _HEADERS = "application/json"
 class LocateFastPath:
     """WSGI middleware in front of the Maestro's Flask app."""
 
-    def __init__(self, app, directory: Directory, metrics: Metrics, guard: Guard) -> None:
+    def __init__(self, app, directory: Directory, metrics: Metrics, check: RequestCheck) -> None:
         self.app = app
         self.directory = directory
         self.metrics = metrics
-        self.guard = guard
-
-    def _allowed(self, environ) -> bool:
-        """Whether the guard lets this read through (with `read: open`, without looking)."""
-        if not self.guard.needs_credential(READ):
-            return True
-        try:
-            self.guard.caller(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION"))
-        except Unauthorized:
-            return False  # Flask's guard answers the 401, in one place
-        return True
+        self.check = check  # the same check Flask makes (common.web): a refusal is Flask's to answer
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/locate" and environ.get("REQUEST_METHOD") == "GET" and self._allowed(environ):
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == "/locate" and method == "GET" and self.check.allows(environ):
             start = time.perf_counter()
             body = self._answer(environ.get("QUERY_STRING", ""))
             if body is not None:
                 start_response("200 OK", [("Content-Type", _HEADERS), ("Content-Length", str(len(body)))])
                 self.metrics.observe_request("/locate", "GET", 200, time.perf_counter() - start)
+                take_turns()
                 return [body]
         return self.app(environ, start_response)
 

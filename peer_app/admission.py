@@ -1,41 +1,34 @@
-"""Which calls a peer's gRPC server takes on, and which it cuts because their client keeps it waiting.
+"""Which calls a peer's gRPC server takes on: transfer slots, and the link of the chain that admits.
 
 Admission happens when a call starts, before anything is read from it: a call either gets a
 slot at once or is refused at once (Busy), so a refused call never holds a thread. A slot is
 one of `total`; one connection (one client channel) may hold at most `per_connection` of them
 and one address at most `per_address` (0: no limit of that kind), so one client cannot use
-up a peer alone.
+up a peer alone. Transfer calls share the transfer slots; health checks and reflection have
+slots of their own, so transfers never crowd them out.
 
-Once admitted, a call is watched. Only the time spent waiting on the client counts: for a
-stream the client sends, the wait for its next message; for a stream it reads, the wait for
-the flow-control window to take the next message. Two limits apply:
-
-- idle: one such wait may last at most `idle_timeout` seconds (an Upload that sends nothing,
-  a Download whose client stopped reading or was SIGSTOPped);
-- stall: a call earns `1 / min_rate` seconds of waiting per byte it moves, up to
-  `stall_timeout` seconds in hand, and starts with that much; a client that trickles (a few
-  bytes just inside the idle limit, again and again) runs out and is cut.
-
-A cut call is cancelled from the watchdog's thread (grpc.ServicerContext.cancel()): gRPC
-fails the blocked read or send, the handler's thread unwinds and gives its slot back.
+Once admitted, a call is watched: its client must keep the pace of peer_app/pace.py, or the
+watchdog cuts it (grpc.ServicerContext.cancel()) and the slot comes back. A fast-lane ticket
+keeps its OpenLane call's slot until its bytes are sent (keep_slot).
 """
 
 from __future__ import annotations
 
-import logging
+import contextvars
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import grpc
 
 from common.config import NodeConfig
-from common.errors import Busy
+from common.errors import Busy, Unavailable
 from common.rpc import FILE_TRANSFER
-from peer_app.interceptor import CallHook, RpcCall, current_call
+from peer_app.interceptor import CallInterceptor, RpcCall, closing, payload
+from peer_app.pace import Limits, Progress, Watchdog, limits_of
 
-log = logging.getLogger(__name__)
+_admitted: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("p2p_admitted", default=None)
 
 
 def address_of(peer: str) -> str:
@@ -115,159 +108,7 @@ class Admission:
                     del table[key]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How long a call's client may keep it waiting (see the module's docstring)."""
-
-    idle_timeout: float = 10.0  # seconds one wait on the client may last; 0: no limit
-    stall_timeout: float = 30.0  # seconds of waiting a call has in hand; 0: no limit
-    min_rate: float = 8192.0  # bytes per second of waiting that earn it back
-
-
-class Progress:
-    """One call's waits on its client, reported by the thread that serves it; read by the watchdog.
-
-    `cut` is the reason the watchdog cut the call (None while it runs): a handler that
-    finds its stream ended must check it, since a cut can also look like a clean end.
-    """
-
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic, *, what: str = "call") -> None:
-        self.limits = limits
-        self.clock = clock
-        self.what = what
-        self.waiting_since: float | None = None
-        self.budget = limits.stall_timeout  # seconds of waiting in hand when the current wait began
-        self.moved = 0
-        self.cut: str | None = None
-        self.cancel: Callable[[], object] = lambda: None
-        self.ticket: Ticket | None = None
-        self._watchdog: Watchdog | None = None
-
-    def wait(self) -> None:
-        """The handler now waits on the client (for a message, or for room to send one)."""
-        self.waiting_since = self.clock()
-
-    def done(self, nbytes: int) -> None:
-        """The wait ended with nbytes moved."""
-        since, self.waiting_since = self.waiting_since, None
-        if since is None:
-            return
-        self.moved += nbytes
-        limits = self.limits
-        if limits.stall_timeout > 0:
-            earned = nbytes / limits.min_rate if limits.min_rate > 0 else limits.stall_timeout
-            self.budget = min(limits.stall_timeout, self.budget - (self.clock() - since) + earned)
-
-    def overdue(self, now: float | None = None) -> str | None:
-        """Why the call should be cut now, or None."""
-        since = self.waiting_since
-        if since is None:
-            return None
-        waited = (self.clock() if now is None else now) - since
-        limits = self.limits
-        if limits.idle_timeout > 0 and waited >= limits.idle_timeout:
-            return f"its client kept it waiting {waited:.1f}s on one message (limit {limits.idle_timeout:g}s)"
-        if limits.stall_timeout > 0 and waited >= self.budget:
-            return (
-                f"its client moved {self.moved} bytes while keeping it waiting past "
-                f"{limits.stall_timeout:g}s at under {limits.min_rate:g} bytes/s"
-            )
-        return None
-
-    def release(self) -> None:
-        """The call ended: give its slot back and stop watching it (idempotent)."""
-        if self.ticket is not None:
-            self.ticket.release()
-        if self._watchdog is not None:
-            self._watchdog.forget(self)
-
-
-class Watchdog:
-    """One thread that cuts watched calls whose client keeps them waiting too long.
-
-    The thread runs while calls are watched; when the last one is gone it waits quiet_after
-    seconds more, calls on_quiet() once (e.g. hand freed memory back), and exits.
-    """
-
-    def __init__(
-        self,
-        interval: float = 0.25,
-        *,
-        on_quiet: Callable[[], object] | None = None,
-        quiet_after: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.interval = interval
-        self.on_quiet = on_quiet
-        self.quiet_after = quiet_after
-        self.clock = clock
-        self._calls: set[Progress] = set()
-        self._lock = threading.Lock()
-        self._running = False
-        self.cut = 0  # calls cut since the start
-
-    def watch(self, progress: Progress, cancel: Callable[[], object]) -> Progress:
-        progress.cancel = cancel
-        progress._watchdog = self
-        with self._lock:
-            self._calls.add(progress)
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="grpc-watchdog", daemon=True).start()
-        return progress
-
-    def forget(self, progress: Progress) -> None:
-        with self._lock:
-            self._calls.discard(progress)
-
-    @property
-    def watched(self) -> int:
-        return len(self._calls)
-
-    def check(self) -> list[Progress]:
-        """Cut what is overdue now; return the calls cut."""
-        now = self.clock()
-        with self._lock:
-            calls = list(self._calls)
-        cut = []
-        for progress in calls:
-            reason = progress.overdue(now)
-            if reason is None or progress.cut is not None:
-                continue
-            progress.cut = reason
-            self.forget(progress)
-            try:
-                progress.cancel()
-            except Exception:  # a call that ended meanwhile: nothing to cut
-                log.debug("cancel of %s failed", progress.what, exc_info=True)
-            self.cut += 1
-            cut.append(progress)
-        return cut
-
-    def _run(self) -> None:
-        quiet_since: float | None = None
-        while True:
-            time.sleep(self.interval)
-            self.check()
-            with self._lock:
-                if self._calls:
-                    quiet_since = None
-                    continue
-                now = self.clock()
-                if quiet_since is None:
-                    quiet_since = now
-                if now - quiet_since < self.quiet_after:
-                    continue
-                self._running = False
-            if self.on_quiet is not None:
-                try:
-                    self.on_quiet()
-                except Exception:
-                    log.exception("the watchdog's on_quiet failed")
-            return
-
-
-class AdmissionHook(CallHook):
+class AdmissionControl(CallInterceptor):
     """Admits each call before it reads anything (a slot, or Busy at once), then has it watched.
 
     Transfer calls (FileTransfer) share the transfer slots; every other call (health,
@@ -291,17 +132,44 @@ class AdmissionHook(CallHook):
         self.control_limits = control_limits
         self.watchdog = watchdog
 
-    def started(self, call: RpcCall, context: grpc.ServicerContext) -> None:
+    @contextmanager
+    def around(self, call: RpcCall, context: grpc.ServicerContext) -> Iterator[None]:
         transfer = call.service == FILE_TRANSFER
         admission = self.transfers if transfer else self.control
         ticket = admission.admit(call.peer, f"peer {self.peer_name}")
         progress = Progress(self.transfer_limits if transfer else self.control_limits, what=call.method)
         progress.ticket = ticket
-        call.progress = self.watchdog.watch(progress, context.cancel)
+        _admitted.set(self.watchdog.watch(progress, context.cancel))
+        try:
+            yield
+        finally:
+            if progress.cut:
+                call.cut, call.cut_reason = True, progress.cut
+            progress.release()
 
-    def ended(self, call: RpcCall) -> None:
-        if call.progress is not None:
-            call.progress.release()
+    def requests(self, call: RpcCall, requests: Iterator[Any]) -> Iterator[Any]:
+        progress = _admitted.get()
+        assert progress is not None  # read inside around()
+        while True:
+            progress.wait()
+            try:
+                message = next(requests)
+            except StopIteration:
+                if progress.cut:  # a cut can look like the end of the stream
+                    raise Unavailable(f"cut: {progress.cut}") from None
+                progress.done(0)  # the client is done: what follows (storing, registering) is ours
+                return
+            progress.done(payload(message))
+            yield message
+
+    def responses(self, call: RpcCall, responses: Iterator[Any]) -> Iterator[Any]:
+        progress = _admitted.get()
+        assert progress is not None
+        with closing(responses):
+            for response in responses:
+                progress.wait()  # until gRPC asks for the next one: the client made room for this one
+                yield response
+                progress.done(payload(response))
 
 
 def keep_slot() -> Callable[[], None]:
@@ -309,10 +177,9 @@ def keep_slot() -> Callable[[], None]:
 
     For a lane ticket (OpenLane): the bytes go later, over the lane, and the slot (still
     counted against the caller's connection) stays taken until they are sent or the ticket
-    expires. Called with no admitted call (no interceptor), it returns a no-op.
+    expires. Called outside an admitted call (no admission link), it returns a no-op.
     """
-    call = current_call()
-    progress = call.progress if call is not None else None
+    progress = _admitted.get()
     ticket = progress.ticket if progress is not None else None
     if progress is None or ticket is None:
         return lambda: None
@@ -324,17 +191,17 @@ CONTROL_CALLS_PER_CONNECTION = 4  # health checks, reflection: one client connec
 CONTROL_IDLE_TIMEOUT = 2.0  # seconds such a call may wait for its request (a few bytes)
 
 
-def admission_hook(config: NodeConfig, watchdog: Watchdog) -> AdmissionHook:
-    """The hook for a peer's gRPC server, from its settings."""
+def admission_control(config: NodeConfig, watchdog: Watchdog) -> AdmissionControl:
+    """The admission link of a peer's gRPC chain, from its settings."""
     s = config.settings
-    return AdmissionHook(
+    return AdmissionControl(
         config.name,
         transfers=Admission(
             s.max_concurrent_transfers,
             per_connection=s.transfer_slots_per_connection,
             per_address=s.transfer_slots_per_address,
         ),
-        transfer_limits=Limits(s.transfer_idle_timeout, s.transfer_stall_timeout, s.transfer_min_rate),
+        transfer_limits=limits_of(s),
         control=Admission(1 << 20, per_connection=CONTROL_CALLS_PER_CONNECTION, what="health and reflection calls"),
         control_limits=Limits(min(CONTROL_IDLE_TIMEOUT, s.transfer_idle_timeout or CONTROL_IDLE_TIMEOUT), 0, 0),
         watchdog=watchdog,

@@ -39,7 +39,7 @@ def register_at_maestro(config: NodeConfig, index: SharedIndex, credentials: Cre
         "files": files,
         "friends": {role: friend.name for role, friend in config.friends.items()},
     }
-    return Maestro(config.maestro_url, config.settings.request_timeout, credentials).register(payload)
+    return Maestro(config.maestro_url, config.settings.request_timeout, credentials, node=True).register(payload)
 
 
 def bootstrap(
@@ -55,7 +55,7 @@ def bootstrap(
         if only is not None and friend["url"] not in only:
             continue
         try:
-            answer = Peer(friend["url"], config.settings.request_timeout, credentials).register(
+            answer = Peer(friend["url"], config.settings.request_timeout, credentials, node=True).register(
                 self_description(config)
             )
         except P2PError as err:  # no down mark: at start-up a friend is often just not up yet
@@ -106,7 +106,9 @@ class PresenceAgent:
         )
         # A beat never takes longer than the interval, so a beat lost to a cut-off network is
         # retried on time and the peer is alive again within one beat of the network healing.
-        self.maestro = Maestro(config.maestro_url, min(s.request_timeout, s.heartbeat_interval), self.credentials)
+        self.maestro = Maestro(
+            config.maestro_url, min(s.request_timeout, s.heartbeat_interval), self.credentials, node=True
+        )
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._signature: tuple | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 from common.errors import P2PError
 from common.names import check_name, peer_name_problem
+from peer_app.hops import parse_knows
 
 MAX_RESULTS = 1000  # search results in one remote answer
 MAX_VISITED = 1024  # peer names in a remote answer's `visited`
@@ -141,6 +142,11 @@ def search_answer(answer: Any, me: str) -> dict:
         "messages": _int(answer.get("messages", 0), "messages", MAX_MESSAGES),
     }
     _missing(answer, clean)
+    if "knows" in answer:  # peers' ask orders, for the origin's plans (peer_app/hops.py)
+        try:
+            clean["knows"] = parse_knows(answer["knows"])
+        except ValueError as err:
+            raise _fail(str(err)) from None
     return clean
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from concurrent import futures
 
 from flask import Flask
@@ -11,13 +14,40 @@ from client.credentials import Credentials
 from common.config import NodeConfig, load_config
 from common.metrics import ScrapeCollector, install_metrics
 from common.security import Guard
-from common.web import install_body_limit, install_error_handlers, install_guard
+from common.web import RequestCheck, host_check, install_body_limit, install_checks, install_error_handlers
 from peer_app.answers import checker
+from peer_app.hoppath import HopFastPath
 from peer_app.index import SharedIndex
 from peer_app.membership import Transport, Verifier
-from peer_app.metrics import transfer_families
+from peer_app.scrape import transfer_families
 from peer_app.search import Discovery, Gate, check_answer
 from peer_app.state import SeenQueries, TransferTotals, known_peers, open_db
+
+LISTING_TTL = 1.0  # seconds a search may answer from a listing of the shared folder (an edit in place shows after)
+
+
+class Listing:
+    """The shared files as a search matches them: scanned again when the folder's entries changed
+    (its mtime) or LISTING_TTL seconds passed, not on every hop (a flood brings one per search)."""
+
+    def __init__(
+        self, scan: Callable[[], list[dict]], folder: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.scan = scan
+        self.folder = folder
+        self.clock = clock
+        self._last: tuple[int, float, list[dict]] | None = None
+
+    def __call__(self) -> list[dict]:
+        try:
+            mtime = os.stat(self.folder).st_mtime_ns
+        except OSError:
+            mtime = -1
+        now = self.clock()
+        last = self._last
+        if last is None or last[0] != mtime or now - last[1] > LISTING_TTL:
+            last = self._last = (mtime, now, self.scan())
+        return last[2]
 
 
 def count_dropped(app: Flask, reason: str) -> None:
@@ -50,9 +80,9 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
         verifier=Verifier(guard, transport, timeout=config.settings.request_timeout, tls=config.security.tls),
         discovery=Discovery(
             me,
-            lambda: [f.to_json() for f in index.scan()],
+            Listing(lambda: [f.to_json() for f in index.scan()], config.shared_dir),
             known,
-            SeenQueries(db),
+            SeenQueries(db, shared=config.settings.rest_workers > 1),
             transport,
             request_timeout=config.settings.request_timeout,
             pool=pool,
@@ -70,8 +100,10 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
 
     app.register_blueprint(bp)
     totals = TransferTotals(db)
-    install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
-    install_guard(app, guard)
+    metrics = install_metrics(app, [ScrapeCollector(lambda: transfer_families(totals))])
+    check = RequestCheck(guard, host_check(config))
+    install_checks(app, check)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
+    app.wsgi_app = HopFastPath(app.wsgi_app, app.extensions["discovery"], metrics, check, config.settings)
     return app

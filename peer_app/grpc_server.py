@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.config import NodeConfig, host_of, load_config
+from common.config import NodeConfig, address, host_of, load_config
 from common.errors import BadRequest, Busy, NoLane, TooLarge
 from common.fields import check_sha256
 from common.files import iter_chunks
@@ -31,17 +31,18 @@ from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, MAX_MESSAGE
 from common.security import Guard
 from common.tls import node_files
 from peer_app.access import CredentialCheck
-from peer_app.admission import Watchdog, admission_hook, keep_slot
+from peer_app.accounting import Accounting
+from peer_app.admission import admission_control, keep_slot
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
-from peer_app.interceptor import CallHook, PeerInterceptor, current_call
+from peer_app.interceptor import OneRequest, ThreadPools, current_call
 from peer_app.lane import LaneServer, caller_host, file_state
-from peer_app.metrics import TransferCounter
+from peer_app.pace import Watchdog
+from peer_app.rpc_errors import ErrorMapping
 from peer_app.scrub import Scrub
 from peer_app.space import Quotas
 from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter
-from peer_app.transfer_log import TransferLog
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ CONTROL_WORKERS = 8  # threads for health checks and reflection, apart from tran
 class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     """Streams files out of and into one shared folder.
 
-    Methods raise P2PError; the interceptor (peer_app/interceptor.py) turns it into the call's
-    status and counts the bytes. A call reaches a method only once admission gave it a
-    transfer slot (peer_app/admission.py), and is cut if its client keeps it waiting.
+    Methods raise P2PError; the interceptor chain (create_server) turns it into the call's
+    status and counts the bytes. A call reaches a method only once its caller passed the
+    credential check and admission gave it a transfer slot (peer_app/admission.py), and is
+    cut if its client keeps it waiting (peer_app/pace.py).
     """
 
     def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None, lane_host: str | None = None) -> None:
@@ -94,12 +96,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                     rate=self._rate if self.config.settings.max_transfer_rate > 0 else None,
                     max_connections=2 * self.config.settings.max_concurrent_transfers + 16,
                     on_sent=lambda n: self.on_lane_bytes(n),
+                    port=self.config.lane_port,
                 )
                 try:
                     lane.start()
                     self._lane = lane
                 except OSError as err:
-                    self._lane_error = f"cannot listen on {self.lane_host}: {err.strerror or err}"
+                    where = address(self.lane_host, self.config.lane_port) if self.config.lane_port else self.lane_host
+                    self._lane_error = f"cannot listen on {where}: {err.strerror or err}"
                     log.warning("fast lane off: %s", self._lane_error)
             if self._lane is None:
                 raise NoLane(f"peer {self.config.name} has no fast lane ({self._lane_error}); use the Download stream")
@@ -207,7 +211,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if first.size > settings.max_upload_bytes:
             raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
         call = current_call()
-        uploader = call.extra.get("caller") if call is not None else None  # the credential check's principal
+        uploader = call.caller if call is not None else None  # the credential check's principal
         with self._name_lock(name), self.quotas.claim(uploader, name, first.size):
             with AtomicFile(
                 self.folder,
@@ -258,32 +262,46 @@ def create_server(
     *,
     index: SharedIndex | None = None,
     on_upload=None,
-    hooks: Sequence[CallHook] = (),
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int, FileTransferServicer]:
     """Build (not start) the gRPC server; return it, its bound port and the servicer.
 
-    Every call passes the interceptor: the byte counter for /metrics, admission (a transfer
-    slot or Busy, before anything is read; the watchdog cuts calls whose client keeps them
-    waiting), then the given hooks. Transfer calls run on grpc_workers threads (kept above
-    the slot count, so a refusal never waits for a thread); health and reflection on a pool
-    of their own, so they are answered whatever the transfers do.
+    Every call passes this chain of interceptors, outermost first:
+
+    1. ThreadPools: transfer calls run on grpc_workers threads (kept above the slot count, so a
+       refusal never waits for a thread); health and reflection on a pool of their own, so
+       they are answered whatever the transfers do. grpc reads the pool of the outermost link.
+    2. Accounting: bytes in and out, a log line per call, /metrics totals; outside the others,
+       so it sees every call end, however it ended, once they have said how.
+    3. ErrorMapping: a P2PError raised by anything inside (a refusal, the servicer) becomes the
+       call's status, its name in the trailing metadata.
+    4. CredentialCheck: a stranger is refused before it takes a slot or is read from.
+    5. AdmissionControl: a transfer slot or Busy at once; then the pace watchdog.
+    6. the given interceptors (tests add theirs here);
+    7. OneRequest (innermost): a one-request method reads its request from a stream, so all
+       the links above decide before a single message is read.
     """
     if index is None:
         index = SharedIndex.for_node(config, open_db(config.db_path))
     settings = config.settings
     totals = TransferTotals(index.db)
-    checks = CredentialCheck(Guard.of(config.security))  # first: a refused caller takes no slot, costs nothing more
+    checks = CredentialCheck(Guard.of(config.security), ("127.0.0.1", "::1", config.bind, config.host))
     watchdog = Watchdog(on_quiet=release_free_memory)
     transfer_pool = futures.ThreadPoolExecutor(
         max_workers=max(settings.grpc_workers, settings.max_concurrent_transfers + SPARE_THREADS),
         thread_name_prefix="grpc",
     )
     control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_WORKERS, thread_name_prefix="grpc-control")
-    interceptor = PeerInterceptor(
-        [checks, TransferCounter(totals), TransferLog(), admission_hook(config, watchdog), *hooks],
-        pool_for=lambda service: None if service == FILE_TRANSFER else control_pool,
-    )
-    server = grpc.server(transfer_pool, interceptors=[interceptor], options=SERVER_OPTIONS)
+    chain = [
+        ThreadPools(lambda service: None if service == FILE_TRANSFER else control_pool),
+        Accounting(totals),
+        ErrorMapping(),
+        checks,
+        admission_control(config, watchdog),
+        *interceptors,
+        OneRequest(),
+    ]
+    server = grpc.server(transfer_pool, interceptors=chain, options=SERVER_OPTIONS)
     address = address or config.grpc_bind
     servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address))
     servicer.on_lane_bytes = lambda n: totals.add("Lane", n)
@@ -306,6 +324,7 @@ def create_server(
     if port == 0:
         reason = bind_problem(config.bind or config.host, config.grpc_port) or "address in use or not local"
         raise SystemExit(f"error: cannot bind gRPC on {address}: {reason}")
+    checks.port = port
     return server, port, servicer
 
 

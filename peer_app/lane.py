@@ -117,8 +117,10 @@ class LaneServer:
         rate=None,
         on_sent: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        port: int = 0,
     ) -> None:
         self.host = host
+        self.fixed_port = port  # 0: the OS picks one (each ticket names it)
         self.open_file = open_file
         self.ttl = ttl
         self.stall_timeout = stall_timeout
@@ -136,8 +138,8 @@ class LaneServer:
 
     # -- life ---------------------------------------------------------------------------------------
     def start(self) -> int:
-        """Bind an OS-chosen port on host, start accepting; return the port."""
-        self._listener = _listen(self.host)
+        """Bind the fixed port (or an OS-chosen one) on host, start accepting; return the port."""
+        self._listener = _listen(self.host, self.fixed_port)
         self._listener.settimeout(1.0)  # accept wakes up now and then to expire unredeemed tickets
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept_loop, name="p2p-lane-accept", daemon=True)
@@ -303,12 +305,12 @@ def _reply(conn: socket.socket, status: int, message: str) -> None:
         conn.sendall(encode_reply(status, 0, message))
 
 
-def _listen(host: str) -> socket.socket:
-    """A listening socket on an OS-chosen port of host (the gRPC server's bind address)."""
+def _listen(host: str, port: int = 0) -> socket.socket:
+    """A listening socket on port (0: one the OS picks) of host (the gRPC server's bind address)."""
     bind_host = host.strip("[]")
     if bind_host in ("", "::", "0.0.0.0") and socket.has_dualstack_ipv6() and bind_host != "0.0.0.0":
-        return socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True, backlog=64)
-    infos = socket.getaddrinfo(bind_host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=64)
+    infos = socket.getaddrinfo(bind_host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, sockaddr = infos[0]
     return socket.create_server(sockaddr, family=family, backlog=64)
 

@@ -15,7 +15,7 @@ from concurrent import futures
 from common.errors import BadRequest, Busy, InsufficientStorage, P2PError
 from common.names import peer_name_problem
 from common.security import Guard, new_challenge
-from common.web import check_peer_url
+from common.urls import check_peer_url
 from peer_app.state import KnownPeers
 
 Transport = Callable[[str, str, dict, float], dict]

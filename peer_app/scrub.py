@@ -33,7 +33,7 @@ class Scrub:
         self,
         index: SharedIndex,
         rate: int,
-        on_change: Callable[[Check], None],
+        on_change: Callable[[Check], object],
         stop: threading.Event | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,

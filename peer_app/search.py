@@ -3,20 +3,30 @@
 Transport-agnostic: a Transport is any callable (url, path, params, timeout) -> dict that
 raises P2PError on failure, so tests can run a whole network of these in one process.
 
+A flood asks each peer once (docs/protocol.md, "Search hops"). Every hop carries `reached`: the
+peers the query reached or that someone on its way asks; a peer never asks those. The origin
+also plans: from the ask orders its earlier floods brought back (`knows`), it draws a tree
+that reaches every peer it can once, breadth first, at most fanout children per peer, and
+each peer it asks gets its share (`plan`). Peers no plan names are flooded as they come; the
+query id, handled once per peer, stays the safety net. Knowledge is soft state of this
+process: a cold origin simply floods with `reached`, and learns.
+
 Every answer says whether it is whole. A search is `complete` only when every peer it was
 sent to answered in time with a complete answer of its own; a hop that timed out, could not
 be reached, shed the query or sent an answer that does not check out makes it partial, and
-`missing` names that hop and why. A locate that found nothing is a NotFound (404) when every
-friend asked answered or could not be reached at all (SPEC: "404 if nobody reachable has it";
-then `complete` is false and `missing` names them); when one timed out or shed it, the answer
-is Incomplete (503): we do not know, so it is never a 404.
+`missing` names that hop and why (a planned peer the asked one does not know, too). A locate
+that found nothing is a NotFound (404) when every friend asked answered or could not be
+reached at all (SPEC: "404 if nobody reachable has it"; then `complete` is false and
+`missing` names them); when one timed out or shed it, the answer is Incomplete (503): we do
+not know, so it is never a 404.
 
 Under load each REST worker floods at most `search_concurrency` new searches and locates at
 once (a Gate); the others wait in line, first come first served, for as much of their
 deadline as leaves the flood time to run (QUEUE_RESERVE). One that cannot get in by then is
 shed: it answers at once with this peer's own results and `complete: false`. Forwarded hops
-never wait in line (they belong to searches already under way), but beyond MAX_HOPS at once
-they are shed too.
+(from a peer that proved who it is: peer_app/hops.py) never wait in line, but beyond MAX_HOPS
+at once they are shed too. A caller that hangs up ends the wait, in line or on the flood, and
+the hops still open are cut, so the peers below stop as well.
 """
 
 from __future__ import annotations
@@ -30,6 +40,17 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 from common.errors import Busy, Incomplete, NoAnswer, NotFound, P2PError, TimedOut
+from peer_app.hops import (
+    MAX_KNOWS,
+    MAX_ORDER,
+    MAX_REACHED,
+    Knowledge,
+    Plan,
+    format_names,
+    format_plan,
+    make_plan,
+    plan_names,
+)
 from peer_app.state import KnownPeers, SeenQueries
 
 Transport = Callable[[str, str, dict, float], dict]
@@ -52,6 +73,9 @@ BAD_ANSWER = "bad answer"
 NOT_ASKED = "not asked: no time left"
 DOWN = "down"  # a friend with a down mark (it gave no answer lately): not asked
 ERROR = "error"  # it answered with an error of its own
+NOT_KNOWN = "not known here"  # planned here by an origin whose knowledge was stale: not asked
+CALLER_GONE = "caller gone"  # the caller hung up: the flood stopped
+WAIT_SLICE = 0.05  # seconds between two looks at whether the caller is still there
 
 
 def new_qid() -> str:
@@ -60,19 +84,29 @@ def new_qid() -> str:
 
 @dataclass
 class Query:
-    """One search as it travels: text, id, hops left, fanout, time left, peers already on the path."""
+    """One search as it travels: text, id, hops left, fanout, time left, and (from a peer) its hop fields.
+
+    reached: names of peers the query reached or that someone on its way asks (never asked
+    again); plan: this peer's share of the origin's plan (peer_app/hops.py); hop: it came from
+    another peer (an authenticated one: hops.hop_sender), not from a user; gone: whether the
+    caller has hung up (then the flood stops and its subtree with it).
+    """
 
     text: str
     qid: str
     ttl: int
     fanout: int
     budget: float
-    path: list[str] = field(default_factory=list)
+    reached: list[str] = field(default_factory=list)
+    plan: Plan | None = None
+    hop: bool = False
+    learn: bool = False
+    gone: Callable[[], bool] = field(default=lambda: False, repr=False)
 
     @property
     def origin(self) -> bool:
         """True at the peer a user asked (no peer forwarded it here)."""
-        return not self.path
+        return not self.hop
 
     def child_budget(self, elapsed: float) -> float:
         return max(0.0, (self.budget - elapsed - HOP_MARGIN) * HOP_SHRINK)
@@ -97,9 +131,12 @@ class Gate:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def origin(self, wait: float) -> Iterator[bool]:
-        """Wait up to `wait` seconds for a place; yield whether it was given."""
-        admitted = self._origins.acquire(timeout=max(0.0, wait))
+    def origin(self, wait: float, gone: Callable[[], bool] = lambda: False) -> Iterator[bool]:
+        """Wait up to `wait` seconds for a place (less if the caller hangs up); yield whether it was given."""
+        deadline = time.monotonic() + max(0.0, wait)
+        admitted = self._origins.acquire(timeout=min(max(0.0, wait), WAIT_SLICE))
+        while not admitted and time.monotonic() < deadline and not gone():
+            admitted = self._origins.acquire(timeout=min(max(0.0, deadline - time.monotonic()), WAIT_SLICE))
         try:
             yield admitted
         finally:
@@ -119,8 +156,10 @@ class Gate:
                 with self._lock:
                     self._hops -= 1
 
-    def enter(self, q_origin: bool, budget: float) -> contextlib.AbstractContextManager[bool]:
-        return self.origin(budget - min(QUEUE_RESERVE, budget / 2)) if q_origin else self.hop()
+    def enter(
+        self, q_origin: bool, budget: float, gone: Callable[[], bool] = lambda: False
+    ) -> contextlib.AbstractContextManager[bool]:
+        return self.origin(budget - min(QUEUE_RESERVE, budget / 2), gone) if q_origin else self.hop()
 
 
 def check_answer(route: str, answer: dict) -> dict:
@@ -169,6 +208,7 @@ class Discovery:
         gate: Gate | None = None,
         check: Check = check_answer,
         probe_every: float = 1.0,
+        knowledge: Knowledge | None = None,
     ) -> None:
         self.me = me  # {"name", "url", "grpc_address"}
         self.local_files = local_files
@@ -183,6 +223,7 @@ class Discovery:
         self.gate = gate or Gate(limit=1 << 16)
         self.check = check  # the merge point: issue 8's remote-answer checks go here
         self.probe_every = probe_every  # settings.down_mark_probe
+        self.knowledge = knowledge or Knowledge(clock)  # other peers' ask orders, for this peer's plans
 
     def _holder(self, f: dict) -> dict:
         """This peer as a holder of file f, shaped like a Maestro /locate entry."""
@@ -206,13 +247,13 @@ class Discovery:
             "sha256": f["sha256"],
         }
 
-    def _targets(self, path: list[str], limit: int) -> tuple[list[dict], list[dict]]:
-        """Known peers not yet on the path, friends first: up to limit to ask, and those skipped for a down mark.
+    def _targets(self, reached: list[str], limit: int) -> tuple[list[dict], list[dict]]:
+        """Known peers not reached yet, friends first: up to limit to ask, and those skipped for a down mark.
 
         A friend with a down mark (issue 10: it gave no answer lately) is not asked; the next
         known peer is asked instead, and the skipped one is named in `missing` as `down`.
         """
-        on_path = set(path)
+        on_path = set(reached)
         asked: list[dict] = []
         down: list[dict] = []
         for peer in self.known.all():
@@ -242,10 +283,14 @@ class Discovery:
         self.known.succeeded(peer["url"])
         return True
 
+    def order(self) -> list[str]:
+        """The names this peer asks first (friends, then learned peers; down marks left out): what plans rely on."""
+        return [p["name"] for p in self.known.all() if p["name"] and not p.get("down_until")][:MAX_ORDER]
+
     # --- search ------------------------------------------------------------------------------
 
     def search(self, q: Query) -> dict:
-        """Match locally, then flood to up to fanout peers with ttl-1; merge; say whether it is whole."""
+        """Match locally, then flood by the plan (or to up to fanout peers) with ttl-1; merge; say if it is whole."""
         start = self.clock()
         if not self.seen.first_time(q.qid):
             return {
@@ -259,17 +304,19 @@ class Discovery:
             }
         text = q.text.lower()
         results = [self._hit(f) for f in self.local_files() if text in f["name"].lower()]
-        visited, messages, missing = [self.me["name"]], 0, []
+        visited, messages = [self.me["name"]], 0
+        missing: list[dict] = []
+        knows: dict[str, list[str]] = {}
         if q.ttl > 1 and q.fanout > 0:
-            with self.gate.enter(q.origin, q.budget - (self.clock() - start)) as admitted:
+            with self.gate.enter(q.origin, q.budget - (self.clock() - start), q.gone) as admitted:
                 if admitted:
-                    messages, missing = self._flood(q, start, results, visited)
+                    messages, missing = self._flood(q, start, results, visited, knows)
                 else:
                     missing = [{"peer": self.me["name"], "why": SHED}]
         unique: dict[tuple, dict] = {}
         for r in results:  # this peer's own results come first and are never replaced
             unique.setdefault((r.get("peer"), r.get("file")), r)
-        return {
+        answer = {
             "qid": q.qid,
             "duplicate": False,
             "results": list(unique.values()),
@@ -278,50 +325,122 @@ class Discovery:
             "complete": not missing,
             "missing": missing[:MAX_MISSING],
         }
+        if q.learn:  # the origin plans its next floods with these
+            knows[self.me["name"]] = self.order()
+            answer["knows"] = dict(list(knows.items())[-MAX_KNOWS:])
+        return answer
 
-    def _flood(self, q: Query, start: float, results: list, visited: list) -> tuple[int, list[dict]]:
-        """Ask up to fanout peers in parallel; extend results and visited; return messages and what is missing."""
-        path = q.path + [self.me["name"], self.me["url"]]
+    def _plan(self, q: Query) -> tuple[Plan, list[str], bool, list[dict]]:
+        """This peer's share of the flood, the names the whole plan covers, whether answers bring
+        orders, and the friends skipped for a down mark (named in `missing`)."""
+        if q.hop:
+            return q.plan or [], [], q.learn, []
+        learn = self.knowledge.should_learn()
+        first, down = self._targets([self.me["name"], *q.reached], q.fanout)
+        names = [p["name"] for p in first if p["name"]]
+        plan = make_plan(names, self.knowledge.orders(), {self.me["name"], *q.reached}, q.fanout, q.ttl - 1)
+        return plan, list(plan_names(plan)), learn, down
+
+    def _flood(self, q: Query, start: float, results: list, visited: list, knows: dict) -> tuple[int, list[dict]]:
+        """Ask this peer's planned share, then unplanned known peers up to fanout, in parallel; merge.
+
+        Every target's `reached` holds the query's, this peer, every peer it asks now and (at the
+        origin) every peer of the plan: nobody asks them again.
+        """
+        plan, planned, learn, down = self._plan(q)
         budget = min(q.child_budget(self.clock() - start), self.request_timeout)
-        targets, down = self._targets(path, q.fanout)
-        # The targets' siblings travel in the path too: a target must not forward to a peer
-        # we ask ourselves, or its copy (with one hop less) could arrive first and the
-        # duplicate check would then drop ours, shortening the query's reach.
-        path += [t[key] for t in targets for key in ("name", "url") if t[key]]
-        params = {
-            "query": q.text,
-            "qid": q.qid,
-            "ttl": q.ttl - 1,
-            "fanout": q.fanout,
-            "budget": f"{budget:.3f}",
-            "path": ",".join(path),
-        }
-        messages, missing = 0, [_missing(p, DOWN) for p in down]
-        for reply in self._ask_all(targets, "/search", params, budget):
+        by_name = {p["name"]: p for p in self.known.all() if p["name"]}
+        missing: list[dict] = [_missing(p, DOWN) for p in down]
+        asks: list[tuple[dict, Plan]] = []
+        for name, share in plan:
+            peer = by_name.get(name)
+            if peer is None or name == self.me["name"]:
+                missing.append({"peer": name, "why": NOT_KNOWN})
+            elif peer.get("down_until") and not self.back(peer):
+                missing.append(_missing(peer, DOWN))
+            else:
+                asks.append((peer, share))
+        seen = [*q.reached, *planned, self.me["name"], *(name for name, _ in plan)]
+        if len(asks) < q.fanout and q.hop:  # peers nobody planned: flooded as they come
+            extra, skipped = self._targets(seen, q.fanout - len(asks))
+            asks.extend((p, []) for p in extra)
+            missing.extend(_missing(p, DOWN) for p in skipped)
+        reached = format_names([*seen, *(p["name"] for p, _ in asks)])
+        jobs = []
+        for peer, share in asks:
+            params = {
+                "query": q.text,
+                "qid": q.qid,
+                "ttl": q.ttl - 1,
+                "fanout": q.fanout,
+                "budget": f"{budget:.3f}",
+                "reached": reached,
+            }
+            if share:
+                params["plan"] = format_plan(share)
+            if learn:
+                params["learn"] = "1"
+            jobs.append((peer, params))
+        messages = 0
+        for reply in self._ask_all(jobs, "/search", budget, q.gone):
             messages += reply.missing != NOT_ASKED
             answer = reply.answer
             if answer is not None:
                 results.extend(answer.get("results", []))
                 visited.extend(answer.get("visited", []))
                 messages += answer.get("messages", 0)
+                if learn and answer.get("knows"):
+                    knows.update(answer["knows"])
                 if answer.get("complete") is not True:
-                    missing.extend(_their_missing(answer) or [_missing(reply.peer, PARTIAL)])
+                    theirs = _their_missing(answer)
+                    missing.extend(theirs or [_missing(reply.peer, PARTIAL)])
+                    if q.origin and any(m["why"] == NOT_KNOWN for m in theirs):
+                        self.knowledge.stale()
             if reply.missing is not None:
                 missing.append(_missing(reply.peer, reply.missing))
+        if q.origin:
+            self.knowledge.merge(knows)
+            orders = self.knowledge.orders()
+            if any(v not in orders for v in visited[1:]):  # peers it cannot plan for yet: ask for orders next time
+                self.knowledge.stale()
         return messages, missing
 
-    def _ask_all(self, targets: list[dict], route: str, params: dict, budget: float) -> Iterator[Reply]:
-        """Ask every target in parallel; yield one Reply per target within the budget."""
+    def _ask_all(
+        self, jobs: list[tuple[dict, dict]], route: str, budget: float, gone: Callable[[], bool] = lambda: False
+    ) -> Iterator[Reply]:
+        """Ask every (peer, params) in parallel; yield one Reply per peer within the budget.
+
+        While waiting it looks at whether its own caller hung up (gone): then it stops waiting,
+        and the hops still open are cut, so their peers stop too (each does the same).
+        """
         if budget < MIN_HOP_BUDGET:
-            yield from (Reply(p, missing=NOT_ASKED) for p in targets)
+            yield from (Reply(p, missing=NOT_ASKED) for p, _ in jobs)
             return
-        jobs = {self.pool.submit(self._ask, p, route, params, budget): p for p in targets}
-        done, not_done = futures.wait(jobs, timeout=budget + HOP_MARGIN)
-        for job in not_done:
+        pending = {self.pool.submit(self._ask, p, route, params, budget): p for p, params in jobs}
+        deadline = self.clock() + budget + HOP_MARGIN
+        while pending:
+            left = deadline - self.clock()
+            if left <= 0:
+                break
+            done, _ = futures.wait(pending, timeout=min(left, WAIT_SLICE), return_when=futures.FIRST_COMPLETED)
+            for job in done:
+                pending.pop(job)
+                yield job.result()
+            if pending and not done and gone():
+                for job, peer in pending.items():
+                    job.cancel()
+                    yield Reply(peer, missing=CALLER_GONE)
+                self.abandon(jobs)
+                return
+        for job, peer in pending.items():
             job.cancel()
-            yield Reply(jobs[job], missing=TIMED_OUT)
-        for job in done:
-            yield job.result()
+            yield Reply(peer, missing=TIMED_OUT)
+
+    def abandon(self, jobs: list[tuple[dict, dict]]) -> None:
+        """Cut the hops of a flood nobody waits for any more (the transport's `abandon`, when it has one)."""
+        cut = getattr(self.transport, "abandon", None)
+        if cut is not None:
+            cut({params["qid"] for _, params in jobs})
 
     def _ask(self, peer: dict, route: str, params: dict, timeout: float) -> Reply:
         """One call to one peer; a failure is recorded and costs nothing more."""
@@ -369,7 +488,9 @@ class Discovery:
 
     # --- locate ------------------------------------------------------------------------------
 
-    def locate(self, filename: str, *, qid: str, ttl: int, budget: float, path: list[str]) -> dict:
+    def locate(
+        self, filename: str, *, qid: str, ttl: int, budget: float, reached: list[str], hop: bool = False
+    ) -> dict:
         """Local, then the primary friend, then the backup friend (each onward within ttl).
 
         A peer that holds the file always says so, even for a query id it has seen: the caller
@@ -385,13 +506,13 @@ class Discovery:
             raise NotFound(f"locate {qid} already handled here")
         missing: list[dict] = []
         if ttl > 1:
-            with self.gate.enter(not path, budget - (self.clock() - start)) as admitted:
+            with self.gate.enter(not hop, budget - (self.clock() - start)) as admitted:
                 if not admitted:  # a 503 that says, like every locate answer, that it is not whole
                     raise Busy(
                         f"{self.me['name']} is too busy to ask its friends for {filename!r}; retry shortly",
                         extra={"complete": False, "missing": [{"peer": self.me["name"], "why": SHED}]},
                     )
-                found = self._chain(filename, qid, ttl, budget, path, start, missing)
+                found = self._chain(filename, qid, ttl, budget, reached, start, missing)
                 if found is not None:
                     return found
         extra = {"complete": not missing, "missing": missing[:MAX_MISSING]}
@@ -404,11 +525,11 @@ class Discovery:
         raise NotFound(f"no peer reachable from {self.me['name']} has {filename!r}", extra=extra)
 
     def _chain(
-        self, filename: str, qid: str, ttl: int, budget: float, path: list[str], start: float, missing: list[dict]
+        self, filename: str, qid: str, ttl: int, budget: float, reached: list[str], start: float, missing: list[dict]
     ) -> dict | None:
         """Ask the friends one after the other; the first answer naming holders wins."""
-        path = path + [self.me["name"], self.me["url"]]
-        friends, down = self._targets(path, limit=2)
+        reached = [*reached, self.me["name"]][-MAX_REACHED:]
+        friends, down = self._targets(reached, limit=2)
         missing.extend(_missing(p, DOWN) for p in down if p["role"] != "learned")
         for friend in friends:
             if friend["role"] == "learned":
@@ -418,7 +539,8 @@ class Discovery:
             if child < MIN_HOP_BUDGET:
                 missing.append(_missing(friend, NOT_ASKED))
                 break
-            params = {"file": filename, "qid": qid, "ttl": ttl - 1, "budget": f"{child:.3f}", "path": ",".join(path)}
+            params = {"file": filename, "qid": qid, "ttl": ttl - 1, "budget": f"{child:.3f}"}
+            params["reached"] = ",".join(reached)
             reply = self._ask(friend, "/locate", params, child)
             if reply.answer is not None and reply.answer.get("complete") is False:
                 missing.extend(_their_missing(reply.answer) or [_missing(friend, PARTIAL)])

@@ -5,6 +5,7 @@ The shared folder's hash cache lives in the same file; its table belongs to inde
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -95,6 +96,7 @@ class KnownPeers:
         self.clock = clock
         self.down_mark = down_mark
         self.down_mark_max = down_mark_max
+        self._cache: dict[int, tuple[tuple[int, int], list[dict]]] = {}  # id(connection) -> (version, rows)
 
     def add(self, url: str, name: str | None = None, grpc_address: str | None = None, role: str = "learned") -> bool:
         """Remember a peer; return False for ourselves. A learned entry never renames or demotes a friend."""
@@ -126,17 +128,29 @@ class KnownPeers:
         return None if row is None else dict(row)
 
     def all(self) -> list[dict]:
-        """Every known peer, friends first; `down_until` is set while a peer carries a down mark."""
-        rows = (
-            self.db.connect()
-            .execute(
-                "SELECT k.*, CASE WHEN m.down_until > ? THEN m.down_until END AS down_until"
-                " FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url",
-                (self.clock(),),
-            )
-            .fetchall()
-        )
-        return sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
+        """Every known peer, friends first; `down_until` is set while a peer carries a down mark.
+
+        Read from SQLite only when the file changed since the last read on this connection (any
+        process's write moves `data_version`, this connection's own move `total_changes`): a
+        flood asks for this on every hop.
+        """
+        conn = self.db.connect()
+        version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        cached = self._cache.get(id(conn))
+        if cached is None or cached[0] != version:
+            rows = conn.execute(
+                "SELECT k.*, m.down_until AS marked_until FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url"
+            ).fetchall()
+            ordered = sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
+            cached = self._cache[id(conn)] = (version, ordered)
+        now = self.clock()
+        out = []
+        for row in cached[1]:
+            peer = dict(row)
+            marked = peer.pop("marked_until")
+            peer["down_until"] = marked if marked is not None and marked > now else None
+            out.append(peer)
+        return out
 
     def reachable(self) -> list[dict]:
         """The known peers worth asking now (friends first): those without a down mark."""
@@ -203,11 +217,19 @@ class KnownPeers:
 
 
 class SeenQueries:
-    """Query ids this peer has handled, shared by all its gunicorn workers."""
+    """Query ids this peer has handled, shared by all its gunicorn workers.
 
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    In memory first; in SQLite too when the REST server runs more than one worker (shared), so a
+    copy that lands on another worker is dropped as well. Nothing here must survive a crash: a
+    restarted peer that handles an id again only answers it once more.
+    """
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time, *, shared: bool = True) -> None:
         self.db = db
         self.clock = clock
+        self.shared = shared
+        self._ids: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def first_time(self, qid: str) -> bool:
         """Record qid; True only the first time any worker sees it.
@@ -216,6 +238,16 @@ class SeenQueries:
         still end it, at the cost of some duplicate hops until space is freed.
         """
         now = self.clock()
+        with self._lock:
+            if qid in self._ids:
+                return False
+            self._ids[qid] = now
+            if len(self._ids) > 4096:  # ids are remembered SEEN_RETENTION seconds (the oldest go first)
+                oldest = now - SEEN_RETENTION
+                for old in [q for q, at in self._ids.items() if at < oldest] or list(self._ids)[:1024]:
+                    del self._ids[old]
+        if not self.shared:
+            return True
         conn = self.db.connect()
         inserted = 1
         with self.db.unless_full("seen query ids"):

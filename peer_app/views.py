@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
 from client.credentials import Credentials
 from common.config import NodeConfig
-from common.errors import BadRequest, Busy, Incomplete, NotFound, P2PError
+from common.errors import Busy, Incomplete, NotFound, P2PError
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
 from common.security import Guard
 from common.web import arg_float, arg_int, arg_str, check_peer_url, json_body
 from peer_app import agent
+from peer_app.hoppath import caller_gone, count, search_query
+from peer_app.hops import hop_fields, hop_sender
 from peer_app.index import SharedIndex
 from peer_app.membership import Verifier, proof_fields
-from peer_app.search import Discovery, Query, new_qid
+from peer_app.search import Discovery, new_qid
 from peer_app.state import KnownPeers
 
 bp = Blueprint("peer", __name__)
 log = logging.getLogger(__name__)
 RECHECK_WINDOW = 30.0  # seconds: POST /recheck hashes a given file at most this often (docs: api)
-QID = re.compile(r"^[0-9a-zA-Z_-]{8,64}$")
 
 
 def node() -> NodeConfig:
@@ -59,18 +59,9 @@ def verifier() -> Verifier:
     return current_app.extensions["verifier"]
 
 
-def _qid() -> str:
-    qid = arg_str("qid", required=False, max_length=64)
-    if qid is None:
-        return new_qid()
-    if not QID.match(qid):
-        raise BadRequest("'qid' must be 8-64 letters, digits, '-' or '_'")
-    return qid
-
-
-def _path() -> list[str]:
-    raw = arg_str("path", required=False, max_length=8192)
-    return raw.split(",") if raw else []
+def _sender() -> str | None:
+    """The peer that sent this request, when it may carry hop fields (peer_app/hops.py)."""
+    return hop_sender(guard(), request.remote_addr, request.headers.get("Authorization"))
 
 
 def _status() -> dict:
@@ -120,34 +111,23 @@ def search():
         exact = check_name(exact)
         found = [f.to_json() for f in index().scan() if f.name == exact]
         return jsonify({"peer": node().name, "file": exact, "found": bool(found), "results": found})
-    # `q` is seed 002's spelling (`/search?q=foo`); `query` is SPEC's.
-    text = arg_str("query", required=False, max_length=settings.max_query_length) or arg_str(
-        "q", max_length=settings.max_query_length
-    )
-    query = Query(
-        text=text,
-        qid=_qid(),
-        ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=0, maximum=settings.search_max_ttl),
-        fanout=arg_int("fanout", default=settings.search_default_fanout, minimum=0, maximum=settings.search_max_fanout),
-        budget=arg_float("budget", default=settings.search_timeout, maximum=settings.search_timeout),
-        path=_path(),
-    )
+    query = search_query(request.args, settings, _sender(), caller_gone(request.environ))
     answer = discovery().search(query)
-    (metrics().search_duplicates if answer["duplicate"] else metrics().search_handled).inc()
-    if not answer["complete"]:
-        metrics().search_incomplete.inc()
-    return jsonify({"query": text, **answer})
+    count(metrics(), answer)
+    return jsonify({"query": query.text, **answer})
 
 
 @bp.get("/locate")
 def locate():
     settings = node().settings
     name = check_name(arg_str("file", max_length=settings.max_query_length))
+    hop = hop_fields(request.args, _sender())
     try:
         answer = discovery().locate(
             name,
-            qid=_qid(),
-            path=_path(),
+            qid=hop.qid or new_qid(),
+            reached=list(hop.reached),
+            hop=hop.sender is not None,
             ttl=arg_int("ttl", default=settings.search_default_ttl, minimum=1, maximum=settings.search_max_ttl),
             budget=arg_float("budget", default=settings.locate_timeout, maximum=settings.locate_timeout),
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Friend, NodeConfig, Settings
+from common.config import Friend, NodeConfig, Security, Settings
 from tests.support import free_port
 
 
@@ -19,14 +19,18 @@ def make_config(tmp_path: Path):
     """The one way to build a node's config: make_config("peer" | "maestro", **fields to override).
 
     A peer shares tmp_path/shared; its Maestro and friends listen nowhere (their ports were
-    free a moment ago) unless overridden.
+    free a moment ago) unless overridden. Loopback callers are the operator whatever their
+    account (`local_operator: any`): a Flask test client has no connection the kernel could
+    name an account for; the owner rule is tested with real connections (test_local_owner.py,
+    tests/e2e/test_browsers.py).
     """
+    security = Security(local_operator="any")
 
     def make(role: str = "peer", **fields) -> NodeConfig:
         run_dir = str(tmp_path / "run")
         if role == "maestro":
             return NodeConfig(**{"role": role, "name": "maestro", "host": "127.0.0.1", "rest_port": 1,
-                                 "run_dir": run_dir, **fields})  # fmt: skip
+                                 "run_dir": run_dir, "security": security, **fields})  # fmt: skip
         shared = tmp_path / "shared"
         shared.mkdir(exist_ok=True)
         defaults = {
@@ -43,6 +47,7 @@ def make_config(tmp_path: Path):
                 "backup": Friend("peer3", f"http://127.0.0.1:{free_port()}"),
             },
             "settings": Settings(request_timeout=0.5),
+            "security": security,
         }
         return NodeConfig(**{**defaults, **fields})
 
@@ -105,21 +110,21 @@ def dl(tmp_path):
 
 @pytest.fixture
 def serve(peer_config):
-    """Start in-process gRPC servers on port 0: start(config=None, hooks=(), on_upload=None, **settings).
+    """Start in-process gRPC servers on port 0: start(config=None, interceptors=(), on_upload=None, **settings).
 
     start() returns (address, shared folder).
 
     The server runs peer_config (or config) with the given settings replaced, and the given
-    interceptor hooks after the server's own.
+    interceptors inside the server's own (after admission, before OneRequest).
     """
     from peer_app.grpc_server import create_server
 
     servers = []
 
-    def start(config=None, hooks=(), on_upload=None, **settings):
+    def start(config=None, interceptors=(), on_upload=None, **settings):
         config = config or peer_config
         config = replace(config, settings=replace(config.settings, **settings))
-        server, port, servicer = create_server(config, "127.0.0.1:0", hooks=hooks, on_upload=on_upload)
+        server, port, servicer = create_server(config, "127.0.0.1:0", interceptors=interceptors, on_upload=on_upload)
         server.start()
         servers.append((server, servicer))
         return f"127.0.0.1:{port}", Path(config.shared_dir)

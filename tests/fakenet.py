@@ -8,6 +8,7 @@ from concurrent import futures
 from pathlib import Path
 
 from common.errors import NoAnswer, NotFound, TimedOut
+from peer_app.hops import hop_fields
 from peer_app.search import Discovery, Gate, Query
 from peer_app.state import KnownPeers, SeenQueries, open_db
 
@@ -73,7 +74,7 @@ class FakeNetwork:
         peer = self.peers[url]
         if url in self.garbled:
             return {"results": "none", "visited": 3}
-        path = params["path"].split(",") if params.get("path") else []
+        hop = hop_fields({k: str(v) for k, v in params.items()}, "peer")
         if route == "/search":
             answer = peer.search(
                 Query(
@@ -82,7 +83,10 @@ class FakeNetwork:
                     int(params["ttl"]),
                     int(params["fanout"]),
                     float(params["budget"]),
-                    path,
+                    list(hop.reached),
+                    plan=hop.plan,
+                    hop=True,
+                    learn=hop.learn,
                 )
             )
             if not answer["duplicate"]:
@@ -91,7 +95,12 @@ class FakeNetwork:
             return answer
         if route == "/locate":
             return peer.locate(
-                params["file"], qid=params["qid"], ttl=int(params["ttl"]), budget=float(params["budget"]), path=path
+                params["file"],
+                qid=params["qid"],
+                ttl=int(params["ttl"]),
+                budget=float(params["budget"]),
+                reached=list(hop.reached),
+                hop=True,
             )
         raise NotFound(route)
 

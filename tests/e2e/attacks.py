@@ -40,6 +40,16 @@ EVIL_SHA = hashlib.sha256(EVIL).hexdigest()
 ROGUE_PORT, BROKEN_PORT, LISTENER_PORT, GRPC_PORT = 18081, 18082, 18083, 18084
 
 
+def forged_entry(name: str = "peer1", file: str = "archivo1.txt") -> dict:
+    """A Maestro registration of peer name at the attacker's addresses, advertising the attacker's bytes as file."""
+    return {
+        "name": name,
+        "rest_url": "http://127.0.0.1:1",
+        "grpc_address": "127.0.0.1:2",
+        "files": [{"name": file, "size": len(EVIL), "mtime": 1.7e9, "sha256": EVIL_SHA}],
+    }
+
+
 @dataclass
 class Outcome:
     attack: str

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from control.health import maestro_peers
+from control.processes import wait_until
 from tests.support import node_configs, write_nodes
 
 HERE = Path(__file__).parent
@@ -39,6 +41,12 @@ def network(tmp_path):
             started.append(node.start())
         for node in nodes.values():
             node.wait_healthy()
+        maestro = nodes["maestro"].url  # a peer registers from its gRPC side, which may answer /health first
+        wait_until(
+            lambda: all((maestro_peers(maestro) or {}).get(n, {}).get("alive") for n in peer_names),
+            20,
+            what=f"the Maestro to list {', '.join(peer_names)} alive",
+        )
         return nodes
 
     yield start

@@ -201,6 +201,7 @@ def test_kill_9_of_a_peer_is_restarted_and_reregistered_while_locate_goes_throug
     assert answers and set(answers) == {200}, answers
     assert elapsed < RECOVERY_SECONDS, f"peer2 took {elapsed:.2f}s to come back"
     print(f"\npeer2 kill -9 -> healthy+registered in {elapsed:.2f}s; {len(answers)} locates, all 200")
+    wait_until(lambda: net.states("peer2") == {"RUNNING"}, 10, what="supervisord to count peer2 RUNNING")
 
 
 def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
@@ -221,6 +222,8 @@ def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
     assert not pid_alive(old)
     assert elapsed < RECOVERY_SECONDS, f"the Maestro took {elapsed:.2f}s to come back"
     print(f"\nmaestro kill -9 -> healthy with directory in {elapsed:.2f}s")
+    # it answers before supervisord counts it started (startsecs): the next drill wants it RUNNING
+    wait_until(lambda: net.states("maestro") == {"RUNNING"}, 10, what="supervisord to count the Maestro RUNNING")
 
 
 def children(pid: int) -> list[int]:

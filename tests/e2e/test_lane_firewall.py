@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from client.download import Download
+from client.download import download
 from common.config import NodeConfig, Settings, write_config
 from tests.support import ROOT, MiB, leftovers, sha, wait_until
 
@@ -93,12 +93,12 @@ def test_a_firewalled_lane_falls_back_to_the_grpc_stream(namespace, tmp_path):
     try:
         holder = [{"name": "walled", "grpc_address": f"{inside}:{grpc_port}"}]
         wait_until(
-            lambda: Download("f.bin", tmp_path / "probe.bin", holder, lanes=False, connect_timeout=1.0).run(),
+            lambda: download("f.bin", tmp_path / "probe.bin", holder, lanes=False, connect_timeout=1.0),
             30,
             what="the walled peer's gRPC server",
         )
         started = time.monotonic()
-        result = Download("f.bin", tmp_path / "f.bin", holder, lane_connect_timeout=1.0, piece_size=MiB).run()
+        result = download("f.bin", tmp_path / "f.bin", holder, lane_connect_timeout=1.0, piece_size=MiB)
         assert (tmp_path / "f.bin").read_bytes() == data and result.sha256 == sha(data)
         assert result.lane_bytes == {} and "timed out" in result.lane_off["walled"]
         assert result.sources == {"walled": len(data)} and result.verified == "blake3"

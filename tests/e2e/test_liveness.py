@@ -42,6 +42,8 @@ def test_maestro_killed_and_restarted_keeps_its_directory(network):
     nodes = network(["peer1", "peer2"], settings=settings, files={"peer1": {"a.txt": b"a"}})
     maestro = nodes["maestro"]
     wait_until(lambda: locate(maestro.url, "a.txt") == {"peer1"}, 10, what="peer1 registered")
+    # peer2 too: its first try may come before the Maestro listens, and the next one a second later
+    wait_until(lambda: len(alive(maestro.url)) == 2, 10, what="peer2 registered")
     for p in maestro.processes:
         p.signal_group(signal.SIGKILL)
         p.popen.wait(5)

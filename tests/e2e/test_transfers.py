@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from client.partial import PART_MARK
@@ -155,3 +157,23 @@ def test_upload_over_the_limit_is_one_line_and_non_zero(network, tmp_path):
     code, _, stderr = finish(cli(nodes["maestro"], "upload", str(source), "--to", nodes["peer1"].url))
     assert code != 0 and "limit" in one_line_error(stderr)
     assert not (tmp_path / "data" / "peer1" / "big.bin").exists()
+
+
+def test_a_download_into_a_full_disk_is_one_line_naming_the_path(network, tmp_path):
+    """A 2 MiB tmpfs, mounted in a mount namespace of the client's own, takes 8 MiB: exit 1, the path, no traceback."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a small tmpfs needs root and unshare(1) (a mount namespace of the client's own)")
+    data = os.urandom(8 * MiB)
+    nodes = network(["peer1"], files={"peer1": {"big.bin": data}})
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1"], what="peer1 registered")
+    small = tmp_path / "small"
+    small.mkdir()
+    mount_then_run = 'mount -t tmpfs -o size=2m p2p-full "$0" && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", mount_then_run, str(small), sys.executable, "-m", "peer_app.client",
+         "--maestro", nodes["maestro"].url, "download", "big.bin", "--out", str(small / "big.bin")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    line = one_line_error(proc.stderr)
+    assert line.startswith(f"error: no space left on device writing {small}/.big.bin{PART_MARK}"), line

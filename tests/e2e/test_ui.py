@@ -1,75 +1,25 @@
 """The live page (SPEC §10): served by the Maestro, read in a real headless Chromium against a real network.
 
 The browser tests skip, saying why, where no Chromium, chromedriver or selenium can be had
-(`.ci/run` installs Debian's chromium and chromium-driver when it runs as root). Screenshots go
-to the test's tmp folder, or to $P2P_UI_SCREENSHOTS when set (that is how docs/ui.png is made).
+(tests/e2e/chromium.py). Screenshots go to the test's tmp folder, or to $P2P_UI_SCREENSHOTS
+when set (that is how docs/ui.png is made).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.chromium import chromium
 from tests.support import wait_until
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-# What Chromium needs on these machines: no sandbox as root, and no background traffic
-# towards an internet it cannot reach.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
-)
-
-
-def _chromium() -> tuple[str, str]:
-    """Paths of Chromium and chromedriver, or skip saying what is missing."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -r requirements-dev.txt)")
-    browser = os.environ.get("P2P_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
-    driver = os.environ.get("P2P_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.skip(
-            "no headless browser here: apt-get install -y chromium chromium-driver "
-            "(or set P2P_CHROMIUM and P2P_CHROMEDRIVER)"
-        )
-    return browser, driver
 
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _chromium()
-    profile = tempfile.mkdtemp(prefix="p2p-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    except WebDriverException as err:
-        shutil.rmtree(profile, ignore_errors=True)
-        pytest.skip(f"{binary} did not start under {driver_path}: {err.msg}")
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as driver:
+        yield driver
 
 
 class Page:

@@ -39,6 +39,7 @@ def line_of(logger_class, caplog) -> str:
     }
     caplog.clear()
     logger.access(Response(), Request(), environ, datetime.timedelta(seconds=1, microseconds=2500))
+    getattr(logger, "flush_access", lambda: None)()  # ours writes its lines together
     (record,) = [r for r in caplog.records if r.name == "gunicorn.access"]
     return record.getMessage()
 

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from common.errors import Busy
-from peer_app.admission import Admission, Limits, Progress, Watchdog, address_of
+from peer_app.admission import Admission, address_of
+from peer_app.pace import Limits, Progress, Watchdog
 
 
 class Clock:

@@ -93,7 +93,7 @@ def test_locate_pays_a_cut_off_primary_once_then_goes_straight_to_the_backup(tmp
         times = []
         for _ in range(5):
             start = time.monotonic()
-            answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=1.0, path=[])
+            answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=1.0, reached=[])
             times.append(time.monotonic() - start)
             assert answer["peers"][0]["name"] == "p2"
         assert times[0] >= 0.5 and max(times[1:]) < 0.2, times
@@ -107,7 +107,7 @@ def test_a_server_that_answers_with_an_error_is_not_marked_down(tmp_path):
     try:
         for _ in range(2):
             with contextlib.suppress(NotFound):
-                net["p0"].locate("nothing.txt", qid=new_qid(), ttl=2, budget=1.0, path=[])
+                net["p0"].locate("nothing.txt", qid=new_qid(), ttl=2, budget=1.0, reached=[])
         assert [p["down_until"] for p in net["p0"].known.all()] == [None, None]
     finally:
         net.close()

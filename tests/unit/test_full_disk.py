@@ -208,8 +208,8 @@ def test_a_member_is_held_to_its_quota_the_operator_is_not(peer_config, serve, t
 
 WORKER = textwrap.dedent(
     """
-    import os, sys
-    from common.gunicorn_conf import preallocate
+    import os, sys, types
+    from common.gunicorn_conf import post_fork, preallocate, share_libraries
     if sys.argv[1] == "preallocate":
         preallocate(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
     with open(sys.argv[2], "ab", buffering=0) as fh:  # the disk fills up to the last block
@@ -218,6 +218,10 @@ WORKER = textwrap.dedent(
                 fh.write(bytes(4096))
         except OSError:
             pass
+    if sys.argv[1] == "post_fork":  # what gunicorn's master does, then a new worker, on the full disk
+        share_libraries()
+        log = types.SimpleNamespace(warning=lambda *args: print("warning:", args[0] % args[1:]))
+        post_fork(types.SimpleNamespace(log=log), types.SimpleNamespace(ppid=os.getppid()))
     from common.metrics import Metrics
     m = Metrics()
     for i in range(int(sys.argv[3])):
@@ -246,6 +250,14 @@ def test_a_worker_whose_metrics_files_are_preallocated_counts_on_a_full_disk(sma
     for kind, size in PREALLOCATED.items():  # every series fitted: no file grew beyond its blocks
         files = list((small_disk.path / "metrics").glob(f"{kind}_*.db"))
         assert [f.stat().st_size for f in files] == [size]
+
+
+def test_a_worker_that_cannot_preallocate_on_a_full_disk_counts_in_memory(small_disk):
+    """The master imported prometheus_client in multiprocess mode; the worker still starts and counts."""
+    done = run_worker(small_disk, "post_fork", 5)
+    assert done.returncode == 0 and "counted" in done.stdout, done.stderr
+    assert "counts its metrics in memory" in done.stdout
+    assert list((small_disk.path / "metrics").glob("*.db")) == []
 
 
 def test_without_preallocation_a_full_disk_kills_the_worker_with_sigbus(small_disk):

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import BadRequest, Unauthorized, from_rpc_error
 from common.rpc import CHANNEL_OPTIONS
 from peer_app.grpc_server import create_server
-from peer_app.interceptor import CallHook, RpcCall
+from peer_app.interceptor import CallInterceptor, RpcCall
 from tests.support import wait_until
 from tests.unit.test_names import HOSTILE
 
@@ -163,38 +164,43 @@ def test_port_in_use_is_a_one_line_error(peer_config):
             create_server(config)
 
 
-class Recorder(CallHook):
-    """A hook that keeps every call it saw end, and can refuse calls to one method."""
+class Recorder(CallInterceptor):
+    """A link of the chain that keeps every call it saw start, and refuses calls to one method."""
 
     def __init__(self, refuse: str = "") -> None:
-        self.ended_calls: list[RpcCall] = []
+        self.calls: list[RpcCall] = []
         self.refuse = refuse
-        self.started_methods: list[str] = []
 
-    def started(self, call, context) -> None:
-        self.started_methods.append(call.method)
+    @contextmanager
+    def around(self, call, context):
+        self.calls.append(call)
         if call.method == self.refuse:
             raise Unauthorized(f"{call.method} needs credentials")
-
-    def ended(self, call) -> None:
-        self.ended_calls.append(call)
+        yield
 
 
 @pytest.fixture
-def hooked(serve, stub_for):
-    """start(recorder): a stub of an in-process server that runs the Recorder hook."""
+def chained(serve, stub_for):
+    """start(recorder): a stub of an in-process server whose chain has the Recorder link."""
 
     def start(recorder: Recorder):
-        address, _ = serve(hooks=[recorder])
+        address, _ = serve(interceptors=[recorder])
         return stub_for(address)
 
     return start
 
 
-def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(hooked, caplog):
+def ended(caplog, method: str) -> list[str]:
+    """The log lines of the calls to method that ended (logged once every link has said how)."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "p2pnet.transfers"]
+    return [line for line in lines if line.startswith(method + " ")]
+
+
+def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(chained, caplog):
     """Issue 9 saw tracebacks (an unbound name) when a client gave up before sending anything."""
+    caplog.set_level(logging.INFO, logger="p2pnet.transfers")
     recorder = Recorder()
-    stub = hooked(recorder)
+    stub = chained(recorder)
     gate = threading.Event()
 
     def nothing_yet():
@@ -202,26 +208,29 @@ def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(
         yield from ()
 
     call = stub.Upload.future(nothing_yet(), timeout=10)
-    wait_until(lambda: "Upload" in recorder.started_methods, what="the server to take the call")
+    wait_until(lambda: [c for c in recorder.calls if c.method == "Upload"], what="the server to take the call")
     call.cancel()
     gate.set()
-    ended = wait_until(lambda: [c for c in recorder.ended_calls if c.method == "Upload"], what="the server's end")
+    wait_until(lambda: ended(caplog, "Upload"), what="the server's end")
+    upload_call = next(c for c in recorder.calls if c.method == "Upload")
     # gRPC reports the cancel either as a cut stream or as a stream that ended empty
-    assert ended[0].cut or isinstance(ended[0].error, BadRequest), ended[0]
-    assert ended[0].received == 0
+    assert upload_call.cut or isinstance(upload_call.error, BadRequest), upload_call
+    assert upload_call.received == 0
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert download(stub, "archivo1.txt") == b"hola\n"  # the server serves on
 
 
-def test_a_hook_sees_each_call_with_its_bytes_and_can_refuse_one_by_name(hooked):
+def test_a_link_of_the_chain_sees_each_call_with_its_bytes_and_can_refuse_one_by_name(chained, caplog):
+    caplog.set_level(logging.INFO, logger="p2pnet.transfers")
     recorder = Recorder(refuse="DummyUpload")
-    stub = hooked(recorder)
+    stub = chained(recorder)
     assert download(stub, "archivo1.txt", offset=1) == b"ola\n"
     with pytest.raises(grpc.RpcError) as err:
         stub.DummyUpload(iter([transfer_pb2.FileChunk(data=b"x")]), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert type(from_rpc_error(err.value)) is Unauthorized
-    wait_until(lambda: len(recorder.ended_calls) == 2, what="both calls ended")
-    by_method = {c.method: c for c in recorder.ended_calls}
+    wait_until(lambda: ended(caplog, "Download") and ended(caplog, "DummyUpload"), what="both calls ended")
+    by_method = {c.method: c for c in recorder.calls}
     assert (by_method["Download"].sent, by_method["Download"].error) == (4, None)
     assert isinstance(by_method["DummyUpload"].error, Unauthorized)
+    assert by_method["DummyUpload"].received == 0  # refused before its one message was read

@@ -9,6 +9,7 @@ import re
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,14 +18,14 @@ import grpc
 import pytest
 
 from client import lane
-from client.download import Download
+from client.download import download
 from client.transfer import TransferClient
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Busy, DataLoss, NoLane, Unauthorized, from_rpc_error
 from common.rpc import CHANNEL_OPTIONS
 from peer_app import lane as lane_server
 from peer_app.grpc_server import create_server
-from peer_app.interceptor import CallHook, RpcCall
+from peer_app.interceptor import CallInterceptor, RpcCall
 from tests.support import MiB, leftovers, sha, wait_until
 
 
@@ -75,9 +76,10 @@ def receive(ticket, name: str, offset: int | None = None, length: int | None = N
     """The bytes a lane delivers for this ticket (offset and length default to the ticket's)."""
     got = bytearray()
 
-    def write(position: int, block: memoryview) -> None:
+    def write(position: int, block: memoryview) -> bool:
         assert position == (ticket.offset if offset is None else offset) + len(got)
         got.extend(block)
+        return True
 
     lane.fetch(
         "127.0.0.1",
@@ -103,6 +105,25 @@ def test_a_ticket_delivers_its_range_and_names_the_content(serve, client):
     assert receive(ticket, "f.bin") == data[1000 : 1000 + 2 * MiB]
     to_end = client(address).open_lane("f.bin", 3 * MiB, 0)  # length 0: to the end of the file
     assert to_end.length == 17 and receive(to_end, "f.bin") == data[3 * MiB :]
+
+
+def test_a_fixed_lane_port_is_the_one_tickets_name(peer_config, tmp_path, client):
+    """Containers publish only the ports they are told: a peer with lane_port listens there."""
+    from tests.support import free_port
+
+    fixed = free_port()
+    shared = tmp_path / "fixed-shared"
+    shared.mkdir()
+    (shared / "f.bin").write_bytes(b"x" * 1000)
+    config = replace(peer_config, shared_dir=str(shared), run_dir=str(tmp_path / "fixed-run"), lane_port=fixed)
+    server, port, servicer = create_server(config, "127.0.0.1:0")
+    server.start()
+    try:
+        ticket = client(f"127.0.0.1:{port}").open_lane("f.bin", 0, 0)
+        assert ticket.port == fixed and receive(ticket, "f.bin") == b"x" * 1000
+    finally:
+        servicer.close()
+        server.stop(None)
 
 
 def test_a_ticket_works_once(serve, client):
@@ -140,7 +161,7 @@ def test_a_ticket_for_another_file_range_or_caller_is_refused_and_burnt(serve, c
             change.get("name", "f.bin"),
             change.get("offset", 0),
             change.get("length", 5000),
-            lambda position, block: None,
+            lambda position, block: True,
             source_address=source,
         )
     if "ticket" not in change:  # a ticket shown wrongly is used up: it cannot be tried again
@@ -251,7 +272,7 @@ def test_download_goes_over_the_lane_and_verifies_blake3(serve, dl, caplog):
     address, shared, _ = serve()
     data = os.urandom(5 * MiB + 3)
     (shared / "f.bin").write_bytes(data)
-    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB).run()
+    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
     assert (dl / "f.bin").read_bytes() == data
     assert result.verified == "blake3" and result.lane_bytes == {"p": len(data)} and result.sha256 == sha(data)
     assert leftovers(dl) == []
@@ -269,9 +290,7 @@ def test_lane_and_stream_sources_mix_in_one_download(serve, dl):
         address, shared, _ = serve(name, lane_ticket_seconds=ttl)
         (shared / "f.bin").write_bytes(data)
         holders.append({"name": name, "grpc_address": address, "blake3": b3(data)})
-    result = Download(
-        "f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data), piece_size=256 * 1024
-    ).run()
+    result = download("f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data), piece_size=256 * 1024)
     assert (dl / "f.bin").read_bytes() == data and result.verified == "blake3"
     assert set(result.sources) == {"lane", "stream"} and sum(result.sources.values()) == len(data)
     assert set(result.lane_bytes) == {"lane"} and "turned off" in result.lane_off["stream"]
@@ -285,7 +304,7 @@ def test_holders_that_disagree_on_blake3_refuse_the_lane(serve, dl):
         {"name": "a", "grpc_address": address, "blake3": b3(data)},
         {"name": "b", "grpc_address": address, "blake3": b3(b"something else")},
     ]
-    result = Download("f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data)).run()
+    result = download("f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data))
     assert (dl / "f.bin").read_bytes() == data
     assert result.verified == "sha256" and result.lane_bytes == {}
     assert "disagree" in result.lane_off["a"]
@@ -298,7 +317,7 @@ def test_a_corrupted_byte_on_the_lane_is_caught(serve, dl):
     data = os.urandom(2 * MiB)
     path.write_bytes(data)
     holder = [{"name": "p", "grpc_address": address}]
-    Download("f.bin", dl / "first.bin", holder).run()  # the digests are cached now
+    download("f.bin", dl / "first.bin", holder)  # the digests are cached now
     st = path.stat()
     with open(path, "r+b") as fh:
         fh.seek(MiB + 5)
@@ -308,7 +327,7 @@ def test_a_corrupted_byte_on_the_lane_is_caught(serve, dl):
     servicer.index.db.connect().execute("UPDATE file_hashes SET ctime_ns = ?", (path.stat().st_ctime_ns,))
     holder[0]["blake3"] = b3(data)
     with pytest.raises(DataLoss, match="blake3 mismatch"):
-        Download("f.bin", dl / "f.bin", holder, expected_sha256=sha(data), size=len(data)).run()
+        download("f.bin", dl / "f.bin", holder, expected_sha256=sha(data), size=len(data))
     assert leftovers(dl) == [] and not (dl / "f.bin").exists()
 
 
@@ -318,7 +337,7 @@ def test_an_unreachable_lane_falls_back_to_the_stream(serve, dl):
     (shared / "f.bin").write_bytes(data)
     listener = servicer.lane()
     listener.stop()  # tickets still name its port, but nothing listens there any more
-    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB).run()
+    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB)
     assert (dl / "f.bin").read_bytes() == data
     assert result.lane_bytes == {} and "unreachable" in result.lane_off["p"]
     assert result.verified == "blake3"  # the digest known from the holder still verifies the stream's bytes
@@ -334,9 +353,9 @@ def test_a_cut_lane_keeps_its_finished_pieces_and_the_stream_does_the_rest(serve
         real(self, conn, fd, offset, min(length, 5 * MiB // 2), moved)  # then the connection closes
 
     monkeypatch.setattr(lane_server.LaneServer, "_sendfile", cut_after_2_5_mib)
-    result = Download(
+    result = download(
         "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], piece_size=MiB, streams_per_source=1
-    ).run()
+    )
     assert (dl / "f.bin").read_bytes() == data
     assert "cut" in result.lane_off["p"]
     assert result.lane_bytes["p"] == 5 * MiB // 2  # two whole pieces and half of one came over the lane
@@ -353,9 +372,9 @@ def test_a_stalled_lane_drops_the_source_in_stall_timeout(serve, dl, monkeypatch
     monkeypatch.setattr(lane_server.LaneServer, "_sendfile", hang)
     started = time.monotonic()
     with pytest.raises(Exception, match="sent nothing for 0.5s"):
-        Download(
+        download(
             "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], stall_timeout=0.5, streams_per_source=1
-        ).run()
+        )
     assert time.monotonic() - started < 2.5
 
 
@@ -368,21 +387,23 @@ def test_a_peer_that_does_not_know_open_lane_counts_as_one_without_a_lane():
     assert isinstance(from_rpc_error(err), NoLane)
 
 
-class RefuseOpenLane(CallHook):
+class RefuseOpenLane(CallInterceptor):
     """A peer whose access policy does not let this caller open lanes (but lets it read)."""
 
-    def started(self, call: RpcCall, context) -> None:
+    @contextmanager
+    def around(self, call: RpcCall, context):
         if call.method == "OpenLane":
             raise Unauthorized("a credential is needed for OpenLane")
+        yield
 
 
 def test_a_lane_refused_by_policy_leaves_the_stream_to_answer(peer_config, dl):
     data = os.urandom(MiB)
     (Path(peer_config.shared_dir) / "f.bin").write_bytes(data)
-    server, port, servicer = create_server(peer_config, "127.0.0.1:0", hooks=[RefuseOpenLane()])
+    server, port, servicer = create_server(peer_config, "127.0.0.1:0", interceptors=[RefuseOpenLane()])
     server.start()
     try:
-        result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": f"127.0.0.1:{port}"}]).run()
+        result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": f"127.0.0.1:{port}"}])
     finally:
         servicer.close()
         server.stop(None)
@@ -394,7 +415,7 @@ def test_lanes_false_uses_only_the_stream(serve, dl):
     address, shared, _ = serve()
     data = os.urandom(MiB)
     (shared / "f.bin").write_bytes(data)
-    result = Download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], lanes=False).run()
+    result = download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], lanes=False)
     assert (dl / "f.bin").read_bytes() == data
     assert result.verified == "sha256" and result.lane_bytes == {} and result.lane_off == {"p": "lanes turned off"}
 

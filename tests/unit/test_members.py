@@ -40,6 +40,7 @@ def auth(token: str) -> dict:
 
 
 def with_security(config, secret_file, **fields):
+    fields = {"local_operator": config.security.local_operator, **fields}  # the test client's loopback rule
     return dataclasses.replace(config, security=Security(secret_file=str(secret_file), **fields))
 
 

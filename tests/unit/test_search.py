@@ -125,7 +125,7 @@ def test_fanout_limits_the_peers_asked_per_hop(tmp_path):
 
 def test_locate_asks_primary_then_backup_then_onward(ring):
     net = ring(8, {"p4": ["f.txt"]})
-    answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+    answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=7, budget=3.0, reached=[])
     assert answer["peers"][0]["name"] == "p4"
     assert answer["peers"][0]["grpc_address"] == "p4.test:81"
     assert answer["via"][0] == "p0" and answer["via"][-1] == "p4"
@@ -136,7 +136,7 @@ def test_locate_skips_a_dead_primary_after_one_bounded_timeout(ring):
     net = ring(6, {"p2": ["f.txt"]})
     net.slow[net.url("p1")] = 30.0  # hangs: costs one request timeout, no more
     start = time.monotonic()
-    answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=2.0, path=[])
+    answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=2.0, reached=[])
     assert time.monotonic() - start < 2.0
     assert answer["peers"][0]["name"] == "p2"
     assert [url for url, _, _ in net.calls] == [net.url("p1"), net.url("p2")]
@@ -148,14 +148,14 @@ def test_a_holder_answers_a_locate_it_already_saw_through_a_slower_path(ring):
     qid = new_qid()
     assert net["p2"].seen.first_time("locate:" + qid)
     net.dead.add(net.url("p1"))
-    answer = net["p0"].locate("f.txt", qid=qid, ttl=3, budget=2.0, path=[])
+    answer = net["p0"].locate("f.txt", qid=qid, ttl=3, budget=2.0, reached=[])
     assert answer["peers"][0]["name"] == "p2"
 
 
 def test_locate_stops_at_the_ttl(ring):
     net = ring(20, {"p10": ["f.txt"]})
     with pytest.raises(NotFound):
-        net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=3.0, path=[])
+        net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=3.0, reached=[])
     assert all(int(p["ttl"]) >= 1 for _, _, p in net.calls)
     assert max(ring_distance("p0", url.split("//")[1].split(".")[0], 20) for url, _, _ in net.calls) <= 4
 
@@ -243,7 +243,7 @@ def test_a_locate_that_cannot_get_in_line_is_a_503_that_says_it_is_not_whole(bus
     with gate.origin(0) as admitted:  # a search is being flooded: the only place is taken
         assert admitted
         with pytest.raises(Busy) as shed:
-            hub.locate("x-a.txt", qid=new_qid(), ttl=5, budget=0.4, path=[])
+            hub.locate("x-a.txt", qid=new_qid(), ttl=5, budget=0.4, reached=[])
     assert net.calls == []  # nobody was asked
     body = shed.value.to_json()
     assert (body["error"], body["complete"], body["missing"]) == ("busy", False, [{"peer": "hub", "why": "shed"}])
@@ -266,7 +266,7 @@ def test_a_forwarded_hop_beyond_the_hop_limit_is_shed_at_once(tmp_path):
 def test_locate_says_404_only_when_every_friend_asked_answered(ring):
     net = ring(6)
     with pytest.raises(NotFound) as found:
-        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, reached=[])
     assert found.value.extra == {"complete": True, "missing": []}
 
 
@@ -274,7 +274,7 @@ def test_locate_with_a_friend_that_is_down_is_a_404_that_says_it_is_partial(ring
     net = ring(6)
     net.dead.add(net.url("p1"))
     with pytest.raises(NotFound) as found:
-        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, reached=[])
     assert found.value.extra["complete"] is False
     assert {"peer": "p1", "why": "unreachable"} in found.value.extra["missing"]
 
@@ -284,7 +284,7 @@ def test_locate_with_a_friend_too_slow_to_answer_is_incomplete_never_a_false_404
     net.slow[net.url("p1")] = 30.0
     net.slow[net.url("p2")] = 30.0
     with pytest.raises(Incomplete) as partial:
-        net["p0"].locate("f.txt", qid=new_qid(), ttl=7, budget=1.0, path=[])
+        net["p0"].locate("f.txt", qid=new_qid(), ttl=7, budget=1.0, reached=[])
     assert partial.value.http_status == 503
     assert partial.value.to_json()["complete"] is False
     assert {m["why"] for m in partial.value.extra["missing"]} <= {"timed out", "not asked: no time left"}
@@ -294,7 +294,7 @@ def test_a_friend_that_was_not_whole_makes_the_locate_partial_too(ring):
     net = ring(6)
     net.dead.add(net.url("p3"))  # not a friend of p0: only its friends' friends ask it
     with pytest.raises(NotFound) as found:
-        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, path=[])
+        net["p0"].locate("nowhere.txt", qid=new_qid(), ttl=7, budget=3.0, reached=[])
     assert found.value.extra["complete"] is False
     assert {"peer": "p3", "why": "unreachable"} in found.value.extra["missing"]
 

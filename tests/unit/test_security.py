@@ -73,11 +73,19 @@ def test_credentials_are_bound_to_names_and_to_the_network():
     assert guard.identify("x" * 10_000) is None
 
 
+def owned_by(uid):
+    """The owner callable of a connection made by account uid (what the kernel would answer)."""
+    return lambda: uid
+
+
+OWNER = owned_by(1000)  # the account that owns the secret file in these tests
+
+
 def test_strangers_need_a_valid_credential_for_mutating_calls():
-    guard = Guard(SECRET, trusted_networks=["127.0.0.0/8", "::1/128"])
-    assert guard.check(MUTATING, "127.0.0.1", None).is_operator
-    assert guard.check(MUTATING, "::1", None).is_operator
-    assert guard.check(MUTATING, "::ffff:127.0.0.1", None).is_operator  # IPv4-mapped loopback
+    guard = Guard(SECRET, trusted_networks=["127.0.0.0/8", "::1/128"], operator_uids={1000})
+    assert guard.check(MUTATING, "127.0.0.1", None, OWNER).is_operator
+    assert guard.check(MUTATING, "::1", None, OWNER).is_operator
+    assert guard.check(MUTATING, "::ffff:127.0.0.1", None, OWNER).is_operator  # IPv4-mapped loopback
     with pytest.raises(Unauthorized, match="not a member"):
         guard.check(MUTATING, "10.208.0.2", None)
     with pytest.raises(Unauthorized, match="not valid"):
@@ -90,8 +98,8 @@ def test_strangers_need_a_valid_credential_for_mutating_calls():
 
 
 def test_a_trusted_address_is_the_operator_even_with_a_stale_credential():
-    guard = Guard(SECRET)
-    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + peer_token(OTHER, "peer2")).is_operator
+    guard = Guard(SECRET, operator_uids={1000})
+    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + peer_token(OTHER, "peer2"), OWNER).is_operator
 
 
 def test_reads_are_open_unless_the_network_says_members():
@@ -113,8 +121,8 @@ def test_a_peer_acts_only_as_itself_and_the_operator_as_anyone():
 
 
 def test_without_a_secret_only_trusted_addresses_may_change_anything():
-    guard = Guard(None)
-    assert guard.check(MUTATING, "127.0.0.1", None).is_operator
+    guard = Guard(None, operator_uids={1000})
+    assert guard.check(MUTATING, "127.0.0.1", None, OWNER).is_operator
     with pytest.raises(Unauthorized):
         guard.check(MUTATING, "10.0.0.1", "Bearer " + operator_token(SECRET))
 
@@ -129,3 +137,51 @@ def test_membership_proofs_answer_one_challenge_for_one_name():
     assert not Guard(OTHER).proves("peer2", url, challenge, proof)
     assert not guard.proves("peer2", url, challenge, None)
     assert not Guard(None).proves("peer2", url, challenge, proof)
+
+
+def refused_owner():
+    raise AssertionError("the guard asked who made the connection when it did not need to")
+
+
+def test_on_loopback_only_the_secret_files_owner_is_the_operator_by_default():
+    guard = Guard(SECRET, operator_uids={1000, 0})
+    assert guard.check(MUTATING, "127.0.0.1", None, owned_by(1000)).is_operator
+    assert guard.check(MUTATING, "::1", None, owned_by(0)).is_operator  # root reads the secret anyway
+    for other in (owned_by(1001), owned_by(None), None):  # another account, an unknown one, no way to ask
+        with pytest.raises(Unauthorized, match="needs a credential"):
+            guard.check(MUTATING, "127.0.0.1", None, other)
+    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + peer_token(SECRET, "peer2"), owned_by(1001)).name == "peer2"
+    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + operator_token(SECRET), refused_owner).is_operator
+
+
+def test_local_operator_any_trusts_every_local_account_and_none_trusts_none():
+    anyone = Guard(SECRET, local_operator="any", operator_uids={1000})
+    assert anyone.check(MUTATING, "127.0.0.1", None, refused_owner).is_operator
+    nobody = Guard(SECRET, local_operator="none", operator_uids={1000})
+    with pytest.raises(Unauthorized):
+        nobody.check(MUTATING, "127.0.0.1", None, owned_by(1000))
+    assert nobody.check(MUTATING, "127.0.0.1", "Bearer " + operator_token(SECRET)).is_operator
+    with pytest.raises(ValueError, match="local_operator"):
+        Guard(SECRET, local_operator="root")
+
+
+def test_a_trusted_network_is_the_operator_from_other_machines_and_by_account_from_this_one():
+    mine = {"10.208.0.1"}
+    guard = Guard(SECRET, trusted_networks=["10.208.0.0/16"], operator_uids={1000}, own_address=mine.__contains__)
+    assert guard.check(MUTATING, "10.208.0.2", None, refused_owner).is_operator  # another machine: by address
+    assert guard.check(MUTATING, "10.208.0.1", None, owned_by(1000)).is_operator  # this machine: by account
+    with pytest.raises(Unauthorized):
+        guard.check(MUTATING, "10.208.0.1", None, owned_by(1001))
+    with pytest.raises(Unauthorized):
+        guard.check(MUTATING, "127.0.0.1", None, owned_by(1000))  # loopback is not in this trusted_networks
+
+
+def test_operator_accounts_are_the_secret_files_owner_and_root(tmp_path):
+    from common.security import operator_accounts
+
+    path = tmp_path / ".p2p-secret"
+    ensure_secret(path)
+    if os.geteuid() == 0:
+        os.chown(path, 4242, -1)
+    assert operator_accounts(path) == {os.stat(path).st_uid, 0}
+    assert operator_accounts(None) == {os.geteuid(), 0}

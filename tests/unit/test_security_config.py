@@ -36,6 +36,34 @@ def test_the_section_is_optional_with_documented_defaults(tmp_path):
     assert t.security.secret_file == tmp_path / ".p2p-secret"
     assert (t.security.trusted_networks, t.security.read, t.security.tls) == (("127.0.0.0/8", "::1/128"), "open", False)
     assert t.maestro.url == "http://127.0.0.1:9000"
+    assert (t.security.allowed_hosts, t.security.local_operator) == ((), "owner")
+
+
+def test_allowed_hosts_and_local_operator_reach_every_nodes_config(tmp_path):
+    hosts = ["P2P.Example.org.", "maestro.p2p.svc.cluster.local", "p2p.example.org"]
+    t = topology.load(write_topology(tmp_path, {"allowed_hosts": hosts, "local_operator": "any"}))
+    assert t.security.allowed_hosts == ("p2p.example.org", "maestro.p2p.svc.cluster.local")
+    rendered = render.render(t, Path("/proj"))
+    render.write(rendered)
+    for config_path in rendered.configs:
+        security = NodeConfig.from_json(json.loads(config_path.read_text())).security
+        assert (security.allowed_hosts, security.local_operator) == (t.security.allowed_hosts, "any")
+
+
+def test_allowed_hosts_and_local_operator_problems_name_the_key(tmp_path):
+    bad = {"allowed_hosts": ["ok.example.org", "maestro:9000", 7, "*.example.org"], "local_operator": "root"}
+    with pytest.raises(TopologyError) as err:
+        topology.load(write_topology(tmp_path, bad))
+    keys = [line.split(": ", 1)[1].split(":")[0] for line in err.value.lines()]
+    assert keys == [
+        "security.allowed_hosts[1]",
+        "security.allowed_hosts[2]",
+        "security.allowed_hosts[3]",
+        "security.local_operator",
+    ]
+    with pytest.raises(TopologyError) as err:
+        topology.load(write_topology(tmp_path, {"allowed_hosts": "p2p.example.org"}))
+    assert "security.allowed_hosts: must be a list" in err.value.lines()[0]
 
 
 def test_every_problem_of_the_section_is_one_line_naming_the_key(tmp_path):

@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from client.download import Download
+from client.download import download
 from client.partial import PartialFile
 from common import transfer_pb2
 from common.errors import AlreadyExists, Busy, DataLoss, TooLarge, from_rpc_error
@@ -49,7 +49,7 @@ def test_empty_file_still_tells_its_size_and_hash(serve, stub_for, dl):
     (shared / "empty.bin").write_bytes(b"")
     chunks = list(stub_for(address).Download(transfer_pb2.FileRequest(filename="empty.bin"), timeout=10))
     assert [(c.data, c.size, c.sha256) for c in chunks] == [(b"", 0, sha(b""))]
-    result = Download("empty.bin", dl / "empty.bin", [{"name": "p", "grpc_address": address}]).run()
+    result = download("empty.bin", dl / "empty.bin", [{"name": "p", "grpc_address": address}])
     assert (dl / "empty.bin").read_bytes() == b"" and result.sha256 == sha(b"")
 
 
@@ -60,9 +60,7 @@ def test_download_from_two_holders_is_verified_and_uses_both(serve, dl):
         address, shared = serve()
         (shared / "f.bin").write_bytes(data)
         holders.append({"name": name, "grpc_address": address})
-    result = Download(
-        "f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data), piece_size=256 * 1024
-    ).run()
+    result = download("f.bin", dl / "f.bin", holders, expected_sha256=sha(data), size=len(data), piece_size=256 * 1024)
     assert (dl / "f.bin").read_bytes() == data
     assert set(result.sources) == {"a", "b"} and sum(result.sources.values()) == len(data)
     assert leftovers(dl) == []
@@ -92,14 +90,14 @@ def test_download_continues_a_partial_file(serve, dl):
         part.write(offset, data[offset : offset + length])
         part.mark_done(piece)
     part.close()
-    result = Download(
+    result = download(
         "f.bin",
         dl / "f.bin",
         [{"name": "p", "grpc_address": address}],
         expected_sha256=sha(data),
         size=len(data),
         piece_size=256 * 1024,
-    ).run()
+    )
     assert (dl / "f.bin").read_bytes() == data
     assert result.resumed == 3 * 256 * 1024
     assert result.sources == {"p": len(data) - result.resumed}
@@ -110,9 +108,7 @@ def test_wrong_expected_hash_is_data_loss_and_leaves_nothing(serve, dl):
     address, shared = serve()
     (shared / "f.bin").write_bytes(b"x" * 1000)
     with pytest.raises(DataLoss):
-        Download(
-            "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], expected_sha256="0" * 64, size=1000
-        ).run()
+        download("f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], expected_sha256="0" * 64, size=1000)
     assert list(dl.iterdir()) == []
 
 
@@ -121,16 +117,16 @@ def test_bytes_that_do_not_match_the_hash_are_discarded(serve, dl, peer_config):
     address, shared = serve()
     path = shared / "f.bin"
     path.write_bytes(b"a" * 5000)
-    Download("f.bin", dl / "first.bin", [{"name": "p", "grpc_address": address}]).run()  # hash cached
+    download("f.bin", dl / "first.bin", [{"name": "p", "grpc_address": address}])  # hash cached
     st = path.stat()
     path.write_bytes(b"b" * 5000)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     # the new ctime would give the change away (the holder would withhold the file): the cache is made to miss it
     open_db(peer_config.db_path).connect().execute("UPDATE file_hashes SET ctime_ns = ?", (path.stat().st_ctime_ns,))
     with pytest.raises(DataLoss, match="sha256 mismatch"):
-        Download(
+        download(
             "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], expected_sha256=sha(b"a" * 5000), size=5000
-        ).run()
+        )
     assert leftovers(dl) == [] and not (dl / "f.bin").exists()
 
 
@@ -140,8 +136,8 @@ def test_existing_target_is_kept_unless_overwrite(serve, dl):
     (dl / "f.bin").write_bytes(b"old")
     holders = [{"name": "p", "grpc_address": address}]
     with pytest.raises(AlreadyExists):
-        Download("f.bin", dl / "f.bin", holders).run()
-    Download("f.bin", dl / "f.bin", holders, overwrite=True).run()
+        download("f.bin", dl / "f.bin", holders)
+    download("f.bin", dl / "f.bin", holders, overwrite=True)
     assert (dl / "f.bin").read_bytes() == b"new"
 
 
@@ -215,7 +211,7 @@ def test_transfers_beyond_the_limit_are_refused_with_a_clear_message(serve, stub
     try:
         started = time.monotonic()
         with pytest.raises(Busy, match=r"limit of 1 concurrent transfers; retry shortly \(still so after \d+ tries"):
-            Download("archivo1.txt", dl / "a.txt", [{"name": "p", "grpc_address": address}], retry_for=1.5).run()
+            download("archivo1.txt", dl / "a.txt", [{"name": "p", "grpc_address": address}], retry_for=1.5)
         assert 0.6 < time.monotonic() - started < 5.0  # retried with pauses, within the time it was given
     finally:
         gate.set()

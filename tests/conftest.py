@@ -14,6 +14,14 @@ from common.config import Friend, NodeConfig, Security, Settings
 from tests.support import free_port
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Unmount the small disks a killed run left mounted (tests.support.SmallDisk), before any temp folder is reused."""
+    from tests.support import sweep_small_disks
+
+    for point in sweep_small_disks():
+        print(f"unmounted {point}, left by a test run that did not end")
+
+
 @pytest.fixture
 def make_config(tmp_path: Path):
     """The one way to build a node's config: make_config("peer" | "maestro", **fields to override).
@@ -57,16 +65,9 @@ def make_config(tmp_path: Path):
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A mounted tmpfs of 8 MiB to fill (tests.support.SmallDisk); skipped where it cannot be mounted."""
-    from tests.support import SmallDisk
+    from tests.support import small_disk
 
-    disk = SmallDisk(tmp_path / "disk")
-    reason = disk.mount()
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        yield disk
-    finally:
-        disk.unmount()
+    yield from small_disk(tmp_path / "disk")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from control import topology
 from control.render import layout_for
 from control.supervisor import Supervisor
 from tests.launcher_support import launcher, ring_topology
-from tests.support import ROOT, SmallDisk, sha, wait_until
+from tests.support import ROOT, sha, small_disk, wait_until
 
 MiB = 1024 * 1024
 RESERVE = 2 * MiB
@@ -56,12 +56,7 @@ def worker_pids(run_dir: Path, node: str) -> set[str]:
 
 @pytest.fixture
 def disk(tmp_path):
-    disk = SmallDisk(tmp_path / "disk", "24m")
-    reason = disk.mount()
-    if reason is not None:
-        pytest.skip(reason)
-    yield disk
-    disk.unmount()
+    yield from small_disk(tmp_path / "disk", "24m")
 
 
 def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_writes_come_back_at_once(disk, tmp_path):

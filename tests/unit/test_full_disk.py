@@ -162,9 +162,11 @@ def upload(address: str, path: Path, name: str, token: str | None = None, overwr
         return client.upload(path, name, overwrite=overwrite)
 
 
-def test_an_upload_that_would_eat_into_the_reserve_is_refused_before_a_byte_is_stored(serve, tmp_path):
-    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    address, shared = serve(disk_reserve_bytes=free - 1000)
+def test_an_upload_that_would_eat_into_the_reserve_is_refused_before_a_byte_is_stored(
+    peer_config, small_disk, serve, tmp_path
+):
+    config = on_disk(peer_config, small_disk)  # a disk of its own: nobody else's writes move its free space
+    address, shared = serve(config, disk_reserve_bytes=small_disk.free_bytes() - 1000)
     data = tmp_path / "f.bin"
     data.write_bytes(os.urandom(4096))
     with pytest.raises(InsufficientStorage, match="settings.disk_reserve_bytes"):
@@ -299,3 +301,15 @@ def test_request_series_are_bounded_whatever_methods_a_caller_invents():
 
 def test_settings_name_the_reserve_and_the_quota():
     assert Settings().disk_reserve_bytes > 0 and Settings().member_quota_bytes > Settings().max_upload_bytes
+
+
+def test_a_small_disk_left_mounted_by_a_killed_run_is_unmounted_by_the_next(tmp_path, small_disk):
+    from tests.support import sweep_small_disks
+
+    code = "import os, sys; from tests.support import SmallDisk; SmallDisk(sys.argv[1]).mount(); os._exit(9)"
+    left = tmp_path / "left"
+    subprocess.run([sys.executable, "-c", code, str(left)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    mounted = lambda: {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()}  # noqa: E731
+    assert str(left) in mounted()
+    assert sweep_small_disks() == [str(left)]
+    assert str(left) not in mounted() and str(small_disk.path) in mounted()  # a live run's disk stays

@@ -25,7 +25,7 @@ from common.gunicorn_conf import PREALLOCATED, metrics_file, preallocate, releas
 from common.metrics import MAX_SERIES
 from common.security import ensure_secret, operator_token, peer_token, read_secret
 from maestro_app.directory import Directory, FileEntry
-from tests.support import ROOT, leftovers, wait_until
+from tests.support import ROOT, leftovers, sha, wait_until
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BLOB);"
 SHA = "a" * 64
@@ -182,6 +182,36 @@ def test_an_upload_larger_than_the_disk_is_refused_at_once_and_leaves_nothing(pe
         upload(address, big, "big.bin")
     assert not (shared / "big.bin").exists() and leftovers(shared) == []
     assert small_disk.free_bytes() > 4 * 1024 * 1024  # the claimed blocks went back
+
+
+def test_two_uploads_at_once_cannot_both_count_on_the_same_space(peer_config, small_disk, serve, stub_for, tmp_path):
+    """The first claims its blocks when it starts: the second sees them gone, not the free space before."""
+    import threading
+
+    from common import transfer_pb2
+
+    config = on_disk(peer_config, small_disk)
+    size = 2 * 1024 * 1024
+    address, shared = serve(config, disk_reserve_bytes=small_disk.free_bytes() - size - size // 2)  # room for one
+    data = os.urandom(size)
+    go_on = threading.Event()
+
+    def held():  # the first upload sends one chunk, then waits
+        yield transfer_pb2.FileChunk(filename="a.bin", size=size, sha256=sha(data), data=data[:65536])
+        go_on.wait(30)
+        yield transfer_pb2.FileChunk(data=data[65536:])
+
+    first = stub_for(address, own_connection=True).Upload.future(held(), timeout=60)
+    try:
+        wait_until(lambda: leftovers(shared) != [], 10, what="the first upload under way")
+        second = tmp_path / "b.bin"
+        second.write_bytes(data)
+        with pytest.raises(InsufficientStorage, match="settings.disk_reserve_bytes"):
+            upload(address, second, "b.bin")
+    finally:
+        go_on.set()
+    assert first.result().ok
+    assert small_disk.free_bytes() >= size // 2 and not (shared / "b.bin").exists()
 
 
 def test_a_member_is_held_to_its_quota_the_operator_is_not(peer_config, serve, tmp_path):

@@ -93,6 +93,12 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
         assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
         done = client(topo.maestro.url, "upload", str(blob), "--to", "peer2", "--name", "late.bin")
         assert done.returncode == 1 and "disk" in done.stderr and "Traceback" not in done.stderr
+        # a download into the full disk names it (it said "no holder answered", exit 4, with thread tracebacks)
+        got = disk.path / "got.txt"
+        done = client(topo.maestro.url, "download", "archivo1.txt", "--out", str(got))
+        assert done.returncode == 1 and "no space left on device" in done.stderr, done.stderr
+        assert f"writing {disk.path}/" in done.stderr, done.stderr  # the partial file beside got.txt
+        assert "Traceback" not in done.stderr and "no holder" not in done.stderr and not got.exists()
 
         # a Maestro restarted on the full disk (a clean stop also removes SQLite's index file) answers reads
         launcher("restart", "maestro", "-t", str(path))

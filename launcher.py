@@ -55,7 +55,7 @@ def cli() -> None:
 
 
 def topology_argument(command: Callable) -> Callable:
-    """TOPOLOGY as SPEC §3's positional argument, or as -t/--topology (and $P2P_TOPOLOGY) like every command."""
+    """TOPOLOGY as a positional argument (docs/api.md), or as -t/--topology (and $P2P_TOPOLOGY) like every command."""
 
     @functools.wraps(command)
     def with_topology(*args, topology_arg: str | None, topology_opt: str | None, **kwargs):

@@ -75,7 +75,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
         rss, pss, processes = tree_memory_mib(pids)
         origin = http_url(doc["peers"][0]["host"], doc["peers"][0]["rest_port"])
         session = new_session()
-        params = {"query": "far-side", "fanout": 2, "ttl": 10}
+        params: dict[str, str | int] = {"query": "far-side", "fanout": 2, "ttl": 10}
         session.get(origin + "/search", params=params, timeout=10)  # warm the connections
         latencies, handled, messages, found, repeats = [], [], [], 0, 0
         for _ in range(queries):
@@ -112,7 +112,7 @@ def bench_ring(tmp: Path, peers: int, queries: int, settings: Settings) -> dict:
 def fill_directory(db_path: str, peers: int, files: int) -> list[str]:
     """Register peers x files straight into the Maestro's SQLite; return the file names."""
     directory = Directory(db_path, default_interval=3600.0, expire_after_beats=3.0)
-    names = []
+    names: list[str] = []
     for i in range(peers):
         entries = [FileEntry(f"file-{i:04d}-{j:03d}.txt", 1000 + j, 0.0, f"{i * files + j:064x}") for j in range(files)]
         directory.register(
@@ -144,7 +144,10 @@ def run_wrk(url: str, names: list[str], seconds: float, connections: int, tmp: P
         text=True,
         timeout=seconds + 30,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise SystemExit(f"wrk printed no Requests/sec:\n{out}")
+    rps = float(found.group(1))
     p50 = re.search(r"50%\s+([\d.]+\w+)", out)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -249,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     tool = args.load if args.load != "auto" else ("wrk" if shutil.which("wrk") else "python")
     report: dict = {"cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="bench-discovery-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-discovery-") as tmp_name:
+        tmp = Path(tmp_name)
         if args.only in (None, "ring"):
             report["ring_search"] = bench_ring(tmp / "ring", args.peers, queries, RING_SETTINGS)
             report["ring_settings"] = {

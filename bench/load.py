@@ -47,9 +47,10 @@ from pathlib import Path
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from common import transfer_pb2, transfer_pb2_grpc
+from common.rpc import health_stub
 from control.generate import free_ports, generate
 from control.render import layout_for
 from control.supervisor import Supervisor
@@ -152,7 +153,8 @@ def rss_mib(pid: int) -> dict:
         match = re.search(rf"^{name}:\s+(\d+) kB", status, re.M)
         return round(int(match.group(1)) / 1024, 1) if match else 0.0
 
-    return {"rss": field("VmRSS"), "hwm": field("VmHWM"), "threads": int(re.search(r"Threads:\s+(\d+)", status)[1])}
+    threads = re.search(r"Threads:\s+(\d+)", status)
+    return {"rss": field("VmRSS"), "hwm": field("VmHWM"), "threads": int(threads[1]) if threads else 0}
 
 
 def log_text(path: Path, since: int) -> str:
@@ -172,7 +174,7 @@ class HealthProbe(threading.Thread):
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True)
         self.channel = grpc.insecure_channel(address)
-        self.stub = health_pb2_grpc.HealthStub(self.channel)
+        self.stub = health_stub(self.channel)
         self.latencies: list[float] = []
         self.failures = 0
         self.stop = threading.Event()
@@ -321,6 +323,7 @@ class StoppedClient:
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert self.proc.stdout is not None  # piped above
         line = self.proc.stdout.readline()
         if "reading" not in line:
             self.stop()
@@ -341,7 +344,7 @@ class StoppedClient:
 def health_once(address: str) -> float:
     with grpc.insecure_channel(address) as channel:
         started = time.monotonic()
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3.0, wait_for_ready=True)
+        health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3.0, wait_for_ready=True)
         return time.monotonic() - started
 
 

@@ -58,18 +58,26 @@ def idle_cpu_rate(pids: list[int], seconds: float = 1.0) -> float:
     return (cpu_seconds(pids) - before) / seconds
 
 
+def kib_field(pattern: str, text: str) -> int:
+    """The number a /proc line matching pattern (one group) holds; AttributeError when it is absent."""
+    match = re.search(pattern, text, re.M)
+    if match is None:
+        raise AttributeError(pattern)
+    return int(match.group(1))
+
+
 def memory_mib(pids: list[int]) -> tuple[float, float]:
     """Sum of RSS and PSS of pids, MiB."""
     rss = pss = 0
     for pid in pids:
         with contextlib.suppress(OSError, AttributeError):
-            rss += int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
-            pss += int(re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M).group(1))
+            rss += kib_field(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            pss += kib_field(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text())
     return rss / 1024, pss / 1024
 
 
 def peak_rss_kib(pid: int | str = "self") -> int:
     """A live process's peak resident set (VmHWM), in KiB."""
     with contextlib.suppress(OSError, AttributeError):
-        return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
+        return kib_field(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return 0

@@ -237,6 +237,7 @@ def bench(size: int, runs: int, kinds: list[str], tmp: Path) -> dict:
             expected[kind] = digest.hexdigest()
     server = _child("_serve", str(source))
     try:
+        assert server.stdout is not None  # _child pipes it
         port = int(server.stdout.readline())
         results: dict[str, list[dict]] = {k: [] for k in kinds}
         target = tmp / "received.bin"

@@ -1,4 +1,4 @@
-"""Under load and abuse: REST servers, discovery and supervision on a real ring (issue 9).
+"""Under load and abuse: REST servers, discovery and supervision on a real ring (docs/performance.md, "Under load").
 
     python -m bench.rest_load [--quick] [--peers 10] [--searches 200] [--worker-classes gevent,gthread] [--only ...]
 
@@ -51,7 +51,7 @@ import yaml
 
 from bench.procs import cpu_seconds, descendants, idle_cpu_rate, memory_mib, percentile
 from common.http import new_session
-from control.generate import free_ports, generate
+from control.generate import free_ports, generate, opposite
 from control.network import Network
 from control.topology import load as load_topology
 
@@ -76,7 +76,7 @@ class Ring:
 
     def far(self, i: int) -> tuple[str, str]:
         """(name of the peer opposite peer i, the file only it holds)."""
-        owner = self.names[(i + len(self.names) // 2) % len(self.names)]
+        owner = opposite(self.names, i)
         return owner, self.far_file(owner)
 
     def pids(self) -> list[int]:
@@ -234,7 +234,7 @@ def job_safe(job: Callable[[requests.Session], Answer], session: requests.Sessio
 def search_job(
     url: str, far_peer: str, query: str, timeout: float, budget: float | None = None
 ) -> Callable[[requests.Session], Answer]:
-    params = {"query": query, "fanout": 2, **({"budget": budget} if budget else {})}
+    params: dict[str, str | float] = {"query": query, "fanout": 2, **({"budget": budget} if budget else {})}
 
     def run(s: requests.Session) -> Answer:
         t = time.perf_counter()
@@ -250,7 +250,7 @@ def search_job(
 def locate_job(
     url: str, far_peer: str, name: str, timeout: float, budget: float | None = None
 ) -> Callable[[requests.Session], Answer]:
-    params = {"file": name, **({"budget": budget} if budget else {})}
+    params: dict[str, str | float] = {"file": name, **({"budget": budget} if budget else {})}
 
     def run(s: requests.Session) -> Answer:
         t = time.perf_counter()
@@ -332,7 +332,7 @@ def bench_burst(r: Ring, kind: str, n: int, timeout: float, budget: float | None
     sessions = [new_session() for _ in range(n)]
     for k, s in enumerate(sessions):  # one warm keep-alive connection per client
         s.get(r.urls[r.names[k % len(r.names)]] + "/health", timeout=10)
-    result = {}
+    result: dict = {}
     for mode, concurrent in (("sequential", False), ("concurrent", True)):
         before_requests = settled_search_requests(r) if kind == "search" else None
         pids = r.pids()
@@ -374,7 +374,7 @@ def maestro_locate(url: str, name: str) -> int | None:
 def bench_storm(r: Ring, kills: int, wait_back: float) -> dict:
     """Kill the Maestro as soon as it answers, kills times; watch it come back, and the peers' liveness."""
     sup = r.network.supervisor
-    rows = []
+    rows: list[dict[str, object]] = []
     never_back_after = None
     min_alive: int | None = None
     locate_404 = 0

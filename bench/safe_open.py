@@ -5,7 +5,7 @@
 Both sides do what a Download does before its first byte, on the same small file, in one process,
 alternating in rounds so machine load hits both alike:
 
-- plain (the code before issue 8b): resolve the folder, check the name is no symlink leading out
+- plain (the code before the safe open): resolve the folder, check the name is no symlink leading out
   (Path.resolve, is_symlink, exists), open() the path, check it is a regular file (isfile), fstat;
 - safe (peer_app.storage.SharedFolder.open): open the folder, openat the name with O_NOFOLLOW,
   fstat, check a regular file with one link and fields within bounds, close the folder.
@@ -36,7 +36,7 @@ NAME = "bench-small.bin"
 
 
 def plain_open(folder: Path, name: str):
-    """The open path before issue 8b (common.names.resolve_in + storage.open_shared), for comparison."""
+    """The open path before the safe open (common.names.resolve_in + storage.open_shared), for comparison."""
     check_name(name)
     base = folder.resolve()
     path = base / name

@@ -10,7 +10,7 @@ Measures, interleaved round by round so that the machine's load hits every mode 
   loopback       `read: members`, loopback trusted, no token: the caller is the operator as the
                  secret file's owner, which the node asks the kernel once per connection
   before         with --before REV: the same load on the code at REV (`git archive`), e.g. the
-                 commit before issue 8 landed, as the baseline
+                 commit before members-only landed, as the baseline
 Prints the median of each mode and its ratio to the baseline (`before` when given, else `open`).
 Every process runs on 127.0.0.1 with free ports and is stopped by pid; loads are bounded in time.
 """
@@ -167,7 +167,10 @@ def _wrk(url: str, names: list[str], token: str | None, seconds: float, tmp: Pat
     ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"/locate answered errors under load:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise SystemExit(f"wrk printed no Requests/sec:\n{out}")
+    return float(found.group(1))
 
 
 def _client(args) -> int:
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     report: dict = {"rounds": rounds, "tool": tool, "baseline": base, "modes": {}, "check_us": check_cost()}
     for mode in all_modes:
-        row = {}
+        row: dict[str, float] = {}
         # the ratio of each round to the baseline's in the same round, then the median: drift in the
         # machine's load between rounds cancels out
         if rps[mode.name]:

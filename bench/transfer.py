@@ -16,13 +16,14 @@ client process per download:
 
 Kinds are interleaved run by run, so a load change hits all of them alike. Prints MB/s
 (median, best in brackets), the ratio of medians to raw TCP, client CPU seconds per GiB,
-peak RSS of the clients and of the peers' gRPC processes, and issue 13's target: the
+peak RSS of the clients and of the peers' gRPC processes, and the fast lane's target: the
 CLI's 2-source download against (raw TCP time + CLI locate time) / 0.75.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -38,7 +39,7 @@ from bench.procs import cpu_seconds, peak_rss_kib
 from control.processes import PROJECT_ROOT
 
 MiB = 1024 * 1024
-TARGET = 0.75  # issue 13: the CLI's download at least this fast as raw TCP + the CLI's locate
+TARGET = 0.75  # docs/performance.md: the CLI's download at least this fast as raw TCP + the CLI's locate
 CLI = [sys.executable, "-m", "peer_app.client"]
 KINDS = [
     # (key, label, what runs it)
@@ -229,14 +230,15 @@ def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
             return peers if len(peers) == 2 and all(p.get("blake3") for p in peers) else None
 
         holders = {
-            name: wait_until(lambda n=name: located(n), 120, what=f"{name} at the Maestro") for name in names.values()
+            name: wait_until(functools.partial(located, name), 120, what=f"{name} at the Maestro")
+            for name in names.values()
         }
         grpc_pids = [
             p.pid for n in ("peer1", "peer2") for p in nodes[n].processes if "peer_app.grpc_server" in " ".join(p.args)
         ]
         ctx = {
             "maestro": configs["maestro"].rest_url,
-            "raw_port": int(raw.stdout.readline()),
+            "raw_port": int(raw.stdout.readline()) if raw.stdout else 0,
             "holders": holders,
             "grpc_pids": grpc_pids,
             "raw_pid": raw.pid,

@@ -1,7 +1,7 @@
-"""The p2pnet command line: `p2p [--maestro URL] COMMAND` (SPEC §7, §10).
+"""The p2pnet command line: `p2p [--maestro URL] COMMAND` (docs/api.md, "The client").
 
 `pip install -r requirements.txt` installs it as the `p2p` command; `python -m peer_app.client`
-runs the same program. Exit codes (SPEC §10): 0 done, 1 other failure, 2 usage, 3 not found,
+runs the same program. Exit codes (docs/api.md): 0 done, 1 other failure, 2 usage, 3 not found,
 4 unreachable, 5 integrity (sha256 mismatch), 6 busy after retries, 7 unauthorized, and 130
 when stopped by Ctrl-C. A failure is one line on stderr that names the node, says what state
 it is in and what to run next.
@@ -50,7 +50,7 @@ from common.units import format_size, parse_size
 if TYPE_CHECKING:
     from client.transfer import TransferClient
 
-EXIT_FAILURE = 1  # SPEC §10: any failure that is not a P2PError with its own code
+EXIT_FAILURE = 1  # docs/api.md "Exit codes": any failure that is not a P2PError with its own code
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = Interrupted.exit_code
 DEFAULT_MAESTRO = "http://127.0.0.1:9000"
@@ -444,6 +444,10 @@ def download(
             raise Unavailable(f"{err.detail}; {hint}") from None
     fetched = result.size - result.resumed
     resumed = f"; resumed at {format_size(result.resumed)}" if result.resumed else ""
+    if result.duplicates:
+        resumed += f"; {format_size(result.duplicates)} fetched twice (the last pieces, raced)"
+    for holder, what in result.bad.items():
+        resumed += f"; bad bytes from {holder}: {what}, fetched again"
     obj.emit(
         {
             "file": name,
@@ -457,6 +461,9 @@ def download(
             "verified": result.verified,
             "lane_bytes": result.lane_bytes,
             "lane_off": result.lane_off,
+            "duplicates": result.duplicates,
+            "trouble": result.trouble,
+            "bad": result.bad,
             "mb_per_s": round(fetched / result.seconds / 1e6, 1) if result.seconds > 0 else None,
         },
         f"downloaded {name}: {throughput(fetched, result.seconds)} from {_sources_text(result.sources)}"

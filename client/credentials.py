@@ -2,7 +2,7 @@
 
 The CLI builds one from --token / $P2P_TOKEN or the topology it finds (client/topology.py);
 a peer builds its own from its node config (its name's credential), so every call a peer
-makes carries who it is, on loopback or across hosts alike (SPEC §8).
+makes carries who it is, on loopback or across hosts alike (docs/security.md).
 """
 
 from __future__ import annotations

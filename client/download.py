@@ -11,7 +11,9 @@ A download runs in four steps, each in its own module:
 3. the scheduler (client/scheduler.py) fetches the missing pieces from the holders at once,
    driving each holder's transports (client/transports.py: the fast lane of client/lane.py,
    or the gRPC Download stream), while a thread hashes the finished prefix;
-4. the digest is checked (BLAKE3 when known, else sha256) and the file renamed into place.
+4. the digest is checked (BLAKE3 when known, else sha256) and the file renamed into place; when
+   it does not match, the holder that sent bad bytes is found and its pieces are fetched again
+   from the others (client/heal.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client.heal import Healing, heal, report_bad
 from client.options import (  # noqa: F401 - re-exported: the CLI's defaults
     MAX_SOURCES,
     PIECE_SIZE,
@@ -43,11 +46,14 @@ class Result:
     size: int
     sha256: str
     resumed: int  # bytes kept from an earlier, cut run
-    sources: dict[str, int]  # holder name -> bytes it sent in this run
+    sources: dict[str, int]  # holder name -> bytes of the file it delivered in this run (its share)
     seconds: float
     verified: str = "sha256"  # the digest checked: "blake3" (lane downloads) or "sha256"
     lane_bytes: dict[str, int] = field(default_factory=dict)  # holder name -> bytes it sent over its lane
     lane_off: dict[str, str] = field(default_factory=dict)  # holder name -> why its lane was not (or no longer) used
+    duplicates: int = 0  # bytes received twice (a range raced in the endgame) or dropped, never written twice
+    trouble: dict[str, str] = field(default_factory=dict)  # holder name -> what went wrong with it (it rested, or left)
+    bad: dict[str, str] = field(default_factory=dict)  # holder name -> the bad bytes it sent (fetched again elsewhere)
 
 
 def download(
@@ -101,7 +107,7 @@ class _Download:
             except OSError as err:
                 raise WriteFailed.of(err, Path(err.filename or self.out)) from None
             try:
-                return self._fetch(part, holders, started, retry_deadline)
+                return self._fetch(part, holders, started)
             finally:
                 part.close()
         finally:
@@ -148,7 +154,7 @@ class _Download:
                         holder.error = backoff.exhausted(holder.error)
                 raise failure(self.name, holders)
 
-    def _fetch(self, part: PartialFile, holders: list[Holder], started: float, retry_deadline: float) -> Result:
+    def _fetch(self, part: PartialFile, holders: list[Holder], started: float) -> Result:
         resumed = part.done_bytes
         if self.options.on_start:
             self.options.on_start(part.size, resumed)
@@ -156,9 +162,15 @@ class _Download:
         content = Content(self.name, part.size, part.sha256, self.blake3)
         hasher = InOrderHasher(part, kind=verify)
         hasher.start()
-        scheduler = Scheduler(content, part, holders, self.options, hasher, retry_deadline=retry_deadline)
+        scheduler = Scheduler(content, part, holders, self.options, hasher)
+        expected = self.blake3 if verify == "blake3" else part.sha256
         try:
             scheduler.run()
+            digest = hasher.hexdigest()
+            healing = Healing(ok=True)
+            if digest != expected:  # some holder sent bad bytes: find it, fetch its pieces from the others
+                quiet = dataclasses.replace(self.options, progress=None)
+                healing = heal(part, content, holders, quiet, verify, expected, scheduler.sources)
         except KeyboardInterrupt:
             hasher.stop()
             raise self._interrupted(part) from None
@@ -167,14 +179,9 @@ class _Download:
             if not part.done:
                 part.discard()
             raise
-        digest = hasher.hexdigest()
-        expected = self.blake3 if verify == "blake3" else part.sha256
-        if digest != expected:
+        if not healing.ok:
             part.discard()
-            raise DataLoss(
-                f"{verify} mismatch for {self.name}: got {digest[:16]}…, expected "
-                f"{expected[:16]}…; the partial download was deleted"
-            )
+            raise self._mismatch(verify, digest, expected, healing, holders)
         path = part.commit(self.options.overwrite)
         return Result(
             path,
@@ -186,6 +193,25 @@ class _Download:
             verified=verify,
             lane_bytes={h.name: h.lane_sent for h in holders if h.lane_sent},
             lane_off={h.name: h.lane_off for h in holders if h.lane_off},
+            duplicates=scheduler.duplicates,
+            trouble={h.name: h.trouble for h in holders if h.trouble},
+            bad=healing.bad,
+        )
+
+    def _mismatch(self, verify: str, digest: str, expected: str, healing: Healing, holders: list[Holder]) -> DataLoss:
+        """The file does not match its digest and healing could not mend it: say whose bytes were bad."""
+        mismatch = f"{verify} mismatch for {self.name}: got {digest[:16]}…, expected {expected[:16]}…"
+        deleted = "the partial download was deleted"
+        if healing.bad:
+            named = "; ".join(f"{name}: {what}" for name, what in healing.bad.items())
+            return DataLoss(f"bad bytes from {named}; {mismatch} even so; {deleted}")
+        if len(healing.suspects) == 1:
+            only = next(h for h in holders if h.name == healing.suspects[0])
+            report_bad(only, self.name)
+            return DataLoss(f"bad bytes from {only.name}: {mismatch}; no other holder to fetch them from; {deleted}")
+        who = ", ".join(healing.suspects) or "an earlier run"
+        return DataLoss(
+            f"{mismatch}; fetching each holder's pieces ({who}) again from the others did not mend it; {deleted}"
         )
 
     def _interrupted(self, part: PartialFile) -> Interrupted:

@@ -38,11 +38,6 @@ class LaneError(Exception):
         self.detail = detail
         self.received = received
 
-    @property
-    def stream_may_serve(self) -> bool:
-        """Whether the same holder's gRPC stream is worth trying for the rest."""
-        return self.kind in ("unreachable", "refused", "cut", "protocol")
-
 
 def fetch(
     host: str,

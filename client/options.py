@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from client.credentials import NONE, Credentials
 from client.retry import RETRY_FOR
 
-PIECE_SIZE = 8 * 1024 * 1024  # unit of resume and of failover between sources
-STREAMS_PER_SOURCE = 2  # parallel requests per holder (hides per-request latency)
+PIECE_SIZE = 1024 * 1024  # unit of the resume journal (requests are sized apart: client/pace.py)
+STREAMS_PER_SOURCE = 2  # requests in flight per holder (one is set up while the other runs)
 MAX_STREAMS = 8  # in all, whatever the number of holders
 # Without lanes every byte crosses gRPC in Python (CPU-bound near 300 MB/s on 2 cores, whatever the
 # number of streams), and each stream holds ~10 MiB of buffers: 2 streams for one holder, one per
 # holder for several, keeps the client under 100 MiB (bench.transfer, `--no-lane` with 2 holders).
 MAX_STREAMS_WITHOUT_LANES = 2
-MAX_SOURCES = 4
-STALL_TIMEOUT = 10.0  # seconds without a byte before a source counts as dead
+MAX_SOURCES = 8  # every live holder, up to this many
+STALL_TIMEOUT = 10.0  # seconds without a byte before a holder is given up (its own pace decides sooner)
 CONNECT_TIMEOUT = 5.0
-LANE_RUN_PIECES = 16  # at most this many consecutive pieces per lane ticket (fewer round trips, bounded rework)
 LANE_CONNECT_TIMEOUT = 2.0  # a lane not connected by then (a firewall dropping it) falls back to the stream
 CHUNK_SIZE = 1024 * 1024  # bytes per gRPC stream message
 

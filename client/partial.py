@@ -62,6 +62,7 @@ class PartialFile:
         self.journal_path = base.with_name(base.name + JOURNAL_SUFFIX)
         header = {"size": size, "sha256": sha256, "piece_size": piece_size}
         self.piece_size, self.done = self._load(header)
+        self._header = {**header, "piece_size": self.piece_size}
         self.pieces = max(1, -(-size // self.piece_size)) if size else 0
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if os.fstat(self._fd).st_size != size:
@@ -121,6 +122,20 @@ class PartialFile:
                 self._journal.flush()
             except OSError as err:
                 raise WriteFailed.of(err, self.journal_path) from None
+
+    def redo(self, pieces: list[int]) -> None:
+        """Forget that pieces are done (their bytes are to be fetched again): the journal is rewritten without them."""
+        with self._lock:
+            self.done -= set(pieces)
+            tmp = self.journal_path.with_name(self.journal_path.name + ".tmp")
+            lines = [json.dumps(self._header)] + [str(i) for i in sorted(self.done)]
+            try:
+                tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                os.replace(tmp, self.journal_path)
+            except OSError as err:
+                raise WriteFailed.of(err, self.journal_path) from None
+            self._journal.close()
+            self._journal = open(self.journal_path, "a", encoding="utf-8")
 
     def read_into(self, buf, offset: int) -> int:
         return os.preadv(self._fd, [buf], offset)

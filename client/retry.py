@@ -5,7 +5,7 @@ that is restarting answers Unavailable; both usually pass within seconds. The cl
 tries again after a pause that doubles each time (with jitter, so many clients that were
 refused together do not come back together), until a time budget is spent. Then the last
 error stands, saying how long it was retried: Busy exits 6 ("busy after retries") and
-Unavailable exits 4 (SPEC §10).
+Unavailable exits 4 (docs/api.md, "Exit codes").
 """
 
 from __future__ import annotations

@@ -1,23 +1,33 @@
-"""The download's scheduler: which pieces to fetch from which holder, and what to do when one fails.
+"""The download's scheduler: what to fetch from whom, measured as it goes.
 
-The scheduler owns the file's missing pieces, each holder's state and the worker threads
-(a few per holder) that drive the transports (client/transports.py). A worker takes the
-lowest missing pieces (a run of them for a lane ticket, one for a stream call), hands the
-range to its holder's transport and settles the outcome: a lane that cannot serve makes
-the holder use its stream; a busy holder, or an unreachable one when no other is left, is
-tried again after a growing pause (client/retry.py); a holder that stalls or holds other
-content is given up and its pieces go back to the pool for the others. A watchdog on the
-calling thread reports progress and cancels requests that sent nothing for stall_timeout.
+The scheduler owns the file's missing bytes, each holder's state and the worker threads (a
+few per holder) that drive the transports (client/transports.py). What is missing is a
+list of spans (ranges of the file); a worker asks for its holder's next request and the
+scheduler cuts it from the lowest span, sized by what it measured of that holder
+(client/pace.py): about 1.5 s of the holder's own rate, smaller for a slow holder and near
+the end. When nothing is left to hand out, an idle holder may race a range still in flight
+at a slower one (endgame): both write through the same span, whose frontier (the bytes
+written so far from its start) makes every byte land in the file once; the first to reach
+the span's end wins and the other request is cancelled at once (lane socket shut down,
+stream call cancelled). Bytes that arrive for an offset already written are counted as
+duplicates and dropped.
 
-Every byte lands in place in the partial file (client/partial.py) through a sink that
-journals each piece as its last byte is written. The run ends as soon as every piece is
-in, whatever a slow or dead holder is still doing: every worker is stopped and joined
-before the caller closes channels and the file. When pieces remain and no holder can
-help, `failure()` gives the one error that says why.
+A watchdog on the calling thread samples each holder's rate, reports progress and judges
+each request by its holder's own pace: no byte for a few of its usual gaps (at least a
+second) hands the rest of the span to the others and rests the holder, which may serve
+again later; a holder that sent nothing for stall_timeout is given up. A lane that cannot
+serve makes its holder use the stream; a busy holder is asked again after a growing pause
+(client/retry.py); a holder that holds other content is given up.
+
+Every piece is journalled as its last byte lands (client/partial.py). The run ends as soon
+as every piece is in: every worker is stopped and joined before run() returns or raises,
+so the caller may close channels and the file. When pieces remain and no holder can help,
+`failure()` gives the one error that says why.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +36,8 @@ from typing import TYPE_CHECKING
 
 from client.cancel import Cancel
 from client.credentials import Credentials
-from client.options import LANE_RUN_PIECES, MAX_STREAMS, MAX_STREAMS_WITHOUT_LANES, DownloadOptions
+from client.options import MAX_STREAMS, MAX_STREAMS_WITHOUT_LANES, DownloadOptions
+from client.pace import BLOCK, MIN_REQUEST, Meter, race_gain, request_size, share_of
 from client.partial import Hasher, PartialFile
 from client.retry import Backoff
 from client.transports import Content, Job, LaneTransport, Outcome, StreamTransport, Verdict
@@ -36,6 +47,8 @@ if TYPE_CHECKING:
     from client.transfer import TransferClient
 
 WATCH_INTERVAL = 0.1
+MAX_CONCURRENT_STREAMS = 4  # gRPC streams at once (each holds ~10 MiB of buffers: the client stays under 100 MiB)
+LATE_TICK = 0.5  # a watchdog tick this late means this process was not running: judge nobody's pace then
 
 
 @dataclass
@@ -48,10 +61,16 @@ class Holder:
     entry: dict = field(default_factory=dict)  # what /locate said about it
     transfer: TransferClient | None = None
     error: P2PError | None = None  # why it was given up (None while it may serve)
-    sent: int = 0  # bytes it sent in this run
+    sent: int = 0  # bytes of the file it delivered in this run (its share; duplicates not counted)
     lane_sent: int = 0  # of which over its lane
     lane_off: str = ""  # why its lane is not used ("" while it is worth trying)
     workers: int = 0
+    meter: Meter = field(default_factory=Meter)
+    requests: int = 0  # requests in flight
+    rest_until: float = 0.0  # asked nothing before then (it lost its pace or was cut)
+    backoff: Backoff | None = None  # its pauses since its last good request
+    quiet_since: float | None = None  # owing bytes and sending none since then
+    trouble: str = ""  # the last thing that went wrong with it (it rested, or was given up)
 
     @classmethod
     def of(cls, entry: dict, options: DownloadOptions) -> Holder:
@@ -100,47 +119,49 @@ def failure(name: str, holders: list[Holder], part: PartialFile | None = None) -
     return kind(f"cannot fetch {name}: {reasons or 'no holder answered'}{kept}")
 
 
-@dataclass
-class _Worker:
-    """One worker thread's state, for the watchdog."""
-
-    holder: Holder
-    job: Job | None = None
-    last_progress: float = 0.0
-    lane: LaneTransport | None = None
-    stream: StreamTransport | None = None
+def _ms(holder: Holder) -> str:
+    usual = holder.meter.gap if holder.meter.gap is not None else holder.meter.latency
+    return f"{usual * 1000:.0f} ms" if usual is not None else "?"
 
 
-class _PieceSink:
-    """Writes a job's bytes in place and journals each of its pieces as the piece's last byte lands."""
+class Span:
+    """A range of the file still to write: [frontier, end); frontier grows as bytes land."""
 
-    def __init__(self, scheduler: Scheduler, worker: _Worker, pieces: list[int], lane: bool) -> None:
+    def __init__(self, frontier: int, end: int) -> None:
+        self.frontier = frontier
+        self.end = end
+        self.attempts: list[Attempt] = []  # requests fetching it now (two in a race)
+        self.lock = threading.Lock()  # held while a block is written: one writer at a time
+        self.done = False
+
+    def __lt__(self, other: Span) -> bool:
+        return self.frontier < other.frontier
+
+
+class Attempt:
+    """One request: a holder fetching [span.frontier at its start, span.end); the sink of its job."""
+
+    def __init__(self, scheduler: Scheduler, holder: Holder, span: Span, lane: bool, now: float) -> None:
         self.scheduler = scheduler
-        self.worker = worker
-        self.queue = list(pieces)
+        self.holder = holder
+        self.span = span
         self.lane = lane
-        self.done: set[int] = set()
-        offset, length = scheduler.part.piece_range(pieces[0])
-        self.boundary = offset + length
+        self.job = Job(span.frontier, span.end - span.frontier, self)
+        self.started = now
+        self.last_block: float | None = None
+        self.writing = False  # inside the file's write: a slow disk is not the holder's fault
+        self.detached = False  # no longer counted on: its bytes are dropped
 
     def write(self, position: int, block: memoryview) -> bool:
-        scheduler, part = self.scheduler, self.scheduler.part
-        part.write(position, block)
-        n = len(block)
-        holder = self.worker.holder
-        holder.sent += n
-        if self.lane:
-            holder.lane_sent += n
-        self.worker.last_progress = scheduler.clock()
-        end = position + n
-        while self.queue and end >= self.boundary:
-            piece = self.queue.pop(0)
-            part.mark_done(piece)
-            self.done.add(piece)
-            scheduler.hasher.piece_done()
-            if self.queue:
-                self.boundary += part.piece_range(self.queue[0])[1]
-        return not scheduler.stopping
+        return self.scheduler._write(self, position, block)
+
+
+@dataclass
+class _Worker:
+    holder: Holder
+    attempt: Attempt | None = None
+    lane: LaneTransport | None = None
+    stream: StreamTransport | None = None
 
 
 class Scheduler:
@@ -154,7 +175,7 @@ class Scheduler:
         options: DownloadOptions,
         hasher: Hasher,
         *,
-        retry_deadline: float,
+        compare: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.content = content
@@ -162,15 +183,21 @@ class Scheduler:
         self.holders = holders
         self.options = options
         self.hasher = hasher
-        self.retry_deadline = retry_deadline
         self.clock = clock
-        self._cond = threading.Condition()
-        self._pending: list[int] = []
-        self._in_flight = 0
+        self.duplicates = 0  # bytes received for offsets another request had written (endgame), or dropped
+        self.sources: dict[int, set[str]] = {}  # piece -> holders that wrote bytes of it in this run
+        self.compare = compare  # read what each block replaces: healing a file whose digest did not match
+        self.differ: set[int] = set()  # pieces whose new bytes differ from those they replaced (compare only)
+        self._lock = threading.Condition()  # the pool, the spans' requests, the pieces' counts, holder state
+        self._pending: list[Span] = []  # not being fetched, lowest frontier first
+        self._flying: list[Span] = []  # being fetched
+        self._left: list[int] = []  # bytes still to write, per piece
+        self._pieces_left = 0
         self._halt = Cancel()  # cancelled when the run stops: every wait and request of a worker ends
         self._stopped = threading.Event()  # set at the same time, for pauses (Backoff.pause)
         self._workers: list[_Worker] = []
         self._crash: BaseException | None = None
+        self._stream_slots = threading.BoundedSemaphore(MAX_CONCURRENT_STREAMS)
 
     @property
     def stopping(self) -> bool:
@@ -183,21 +210,19 @@ class Scheduler:
         Whatever ends the run (done, failed, Ctrl-C in the caller's thread), the workers are
         stopped and joined before it returns or raises.
         """
-        self._pending = self.part.missing()
+        self._plan()
         live = [h for h in self.holders if h.alive][: self.options.max_sources]
         limit = MAX_STREAMS if self.options.lanes else MAX_STREAMS_WITHOUT_LANES
         per_source = max(1, min(self.options.streams_per_source, limit // max(1, len(live))))
         threads = []
-        if self._pending:
+        if self._pieces_left:
             for holder in live:
                 for _ in range(per_source):
-                    worker = _Worker(holder, last_progress=self.clock())
+                    worker = _Worker(holder)
                     self._workers.append(worker)
                     holder.workers += 1
-                    thread = threading.Thread(
-                        target=self._work, args=(worker,), name=f"p2p-fetch-{holder.name}", daemon=True
-                    )
-                    threads.append(thread)
+                    name = f"p2p-fetch-{holder.name}"
+                    threads.append(threading.Thread(target=self._work, args=(worker,), name=name, daemon=True))
         try:
             for thread in threads:
                 thread.start()
@@ -208,129 +233,310 @@ class Scheduler:
                 thread.join()
         if self._crash is not None:
             raise self._crash
-        if len(self.part.done) < self.part.pieces:
+        if self._pieces_left:
             raise failure(self.content.name, self.holders, self.part)
 
+    def _plan(self) -> None:
+        """One span per run of consecutive missing pieces."""
+        part = self.part
+        self._left = [0] * part.pieces
+        for index in part.missing():
+            offset, length = part.piece_range(index)
+            self._left[index] = length
+            self._pieces_left += 1
+            if self._pending and self._pending[-1].end == offset:
+                self._pending[-1].end = offset + length
+            else:
+                self._pending.append(Span(offset, offset + length))
+
     def _watch(self, threads: list[threading.Thread]) -> None:
-        """Wait for the workers (or every piece), report progress; cancel requests stalled for stall_timeout."""
+        """Wait for every piece (or every worker to give up): report progress, sample rates, judge paces."""
         progress = self.options.progress
         reported = 0
-        stall = self.options.stall_timeout
+        last = self.clock()
         while True:
             alive = [t for t in threads if t.is_alive()]
             if alive:
                 alive[0].join(WATCH_INTERVAL)
-            received = sum(h.sent for h in self.holders)
-            if progress and received > reported:
-                progress(received - reported)
-                reported = received
-            if not alive or len(self.part.done) == self.part.pieces or self.stopping:
+            written = sum(h.sent for h in self.holders)
+            if progress and written > reported:
+                progress(written - reported)
+                reported = written
+            if not alive or not self._pieces_left or self.stopping:
                 return
             now = self.clock()
-            for worker in self._workers:
-                job = worker.job
-                if job is not None and now - worker.last_progress > stall:
-                    holder = worker.holder
-                    holder.error = holder.error or Unavailable(f"{holder.name} sent nothing for {stall:g}s")
-                    job.cancel.cancel("stalled")
+            with self._lock:
+                for holder in self.holders:
+                    holder.meter.tick(now, now - last)
+                if now - last < LATE_TICK:
+                    self._judge(now)
+            last = now
+
+    def _judge(self, now: float) -> None:
+        """Requests whose holder lost its pace go back to the pool; a holder silent for stall_timeout is given up."""
+        stall = self.options.stall_timeout
+        for holder in self.holders:
+            if holder.alive and holder.quiet_since is not None and now - holder.quiet_since > stall:
+                self._give_up(holder, Unavailable(f"{holder.name} sent nothing for {stall:g}s"), "stalled")
+        for span in list(self._flying):
+            for attempt in list(span.attempts):
+                if attempt.writing:
+                    continue
+                started = attempt.last_block is not None
+                quiet = now - (attempt.last_block if attempt.last_block is not None else attempt.started)
+                holder = attempt.holder
+                if quiet > holder.meter.silence_limit(stall, started):
+                    lost = Unavailable(f"lost its pace: nothing for {quiet:.1f}s (usually a block every {_ms(holder)})")
+                    self._rest(holder, lost, now)
+                    self._detach(attempt, f"{holder.name} lost its pace: nothing for {quiet:.1f}s")
 
     def _stop(self, reason: str) -> None:
-        with self._cond:
+        with self._lock:
             self._stopped.set()
-            self._cond.notify_all()
-            self._halt.cancel(reason)
-            jobs = [w.job for w in self._workers if w.job is not None]
-        for job in jobs:
-            job.cancel.cancel(reason)
+            self._lock.notify_all()
+            attempts = [a for s in self._flying for a in s.attempts]
+        self._halt.cancel(reason)
+        for attempt in attempts:
+            attempt.job.cancel.cancel(reason)
 
-    # -- the pool of pieces ---------------------------------------------------------------------------
-    def _next_job(self, worker: _Worker, by_lane: bool) -> tuple[Job, _PieceSink] | None:
-        """The lowest missing pieces as this worker's next job; None when nothing is left (or the run stops)."""
-        with self._cond:
-            while not self._pending and self._in_flight and not self.stopping:
-                self._cond.wait(0.5)
-            if not self._pending or self.stopping:
-                return None
-            most = self._lane_run() if by_lane else 1
-            run = [self._pending.pop(0)]
-            while len(run) < most and self._pending and self._pending[0] == run[-1] + 1:
-                run.append(self._pending.pop(0))
-            self._in_flight += len(run)
-            offset = self.part.piece_range(run[0])[0]
-            last_offset, last_length = self.part.piece_range(run[-1])
-            sink = _PieceSink(self, worker, run, by_lane)
-            job = Job(offset, last_offset + last_length - offset, sink)
-            worker.job = job
-            worker.last_progress = self.clock()
-            return job, sink
+    # -- requests -------------------------------------------------------------------------------------
+    def _next(self, worker: _Worker, lane: bool) -> Attempt | None:
+        """The worker's next request: a cut of the lowest span, else a race in the endgame; None when done."""
+        holder = worker.holder
+        with self._lock:
+            while True:
+                if self.stopping or not self._pieces_left or not holder.alive:
+                    return None
+                now = self.clock()
+                if holder.rest_until > now:
+                    self._lock.wait(min(holder.rest_until - now, 0.25))
+                    continue
+                span = self._cut(holder) if self._pending else self._race(holder, now)
+                if span is None:
+                    self._lock.wait(WATCH_INTERVAL)  # rates and paces move: look again
+                    continue
+                attempt = Attempt(self, holder, span, lane, now)
+                span.attempts.append(attempt)
+                if holder.requests == 0:
+                    holder.meter.busy_since = now
+                holder.requests += 1
+                if holder.quiet_since is None:
+                    holder.quiet_since = now
+                worker.attempt = attempt
+                return attempt
 
-    def _give_back(self, worker: _Worker, sink: _PieceSink) -> None:
-        """The job's pieces come back: those not done return to the pool."""
-        with self._cond:
-            worker.job = None
-            pieces = sink.queue
-            self._in_flight -= len(pieces) + len(sink.done)
-            if pieces:
-                self._pending.extend(pieces)
-                self._pending.sort()
-            self._cond.notify_all()
+    def _cut(self, holder: Holder) -> Span:
+        """The lowest pending span, cut to what this holder should be asked for now."""
+        left = sum(s.end - s.frontier for s in self._pending)
+        meters = [h.meter for h in self.holders if h.alive and h.workers]
+        share = share_of(holder.meter, meters, holder.workers, left)
+        size = request_size(holder.meter, holder.workers, share)
+        span = self._pending.pop(0)
+        with span.lock:
+            cut = -(-(span.frontier + size) // BLOCK) * BLOCK
+            if span.end - cut >= MIN_REQUEST // 2:  # what is left is worth a request of its own
+                rest = Span(cut, span.end)
+                span.end = cut
+                self._pending.insert(0, rest)
+        self._flying.append(span)
+        return span
 
-    def _lane_run(self) -> int:
-        """Pieces per lane ticket: long runs, but short enough that every worker gets a share."""
-        workers = sum(1 for w in self._workers if w.holder.alive) or 1
-        return max(1, min(LANE_RUN_PIECES, len(self._pending) // (2 * workers)))
+    def _race(self, holder: Holder, now: float) -> Span | None:
+        """A span in flight at another holder that this one would finish clearly sooner (endgame)."""
+        best, best_gain = None, 0.0
+        for span in self._flying:
+            if len(span.attempts) != 1 or span.attempts[0].holder is holder:
+                continue
+            theirs = span.attempts[0]
+            remaining = span.end - span.frontier
+            other = theirs.holder
+            quiet = now - (theirs.last_block if theirs.last_block is not None else theirs.started)
+            if quiet > other.meter.silence_limit(self.options.stall_timeout, theirs.last_block is not None) / 2:
+                their_eta = float("inf")
+            else:
+                their_eta = other.meter.eta(remaining, other.requests)
+            my_eta = (holder.meter.latency or 0.0) + holder.meter.eta(remaining, holder.requests + 1)
+            gain = race_gain(my_eta, their_eta)
+            if gain > best_gain:
+                best, best_gain = span, gain
+        return best
 
-    def _others_alive(self, holder: Holder) -> bool:
-        return any(h.alive and h is not holder and h.workers for h in self.holders)
+    def _write(self, attempt: Attempt, position: int, block: memoryview) -> bool:
+        """A block of a request: written where no other request wrote yet, counted, pieces journalled."""
+        n = len(block)
+        now = self.clock()
+        holder = attempt.holder
+        if attempt.last_block is None:
+            holder.meter.first_byte(now - attempt.started)
+            holder.meter.block(None, n)
+        else:
+            holder.meter.block(now - attempt.last_block, n)
+        attempt.last_block = now
+        span = attempt.span
+        claim: tuple[int, int] | None = None
+        if not attempt.detached and not self.stopping:
+            attempt.writing = True
+            try:
+                with span.lock:
+                    frontier, end = span.frontier, position + n
+                    if end > frontier and not span.done:
+                        data = block[max(0, frontier - position) :]
+                        if self.compare:
+                            self._compare(frontier, data)
+                        self.part.write(frontier, data)
+                        span.frontier = end
+                        claim = (frontier, end)
+            finally:
+                attempt.writing = False
+        with self._lock:
+            holder.quiet_since = None
+            if claim is None:  # behind the other request of a race, or no longer counted on
+                self.duplicates += n
+                return not (attempt.detached or span.done or self.stopping)
+            start, end = claim
+            self.duplicates += n - (end - start)
+            holder.sent += end - start
+            if attempt.lane:
+                holder.lane_sent += end - start
+            self._count(holder, start, end)
+            if end == span.end and not span.done:
+                self._finish(span, attempt)
+            return not attempt.detached
 
-    # -- one worker ---------------------------------------------------------------------------------
-    def _backoff(self) -> Backoff:
-        """Pauses between tries of a busy or unreachable holder, until the download's retry deadline."""
-        return Backoff(max(0.0, self.retry_deadline - self.clock()), clock=self.clock)
+    def _compare(self, offset: int, data: memoryview) -> None:
+        """Note the pieces where data differs from what the file holds at offset."""
+        old = bytearray(len(data))
+        self.part.read_into(old, offset)
+        if old == data:
+            return
+        size = self.part.piece_size
+        for index in range(offset // size, (offset + len(data) - 1) // size + 1):
+            start = max(offset, index * size) - offset
+            stop = min(offset + len(data), (index + 1) * size) - offset
+            if old[start:stop] != data[start:stop]:
+                self.differ.add(index)
 
+    def _count(self, holder: Holder, start: int, end: int) -> None:
+        """[start, end) is written: journal each piece whose last byte it was."""
+        size = self.part.piece_size
+        for index in range(start // size, (end - 1) // size + 1):
+            offset, length = self.part.piece_range(index)
+            self.sources.setdefault(index, set()).add(holder.name)
+            self._left[index] -= min(end, offset + length) - max(start, offset)
+            if self._left[index] == 0:
+                self.part.mark_done(index)
+                self._pieces_left -= 1
+                self.hasher.piece_done()
+        if not self._pieces_left:
+            self._lock.notify_all()
+
+    def _finish(self, span: Span, winner: Attempt) -> None:
+        """The span is whole: the other request on it is cancelled at once."""
+        span.done = True
+        self._flying.remove(span)
+        for attempt in list(span.attempts):
+            if attempt is not winner:
+                self._detach(attempt, f"{winner.holder.name} finished this range first")
+        self._lock.notify_all()
+
+    def _detach(self, attempt: Attempt, reason: str = "") -> None:
+        """Stop counting on a request (cancelled with reason if given); its span goes back to the pool if alone."""
+        if attempt.detached:
+            return
+        attempt.detached = True
+        if reason:
+            attempt.job.cancel.cancel(reason)
+        span, holder = attempt.span, attempt.holder
+        span.attempts.remove(attempt)
+        holder.requests -= 1
+        if holder.requests == 0:
+            holder.meter.busy_since = None
+            if holder.rest_until <= self.clock():
+                holder.quiet_since = None  # it owes nothing now (it answered, or lost a race): not silent
+        if not span.done and not span.attempts:
+            self._flying.remove(span)
+            bisect.insort(self._pending, span)
+        self._lock.notify_all()
+
+    # -- holders --------------------------------------------------------------------------------------
+    def _rest(self, holder: Holder, error: P2PError, now: float) -> None:
+        """The holder lost its pace or was cut: ask it nothing for a growing pause, then measure it afresh."""
+        holder.trouble = error.detail
+        if holder.backoff is None:
+            holder.backoff = Backoff(self.options.retry_for, clock=self.clock)
+        delay = holder.backoff.next_delay()
+        if delay is None:
+            self._give_up(holder, holder.backoff.exhausted(error), "given up")
+            return
+        holder.rest_until = max(holder.rest_until, now + delay)
+        holder.meter.rate = None
+        holder.meter.probe = MIN_REQUEST * 4
+
+    def _give_up(self, holder: Holder, error: P2PError, reason: str) -> None:
+        holder.error = holder.error or error
+        holder.trouble = f"given up: {holder.error.detail}"
+        for span in list(self._flying):
+            for attempt in list(span.attempts):
+                if attempt.holder is holder:
+                    self._detach(attempt, reason)
+        self._lock.notify_all()
+
+    # -- one worker -----------------------------------------------------------------------------------
     def _work(self, worker: _Worker) -> None:
         holder = worker.holder
         given_up: P2PError | None = None
         try:
             given_up = self._serve(worker)
         except BaseException as err:  # noqa: BLE001 - a full disk or a bug: the whole run stops, the caller raises it
-            with self._cond:
+            with self._lock:
                 self._crash = self._crash or err
             self._stop("a worker failed")
         finally:
-            with self._cond:
+            with self._lock:
                 holder.workers -= 1
                 if holder.workers == 0 and given_up is not None and not self.stopping:
-                    holder.error = holder.error or given_up  # its last worker gave up on it
-                self._cond.notify_all()
+                    self._give_up(holder, given_up, "given up")  # its last worker gave up on it
+                self._lock.notify_all()
 
     def _serve(self, worker: _Worker) -> P2PError | None:
-        """Fetch job after job from the worker's holder; the error to give the holder up with, if any."""
+        """Fetch request after request from the worker's holder; the error to give the holder up with, if any."""
         holder = worker.holder
-        backoff = self._backoff()
-        transfer = self._ready(holder, backoff)
-        if transfer is None:
-            return None
-        while holder.alive and not self.stopping:
-            by_lane = not holder.lane_off
-            taken = self._next_job(worker, by_lane)
-            if taken is None:
+        backoff = self._backoff()  # this worker's pauses while its holder is busy
+        while not self.stopping:
+            transfer = self._ready(holder)
+            if transfer is None:
                 return None
-            job, sink = taken
+            lane = not holder.lane_off
+            if not lane and not self._stream_slot():
+                return None
             try:
-                outcome = self._transport(worker, transfer, by_lane).fetch(job)
+                attempt = self._next(worker, lane)
+                if attempt is None:
+                    return None
+                outcome = self._transport(worker, transfer, lane).fetch(attempt.job)
             finally:
-                self._give_back(worker, sink)
-            if sink.done:
+                if not lane:
+                    self._stream_slots.release()
+            retry = self._settle(worker, attempt, outcome)
+            if attempt.last_block is not None:
                 backoff = self._backoff()  # the next refusal starts with a short pause again
-            retry = self._settle(holder, job, outcome)
             if retry is not None and not backoff.pause(self._stopped):
                 return backoff.exhausted(retry)
         return None
 
-    def _transport(self, worker: _Worker, transfer: TransferClient, by_lane: bool) -> LaneTransport | StreamTransport:
+    def _stream_slot(self) -> bool:
+        """One of the gRPC stream slots (False when the run stops first)."""
+        while not self.stopping:
+            if self._stream_slots.acquire(timeout=WATCH_INTERVAL):
+                return True
+        return False
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.options.retry_for, clock=self.clock)
+
+    def _transport(self, worker: _Worker, transfer: TransferClient, lane: bool) -> LaneTransport | StreamTransport:
         options = self.options
-        if by_lane:
+        if lane:
             if worker.lane is None:
                 worker.lane = LaneTransport(
                     worker.holder.name,
@@ -345,36 +551,44 @@ class Scheduler:
             worker.stream = StreamTransport(worker.holder.name, transfer, self.content, chunk_size=options.chunk_size)
         return worker.stream
 
-    def _settle(self, holder: Holder, job: Job, outcome: Outcome) -> P2PError | None:
-        """Act on a job's outcome; return the error to pause on before the holder's next try, if any."""
-        verdict, error = outcome.verdict, outcome.error
-        if verdict is Verdict.NO_LANE:
-            holder.lane_off = holder.lane_off or (error.detail if error else "no lane")
-        elif verdict is Verdict.BUSY:
-            return error
-        elif verdict is Verdict.CUT and holder.alive and not self._others_alive(holder):
-            return error  # the only holder left, and not a stall: it may be back in a moment
-        elif verdict in (Verdict.CUT, Verdict.GONE):
-            holder.error = holder.error or error
-        elif verdict is Verdict.STALLED:
-            stall = self.options.stall_timeout
-            holder.error = holder.error or Unavailable(f"{holder.name} sent nothing for {stall:g}s")
-        return None
+    def _settle(self, worker: _Worker, attempt: Attempt, outcome: Outcome) -> P2PError | None:
+        """Act on a request's outcome; return the error this worker pauses on before its next try, if any."""
+        holder, verdict, error = attempt.holder, outcome.verdict, outcome.error
+        now = self.clock()
+        retry = None
+        with self._lock:
+            worker.attempt = None
+            if verdict is Verdict.DONE:
+                holder.backoff = None
+                holder.meter.finished(attempt.job.length, now - attempt.started)
+            elif verdict is Verdict.NO_LANE:
+                holder.lane_off = holder.lane_off or (error.detail if error else "no lane")
+            elif verdict is Verdict.BUSY:
+                retry = error
+            elif verdict is Verdict.CUT:
+                self._rest(holder, error or Unavailable(f"{holder.name} was cut off"), now)
+            elif verdict in (Verdict.STALLED, Verdict.GONE):
+                self._give_up(holder, error or Unavailable(f"{holder.name} failed"), "given up")
+            self._detach(attempt)
+        return retry
 
-    def _ready(self, holder: Holder, backoff: Backoff) -> TransferClient | None:
-        """The holder's client once it answers; None when it is given up (others can do the work, or time is up)."""
-        while not self.stopping:
+    def _ready(self, holder: Holder) -> TransferClient | None:
+        """The holder's client once it answers; None when it is given up or the run stops."""
+        while not self.stopping and holder.alive:
+            now = self.clock()
+            if holder.rest_until > now:
+                if self._stopped.wait(holder.rest_until - now):
+                    return None
+                continue
             try:
                 transfer = holder.client(self.options)
                 transfer.wait_ready(self._halt)
                 return transfer
             except (Unavailable, Busy) as err:
-                if self.stopping:
-                    return None
-                if not holder.alive or self._others_alive(holder) or not backoff.pause(self._stopped):
-                    holder.error = holder.error or backoff.exhausted(err)
-                    return None
+                with self._lock:
+                    if not self.stopping:
+                        self._rest(holder, err, self.clock())
             except P2PError as err:
-                holder.error = holder.error or err
-                return None
+                with self._lock:
+                    self._give_up(holder, err, "given up")
         return None

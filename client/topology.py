@@ -1,4 +1,4 @@
-"""What a client learns from the topology it finds: the Maestro, the secret, TLS (SPEC §8, §9).
+"""What a client learns from the topology it finds: the Maestro, the secret, TLS (docs/security.md).
 
 The one place that finds the topology for a client: `--topology`, then $P2P_TOPOLOGY, then
 `./topology.yaml`. The launcher validates topologies in full (control/topology.py); a client

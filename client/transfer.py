@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import grpc
 import grpc.experimental
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from client.cancel import Cancel
 from client.credentials import NONE, Credentials
@@ -21,7 +21,7 @@ from client.retry import RETRY_FOR, retry
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Unavailable, from_rpc_error
 from common.files import iter_chunks, sha256_file
-from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER
+from common.rpc import CHANNEL_OPTIONS, FILE_TRANSFER, health_stub
 
 # Clients only: read a response stream on the calling thread instead of handing each
 # message over from gRPC's channel thread (measured ~20% faster downloads); a 2 MiB
@@ -83,7 +83,7 @@ class TransferClient:
             return
         request = health_pb2.HealthCheckRequest(service=FILE_TRANSFER)
         try:
-            check = health_pb2_grpc.HealthStub(self.channel).Check  # type: ignore[attr-defined]  # stubs omit it
+            check = health_stub(self.channel).Check
             answer = _result(check.future(request, timeout=self.connect_timeout, wait_for_ready=True), cancel)
         except grpc.FutureCancelledError:
             why = cancel.reason if cancel else "cancelled"

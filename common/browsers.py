@@ -143,18 +143,9 @@ def cross_site(
     return own is None or _origin(origin) != own  # "null" (a sandboxed page, a file) is never our own
 
 
-def check_cross_site(
-    method: str,
-    scheme: str,
-    host: str | None,
-    origin: str | None,
-    fetch_site: str | None,
-    fetch_mode: str | None,
-    fetch_dest: str | None,
-) -> None:
-    """CrossSite (403) when cross_site() says a browser sent this for another site's page."""
-    if cross_site(method, scheme, host, origin, fetch_site, fetch_mode, fetch_dest):
-        raise CrossSite(
-            "a browser page of another site may not call this node (Origin / Sec-Fetch-Site); "
-            "open the node's own page (/ui), or use curl or the CLI"
-        )
+def refuse_cross_site() -> CrossSite:
+    """The CrossSite (403) a node answers when cross_site() says yes."""
+    return CrossSite(
+        "a browser page of another site may not call this node (Origin / Sec-Fetch-Site); "
+        "open the node's own page (/ui), or use curl or the CLI"
+    )

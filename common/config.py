@@ -103,7 +103,7 @@ class Friend:
 
 @dataclass(frozen=True)
 class Security:
-    """The topology's `security:` section as a node needs it (SPEC §8; common/security.py uses it)."""
+    """The topology's `security:` section as a node needs it (docs/security.md; common/security.py uses it)."""
 
     secret_file: str = ""  # absolute path of the network's secret; "" = none: only trusted addresses may write
     trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS  # callers from here act as the operator

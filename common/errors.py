@@ -1,7 +1,7 @@
 """One error vocabulary for REST, gRPC and the CLI.
 
 Each error carries the HTTP status, the gRPC status code, a short machine name and the
-CLI's exit code (SPEC §10). Servers send the name (the JSON body's `error`, the gRPC
+CLI's exit code (docs/api.md, "Exit codes"). Servers send the name (the JSON body's `error`, the gRPC
 trailing metadata ERROR_NAME_KEY); clients turn it back into the same class by that name
 (error_class), never by the status, which several errors share.
 """
@@ -36,7 +36,7 @@ class P2PError(Exception):
     http_status = 500
     grpc_code = _StatusCode("INTERNAL")
     name = "internal"
-    exit_code = 1  # SPEC §10: 1 other, 2 usage, 3 not found, 4 unreachable, 5 integrity, 6 busy, 7 unauthorized
+    exit_code = 1  # docs/api.md: 1 other, 2 usage, 3 not found, 4 unreachable, 5 integrity, 6 busy, 7 unauthorized
 
     def __init__(self, detail: str = "", *, extra: dict | None = None) -> None:
         super().__init__(detail or self.__doc__ or self.name)
@@ -68,7 +68,7 @@ class Unauthorized(P2PError):
 
     http_status = 401
     grpc_code = _StatusCode("UNAUTHENTICATED")
-    name = "Unauthorized"  # SPEC §8 spells these two names
+    name = "Unauthorized"  # docs/security.md spells these two names
     exit_code = 7
 
 
@@ -224,7 +224,7 @@ class Interrupted(Exception):
     """The user stopped a client command (Ctrl-C); the message says what was kept.
 
     Not a P2PError: it never crosses the wire and its exit code, 130 (128 + SIGINT, what shells
-    report for a command stopped by Ctrl-C), lies outside SPEC §10's failure codes.
+    report for a command stopped by Ctrl-C), lies outside the failure codes of docs/api.md ("Exit codes").
     """
 
     exit_code = 130

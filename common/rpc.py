@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from common import transfer_pb2
 
 # "p2pnet.FileTransfer": the full service name, for the health service and the interceptor.
@@ -17,3 +22,15 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+
+class HealthStub(Protocol):
+    """grpc_health's client stub as it is: the published type stubs leave its two methods out."""
+
+    Check: grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+    Watch: grpc.UnaryStreamMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+
+
+def health_stub(channel: grpc.Channel) -> HealthStub:
+    """The gRPC health service's stub on channel (one place for the typing the stubs lack)."""
+    return health_pb2_grpc.HealthStub(channel)  # type: ignore[return-value]

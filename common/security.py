@@ -1,4 +1,4 @@
-"""Members only (SPEC §8): the network secret, credentials bound to names, trusted networks.
+"""Members only (docs/security.md): the network secret, credentials bound to names, trusted networks.
 
 The secret file is the root of trust. Every credential is derived from it, so nobody keeps a
 user database: a credential is `PRINCIPAL.MAC`, where PRINCIPAL is a peer's name or
@@ -7,7 +7,8 @@ Whoever holds the secret (every node, the launcher, an operator who can read the
 mint and check any credential; a peer's credential alone lets it act only as itself.
 
 A caller whose address is in `trusted_networks` (loopback by default) is the operator without
-a credential, which keeps the seeds' curl commands working on one machine. When that caller is
+a credential, which keeps the classic curl commands (docs/operations.md) working on one
+machine. When that caller is
 on this machine, `local_operator` also asks which account made its connection: by default only
 the account that owns the secret file (and root, who can read it anyway) is the operator; other
 local accounts need a credential like a stranger (docs/security.md, "Who loopback trusts").

@@ -1,7 +1,7 @@
 """TLS for a network (`security.tls: true`): a CA derived from the secret, node certificates.
 
 Why derive the CA from the secret: every host of a multi-host network must trust the others'
-certificates while copying only the secret file (SPEC §9). The CA's private key is a pure
+certificates while copying only the secret file (docs/security.md, "TLS"). The CA's private key is a pure
 function of the secret (an ECDSA P-256 scalar from an HMAC of it), and so are its name, serial
 and validity, so each host makes "the same" CA on its own: the certificate bytes differ only in
 the (randomised) signature, and any of them verifies any node certificate signed by that key.

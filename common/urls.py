@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import SplitResult, urlsplit
 
 from common.errors import BadRequest
+from common.fields import MAX_ADDRESS
 
 
 def _split_url(value: object, key: str, what: str, max_length: int) -> tuple[SplitResult, int | None]:
@@ -25,7 +26,7 @@ def check_peer_url(value: object, *, tls: bool = False, key: str = "url") -> str
     registered URL can never make this peer call somewhere else than another peer's API.
     """
     scheme = "https" if tls else "http"
-    parts, port = _split_url(value, key, f"{scheme}://HOST:PORT", 300)
+    parts, port = _split_url(value, key, f"{scheme}://HOST:PORT", MAX_ADDRESS)
     value = str(value)
     if parts.scheme != scheme or not parts.hostname or port is None:
         raise BadRequest(f"'{key}' must be {scheme}://HOST:PORT (this network's scheme), got {value[:80]!r}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Literal, overload
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from common.browsers import HostCheck, check_cross_site
+from common.browsers import HostCheck, cross_site, refuse_cross_site
 from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 from common.local_owner import ConnectionOwners
@@ -71,7 +72,7 @@ def install_body_limit(app: Flask, max_bytes: int) -> None:
 
 
 def request_kind(method: str, path: str) -> str:
-    """What a REST request needs (SPEC §8): /health is open, reads are READ, anything else MUTATING.
+    """What a REST request needs (docs/security.md): /health is open, reads are READ, anything else MUTATING.
 
     The live page (`/ui` and its scripts) carries no data: it opens for anyone, and under
     `read: members` its own calls (/peers, /directory, /ui/search) ask for the token.
@@ -111,16 +112,16 @@ class RequestCheck:
         self.hosts.check(host)
         origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
         method = environ.get("REQUEST_METHOD", "")
-        if origin is not None or site is not None:
-            check_cross_site(
-                method,
-                environ.get("wsgi.url_scheme", "http"),
-                host,
-                origin,
-                site,
-                environ.get("HTTP_SEC_FETCH_MODE"),
-                environ.get("HTTP_SEC_FETCH_DEST"),
-            )
+        if (origin is not None or site is not None) and cross_site(
+            method,
+            environ.get("wsgi.url_scheme", "http"),
+            host,
+            origin,
+            site,
+            environ.get("HTTP_SEC_FETCH_MODE"),
+            environ.get("HTTP_SEC_FETCH_DEST"),
+        ):
+            raise refuse_cross_site()
         return self.guard.check(
             request_kind(method, environ.get("PATH_INFO", "")),
             environ.get("REMOTE_ADDR"),
@@ -153,6 +154,28 @@ def current_caller() -> Caller:
     if caller is None:  # a view that needs a caller on a request the guard let through unchecked
         raise RuntimeError(f"no caller for {request.method} {request.path}: is the route's kind right?")
     return caller
+
+
+@overload
+def arg_str(
+    name: str,
+    *,
+    required: Literal[True] = True,
+    max_length: int = MAX_PARAM_LENGTH,
+    default: str | None = None,
+    args: Mapping[str, str] | None = None,
+) -> str: ...
+
+
+@overload
+def arg_str(
+    name: str,
+    *,
+    required: bool,
+    max_length: int = MAX_PARAM_LENGTH,
+    default: str | None = None,
+    args: Mapping[str, str] | None = None,
+) -> str | None: ...
 
 
 def arg_str(

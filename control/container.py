@@ -314,9 +314,10 @@ def health(config: NodeConfig, side: str = "") -> int:
 
 def _grpc_health(config: NodeConfig, contact: str) -> str:
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
     from common.config import address
+    from common.rpc import health_stub
 
     target = address(contact, config.grpc_port)
     if config.security.tls:
@@ -330,9 +331,7 @@ def _grpc_health(config: NodeConfig, contact: str) -> str:
         channel = grpc.insecure_channel(target)
     with channel:
         try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stubs omit it
-                health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT
-            )
+            answer = health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT)
         except grpc.RpcError as err:
             return f"gRPC health: {err.code().name}"
     return "" if answer.status == health_pb2.HealthCheckResponse.SERVING else "gRPC health: not serving"

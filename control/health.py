@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import grpc
 import requests
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from common.config import address, http_url
 from common.http import new_session
+from common.rpc import health_stub
 from common.security import SecretError, bearer, operator_token, read_secret
 from common.tls import CA_FILE
 from control.topology import MAESTRO, Topology
@@ -78,9 +79,7 @@ def grpc_healthy(address: str, timeout: float = PROBE_TIMEOUT, access: Access = 
     """True when the gRPC health service answers SERVING for the whole server ("")."""
     with access.channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stubs omit it
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
-            )
+            reply = health_stub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING

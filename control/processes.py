@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from common.config import CONFIG_ENV, Friend, NodeConfig, Settings, write_config
 from common.http import new_session
 from common.tls import node_files
 from control.generate import free_ports
 
+T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # every program runs from here (supervisord's directory)
 
 GRACEFUL_TIMEOUT = 3  # seconds gunicorn gives in-flight requests on stop; supervisor waits longer
@@ -88,8 +90,8 @@ def node_environment(config_path: str) -> dict[str, str]:
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
-) -> object:
+    predicate: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll predicate until it returns something truthy; fail after timeout seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None

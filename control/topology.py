@@ -95,7 +95,7 @@ class PeerSpec:
 
 @dataclass(frozen=True)
 class SecuritySpec:
-    """The `security:` section (SPEC §8), with the secret file's path made absolute."""
+    """The `security:` section (docs/security.md), with the secret file's path made absolute."""
 
     secret_file: Path
     trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
@@ -113,7 +113,7 @@ class Topology:
     peers: tuple[PeerSpec, ...]
     settings: Settings
     security: SecuritySpec = field(default_factory=lambda: SecuritySpec(Path(DEFAULT_SECRET_FILE)))
-    # Which nodes run on this machine (SPEC §9); None: all of them (a single-machine network).
+    # Which nodes run on this machine (docs/operations.md); None: all of them (a single-machine network).
     local: frozenset[str] | None = None
     host_label: str = ""  # names this machine's run folder when only some nodes are local
 
@@ -549,7 +549,7 @@ def unusable_shared_dirs(topology: Topology) -> list[str]:
     ]
 
 
-# --- which nodes run here (SPEC §9) ------------------------------------------------------------
+# --- which nodes run here (docs/operations.md) ------------------------------------------------------------
 
 
 def on_this_host(topology: Topology, host: str = AUTO, *, require: bool = True) -> Topology:

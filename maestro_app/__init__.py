@@ -1,4 +1,4 @@
-"""The Maestro: a central directory of peers and their files (SPEC §4).
+"""The Maestro: a central directory of peers and their files (docs/api.md, "Maestro REST").
 
 Run it with `gunicorn 'maestro_app:create_app()'` and P2P_CONFIG pointing at its config.
 """
@@ -21,7 +21,7 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     """Build the Maestro app; read the config from $P2P_CONFIG when none is given."""
     config = config or load_config()
     app = Flask(__name__)
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     app.config["NODE"] = config
     directory = app.extensions["directory"] = Directory(
         config.db_path,
@@ -45,7 +45,7 @@ def create_app(config: NodeConfig | None = None) -> Flask:
     install_checks(app, check)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
-    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, check)
+    app.wsgi_app = LocateFastPath(app.wsgi_app, directory, metrics, check)  # type: ignore[method-assign]
     return app
 
 

@@ -112,7 +112,8 @@ def parse_files(raw: object, max_files: int) -> list[FileEntry]:
             f"{len(raw)} files in one registration; this network takes at most {max_files} per peer "
             "(settings.max_files_per_peer)"
         )
-    entries, seen = [], {}
+    entries: list[FileEntry] = []
+    seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         entry = FileEntry.parse(item, i)
         if entry.name in seen:

@@ -1,4 +1,4 @@
-"""The live page (SPEC §10): `GET /ui`, its static files, and the search it sends through a peer.
+"""The live page (docs/operations.md): `GET /ui`, its static files, and the search it sends through a peer.
 
 The page is plain HTML/JS/SVG in maestro_app/static/ (no build step). It talks to the Maestro
 only, same origin: it polls `/peers` and `/directory`, and searches through `/ui/search`, which
@@ -10,6 +10,7 @@ REST URL a registered peer gave, never to an address the caller names.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, send_from_directory
 
@@ -18,7 +19,8 @@ from common.errors import NotFound, Unavailable
 from common.web import arg_str
 from maestro_app.directory import Directory
 
-bp = Blueprint("ui", __name__, static_folder="static", static_url_path="/ui/static")
+STATIC = str(Path(__file__).resolve().parent / "static")  # the page's files
+bp = Blueprint("ui", __name__, static_folder=STATIC, static_url_path="/ui/static")
 
 # Everything from this origin, nothing from anywhere else: the machines are offline, and a
 # file name a peer registered can never pull in a script or an image from outside.
@@ -35,7 +37,7 @@ def directory() -> Directory:
 
 @bp.get("/ui")
 def page():
-    resp = send_from_directory(bp.static_folder, "index.html", max_age=0)
+    resp = send_from_directory(STATIC, "index.html", max_age=0)
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["Cache-Control"] = "no-cache"
     return resp

@@ -1,10 +1,11 @@
-"""The Maestro's REST routes (SPEC §4): parse, call the Directory, answer JSON."""
+"""The Maestro's REST routes (docs/api.md, "Maestro REST"): parse, call the Directory, answer JSON."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
 from common.errors import BadRequest, NotFound
+from common.fields import check_grpc_address
 from common.names import check_name, check_peer_name
 from common.web import arg_int, arg_str, check_peer_url, current_caller, json_body
 from maestro_app.directory import (
@@ -57,16 +58,15 @@ def locate():
 def register():
     body = json_body()
     entries = parse_files(body.get("files", []), directory().max_files)
-    grpc_address = body.get("grpc_address")
-    if not isinstance(grpc_address, str) or ":" not in grpc_address or len(grpc_address) > 300:
-        raise BadRequest("'grpc_address' must be HOST:PORT")
+    grpc_address = check_grpc_address(body.get("grpc_address"))
     interval = check_interval(body.get("heartbeat_interval"), directory().max_interval)
     friends = parse_friends(body.get("friends"))
     # scheme://host:port only: the Maestro's /ui/search calls this URL with its own credential
     rest_url = check_peer_url(body.get("rest_url"), tls=current_app.config["NODE"].security.tls, key="rest_url")
-    current_caller().require_self(check_peer_name(body.get("name")))
-    directory().register(body.get("name"), rest_url, grpc_address, entries, interval, friends)
-    return jsonify({"status": "registered", "name": body["name"], "files": len(entries)})
+    name = check_peer_name(body.get("name"))
+    current_caller().require_self(name)
+    directory().register(name, rest_url, grpc_address, entries, interval, friends)
+    return jsonify({"status": "registered", "name": name, "files": len(entries)})
 
 
 @bp.post("/heartbeat")

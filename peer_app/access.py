@@ -1,4 +1,4 @@
-"""Who may call which RPC of a peer (SPEC §8): the per-RPC policy and its link of the gRPC chain.
+"""Who may call which RPC of a peer (docs/security.md): the per-RPC policy and its link of the gRPC chain.
 
 CredentialCheck comes before admission in the chain (peer_app/grpc_server.py): it refuses a
 caller that needs a credential and has none (UNAUTHENTICATED) before the call takes a slot or
@@ -26,7 +26,7 @@ RPC_POLICY = {
     "p2pnet.FileTransfer/DummyUpload": MUTATING,
     "p2pnet.FileTransfer/Download": READ,
     "p2pnet.FileTransfer/DummyDownload": READ,
-    "p2pnet.FileTransfer/OpenLane": READ,  # issue 13's fast lane: a ticket to read a file
+    "p2pnet.FileTransfer/OpenLane": READ,  # the fast lane (docs/protocol.md): a ticket to read a file
 }
 SERVICE_POLICY = {
     "grpc.health.v1.Health": OPEN,  # liveness probes (launcher, Kubernetes) answer anyone

@@ -63,7 +63,8 @@ def bootstrap(
             outcome.append({"url": friend["url"], "ok": False, "detail": err.detail})
             continue
         known.succeeded(friend["url"])
-        listed = answer.get("peers") if isinstance(answer.get("peers"), list) else []
+        peers = answer.get("peers")
+        listed = peers if isinstance(peers, list) else []
         learned = verifier.learn_listed(known, listed, limit=config.settings.max_learned_peers, me=config.rest_url)
         outcome.append({"url": friend["url"], "ok": True, "name": friend["name"], "learned": len(learned)})
     return outcome

@@ -10,21 +10,17 @@ the label of `p2p_remote_answers_dropped_total`).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
 from common.errors import P2PError
+from common.fields import MAX_ADDRESS, MAX_REASON, blake3_problem, grpc_address_problem, mtime_problem, size_problem
 from common.names import check_name, peer_name_problem
 from peer_app.hops import parse_knows
 
 MAX_RESULTS = 1000  # search results in one remote answer
 MAX_VISITED = 1024  # peer names in a remote answer's `visited`
 MAX_MESSAGES = 1_000_000
-MAX_URL = 512
-MAX_ADDRESS = 300
-MAX_SIZE = 2**63 - 1
-SHA256 = re.compile(r"[0-9a-f]{64}")
 log = logging.getLogger(__name__)
 
 MALFORMED = "malformed"  # not the shape of an answer: wrong types, missing fields
@@ -71,13 +67,17 @@ def _file(value: Any, key: str) -> str:
         raise _fail(f"{key}: {err.detail}") from None
 
 
+def _field(value: Any, key: str, problem: Callable[[object], str | None]) -> Any:
+    """value when its common/fields.py rule finds no problem with it."""
+    why = problem(value)
+    if why is not None:
+        raise _fail(f"{key} {why}")
+    return value
+
+
 def _sha(value: Any, key: str) -> str:
     """A hex digest of 32 bytes (sha256, blake3), or "" when absent."""
-    if value in (None, ""):
-        return ""
-    if not isinstance(value, str) or not SHA256.fullmatch(value):
-        raise _fail(f"{key} must be 64 lowercase hex digits")
-    return value
+    return "" if value is None else _field(value, key, blake3_problem)
 
 
 def _list(value: Any, key: str, maximum: int) -> list:
@@ -99,8 +99,8 @@ def _missing(answer: dict, clean: dict) -> None:
         for i, entry in enumerate(_list(answer["missing"], "missing", MAX_VISITED)):
             if not isinstance(entry, dict):
                 raise _fail(f"missing[{i}] is not an object")
-            missing.append({"peer": _text(entry.get("peer"), f"missing[{i}].peer", MAX_URL),
-                            "why": _text(entry.get("why"), f"missing[{i}].why", 100)})  # fmt: skip
+            missing.append({"peer": _text(entry.get("peer"), f"missing[{i}].peer", MAX_ADDRESS),
+                            "why": _text(entry.get("why"), f"missing[{i}].why", MAX_REASON)})  # fmt: skip
         clean["missing"] = missing
 
 
@@ -119,9 +119,9 @@ def _holder(raw: dict, key: str, name_field: str, me: str) -> dict:
         raise BadAnswer(IMPERSONATION, f"{key} claims to come from this peer ({me})")
     return {
         name_field: name,
-        "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_URL),
-        "grpc_address": _text(raw.get("grpc_address"), f"{key}.grpc_address", MAX_ADDRESS),
-        "size": _int(raw.get("size"), f"{key}.size", MAX_SIZE),
+        "rest_url": _text(raw.get("rest_url"), f"{key}.rest_url", MAX_ADDRESS),
+        "grpc_address": _field(raw.get("grpc_address"), f"{key}.grpc_address", grpc_address_problem),
+        "size": _field(raw.get("size"), f"{key}.size", size_problem),
         "sha256": _sha(raw.get("sha256"), f"{key}.sha256"),
     }
 
@@ -135,7 +135,7 @@ def search_answer(answer: Any, me: str) -> dict:
         for key, raw in _entries(answer, "results")
     ]
     # who handled the query: names (or addresses) for display and counting, bounded in number and length
-    visited = [_text(v, "visited[]", MAX_URL) for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
+    visited = [_text(v, "visited[]", MAX_ADDRESS) for v in _list(answer.get("visited", []), "visited", MAX_VISITED)]
     clean = {
         "results": results,
         "visited": visited,
@@ -157,15 +157,12 @@ def locate_answer(answer: Any, me: str) -> dict:
     holders = []
     for key, raw in _entries(answer, "peers"):
         holder = _holder(raw, key, "name", me)
-        if "blake3" in raw:  # issue 13's lane digest, checked like the sha256
+        if "blake3" in raw:  # the lane's digest (docs/protocol.md), checked like the sha256
             holder["blake3"] = _sha(raw["blake3"], f"{key}.blake3")
         if "mtime" in raw:
-            mtime = raw["mtime"]
-            if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime < 2**40:
-                raise _fail(f"{key}.mtime must be a number of seconds")
-            holder["mtime"] = mtime
+            holder["mtime"] = _field(raw["mtime"], f"{key}.mtime", mtime_problem)
         holders.append(holder)
-    via = [_text(v, "via[]", MAX_URL) for v in _list(answer.get("via", []), "via", MAX_VISITED)]
+    via = [_text(v, "via[]", MAX_ADDRESS) for v in _list(answer.get("via", []), "via", MAX_VISITED)]
     clean = {"peers": holders, "via": via}
     _missing(answer, clean)
     return clean

@@ -50,11 +50,6 @@ class Listing:
         return last[2]
 
 
-def count_dropped(app: Flask, reason: str) -> None:
-    """Count one remote answer dropped by the checks (p2p_remote_answers_dropped_total)."""
-    app.extensions["metrics"].remote_answers_dropped.labels(reason).inc()
-
-
 def create_app(config: NodeConfig | None = None, transport: Transport | None = None) -> Flask:
     """Build a peer's REST app; read the config from $P2P_CONFIG when none is given.
 
@@ -62,7 +57,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
     """
     config = config or load_config()
     app = Flask(__name__)
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     app.config["NODE"] = config
     guard = Guard.of(config.security)
     credentials = Credentials.of_node(config, guard)
@@ -87,7 +82,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
             request_timeout=config.settings.request_timeout,
             pool=pool,
             gate=Gate(config.settings.search_concurrency),
-            local_file=lambda name: (info := index.get(name)) and info.to_json(),
+            local_file=lambda name: info.to_json() if (info := index.get(name)) is not None else None,
             check=checker(
                 config.name,
                 lambda reason: app.extensions["metrics"].remote_answers_dropped.labels(reason).inc(),
@@ -105,5 +100,6 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
     install_checks(app, check)
     install_error_handlers(app)
     install_body_limit(app, config.settings.max_body_bytes)
-    app.wsgi_app = HopFastPath(app.wsgi_app, app.extensions["discovery"], metrics, check, config.settings)
+    fast = HopFastPath(app.wsgi_app, app.extensions["discovery"], metrics, check, config.settings)
+    app.wsgi_app = fast  # type: ignore[method-assign]  # Flask's way to wrap the WSGI app
     return app

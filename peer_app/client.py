@@ -1,4 +1,4 @@
-"""`python -m peer_app.client ...` (SPEC §7, the seeds' commands): the CLI now lives in client/cli.py."""
+"""`python -m peer_app.client ...` (docs/api.md; the classic commands): the CLI now lives in client/cli.py."""
 
 from client.cli import main, run
 

@@ -37,7 +37,7 @@ from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
 from peer_app.interceptor import OneRequest, ThreadPools, current_call
 from peer_app.lane import LaneServer, caller_host, file_state
-from peer_app.pace import Watchdog
+from peer_app.pace import Watchdog, limits_of
 from peer_app.rpc_errors import ErrorMapping
 from peer_app.scrub import Scrub
 from peer_app.space import Quotas
@@ -64,7 +64,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
     cut if its client keeps it waiting (peer_app/pace.py).
     """
 
-    def __init__(self, config: NodeConfig, index: SharedIndex, on_upload=None, lane_host: str | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        index: SharedIndex,
+        on_upload=None,
+        lane_host: str | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.config = config
         self.index = index
         self.folder = index.folder
@@ -78,13 +85,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self.on_lane_bytes = lambda n: None  # the byte counter for /metrics (create_server sets it)
         self._lane: LaneServer | None = None
         self._lane_error = ""
+        self._watchdog = watchdog  # the server's pace watchdog, which watches lane sends too
 
     def lane(self) -> LaneServer:
         """This peer's lane listener, started on first use; NoLane when the lane is off or cannot listen."""
         ttl = self.config.settings.lane_ticket_seconds
         if ttl <= 0:
             raise NoLane(f"peer {self.config.name} has its fast lane turned off; use the Download stream")
-        # With TLS on (issue 8's `security: tls`), bytes travel only over the TLS gRPC stream: the lane is plain TCP.
+        # With TLS on (`security: tls`, docs/security.md), bytes travel only over the TLS stream: the lane is plain TCP.
         if getattr(getattr(self.config, "security", None), "tls", False):
             raise NoLane(f"peer {self.config.name} uses TLS, which its lane does not carry; use the Download stream")
         with self._lock:
@@ -93,6 +101,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
                     self.lane_host,
                     lambda name: self.folder.open(name)[0],
                     ttl=ttl,
+                    limits=limits_of(self.config.settings),
+                    block=self.config.settings.chunk_size,
+                    watchdog=self._watchdog,
                     rate=self._rate if self.config.settings.max_transfer_rate > 0 else None,
                     max_connections=2 * self.config.settings.max_concurrent_transfers + 16,
                     on_sent=lambda n: self.on_lane_bytes(n),
@@ -147,7 +158,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         if request.offset > st.st_size:
             raise BadRequest(f"offset {request.offset} is past the end ({st.st_size} bytes)")
         offset = request.offset
-        first = transfer_pb2.FileChunk(
+        first: transfer_pb2.FileChunk | None = transfer_pb2.FileChunk(
             filename=name, sha256=info.sha256, blake3=info.blake3, size=info.size, offset=offset
         )
         for data in iter_chunks(fh, request.offset, request.length, self._chunk_size(request), size=st.st_size):
@@ -303,7 +314,7 @@ def create_server(
     ]
     server = grpc.server(transfer_pool, interceptors=chain, options=SERVER_OPTIONS)
     address = address or config.grpc_bind
-    servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address))
+    servicer = FileTransferServicer(config, index, on_upload, lane_host=host_of(address), watchdog=watchdog)
     servicer.on_lane_bytes = lambda n: totals.add("Lane", n)
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

@@ -66,7 +66,7 @@ def search_query(
     fields (a query id chosen in advance could make peers drop the search as a duplicate).
     """
     limit = settings.max_query_length
-    # `q` is seed 002's spelling (`/search?q=foo`); `query` is SPEC's.
+    # `q` is the classic spelling (`/search?q=foo`, docs/api.md); `query` is the documented one.
     text = arg_str("query", required=False, max_length=limit, args=args) or arg_str("q", max_length=limit, args=args)
     hop = hop_fields(args, sender)
     return Query(

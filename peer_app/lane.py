@@ -14,9 +14,15 @@ slot back. The secret lives nowhere but in this process and in the caller's
 memory: a restarted peer knows no old ticket.
 
 On a redeemed ticket the bytes go from the page cache to the socket with
-`os.sendfile` on a blocking socket: no Python touches them. A receiver that
-takes nothing for `stall_timeout` seconds makes the send fail and frees the slot,
-the same deadline a gRPC stream gets.
+`os.sendfile` on a blocking socket: no Python touches them. They go in blocks of
+a stream message's size (the `chunk_size` setting), and each block is one wait on
+the receiver, held to the pace every gRPC stream keeps (peer_app/pace.py): a
+block that waits past transfer_idle_timeout, or a receiver that keeps the send
+waiting past its stall budget (transfer_stall_timeout, earned back at
+transfer_min_rate), is cut by the same watchdog, which shuts the socket down.
+The send then ends and its transfer slot comes back. (SO_SNDTIMEO alone would
+bound one sendfile call, not the pace: a reader taking a few KiB now and then
+keeps every call alive.)
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from common.lane import (
     BUSY,
@@ -48,11 +55,14 @@ from common.lane import (
 )
 from common.units import format_rate, format_seconds, format_size
 from peer_app.access import peer_ip
+from peer_app.pace import Limits, Progress, Watchdog
 
 log = logging.getLogger(__name__)
 
-SEND_BLOCK = 1 << 30  # bytes per sendfile call when not rate-limited (the kernel loops inside)
-RATE_BLOCK = 1 << 20  # bytes per call when a rate limit paces the sender
+SEND_BLOCK = 1 << 20  # bytes per paced block (a stream message's default size); the kernel loops inside
+# Connections one address may have open before their hello: a client redeems a ticket per
+# connection at once, so a few suffice, and a stranger's silent flood cannot fill the table.
+HELLOS_PER_ADDRESS = 16
 
 
 def file_state(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -103,17 +113,23 @@ class LaneServer:
     open_file(name) opens a shared file for reading (refusing escapes, as the
     gRPC Download does) and raises an exception with a `detail` or a message
     when it cannot; rate, when given, has consume(n) and paces the sender.
+    limits is the pace a receiver must keep, block the bytes of one wait on it;
+    watchdog cuts the sends that fall behind (the gRPC server's own, so one
+    thread watches streams and lanes alike).
     """
 
     def __init__(
         self,
         host: str,
-        open_file: Callable[[str], object],
+        open_file: Callable[[str], BinaryIO],
         *,
         ttl: float = 10.0,
-        stall_timeout: float = 10.0,
+        limits: Limits | None = None,
+        block: int = SEND_BLOCK,
+        watchdog: Watchdog | None = None,
         hello_timeout: float = 5.0,
         max_connections: int = 64,
+        hellos_per_address: int = HELLOS_PER_ADDRESS,
         rate=None,
         on_sent: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -123,7 +139,9 @@ class LaneServer:
         self.fixed_port = port  # 0: the OS picks one (each ticket names it)
         self.open_file = open_file
         self.ttl = ttl
-        self.stall_timeout = stall_timeout
+        self.limits = limits or Limits()
+        self.block = max(1, block)
+        self.watchdog = watchdog or Watchdog()
         self.hello_timeout = hello_timeout
         self.rate = rate
         self.on_sent = on_sent or (lambda n: None)
@@ -132,6 +150,8 @@ class LaneServer:
         self._grants: dict[bytes, Grant] = {}
         self._lock = threading.Lock()
         self._connections = threading.BoundedSemaphore(max_connections)
+        self.hellos_per_address = hellos_per_address
+        self._greeting: dict[str, int] = {}  # connections per address still to say hello
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -221,6 +241,7 @@ class LaneServer:
     # -- connections --------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
         listener = self._listener
+        assert listener is not None  # start() made it
         while not self._stopping.is_set():
             try:
                 conn, addr = listener.accept()
@@ -232,18 +253,43 @@ class LaneServer:
                     return
                 time.sleep(0.05)  # out of file descriptors or similar: do not spin
                 continue
+            host = normal_ip(addr[0])
+            if not self._greet(host):
+                conn.close()  # this address already has its share of connections still to say hello
+                continue
             if not self._connections.acquire(blocking=False):
+                self._greeted(host)
                 conn.close()  # more connections than transfers could use: a flood, not a client
                 continue
-            threading.Thread(target=self._serve, args=(conn, addr), name="p2p-lane", daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn, host), name="p2p-lane", daemon=True).start()
 
-    def _serve(self, conn: socket.socket, addr) -> None:
+    def _greet(self, host: str) -> bool:
+        """Count one more connection of host waiting for its hello; False when host has its share."""
+        with self._lock:
+            waiting = self._greeting.get(host, 0)
+            if waiting >= self.hellos_per_address:
+                return False
+            self._greeting[host] = waiting + 1
+            return True
+
+    def _greeted(self, host: str) -> None:
+        with self._lock:
+            left = self._greeting[host] - 1
+            if left:
+                self._greeting[host] = left
+            else:
+                del self._greeting[host]
+
+    def _serve(self, conn: socket.socket, host: str) -> None:
         try:
             try:
-                ticket, name, offset, length = read_hello(conn, time.monotonic() + self.hello_timeout)
-                grant = self.redeem(ticket, name, offset, length, addr[0])
+                try:
+                    ticket, name, offset, length = read_hello(conn, time.monotonic() + self.hello_timeout)
+                finally:
+                    self._greeted(host)
+                grant = self.redeem(ticket, name, offset, length, host)
             except Refused as refused:
-                log.info("lane from %s refused: %s", addr[0], refused.message)
+                log.info("lane from %s refused: %s", host, refused.message)
                 _reply(conn, refused.status, refused.message)
                 return
             except (ProtocolError, OSError, struct.error):
@@ -267,37 +313,68 @@ class LaneServer:
             if file_state(st) != grant.state or grant.offset + grant.length > st.st_size:
                 _reply(conn, GONE, f"{grant.name} changed since the ticket was issued")
                 return
-            conn.settimeout(None)  # blocking: sendfile loops in the kernel; SO_SNDTIMEO is the stall deadline
-            seconds = int(self.stall_timeout)
-            micros = int((self.stall_timeout - seconds) * 1e6)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+            conn.settimeout(None)  # blocking: sendfile loops in the kernel
+            idle = self.limits.idle_timeout
+            if idle > 0:  # a backstop: one sendfile call that moves nothing for that long fails
+                whole, micros = int(idle), int((idle - int(idle)) * 1e6)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, micros))
             conn.sendall(encode_reply(OK, grant.length))
+            progress = self.watchdog.watch(Progress(self.limits, what=f"Lane {grant.name}"), lambda: _shut(conn))
             moved = [0]  # what _sendfile got out so far, also when it raises
             started = time.monotonic()
             try:
-                self._sendfile(conn, fh.fileno(), grant.offset, grant.length, moved)
+                self._sendfile(conn, fh.fileno(), grant.offset, grant.length, moved, progress)
                 seconds = time.monotonic() - started
                 amount = f"{format_size(moved[0])} in {format_seconds(seconds)} ({format_rate(moved[0], seconds)})"
                 span = f"bytes {grant.offset}-{grant.offset + grant.length - 1}"
                 log.info("Lane %s: %s to %s (%s)", grant.name, amount, grant.caller, span)
-            except OSError as err:  # a stall (EAGAIN after the deadline) or the client went away
-                log.info("lane send of %s cut after %d bytes: %s", grant.name, moved[0], err.strerror or err)
+            except OSError as err:
+                if progress.cut:  # the watchdog: the receiver fell behind the pace
+                    by = f"this peer: {progress.cut}"
+                elif isinstance(err, BlockingIOError):  # SO_SNDTIMEO: nothing taken for the idle limit
+                    by = f"this peer: its client took nothing for {idle:g}s"
+                else:  # the receiver went away (reset, closed)
+                    by = f"the client: {err.strerror or err}"
+                _reset_on_close(conn)
+                log.info("Lane %s to %s cut by %s (%d bytes out)", grant.name, grant.caller, by, moved[0])
             finally:
+                progress.release()
                 self.on_sent(moved[0])
 
-    def _sendfile(self, conn: socket.socket, fd: int, offset: int, length: int, moved: list[int]) -> None:
+    def _sendfile(
+        self, conn: socket.socket, fd: int, offset: int, length: int, moved: list[int], progress: Progress
+    ) -> None:
+        """Send the range block by block, each block one wait on the receiver (see the module's docstring)."""
         out = conn.fileno()
         position, end = offset, offset + length
-        block = SEND_BLOCK if self.rate is None else RATE_BLOCK
         while position < end:
-            n = min(block, end - position)
+            n = min(self.block, end - position)
             if self.rate is not None:
-                self.rate.consume(n)
-            sent = os.sendfile(out, fd, position, n)
-            if sent == 0:  # the file shrank under us: the client sees a short range
-                break
-            position += sent
-            moved[0] = position - offset
+                self.rate.consume(n)  # this peer's own rate limit: not a wait on the receiver
+            progress.wait()
+            block_end = position + n
+            while position < block_end:
+                sent = os.sendfile(out, fd, position, block_end - position)
+                if sent == 0:  # the file shrank under us: the client sees a short range
+                    progress.done(0)
+                    return
+                position += sent
+                moved[0] = position - offset
+            progress.done(n)
+        if progress.cut:  # cut after the last block went into the socket's buffer
+            raise BrokenPipeError("cut")
+
+
+def _shut(conn: socket.socket) -> None:
+    """Make a send blocked on conn fail at once (the watchdog's cut); the sender closes it."""
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def _reset_on_close(conn: socket.socket) -> None:
+    """Have close() reset a cut lane: the bytes still queued for a slow reader are dropped, not
+    trickled out by the kernel after the send ended (megabytes per lane, held for minutes)."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _reply(conn: socket.socket, status: int, message: str) -> None:

@@ -1,4 +1,4 @@
-"""A peer learns other peers only after they prove to be peers (SPEC §8, DESIGN "Trust").
+"""A peer learns other peers only after they prove to be peers (docs/security.md, "Peers only talk to verified peers").
 
 A URL offered by `POST /register` or listed in a friend's bootstrap answer is asked
 `GET /info?challenge=C` (with this peer's own credential). It is kept only when the answer is
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 
 from common.errors import BadRequest, Busy, InsufficientStorage, P2PError
+from common.fields import grpc_address_problem
 from common.names import peer_name_problem
 from common.security import Guard, new_challenge
 from common.urls import check_peer_url
@@ -49,7 +50,7 @@ class Verifier:
         if not isinstance(answer, dict):
             raise BadRequest(f"{url} did not answer as a p2pnet peer")
         name, grpc_address, rest_url = answer.get("name"), answer.get("grpc_address"), answer.get("rest_url")
-        if peer_name_problem(name) is not None or not isinstance(grpc_address, str) or len(grpc_address) > 300:
+        if not isinstance(name, str) or peer_name_problem(name) is not None or grpc_address_problem(grpc_address):
             raise BadRequest(f"{url} did not answer as a p2pnet peer (no name and gRPC address)")
         if rest_url != url:
             raise BadRequest(f"{url} answers as {name!r} at {str(rest_url)[:80]!r}; register that URL instead")

@@ -16,7 +16,7 @@ sent to answered in time with a complete answer of its own; a hop that timed out
 be reached, shed the query or sent an answer that does not check out makes it partial, and
 `missing` names that hop and why (a planned peer the asked one does not know, too). A locate
 that found nothing is a NotFound (404) when every friend asked answered or could not be
-reached at all (SPEC: "404 if nobody reachable has it"; then `complete` is false and
+reached at all (docs/protocol.md, 5.2: 404 when nobody reachable has it; then `complete` is false and
 `missing` names them); when one timed out or shed it, the answer is Incomplete (503): we do
 not know, so it is never a 404.
 
@@ -40,6 +40,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 from common.errors import Busy, Incomplete, NoAnswer, NotFound, P2PError, TimedOut
+from common.fields import MAX_ADDRESS, MAX_REASON
 from peer_app.hops import (
     MAX_KNOWS,
     MAX_ORDER,
@@ -184,7 +185,7 @@ def _their_missing(answer: dict) -> list[dict]:
     if not isinstance(entries, list):
         return []
     return [
-        {"peer": str(m.get("peer"))[:128], "why": str(m.get("why"))[:64]}
+        {"peer": str(m.get("peer"))[:MAX_ADDRESS], "why": str(m.get("why"))[:MAX_REASON]}
         for m in entries[:MAX_MISSING]
         if isinstance(m, dict)
     ]
@@ -221,7 +222,7 @@ class Discovery:
         self.pool = pool
         self.clock = clock
         self.gate = gate or Gate(limit=1 << 16)
-        self.check = check  # the merge point: issue 8's remote-answer checks go here
+        self.check = check  # the merge point: the remote-answer checks (peer_app/answers.py) go here
         self.probe_every = probe_every  # settings.down_mark_probe
         self.knowledge = knowledge or Knowledge(clock)  # other peers' ask orders, for this peer's plans
 
@@ -250,7 +251,7 @@ class Discovery:
     def _targets(self, reached: list[str], limit: int) -> tuple[list[dict], list[dict]]:
         """Known peers not reached yet, friends first: up to limit to ask, and those skipped for a down mark.
 
-        A friend with a down mark (issue 10: it gave no answer lately) is not asked; the next
+        A friend with a down mark (docs/protocol.md, 5.4: it gave no answer lately) is not asked; the next
         known peer is asked instead, and the skipped one is named in `missing` as `down`.
         """
         on_path = set(reached)
@@ -521,7 +522,7 @@ class Discovery:
             raise Incomplete(
                 f"nobody that answered from {self.me['name']} has {filename!r}; no answer from {names}", extra=extra
             )
-        # SPEC: 404 when nobody reachable has it; a friend that is down is named in `missing`.
+        # docs/protocol.md, 5.2: 404 when nobody reachable has it; a friend that is down is named in `missing`.
         raise NotFound(f"no peer reachable from {self.me['name']} has {filename!r}", extra=extra)
 
     def _chain(

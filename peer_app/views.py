@@ -1,4 +1,4 @@
-"""The peer's REST routes (SPEC §5): parse, call the index or discovery, answer JSON."""
+"""The peer's REST routes (docs/api.md, "Peer REST"): parse, call the index or discovery, answer JSON."""
 
 from __future__ import annotations
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from common.config import Friend, NodeConfig, Security, Settings
-from tests.support import free_port
+from tests.support import Clock, free_port
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves by hand (tests/support.Clock)."""
+    return Clock()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -133,6 +139,39 @@ def serve(peer_config):
     yield start
     for server, servicer in servers:
         servicer.close()  # the fast lane's listener, if a download opened it
+        server.stop(None)
+
+
+@pytest.fixture
+def peer_server(peer_config, tmp_path):
+    """peer_server(name="peer1", files={name: bytes}, **settings): an in-process gRPC peer with a folder of its own.
+
+    Returns (address, shared folder, servicer); every server started is stopped after the test.
+    """
+    from peer_app.grpc_server import create_server
+
+    started: list = []
+
+    def start(name: str = "peer1", files: dict[str, bytes] | None = None, **settings):
+        shared = tmp_path / f"shared-{name}-{len(started)}"
+        shared.mkdir()
+        for file, data in (files or {}).items():
+            (shared / file).write_bytes(data)
+        config = replace(
+            peer_config,
+            name=name,
+            shared_dir=str(shared),
+            run_dir=str(tmp_path / f"run-{name}-{len(started)}"),
+            settings=replace(peer_config.settings, **settings),
+        )
+        server, port, servicer = create_server(config, "127.0.0.1:0")
+        server.start()
+        started.append((server, servicer))
+        return f"127.0.0.1:{port}", shared, servicer
+
+    yield start
+    for server, servicer in started:
+        servicer.close()
         server.stop(None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class FakeNetwork:
         self.slow: dict[str, float] = {}
         self.garbled: set[str] = set()  # peers whose answers are not what a peer answers
         self.calls: list[tuple[str, str, dict]] = []  # (url, route, params) of every message
+        self.timeouts: list[tuple[str, float]] = []  # (url, the caller's timeout) of every message
         self.handled: list[str] = []  # names that handled a query the first time
         self._lock = threading.Lock()
         self.pool = futures.ThreadPoolExecutor(max_workers=64)
@@ -37,7 +39,7 @@ class FakeNetwork:
     def url(name: str) -> str:
         return f"http://{name}.test:80"
 
-    def add(self, name: str, friends: list[str] = (), gate: Gate | None = None) -> Discovery:
+    def add(self, name: str, friends: Sequence[str] = (), gate: Gate | None = None) -> Discovery:
         db = open_db(str(self.tmp / f"{name}.sqlite3"))
         known = KnownPeers(db, prune_after=self.prune_after, self_url=self.url(name))
         for role, friend in zip(("primary", "backup"), friends, strict=False):
@@ -64,6 +66,7 @@ class FakeNetwork:
     def transport(self, url: str, route: str, params: dict, timeout: float) -> dict:
         with self._lock:
             self.calls.append((url, route, dict(params)))
+            self.timeouts.append((url, timeout))
         if url in self.dead or url not in self.peers:
             raise NoAnswer(f"cannot reach {url}")  # refused: nothing answered
         delay = self.slow.get(url, 0.0)

@@ -16,7 +16,7 @@ from tests.support import ROOT
 
 
 def seed_dict() -> dict:
-    """The seed topology as a dict (the shape of SPEC §2)."""
+    """The seed topology as a dict (the shape docs/operations.md, "The topology", describes)."""
     return {
         "maestro": {"host": "127.0.0.1", "port": 9000},
         "peers": [
@@ -79,7 +79,7 @@ def launcher(*args: str, timeout: float = 120, check: bool = True, cwd: Path = R
     return proc
 
 
-def mutate(data: dict, fn: Callable[[dict], None]) -> dict:
+def mutate(data: dict, fn: Callable[[dict], object]) -> dict:
     out = copy.deepcopy(data)
     fn(out)
     return out

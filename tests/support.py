@@ -34,6 +34,7 @@ MiB = 1024 * 1024
 
 __all__ = [
     "ROOT",
+    "Clock",
     "MiB",
     "Node",
     "Process",
@@ -47,6 +48,19 @@ __all__ = [
     "wait_until",
     "write_nodes",
 ]
+
+
+class Clock:
+    """A clock a test moves by hand (`clock.now += 5`): pass it as `clock=`, and `clock.sleep` as `sleep=`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,7 +169,7 @@ def small_disk(path: Path, size: str = "8m") -> Iterator[SmallDisk]:
 
 def sweep_small_disks() -> list[str]:
     """Unmount the SmallDisks whose owner process is gone (a run killed before its teardown); returns them."""
-    swept = []
+    swept: list[str] = []
     try:
         mounts = Path("/proc/self/mounts").read_text().splitlines()
     except OSError:

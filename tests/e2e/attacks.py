@@ -1,10 +1,10 @@
-"""Issue 8's findings, replayed by a stranger from a network namespace against a real network.
+"""The security review's findings (docs/security.md), replayed by a stranger from a network namespace.
 
 `python -m tests.e2e.attacks` (root) brings up a Maestro and three peers listening on the
 root-namespace end of a veth, runs every attack from the stranger's address, checks what the
 operator and the peers themselves can still do over that non-loopback address, and prints one
 line per attack: REFUSED or SUCCEEDED with its evidence. tests/e2e/test_attacks.py asserts the
-same list is all refused. The same code measured the "before" (on the code without issue 8).
+same list is all refused. The same code measured the "before" (on the code before members-only).
 
 The network: peer1 (friends peer2, `rogue`), peer2 (peer3, peer1), peer3 (peer1, `broken`),
 where `rogue` and `broken` are fake peers the stranger runs at its own address: a member that
@@ -76,7 +76,7 @@ class Report:
         return out
 
 
-# --- the network's credentials (absent before issue 8) -------------------------------------------
+# --- the network's credentials (absent before members-only) -------------------------------------------
 
 
 def _security():
@@ -88,7 +88,7 @@ def _security():
 
 
 def secure(configs: dict[str, NodeConfig], secret_file: Path) -> dict[str, NodeConfig]:
-    """Give every node the network's secret file (a no-op on code without issue 8)."""
+    """Give every node the network's secret file (a no-op on code without credentials)."""
     security = _security()
     if security is None or "security" not in {f.name for f in fields(NodeConfig)}:
         return configs
@@ -339,7 +339,7 @@ def ssrf_register(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": target})
     kept = target in net.known_urls("peer2")
     before = len(net.stranger.do("hits", port=LISTENER_PORT)["hits"])
-    requests.get(net.url("peer2") + "/search", params={"query": "zzz", "fanout": 8}, headers=net.op(), timeout=10)
+    requests.get(net.url("peer2") + "/search", params={"query": "zzz", "fanout": "8"}, headers=net.op(), timeout=10)
     sent = len(net.stranger.do("hits", port=LISTENER_PORT)["hits"]) - before
     return Outcome(
         "ssrf-register-path-query",
@@ -384,7 +384,7 @@ def bootstrap_spreads(net: Net) -> Outcome:
 
 def lying_friend(net: Net) -> Outcome:
     resp = requests.get(
-        net.url("peer1") + "/search", params={"query": "archivo", "fanout": 2}, headers=net.op(), timeout=10
+        net.url("peer1") + "/search", params={"query": "archivo", "fanout": "2"}, headers=net.op(), timeout=10
     )
     own = [r for r in resp.json().get("results", []) if r.get("peer") == "peer1"] if resp.ok else []
     replaced = any(r.get("grpc_address") == net.attacker_grpc for r in own)
@@ -400,7 +400,7 @@ def lying_friend(net: Net) -> Outcome:
 def lying_registered(net: Net) -> Outcome:
     answer = net.stranger.http("POST", net.url("peer2") + "/register", json={"url": net.rogue_url})
     resp = requests.get(
-        net.url("peer2") + "/search", params={"query": "archivo2", "fanout": 8}, headers=net.op(), timeout=10
+        net.url("peer2") + "/search", params={"query": "archivo2", "fanout": "8"}, headers=net.op(), timeout=10
     )
     own = [r for r in resp.json().get("results", []) if r.get("peer") == "peer2"] if resp.ok else []
     replaced = any(r.get("grpc_address") == net.attacker_grpc for r in own)

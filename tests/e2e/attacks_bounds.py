@@ -1,4 +1,4 @@
-"""Replays of issue 8's "unbounded input", "swap races and links" and "socket squatting" findings.
+"""Replays of the security review's "unbounded input", "swap races and links" and "socket squatting" findings.
 
 Each attack is a function run against real processes (a Maestro and one peer, started
 with tests.support on free ports) that returns what an outsider got: status codes, bytes,
@@ -218,7 +218,7 @@ def register_entry(net: Net, override: dict) -> dict:
 
 def attack_numbers(net: Net) -> dict:
     """Sizes and mtimes out of range: 2^70, NaN, Infinity, 1e300, negative; heartbeat intervals."""
-    cases = {
+    cases: dict[str, dict] = {
         "size_2^70": {"size": 2**70},
         "size_2^63": {"size": 2**63},
         "size_negative": {"size": -1},
@@ -314,7 +314,9 @@ def attack_swap_race(net: Net, tries: int = 2000) -> dict:
 
     thread = threading.Thread(target=swapper, daemon=True)
     thread.start()
-    leaks, outcomes, details = 0, {}, {}
+    leaks = 0
+    outcomes: dict[str, int] = {}
+    details: dict[str, str] = {}
     stub = net.stub()
     started = time.monotonic()
     try:

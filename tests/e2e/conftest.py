@@ -54,4 +54,5 @@ def network(tmp_path):
         node.stop()
     for node in started:  # pytest shows this only when the test failed
         for proc in node.processes:
-            print(f"--- {proc.log.name} (exit {proc.popen.returncode}) ---\n{proc.tail(15)}")
+            code = proc.popen.returncode if proc.popen else None
+            print(f"--- {proc.log.name} (exit {code}) ---\n{proc.tail(15)}")

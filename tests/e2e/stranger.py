@@ -11,7 +11,7 @@ Root only (`Stranger.available()` says why not). `Stranger(prefix, subnet)` make
 Nodes in the root namespace that talk to `host_address` do so from `host_address` itself, so
 their own traffic is not loopback either. `close()` (or the context manager) stops the agent
 and deletes the namespace, which removes the veth pair with it. Each issue uses its own prefix
-and subnet (issue 8: p2p8 / 10.208; see the team handbook).
+and subnet (p2p8 / 10.208 for the attack suite).
 """
 
 from __future__ import annotations
@@ -130,8 +130,10 @@ class Stranger:
         """Stop the agent and remove the namespace (the veth pair goes with it)."""
         if self.agent is not None and self.agent.poll() is None:
             with contextlib.suppress(OSError, ValueError):
-                self.agent.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self.agent.stdin.flush()
+                stdin = self.agent.stdin
+                assert stdin is not None  # the agent is started with a pipe
+                stdin.write(json.dumps({"op": "quit"}) + "\n")
+                stdin.flush()
             try:
                 self.agent.wait(5)
             except subprocess.TimeoutExpired:

@@ -122,7 +122,7 @@ def op_serve_http(cmd: dict) -> dict:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             with _hits_lock:
-                _hits.append(f"{self.server.server_address[1]} {self.command} {self.path}")
+                _hits.append(f"{self.server.server_address[1]} {self.command} {self.path}")  # type: ignore[index]  # an AF_INET server: (host, port)
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(min(length, 1 << 20))

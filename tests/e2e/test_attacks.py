@@ -1,4 +1,4 @@
-"""Members only, end to end: a stranger on another address tries every finding of issue 8 (part A).
+"""Members only, end to end: a stranger on another address tries every finding of docs/security.md.
 
 Real processes: a Maestro and three peers listen on the root end of a veth; the stranger acts
 from a network namespace (tests/e2e/stranger.py), so neither it nor the network's own traffic

@@ -7,7 +7,6 @@ program counted as started and was restarted forever; the gRPC server already ga
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import replace
 
 import pytest
@@ -27,18 +26,15 @@ def holder():
         yield sock.getsockname()[1]
 
 
-def _exits_quickly_with(node, words: str) -> float:
-    start = time.monotonic()
+def _exits_quickly_with(node, words: str) -> None:
     node.start()
     try:
         for proc in node.processes:
             proc.started.wait(8)
-        elapsed = time.monotonic() - start
         logs = "\n".join(p.tail() for p in node.processes)
         assert all(p.started.returncode not in (None, 0) for p in node.processes), logs
         assert words in logs, logs
-        assert "Retrying in 1 second" not in logs, logs
-        return elapsed
+        assert "Retrying in 1 second" not in logs, logs  # one bind attempt, no 5 s of retries
     finally:
         node.stop()
 
@@ -46,8 +42,7 @@ def _exits_quickly_with(node, words: str) -> float:
 def test_a_rest_server_whose_port_is_taken_exits_at_once_with_the_reason(make_config, tmp_path, holder):
     maestro = replace(make_config("maestro"), rest_port=holder)
     node = write_nodes(tmp_path, {"maestro": maestro})["maestro"]
-    elapsed = _exits_quickly_with(node, f"cannot bind REST on 127.0.0.1:{holder}: port {holder} is already in use")
-    assert elapsed < 4.0  # startsecs is 2: imports (~1 s) and one bind attempt, no 5 s of retries
+    _exits_quickly_with(node, f"cannot bind REST on 127.0.0.1:{holder}: port {holder} is already in use")
 
 
 @pytest.mark.skipif(is_local_address(ELSEWHERE), reason=f"{ELSEWHERE} is an address of this machine")

@@ -1,4 +1,4 @@
-"""Issue 8's "unbounded input", "swap races and links" and "socket squatting" findings, replayed
+"""The security review's "unbounded input", "swap races and links" and "socket squatting" findings, replayed
 against real processes (tests/e2e/attacks_bounds.py): each is refused cleanly, with the right
 status, and nothing is written or leaked.
 

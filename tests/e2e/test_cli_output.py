@@ -1,5 +1,5 @@
 """What a user of the client sees, against real networks: progress that resumes where the last run
-stopped, Ctrl-C that says what it kept, each exit code of SPEC §10, PEER as a name or a URL."""
+stopped, Ctrl-C that says what it kept, each exit code of docs/api.md, PEER as a name or a URL."""
 
 from __future__ import annotations
 

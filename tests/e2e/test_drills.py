@@ -96,6 +96,7 @@ def test_up_brought_every_node_up_healthy_and_registered(net):
 def test_plain_supervisorctl_in_the_topology_folder_lists_every_program_running(net):
     exe = Path(sys.executable).parent / "supervisorctl"
     ctl = str(exe) if exe.exists() else shutil.which("supervisorctl")
+    assert ctl is not None, "supervisorctl is not installed"
     out = subprocess.run([ctl, "status"], cwd=net.path.parent, check=False, capture_output=True, text=True, timeout=10)
     rows = [line.split() for line in out.stdout.splitlines()]
     assert sorted(r[0] for r in rows) == sorted(

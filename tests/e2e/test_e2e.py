@@ -58,7 +58,7 @@ def test_p2p_locate_and_search_work_without_the_maestro(network):
     nodes["maestro"].stop()
     answer = requests.get(nodes["peer3"].url + "/locate", params={"file": "archivo1.txt"}, timeout=10).json()
     assert answer["peers"][0]["name"] == "peer1"
-    found = requests.get(nodes["peer2"].url + "/search", params={"query": "archivo", "ttl": 3}, timeout=10).json()
+    found = requests.get(nodes["peer2"].url + "/search", params={"query": "archivo", "ttl": "3"}, timeout=10).json()
     assert [(r["peer"], r["file"]) for r in found["results"]] == [("peer1", "archivo1.txt")]
 
 

@@ -2,7 +2,7 @@
 
 Real processes: a Maestro and peer1 run as root on 127.0.0.1; the network's secret file belongs
 to a throwaway account `operator` (mode 0600), and a second throwaway account `other` stands
-for any other user of the machine. `other`, with no token, tries what issue 17 found it could
+for any other user of the machine. `other`, with no token, tries what a review found it could
 do over loopback: make peer1 refresh, replace peer1's directory entry, overwrite one of peer1's
 files (root's). Each is refused; with the operator's token each is accepted; `operator` itself
 needs no token (docs/security.md, "Who loopback trusts"). Root only (useradd); the accounts

@@ -33,7 +33,9 @@ def test_metrics_sum_requests_over_two_gunicorn_workers(network):
         assert (
             sum(
                 pool.map(
-                    lambda _: requests.get(peer + "/search", params={"query": "zzz", "ttl": 1}, timeout=5).status_code,
+                    lambda _: (
+                        requests.get(peer + "/search", params={"query": "zzz", "ttl": "1"}, timeout=5).status_code
+                    ),
                     range(12),
                 )
             )

@@ -53,6 +53,7 @@ def test_two_networks_run_at_once_without_touching_each_other(tmp_path):
         all_pids = pids_of(a) + pids_of(b)
         for t in (ta, tb):
             registry = health.maestro_peers(t.maestro.url)
+            assert registry is not None, "the Maestro did not answer /peers"
             assert {n: e["rest_url"] for n, e in registry.items()} == {p.name: p.rest_url for p in t.peers}
             assert all(h.ready for h in health.probe(t).values())
 

@@ -1,4 +1,4 @@
-"""`pip install -r requirements.txt` installs the `p2p` command, and it works from any folder (SPEC §10).
+"""`pip install -r requirements.txt` installs the `p2p` command, and it works from any folder (docs/api.md).
 
 Done as a newcomer would, in a throwaway virtualenv (never the interpreter running the tests):
 a copy of the project (what a fresh clone holds), `pip install -r requirements.txt` from its root,

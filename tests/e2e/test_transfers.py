@@ -177,3 +177,26 @@ def test_a_download_into_a_full_disk_is_one_line_naming_the_path(network, tmp_pa
     assert proc.returncode == 1, proc.stderr
     line = one_line_error(proc.stderr)
     assert line.startswith(f"error: no space left on device writing {small}/.big.bin{PART_MARK}"), line
+
+
+def test_a_silently_rotten_copy_heals_from_another_holder_and_is_named(network, tmp_path):
+    """Bits flipped in peer2's copy, mtime put back: the CLI mends the file from peer1 and names peer2."""
+    data = os.urandom(8 * MiB)
+    nodes = network(["peer1", "peer2"], files={"peer1": {"big.bin": data}, "peer2": {"big.bin": data}})
+    wait_until(lambda: holders(nodes["maestro"], "big.bin") == ["peer1", "peer2"], what="both holders")
+    rotten = tmp_path / "data" / "peer2" / "big.bin"
+    st = rotten.stat()
+    with open(rotten, "r+b") as fh:
+        for offset in range(7, len(data), 256 * 1024):  # a flipped bit in every 256 KiB: whatever peer2 sends is bad
+            fh.seek(offset)
+            fh.write(bytes([data[offset] ^ 0x10]))
+    os.utime(rotten, ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = tmp_path / "big.bin"
+    code, stdout, stderr = finish(cli(nodes["maestro"], "download", "big.bin", "--out", str(out)))
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert out.read_bytes() == data and report["sha256"] == sha(data)
+    # peer2 sent bad bytes (named, its pieces fetched again from peer1), or, where a holder re-hashes a copy
+    # that changed under it, peer2 itself said it now holds other content: either way it is named
+    named = report["bad"].get("peer2") or report["trouble"].get("peer2", "")
+    assert "differed from peer1's copy" in named or "other content" in named, report

@@ -1,4 +1,4 @@
-"""The live page (SPEC §10): served by the Maestro, read in a real headless Chromium against a real network.
+"""The live page (docs/operations.md): served by the Maestro, read in a real headless Chromium against a real network.
 
 The browser tests skip, saying why, where no Chromium, chromedriver or selenium can be had
 (tests/e2e/chromium.py). Screenshots go to the test's tmp folder, or to $P2P_UI_SCREENSHOTS

@@ -1,4 +1,4 @@
-"""The client CLI's main(): one line on stderr and the error's exit code (SPEC §10), in-process."""
+"""The client CLI's main(): one line on stderr and the error's exit code (docs/api.md, "Exit codes"), in-process."""
 
 from __future__ import annotations
 

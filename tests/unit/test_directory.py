@@ -10,21 +10,8 @@ from maestro_app.directory import Directory, FileEntry
 SHA = "a" * 64
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def files(*names: str) -> list[FileEntry]:
     return [FileEntry(n, 10, 1.0, SHA) for n in names]
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

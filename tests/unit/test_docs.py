@@ -155,3 +155,42 @@ def test_each_kind_of_outside_citation_is_caught(line):
 @pytest.mark.parametrize("line", ["the seed network on ports 9000-9006", "From the seeds", "see docs/protocol.md"])
 def test_the_seed_network_and_our_own_docs_are_not_citations(line):
     assert not any(pattern.search(line) for pattern in CITATIONS.values())
+
+
+CODE_SUFFIXES = {".py", ".proto", ".tmpl"}
+CODE_NAMES = {"Makefile", "pyproject.toml", "run"}  # run: .ci/run
+NOT_CODE = {
+    "transfer_pb2.py",
+    "transfer_pb2.pyi",
+    "transfer_pb2_grpc.py",
+    "test_docs.py",
+}  # generated; this file's examples
+
+
+def code_files() -> list[Path]:
+    """Every source, template and build file of the repository (not docs/, not hidden or generated folders)."""
+    out = []
+    for path in sorted(ROOT.rglob("*")):
+        parts = path.relative_to(ROOT).parts
+        hidden = any(
+            p.startswith(".") and p != ".ci" or p in ("__pycache__", "docs") or p.endswith(".egg-info")
+            for p in parts[:-1]
+        )
+        if hidden or not path.is_file() or path.name in NOT_CODE:
+            continue
+        if path.suffix in CODE_SUFFIXES or path.name in CODE_NAMES:
+            out.append(path)
+    return out
+
+
+def test_code_cites_the_repositorys_docs_never_a_document_outside_it():
+    files = code_files()
+    assert ROOT / ".ci" / "run" in files and ROOT / "proto" / "common" / "transfer.proto" in files
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {what}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for what, pattern in CITATIONS.items()
+        if pattern.search(line)
+    ]
+    assert found == [], "cite docs/*.md instead:\n" + "\n".join(found)

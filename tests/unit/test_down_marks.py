@@ -12,15 +12,7 @@ from common.errors import NoAnswer, NotFound, Unavailable
 from peer_app.search import new_qid
 from peer_app.state import KnownPeers, open_db
 from tests.fakenet import FakeNetwork
-from tests.support import wait_until
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock, wait_until
 
 
 def make_known(tmp_path, clock) -> KnownPeers:
@@ -80,7 +72,7 @@ def cut_off_network(tmp_path, files) -> FakeNetwork:
         except Unavailable as err:
             raise NoAnswer(err.detail) from None
 
-    net.transport = transport
+    net.transport = transport  # type: ignore[method-assign]  # before any peer is added, so every peer uses it
     for i in range(6):
         net.add(f"p{i}", [f"p{(i + 1) % 6}", f"p{(i + 2) % 6}"])
     return net
@@ -90,14 +82,11 @@ def test_locate_pays_a_cut_off_primary_once_then_goes_straight_to_the_backup(tmp
     net = cut_off_network(tmp_path, {"p2": ["f.txt"]})
     try:
         net.slow[net.url("p1")] = 30.0  # hangs until the caller's timeout
-        times = []
         for _ in range(5):
-            start = time.monotonic()
             answer = net["p0"].locate("f.txt", qid=new_qid(), ttl=3, budget=1.0, reached=[])
-            times.append(time.monotonic() - start)
             assert answer["peers"][0]["name"] == "p2"
-        assert times[0] >= 0.5 and max(times[1:]) < 0.2, times
-        assert [url for url, _, _ in net.calls].count(net.url("p1")) == 1
+        assert [url for url, _, _ in net.calls].count(net.url("p1")) == 1  # its timeout paid by the first only
+        assert {p["name"]: p["down_until"] is not None for p in net["p0"].known.all()} == {"p1": True, "p2": False}
     finally:
         net.close()
 

@@ -4,48 +4,38 @@ and asks every holder before saying a file cannot be found."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import threading
-from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import blake3
 import pytest
 
 from client import lane as lane_client
 from client import partial
 from client.download import download
 from client.partial import WriteFailed
-from common.errors import Interrupted
-from peer_app.grpc_server import create_server
+from common.errors import DataLoss, Interrupted
 from tests.support import MiB, leftovers, sha
 
 
 @pytest.fixture
-def holder(peer_config, tmp_path):
-    """holder(name, files={name: bytes}, **settings): an in-process peer with its own folder -> its /locate entry."""
-    started = []
+def holder(peer_server):
+    """holder(name, files={name: bytes}, **settings): an in-process peer with its own folder -> its /locate entry.
+
+    holder.servicers[name] is its gRPC servicer (servicer.lane() its fast lane).
+    """
+    servicers = {}
 
     def start(name: str, files: dict[str, bytes] | None = None, **settings) -> dict:
-        shared = tmp_path / f"shared-{name}"
-        shared.mkdir()
-        for file, data in (files or {}).items():
-            (shared / file).write_bytes(data)
-        config = replace(
-            peer_config,
-            name=name,
-            shared_dir=str(shared),
-            run_dir=str(tmp_path / f"run-{name}"),
-            settings=replace(peer_config.settings, **settings),
-        )
-        server, port, servicer = create_server(config, "127.0.0.1:0")
-        server.start()
-        started.append((server, servicer))
-        return {"name": name, "grpc_address": f"127.0.0.1:{port}"}
+        address, _, servicer = peer_server(name, files, **settings)
+        servicers[name] = servicer
+        return {"name": name, "grpc_address": address}
 
-    yield start
-    for server, servicer in started:
-        servicer.close()
-        server.stop(None)
+    start.servicers = servicers  # type: ignore[attr-defined]
+    return start
 
 
 @pytest.fixture
@@ -152,3 +142,70 @@ def test_a_holder_without_the_file_does_not_end_the_search_for_its_content(holde
     good = holder("good", {"f.bin": data})
     result = download("f.bin", dl / "f.bin", [without, good])  # no expected digest: asked of the holders
     assert (dl / "f.bin").read_bytes() == data and result.sources == {"good": len(data)}
+
+
+# -- bad copies heal ------------------------------------------------------------------------------
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def rot(servicer) -> None:
+    """Make this holder's lane send every range with its first bit flipped (a copy gone bad under its digest)."""
+
+    def rotten(conn, fd: int, offset: int, length: int, moved: list[int], progress) -> None:
+        data = bytearray(os.pread(fd, length, offset))
+        data[0] ^= 1
+        conn.sendall(data)
+        moved[0] = length
+
+    servicer.lane()._sendfile = rotten
+
+
+@pytest.fixture
+def rechecks():
+    """A REST API that only records POST /recheck (and answers 404, as a peer without it does): (url, calls)."""
+    calls: list[tuple[str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append((self.path, json.loads(body or b"{}")))
+            answer = b'{"error": "not_found", "detail": "no such route"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    server.shutdown()
+    server.server_close()
+
+
+def test_bad_bytes_from_one_holder_are_fetched_again_from_another_and_named(holder, dl, rechecks):
+    data = os.urandom(6 * MiB)
+    url, calls = rechecks
+    good = {**holder("good", {"f.bin": data}, max_transfer_rate=8 * MiB), "blake3": b3(data)}  # rotten sends too
+    bad = {**holder("rotten", {"f.bin": data}), "rest_url": url, "blake3": b3(data)}  # advertised, as before it rotted
+    rot(holder.servicers["rotten"])
+    result = download("f.bin", dl / "f.bin", [bad, good], expected_sha256=sha(data), size=len(data), piece_size=MiB)
+    assert (dl / "f.bin").read_bytes() == data
+    assert list(result.bad) == ["rotten"] and "differed from good's copy" in result.bad["rotten"], result
+    assert calls == [("/recheck", {"file": "f.bin"})]  # told to look at its copy (404 here: ignored)
+
+
+def test_bad_bytes_from_the_only_holder_fail_naming_it(holder, dl, rechecks):
+    data = os.urandom(2 * MiB)
+    url, calls = rechecks
+    bad = {**holder("rotten", {"f.bin": data}), "rest_url": url, "blake3": b3(data)}
+    rot(holder.servicers["rotten"])
+    with pytest.raises(DataLoss, match=r"^bad bytes from rotten: blake3 mismatch for f\.bin") as err:
+        download("f.bin", dl / "f.bin", [bad], expected_sha256=sha(data), size=len(data))
+    assert err.value.exit_code == 5 and "no other holder to fetch them from" in err.value.detail
+    assert calls == [("/recheck", {"file": "f.bin"})]
+    assert leftovers(dl) == [] and not (dl / "f.bin").exists()

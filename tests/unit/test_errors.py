@@ -23,7 +23,7 @@ def all_errors() -> list[type[P2PError]]:
 
 @pytest.mark.parametrize("cls", all_errors(), ids=lambda c: c.__name__)
 def test_every_error_has_a_unique_name_status_and_exit_code(cls):
-    assert error_class(cls.name) is cls
+    assert error_class(cls.name) == cls
     assert cls.http_status >= 400 and 1 <= cls.exit_code <= 7
     assert type(from_http_error(cls("x").to_json())) is cls
 

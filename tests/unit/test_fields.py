@@ -7,7 +7,16 @@ import math
 import pytest
 
 from common.errors import BadRequest
-from common.fields import MAX_FILE_SIZE, check_mtime, check_sha256, check_size, mtime_problem, size_problem
+from common.fields import (
+    MAX_ADDRESS,
+    MAX_FILE_SIZE,
+    check_grpc_address,
+    check_mtime,
+    check_sha256,
+    check_size,
+    mtime_problem,
+    size_problem,
+)
 
 
 @pytest.mark.parametrize("value", [0, 1, 2**40, MAX_FILE_SIZE])
@@ -39,3 +48,11 @@ def test_a_sha256_is_64_lowercase_hex_digits(value):
     with pytest.raises(BadRequest):
         check_sha256(value)
     assert check_sha256("0123456789abcdef" * 4) == "0123456789abcdef" * 4
+
+
+def test_a_grpc_address_is_host_port_of_at_most_300_characters():
+    at_the_bound = "h" * (MAX_ADDRESS - 5) + ":9004"
+    assert check_grpc_address(at_the_bound) == at_the_bound
+    for value in (at_the_bound + "5", "10.0.0.2", "", None, 9004):
+        with pytest.raises(BadRequest, match="grpc_address must be HOST:PORT of at most 300 characters"):
+            check_grpc_address(value)

@@ -25,7 +25,7 @@ from common.gunicorn_conf import PREALLOCATED, metrics_file, preallocate, releas
 from common.metrics import MAX_SERIES
 from common.security import ensure_secret, operator_token, peer_token, read_secret
 from maestro_app.directory import Directory, FileEntry
-from tests.support import ROOT, leftovers, sha, wait_until
+from tests.support import ROOT, Clock, leftovers, sha, wait_until
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BLOB);"
 SHA = "a" * 64
@@ -93,14 +93,6 @@ def test_the_maestro_on_a_full_disk_starts_answers_reads_and_refuses_writes_with
         assert "disk is full" in resp.get_json()["detail"]
     small_disk.free()
     wait_until(lambda: client.post("/register", json=registration("peer2")).status_code == 200, 5, what="writes")
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_liveness_stands_still_while_the_maestro_cannot_record_beats(small_disk):

@@ -13,7 +13,7 @@ import pytest
 
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import BadRequest, Unauthorized, from_rpc_error
-from common.rpc import CHANNEL_OPTIONS
+from common.rpc import CHANNEL_OPTIONS, health_stub
 from peer_app.grpc_server import create_server
 from peer_app.interceptor import CallInterceptor, RpcCall
 from tests.support import wait_until
@@ -22,7 +22,7 @@ from tests.unit.test_names import HOSTILE
 
 @pytest.fixture
 def grpc_peer(peer_config):
-    uploaded = []
+    uploaded: list = []
     server, port, _ = create_server(peer_config, "127.0.0.1:0", on_upload=uploaded.append)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
@@ -140,13 +140,13 @@ def test_dummy_upload_counts_and_drops(grpc_peer, peer_config):
 
 
 def test_health_service_reports_serving(grpc_peer, peer_config):
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
     server, port, _ = create_server(peer_config, "127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            answer = health_stub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(None)
@@ -197,7 +197,7 @@ def ended(caplog, method: str) -> list[str]:
 
 
 def test_an_upload_cancelled_before_its_first_chunk_ends_without_a_server_error(chained, caplog):
-    """Issue 9 saw tracebacks (an unbound name) when a client gave up before sending anything."""
+    """A load test once saw tracebacks (an unbound name) when a client gave up before sending anything."""
     caplog.set_level(logging.INFO, logger="p2pnet.transfers")
     recorder = Recorder()
     stub = chained(recorder)

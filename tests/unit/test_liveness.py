@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from maestro_app.directory import Directory, FileEntry
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 def make_directory(path, clock) -> Directory:

@@ -108,7 +108,7 @@ def test_locate_fast_path_answers_exactly_like_the_flask_view(maestro_config, qu
     from maestro_app import create_app
 
     app = create_app(maestro_config)
-    fast, flask_only = app.test_client(), Client(app.wsgi_app.app)
+    fast, flask_only = app.test_client(), Client(app.wsgi_app.app)  # type: ignore[attr-defined]  # the fast path wraps Flask's own
     register(fast)
     via_fast, via_flask = fast.get(f"/locate?{query}"), flask_only.get(f"/locate?{query}")
     assert via_fast.status_code == via_flask.status_code == 200

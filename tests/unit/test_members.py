@@ -244,8 +244,10 @@ def test_a_lying_or_malformed_answer_is_dropped_counted_and_never_replaces_ours(
     lie = {"results": [{"file": "archivo1.txt", "peer": "peer1", "rest_url": "http://evil:1",
                         "grpc_address": "evil:2", "size": 1, "sha256": SHA}], "visited": [], "messages": 0}  # fmt: skip
     nonsense = {"results": [], "visited": [], "messages": "x"}
+    asked = []
 
     def transport(url, route, params, timeout):
+        asked.append(url)
         return lie if url == primary else nonsense
 
     client = create_app(peer_config, transport=transport).test_client()
@@ -255,7 +257,7 @@ def test_a_lying_or_malformed_answer_is_dropped_counted_and_never_replaces_ours(
     metrics = client.get("/metrics").get_data(as_text=True)
     assert metric_value(metrics, "p2p_remote_answers_dropped_total", reason="impersonation") == 1
     assert metric_value(metrics, "p2p_remote_answers_dropped_total", reason="malformed") == 1
-    assert backup  # both friends were asked
+    assert sorted(asked) == sorted([primary, backup])  # both friends were asked, once each
 
 
 # --- gRPC ----------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support import FakePeers
@@ -40,10 +38,10 @@ def test_exact_search_finds_only_own_files(peer):
     assert peer.get("/search?file=other.txt").get_json()["found"] is False
 
 
-def test_distributed_search_with_dead_friends_returns_local_results_in_bounded_time(peer):
-    start = time.monotonic()
+def test_distributed_search_with_dead_friends_returns_local_results_and_names_them(peer):
     body = peer.get("/search?query=ARCHIVO&fanout=2&ttl=3").get_json()
-    assert time.monotonic() - start < 2.0  # one request_timeout (0.5 s) at most, in parallel
+    assert body["complete"] is False
+    assert sorted(m["peer"] for m in body["missing"]) == ["peer2", "peer3"]  # both asked, both failed
     assert [r["file"] for r in body["results"]] == ["archivo1.txt"]
     assert body["results"][0]["peer"] == "peer1"
     assert "grpc_address" in body["results"][0]
@@ -59,11 +57,11 @@ def test_locate_finds_a_local_file(peer):
     assert body["peers"][0]["name"] == "peer1"
 
 
-def test_locate_with_dead_friends_is_404_after_bounded_time(peer):
-    start = time.monotonic()
+def test_locate_with_dead_friends_is_404_that_says_it_is_not_complete(peer):
     resp = peer.get("/locate?file=missing.txt")
     assert resp.status_code == 404
-    assert time.monotonic() - start < 2.0
+    body = resp.get_json()
+    assert body["complete"] is False and sorted(m["peer"] for m in body["missing"]) == ["peer2", "peer3"]
 
 
 def test_register_remembers_a_peer_and_peers_lists_it(peer_config):

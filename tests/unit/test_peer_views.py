@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from peer_app import create_app
 class Recorder:
     """A transport that records every call and answers like an empty peer (or fails)."""
 
-    def __init__(self, fail: set[str] = frozenset()) -> None:
+    def __init__(self, fail: AbstractSet[str] = frozenset()) -> None:
         self.calls: list[tuple[str, str, dict]] = []
         self.fail = fail
 

@@ -20,9 +20,10 @@ from common.config import Security, Settings
 from common.errors import NotFound
 from common.security import ensure_secret
 from peer_app import views
-from peer_app.index import SharedIndex
+from peer_app.index import Check, SharedIndex
 from peer_app.scrub import MIN_FILE_COST, Scrub
 from peer_app.state import open_db
+from tests.support import Clock
 
 MiB = 1024 * 1024
 
@@ -105,26 +106,14 @@ def test_verify_catches_bytes_that_changed_with_no_trace_in_the_status(folder):
     assert index.verify("missing.bin") is None
 
 
-class FakeTime:
-    """A clock that the scrub's sleeps move forward."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_scrub_reads_at_its_rate_and_reports_what_changed(folder):
     shared, index = folder
     (shared / "big.bin").write_bytes(os.urandom(3 * MiB))
     index.scan()
     flip(shared / "big.bin", MiB + 3)
     hide(index, shared / "big.bin")
-    time, found = FakeTime(), []
+    time = Clock(0.0)  # the scrub's sleeps move it forward
+    found: list[Check] = []
     scrub = Scrub(index, MiB, on_change=found.append, clock=time, sleep=time.sleep)
     changed = scrub.run_pass()
     assert [c.file for c in changed] == [c.file for c in found] == ["big.bin"]

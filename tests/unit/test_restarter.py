@@ -5,14 +5,7 @@ from __future__ import annotations
 import io
 
 from control.restarter import Backoff, Restarter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 def event(name: str, group: str, process: str, serial: int = 1) -> str:
@@ -41,9 +34,15 @@ def test_a_program_that_ran_for_a_while_starts_over_from_the_first_delay():
 
 
 def test_a_fatal_event_schedules_a_start_of_that_program_after_the_delay():
-    scheduled, started = [], []
+    scheduled: list = []
+    started: list[str] = []
+
+    def start(program: str) -> bool:
+        started.append(program)
+        return True
+
     restarter = Restarter(
-        start=lambda program: started.append(program) or True,
+        start=start,
         backoff=Backoff(first=1.0, cap=30.0, clock=Clock()),
         schedule=lambda delay, fn: scheduled.append((delay, fn)),
     )

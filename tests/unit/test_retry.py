@@ -8,29 +8,19 @@ import pytest
 
 from client.retry import Backoff, retry
 from common.errors import Busy, NotFound, Unavailable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import Clock
 
 
 def test_pauses_double_up_to_the_cap_within_jitter():
     clock = Clock()
     backoff = Backoff(1000, first=0.2, cap=3.0, clock=clock, rng=random.Random(1))
-    delays = [backoff.next_delay() for _ in range(8)]
+    delays = [backoff.next_delay() or 0.0 for _ in range(8)]
     steps = [0.2, 0.4, 0.8, 1.6, 3.0, 3.0, 3.0, 3.0]
     assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True)), delays
 
 
 def test_the_budget_bounds_the_time_spent_retrying():
-    clock = Clock()
+    clock = Clock(now=0.0)
     backoff = Backoff(10, clock=clock, rng=random.Random(2))
     tries = 0
 
@@ -44,7 +34,7 @@ def test_the_budget_bounds_the_time_spent_retrying():
     assert clock.now <= 10
     assert tries == backoff.tries + 1 >= 5
     assert f"still so after {tries} tries over" in caught.value.detail
-    assert caught.value.exit_code == 6  # SPEC §10: busy after retries
+    assert caught.value.exit_code == 6  # busy after retries (docs/api.md, "Exit codes")
 
 
 def test_unavailable_is_retried_and_keeps_its_exit_code():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from common.security import (
     OPEN,
     OPERATOR,
     READ,
+    Caller,
     Guard,
     SecretError,
     ensure_secret,
@@ -50,7 +52,7 @@ def test_a_missing_short_or_shared_secret_is_named(tmp_path):
     shared = tmp_path / "shared"
     shared.write_text("x" * 40)
     shared.chmod(0o644)
-    assert "chmod 600" in loose_permissions(shared)
+    assert "chmod 600" in (loose_permissions(shared) or "")
     shared.chmod(0o600)
     assert loose_permissions(shared) is None
 
@@ -78,28 +80,35 @@ def owned_by(uid):
     return lambda: uid
 
 
-OWNER = owned_by(1000)  # the account that owns the secret file in these tests
+OWNER = owned_by(1000)
+
+
+def checked(guard: Guard, *args: Any) -> Caller:
+    """guard.check(*args), which lets the call through: the caller it names."""
+    caller = guard.check(*args)
+    assert caller is not None
+    return caller  # the account that owns the secret file in these tests
 
 
 def test_strangers_need_a_valid_credential_for_mutating_calls():
     guard = Guard(SECRET, trusted_networks=["127.0.0.0/8", "::1/128"], operator_uids={1000})
-    assert guard.check(MUTATING, "127.0.0.1", None, OWNER).is_operator
-    assert guard.check(MUTATING, "::1", None, OWNER).is_operator
-    assert guard.check(MUTATING, "::ffff:127.0.0.1", None, OWNER).is_operator  # IPv4-mapped loopback
+    assert checked(guard, MUTATING, "127.0.0.1", None, OWNER).is_operator
+    assert checked(guard, MUTATING, "::1", None, OWNER).is_operator
+    assert checked(guard, MUTATING, "::ffff:127.0.0.1", None, OWNER).is_operator  # IPv4-mapped loopback
     with pytest.raises(Unauthorized, match="not a member"):
         guard.check(MUTATING, "10.208.0.2", None)
     with pytest.raises(Unauthorized, match="not valid"):
         guard.check(MUTATING, "10.208.0.2", "Bearer " + peer_token(OTHER, "peer2"))
     with pytest.raises(Unauthorized):
         guard.check(MUTATING, "10.208.0.2", "Basic " + peer_token(SECRET, "peer2"))
-    caller = guard.check(MUTATING, "10.208.0.2", "Bearer " + peer_token(SECRET, "peer2"))
+    caller = checked(guard, MUTATING, "10.208.0.2", "Bearer " + peer_token(SECRET, "peer2"))
     assert caller.name == "peer2" and not caller.is_operator
-    assert guard.check(MUTATING, "10.208.0.2", "bearer " + operator_token(SECRET)).is_operator
+    assert checked(guard, MUTATING, "10.208.0.2", "bearer " + operator_token(SECRET)).is_operator
 
 
 def test_a_trusted_address_is_the_operator_even_with_a_stale_credential():
     guard = Guard(SECRET, operator_uids={1000})
-    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + peer_token(OTHER, "peer2"), OWNER).is_operator
+    assert checked(guard, MUTATING, "127.0.0.1", "Bearer " + peer_token(OTHER, "peer2"), OWNER).is_operator
 
 
 def test_reads_are_open_unless_the_network_says_members():
@@ -107,7 +116,7 @@ def test_reads_are_open_unless_the_network_says_members():
     assert open_guard.check(READ, "10.208.0.2", None) is None
     with pytest.raises(Unauthorized):
         members.check(READ, "10.208.0.2", None)
-    assert members.check(READ, "10.208.0.2", "Bearer " + peer_token(SECRET, "peer1")).name == "peer1"
+    assert checked(members, READ, "10.208.0.2", "Bearer " + peer_token(SECRET, "peer1")).name == "peer1"
     assert members.check(OPEN, "10.208.0.2", None) is None  # health probes stay open
 
 
@@ -122,7 +131,7 @@ def test_a_peer_acts_only_as_itself_and_the_operator_as_anyone():
 
 def test_without_a_secret_only_trusted_addresses_may_change_anything():
     guard = Guard(None, operator_uids={1000})
-    assert guard.check(MUTATING, "127.0.0.1", None, OWNER).is_operator
+    assert checked(guard, MUTATING, "127.0.0.1", None, OWNER).is_operator
     with pytest.raises(Unauthorized):
         guard.check(MUTATING, "10.0.0.1", "Bearer " + operator_token(SECRET))
 
@@ -145,22 +154,24 @@ def refused_owner():
 
 def test_on_loopback_only_the_secret_files_owner_is_the_operator_by_default():
     guard = Guard(SECRET, operator_uids={1000, 0})
-    assert guard.check(MUTATING, "127.0.0.1", None, owned_by(1000)).is_operator
-    assert guard.check(MUTATING, "::1", None, owned_by(0)).is_operator  # root reads the secret anyway
+    assert checked(guard, MUTATING, "127.0.0.1", None, owned_by(1000)).is_operator
+    assert checked(guard, MUTATING, "::1", None, owned_by(0)).is_operator  # root reads the secret anyway
     for other in (owned_by(1001), owned_by(None), None):  # another account, an unknown one, no way to ask
         with pytest.raises(Unauthorized, match="needs a credential"):
             guard.check(MUTATING, "127.0.0.1", None, other)
-    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + peer_token(SECRET, "peer2"), owned_by(1001)).name == "peer2"
-    assert guard.check(MUTATING, "127.0.0.1", "Bearer " + operator_token(SECRET), refused_owner).is_operator
+    assert (
+        checked(guard, MUTATING, "127.0.0.1", "Bearer " + peer_token(SECRET, "peer2"), owned_by(1001)).name == "peer2"
+    )
+    assert checked(guard, MUTATING, "127.0.0.1", "Bearer " + operator_token(SECRET), refused_owner).is_operator
 
 
 def test_local_operator_any_trusts_every_local_account_and_none_trusts_none():
     anyone = Guard(SECRET, local_operator="any", operator_uids={1000})
-    assert anyone.check(MUTATING, "127.0.0.1", None, refused_owner).is_operator
+    assert checked(anyone, MUTATING, "127.0.0.1", None, refused_owner).is_operator
     nobody = Guard(SECRET, local_operator="none", operator_uids={1000})
     with pytest.raises(Unauthorized):
         nobody.check(MUTATING, "127.0.0.1", None, owned_by(1000))
-    assert nobody.check(MUTATING, "127.0.0.1", "Bearer " + operator_token(SECRET)).is_operator
+    assert checked(nobody, MUTATING, "127.0.0.1", "Bearer " + operator_token(SECRET)).is_operator
     with pytest.raises(ValueError, match="local_operator"):
         Guard(SECRET, local_operator="root")
 
@@ -168,8 +179,8 @@ def test_local_operator_any_trusts_every_local_account_and_none_trusts_none():
 def test_a_trusted_network_is_the_operator_from_other_machines_and_by_account_from_this_one():
     mine = {"10.208.0.1"}
     guard = Guard(SECRET, trusted_networks=["10.208.0.0/16"], operator_uids={1000}, own_address=mine.__contains__)
-    assert guard.check(MUTATING, "10.208.0.2", None, refused_owner).is_operator  # another machine: by address
-    assert guard.check(MUTATING, "10.208.0.1", None, owned_by(1000)).is_operator  # this machine: by account
+    assert checked(guard, MUTATING, "10.208.0.2", None, refused_owner).is_operator  # another machine: by address
+    assert checked(guard, MUTATING, "10.208.0.1", None, owned_by(1000)).is_operator  # this machine: by account
     with pytest.raises(Unauthorized):
         guard.check(MUTATING, "10.208.0.1", None, owned_by(1001))
     with pytest.raises(Unauthorized):

@@ -143,6 +143,7 @@ def test_the_client_finds_the_topology_and_derives_the_operators_token(tmp_path,
     assert find_topology() == there / "topology.yaml"
     assert find_topology(str(here / "topology.yaml")) == here / "topology.yaml"  # --topology wins
     view = read_network(there / "topology.yaml")
+    assert view is not None
     assert (view.maestro_url, view.secret_file) == ("https://127.0.0.1:9000", there / "s.secret")
     creds = client_network(None)[1]
     assert creds.token == operator_token(read_secret(there / "s.secret"))

@@ -1,4 +1,4 @@
-"""The live page's server side (SPEC §10): GET /ui and its files, friends and age in /peers, /ui/search."""
+"""The live page's server side (docs/operations.md): GET /ui and its files, friends and age in /peers, /ui/search."""
 
 from __future__ import annotations
 

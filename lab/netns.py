@@ -114,16 +114,25 @@ class Host:
 class Lab:
     """Hosts in network namespaces on one bridge; a context manager that always cleans up."""
 
-    def __init__(self, names: Sequence[str] = ("a", "b", "c"), *, lab_id: int | None = None) -> None:
-        self.tag = f"{PREFIX}-{os.getpid()}-{lab_id if lab_id is not None else id(self) % 10000}"
+    def __init__(
+        self,
+        names: Sequence[str] = ("a", "b", "c"),
+        *,
+        lab_id: int | None = None,
+        prefix: str = PREFIX,
+        subnet: str = SUBNET,
+    ) -> None:
+        self.prefix = prefix
+        self.tag = f"{prefix}-{os.getpid()}-{lab_id if lab_id is not None else id(self) % 10000}"
         octet = (lab_id if lab_id is not None else os.getpid()) % 250 + 1
         self.switch = f"{self.tag}-sw"
         self.hosts = {
-            n: Host(n, f"{self.tag}-{n}", f"{SUBNET}.{octet}.{i + 1}", f"02:10:{octet:02x}:00:00:{i + 1:02x}")
+            n: Host(n, f"{self.tag}-{n}", f"{subnet}.{octet}.{i + 1}", f"02:10:{octet:02x}:00:00:{i + 1:02x}")
             for i, n in enumerate(names)
         }
         self.made: list[str] = []
         self.partitioned: set[str] = set()
+        self.caps: dict[str, str] = {}
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -144,7 +153,7 @@ class Lab:
         _ip("link", "set", "lo", "up", ns=ns)
 
     def create(self) -> None:
-        remove_stale()
+        remove_stale(self.prefix)
         self._add_ns(self.switch)
         _ip("link", "add", "br0", "type", "bridge", ns=self.switch)
         _ip("link", "set", "br0", "up", ns=self.switch)
@@ -210,7 +219,22 @@ class Lab:
         self.partitioned.add(host)
 
     def heal(self, host: str) -> None:
-        """Undo partition(host)."""
+        """Undo partition(host) (its cap, if any, holds again)."""
         _tc(self.switch, "qdisc", "del", "dev", f"v-{host}"[:15], "root", check=False)
         _tc(self.hosts[host].ns, "qdisc", "del", "dev", "eth0", "root", check=False)
         self.partitioned.discard(host)
+        if host in self.caps:
+            self.cap(host, self.caps[host])
+
+    def cap(self, host: str, rate: str | None) -> None:
+        """Cap what host sends, as a slow uplink would: a token bucket of rate ("160mbit"); None lifts the cap."""
+        ns = self.hosts[host].ns
+        if rate is None:
+            self.caps.pop(host, None)
+            if host not in self.partitioned:
+                _tc(ns, "qdisc", "del", "dev", "eth0", "root", check=False)
+            return
+        self.caps[host] = rate
+        if host not in self.partitioned:
+            tbf = ("tbf", "rate", rate, "burst", "256kb", "latency", "200ms")
+            _tc(ns, "qdisc", "replace", "dev", "eth0", "root", *tbf)

@@ -1,4 +1,4 @@
-"""Small probes run inside a lab host (`python -m tests.netns_probe ...` under `ip netns exec`).
+"""Small probes run inside a lab host (`python -m lab.netns_probe ...` under `ip netns exec`).
 
 Each prints one JSON document on stdout, so a test in the root namespace (which cannot
 reach the lab's addresses) reads what a host on the lab's network sees.
@@ -43,7 +43,8 @@ def alive(maestro: str, name: str, seconds: float, out: str) -> None:
 def timed(url: str, n: int, gap: float = 0.0) -> None:
     """GET url n times one after another; print each status and duration."""
     s = _session()
-    codes, seconds = [], []
+    codes: list[int | str] = []
+    seconds: list[float] = []
     for i in range(n):
         if i and gap:
             time.sleep(gap)

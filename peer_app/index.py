@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS rechecks (      -- POST /recheck: when each file was 
     at REAL NOT NULL
 ) WITHOUT ROWID;
 """
+HASH_TRIES = 3  # reads of a file that keeps changing while it is hashed, before it is left for the next look
 INSERT = (
     "INSERT OR REPLACE INTO file_hashes (name, size, mtime_ns, sha256, ino, blake3, ctime_ns, checked, changed,"
     " withheld) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -296,8 +297,22 @@ class SharedIndex:
         )
 
     def _hash(self, name: str, st: os.stat_result, fh: BinaryIO, row, pace=None) -> Record:
-        """Hash fh's bytes; the cache row to store for them, judged against the row before (see the module doc)."""
-        sha, b3 = run_blocking(functools.partial(digest_fd, fh.fileno(), with_blake3=True, pace=pace))
+        """Hash fh's bytes; the cache row to store for them, judged against the row before (see the module doc).
+
+        A file written while it is read (its status moved meanwhile) is hashed again, as it is
+        now: bytes read across a rewrite are neither the old file nor a damaged copy. One still
+        being written after HASH_TRIES reads gets no verdict: not withheld, and a row that
+        matches no status (inode and ctime -1), so the next look hashes it again as a new version.
+        """
+        for _ in range(HASH_TRIES):
+            sha, b3 = run_blocking(functools.partial(digest_fd, fh.fileno(), with_blake3=True, pace=pace))
+            after = os.fstat(fh.fileno())
+            if _status(after) == _status(st):
+                break
+            st = after
+        else:
+            log.info("%s is being written: hashed again at the next look", name)
+            return Record(name, st.st_size, st.st_mtime_ns, sha, -1, b3, -1, self.clock(), 0, 0)  # matches nothing
         same_status = (
             row is not None
             and row["size"] == st.st_size
@@ -335,6 +350,11 @@ class SharedIndex:
 
     def _row(self, name: str):
         return self.db.connect().execute(ROW, (name,)).fetchone()
+
+
+def _status(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What says a file's bytes may have changed: size, mtime, ctime and inode."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def _matches(row, st: os.stat_result) -> bool:

@@ -123,7 +123,8 @@ def test_killed_client_resumes_from_another_holder(network, tmp_path):
 
 
 def test_download_of_a_file_changed_after_registering_fails_cleanly(network, tmp_path):
-    slow_beats = Settings(heartbeat_interval=30.0, request_timeout=1.0)  # the Maestro keeps the old hash
+    # the Maestro keeps the old hash: no beat, and no scrub to find the new bytes and register them at once
+    slow_beats = Settings(heartbeat_interval=30.0, request_timeout=1.0, scrub_rate=0)
     nodes = network(["peer1"], files={"peer1": {"doc.txt": b"version one\n"}}, settings=slow_beats)
     wait_until(lambda: holders(nodes["maestro"], "doc.txt") == ["peer1"], what="peer1 registered")
     (tmp_path / "data" / "peer1" / "doc.txt").write_bytes(b"version two, longer\n")

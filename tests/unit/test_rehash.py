@@ -93,6 +93,36 @@ def test_an_edit_that_changes_the_mtime_is_a_new_version_not_a_rotten_copy(folde
     assert names(index)["a.bin"] == sha(b"c" * 5000)
 
 
+def test_a_file_rewritten_while_it_is_read_is_a_new_version_not_a_damaged_copy(folder):
+    """The scrub read the old file's start and the new one's end, and withheld it as a damaged copy."""
+    shared, index = folder
+    index.scan()
+    rewrites: list[int] = []
+
+    def rewrite_once(n: int) -> None:  # the scrub's pace runs between two reads of the file
+        if not rewrites:
+            rewrites.append(n)
+            (shared / "a.bin").write_bytes(b"c" * 7000)
+
+    check = index.verify("a.bin", pace=rewrite_once)
+    assert check is not None and (check.shared, check.changed, check.sha256) == (True, True, sha(b"c" * 7000))
+    assert names(index)["a.bin"] == sha(b"c" * 7000)
+
+
+def test_a_file_that_keeps_changing_while_it_is_read_gets_no_verdict(folder):
+    shared, index = folder
+    index.scan()
+    sizes = iter(range(4990, 4000, -10))  # shorter each time: each read of it ends after one block
+
+    def rewrite(n: int) -> None:
+        (shared / "a.bin").write_bytes(b"d" * next(sizes))
+
+    check = index.verify("a.bin", pace=rewrite)
+    assert check is not None and check.shared  # not withheld
+    final = (shared / "a.bin").read_bytes()
+    assert names(index)["a.bin"] == sha(final)  # hashed again at the next look, as it is then
+
+
 def test_verify_catches_bytes_that_changed_with_no_trace_in_the_status(folder):
     shared, index = folder
     index.scan()

@@ -67,11 +67,25 @@ class Settings:
     # timeout per mark, not one per lookup. Any answer clears the mark.
     down_mark: float = 5.0
     down_mark_max: float = 30.0
+    # While a friend carries a down mark, a lookup that would skip it probes its /health first, at most
+    # once per down_mark_probe seconds (all workers together): a friend that is back ends its mark at
+    # once. 0: no probes (a mark ends by its time, or when the friend answers or introduces itself).
+    down_mark_probe: float = 1.0
     # While the Maestro (or a friend) cannot be reached, a peer retries with doubling waits up to this.
     retry_backoff_max: float = 15.0
     # seconds a fast-lane ticket stays valid (OpenLane, then sendfile on an OS-chosen port of the gRPC
     # bind address); 0 turns this peer's lane off and clients use the gRPC Download stream
     lane_ticket_seconds: float = 10.0
+
+    # Disk space (a full disk degrades to 507 / RESOURCE_EXHAUSTED, never to crashes): an upload is refused
+    # when it would leave less than disk_reserve_bytes free on the shared folder's disk, which the nodes'
+    # databases, logs and metrics need; and when the uploader's files on this peer would pass
+    # member_quota_bytes (0: no quota). The operator has no quota, only the reserve.
+    disk_reserve_bytes: int = 128 * 1024**2
+    member_quota_bytes: int = 8 * 1024**3
+    # Bytes per second the peer's background scrub reads to hash its files again, catching bytes that
+    # changed with no trace in the file's status (each file counts as at least 1 MiB); 0: no scrub.
+    scrub_rate: int = 8 * 1024**2
 
     max_learned_peers: int = 64  # peers learned over /register and /bootstrap (friends aside); more are refused
     access_log: bool = True  # one line per REST request in the program's log (~7-13% of a saturated /locate)

@@ -168,6 +168,26 @@ class StorageError(P2PError):
     exit_code = 1
 
 
+class InsufficientStorage(StorageError):
+    """The disk is full, or would be: nothing was written; free space (or ask the operator), then retry.
+
+    A node's disk holds its reserve (settings.disk_reserve_bytes) for itself: an upload that would
+    eat into it is refused before a byte is stored, and a write the disk cannot take (its SQLite
+    database, a file) fails with this error instead of a crash. Reads go on as before.
+    """
+
+    http_status = 507
+    grpc_code = _StatusCode("RESOURCE_EXHAUSTED")
+    name = "insufficient_storage"
+    exit_code = 1
+
+
+class QuotaExceeded(InsufficientStorage):
+    """The uploader's files on this peer would pass its quota (settings.member_quota_bytes): nothing was stored."""
+
+    name = "quota_exceeded"
+
+
 class NoAnswer(Unavailable):
     """Nothing answered at all (timeout, connection refused or cut): the host may be down or cut off.
 

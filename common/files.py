@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import blake3
@@ -32,15 +32,18 @@ def sha256_fd(fd: int) -> str:
     return digest_fd(fd)[0]
 
 
-def digest_fd(fd: int, *, with_blake3: bool = False) -> tuple[str, str]:
+def digest_fd(fd: int, *, with_blake3: bool = False, pace: Callable[[int], None] | None = None) -> tuple[str, str]:
     """Hex (sha256, BLAKE3) of an open file's bytes from offset 0 in one pass of pread (its position
-    untouched, flat memory); BLAKE3 is "" unless asked for."""
+    untouched, flat memory); BLAKE3 is "" unless asked for. pace(n), if given, is called after
+    each block of n bytes is read (a rate limit that sleeps)."""
     sha = hashlib.sha256()
     b3 = blake3.blake3() if with_blake3 else None
     buf = bytearray(HASH_BLOCK)
     view = memoryview(buf)
     offset = 0
     while n := os.preadv(fd, [buf], offset):
+        if pace is not None:
+            pace(n)
         sha.update(view[:n])
         if b3 is not None:
             b3.update(view[:n])

@@ -24,6 +24,12 @@ from prometheus_client.registry import Collector
 from common.gunicorn_conf import MULTIPROC_ENV
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Request series (endpoint, method, status) one process keeps; later ones are counted together as
+# OVERFLOW. A bound, so a caller inventing methods cannot grow the metrics files without end (and
+# their preallocated size, common/gunicorn_conf.py, holds them all).
+MAX_SERIES = 64
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other: "OTHER"
+OVERFLOW = ("<other>", "OTHER", "other")
 
 
 def multiprocess_dir() -> str | None:
@@ -79,7 +85,8 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self._children: dict[tuple, tuple] = {}
+        self._children: dict[tuple, tuple] = {}  # (rule, method, status) as asked -> its series
+        self._series_by_name: dict[tuple[str, str, str], tuple] = {}  # at most MAX_SERIES + 1
         folder = multiprocess_dir()
         if folder:
             from prometheus_client import multiprocess
@@ -99,11 +106,23 @@ class Metrics:
         key = (rule, method, status)
         pair = self._children.get(key)
         if pair is None:  # labels() once per distinct key, not per request
-            named = (rule, method, str(status))
-            pair = self._children[key] = (self.requests.labels(*named), self.latency.labels(*named))
+            pair = self._series((rule, method if method in METHODS else "OTHER", str(status)))
+            if len(self._children) < 4 * MAX_SERIES:  # remember the key too (a bounded memo)
+                self._children[key] = pair
         pair[0].inc()
         if seconds is not None:
             pair[1].observe(seconds)
+
+    def _series(self, named: tuple[str, str, str]) -> tuple:
+        """The (counter, histogram) children of one series, or the OVERFLOW ones past MAX_SERIES."""
+        pair = self._series_by_name.get(named)
+        if pair is None:
+            if len(self._series_by_name) >= MAX_SERIES:
+                named = OVERFLOW
+                pair = self._series_by_name.get(named)
+            if pair is None:
+                pair = self._series_by_name[named] = (self.requests.labels(*named), self.latency.labels(*named))
+        return pair
 
     def render(self) -> Response:
         return Response(generate_latest(self.exposed), mimetype=CONTENT_TYPE_LATEST)

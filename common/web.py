@@ -25,6 +25,7 @@ OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `
 REQUEST_KINDS = {
     ("POST", "/refresh"): OWN,  # a peer re-registers itself: the operator or that peer only
     ("POST", "/bootstrap"): OWN,  # a peer introduces itself to its friends: the operator or that peer only
+    ("POST", "/recheck"): READ,  # hashes one of its files again (rate-limited per file): what reading costs
 }
 
 

@@ -41,7 +41,14 @@ SECURITY_KEYS = ("secret_file", "trusted_networks", "read", "tls", "allow_hardli
 SECURITY_FLAGS = ("tls", "allow_hardlinks")  # the section's true/false keys
 FRIEND_ROLES = ("primary", "backup")
 # settings that may be zero; every other one must be positive
-_MAY_BE_ZERO = {"heartbeat_jitter", "lane_ticket_seconds"}
+_MAY_BE_ZERO = {
+    "heartbeat_jitter",
+    "lane_ticket_seconds",
+    "disk_reserve_bytes",
+    "member_quota_bytes",
+    "scrub_rate",
+    "down_mark_probe",
+}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from common.config import Settings
 from common.db import Database
-from common.errors import BadRequest, NotFound, TooLarge
+from common.errors import BadRequest, InsufficientStorage, NotFound, TooLarge
 from common.fields import blake3_problem, mtime_problem, sha256_problem, size_problem
 from common.names import check_name, check_peer_name
 
@@ -164,8 +164,11 @@ class Directory:
         self.default_interval = default_interval
         self.expire_after_beats = expire_after_beats
         self.clock = clock
+        self._last_tick = clock()  # the last clock write that got through (this worker's)
+        self._stopped_at: float | None = None  # set while this worker cannot write: see now()
         self.db.add_column("peers", "counted_from", "REAL")  # directories from before the restart rule
-        self.db.connect().execute("UPDATE peers SET counted_from = last_seen WHERE counted_from IS NULL")
+        with self.db.unless_full("the upgrade of old rows"):
+            self.db.connect().execute("UPDATE peers SET counted_from = last_seen WHERE counted_from IS NULL")
 
     def _alive_since(self) -> str:
         """SQL condition: a peer heard from within expire_after_beats of its interval (Maestro downtime aside)."""
@@ -174,23 +177,64 @@ class Directory:
     def started(self) -> float:
         """A worker starts: if the Maestro was down, give the peers alive then a fresh window.
 
-        Returns how long the Maestro was down (0.0 when it was not, or on a new directory).
+        Returns how long the Maestro was down (0.0 when it was not, or on a new directory). On a
+        full disk nothing is written and the worker starts with its clock stopped (see tick).
         """
         now = self.clock()
-        with self.db.connect() as conn:
-            row = conn.execute("SELECT tick FROM maestro_clock WHERE id = 1").fetchone()
-            down = 0.0 if row is None else max(0.0, now - row["tick"])
-            if down > RESTART_GAP:
-                conn.execute(
-                    "UPDATE peers SET counted_from = :now WHERE counted_from >= :tick - heartbeat_interval * :beats",
-                    {"now": now, "tick": row["tick"], "beats": self.expire_after_beats},
-                )
-            conn.execute("INSERT OR REPLACE INTO maestro_clock (id, tick) VALUES (1, ?)", (now,))
+        row = self.db.connect().execute("SELECT tick FROM maestro_clock WHERE id = 1").fetchone()
+        down = 0.0 if row is None else max(0.0, now - row["tick"])
+        try:
+            with self.db.connect() as conn:
+                if down > RESTART_GAP:
+                    self._fresh_windows(conn, now, row["tick"])
+                conn.execute("INSERT OR REPLACE INTO maestro_clock (id, tick) VALUES (1, ?)", (now,))
+        except InsufficientStorage:
+            self._stop_clock(now if row is None else row["tick"])
+            return 0.0
+        self._last_tick = now
         return down if down > RESTART_GAP else 0.0
 
+    def _fresh_windows(self, conn, now: float, since: float) -> None:
+        """Give every peer that was alive at `since` a fresh expiry window from now."""
+        conn.execute(
+            "UPDATE peers SET counted_from = :now WHERE counted_from >= :since - heartbeat_interval * :beats",
+            {"now": now, "since": since, "beats": self.expire_after_beats},
+        )
+
+    def _stop_clock(self, at: float) -> None:
+        if self._stopped_at is None:
+            self._stopped_at = at
+            log.warning("the disk is full: registrations and heartbeats are refused (507); liveness stands still")
+
+    def now(self) -> float:
+        """The time liveness is judged at: the clock, or while this worker cannot write, its last tick.
+
+        A Maestro that cannot record heartbeats does not count the beats it could not record
+        against the peers (as with its own downtime): while its disk is full, who was alive
+        stays alive and who was dead stays dead.
+        """
+        stopped = self._stopped_at
+        return self.clock() if stopped is None else stopped
+
     def tick(self) -> None:
-        """Note that the Maestro is running now (a worker calls this every TICK seconds)."""
-        self.db.connect().execute("INSERT OR REPLACE INTO maestro_clock (id, tick) VALUES (1, ?)", (self.clock(),))
+        """Note that the Maestro is running now (a worker calls this every TICK seconds).
+
+        On a full disk the clock stops (see now); at the first tick that gets through again, the
+        peers alive when it stopped get fresh windows, as after a restart.
+        """
+        now = self.clock()
+        try:
+            with self.db.connect() as conn:
+                if self._stopped_at is not None:
+                    self._fresh_windows(conn, now, self._stopped_at)
+                conn.execute("INSERT OR REPLACE INTO maestro_clock (id, tick) VALUES (1, ?)", (now,))
+        except InsufficientStorage:
+            self._stop_clock(self._last_tick)
+            return
+        if self._stopped_at is not None:
+            log.info("the disk takes writes again: registrations and heartbeats are accepted")
+            self._stopped_at = None
+        self._last_tick = now
 
     def keep_time(self, stop: threading.Event | None = None) -> threading.Thread:
         """Tick every TICK seconds on a daemon thread (a greenlet under gevent) until stop is set."""
@@ -208,7 +252,7 @@ class Directory:
         return thread
 
     def _params(self, **extra) -> dict:
-        return {"now": self.clock(), "beats": self.expire_after_beats, **extra}
+        return {"now": self.now(), "beats": self.expire_after_beats, **extra}
 
     def register(
         self,
@@ -283,7 +327,7 @@ class Directory:
     def locate(self, filename: str) -> list[dict]:
         """Live peers holding filename, with the file's size, mtime, sha256 and BLAKE3."""
         # One constant statement: sqlite3's statement cache reuses it on this thread's connection.
-        cur = self.db.connect().execute(self.LOCATE_SQL, (filename, self.clock(), self.expire_after_beats))
+        cur = self.db.connect().execute(self.LOCATE_SQL, (filename, self.now(), self.expire_after_beats))
         return [dict(r) for r in cur.fetchall()]
 
     def directory(self, limit: int = DIRECTORY_PAGE, after: str = "") -> dict:

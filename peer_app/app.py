@@ -92,6 +92,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
                 lambda reason: app.extensions["metrics"].remote_answers_dropped.labels(reason).inc(),
                 base=check_answer,
             ),
+            probe_every=config.settings.down_mark_probe,
         ),
     )
     from peer_app.views import bp

@@ -1,7 +1,7 @@
 """The peer's gRPC side: FileTransfer (real and ECO/DUMMY) plus the standard health service.
 
 Start it as `python -m peer_app.grpc_server --config PATH` (or with P2P_CONFIG set).
-The same process registers the peer at the Maestro and sends its heartbeats.
+The same process registers the peer at the Maestro, sends its heartbeats and runs the scrub.
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ from peer_app.accounting import Accounting
 from peer_app.admission import admission_control, keep_slot
 from peer_app.agent import PresenceAgent
 from peer_app.index import SharedIndex
-from peer_app.interceptor import OneRequest, ThreadPools
+from peer_app.interceptor import OneRequest, ThreadPools, current_call
 from peer_app.lane import LaneServer, caller_host, file_state
 from peer_app.pace import Watchdog, limits_of
 from peer_app.rpc_errors import ErrorMapping
+from peer_app.scrub import Scrub
+from peer_app.space import Quotas
 from peer_app.state import TransferTotals, known_peers, open_db
 from peer_app.storage import AtomicFile, RateLimiter
 
@@ -76,6 +78,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         self.guard = guard or Guard.of(config.security, config.name)  # to vouch for what it serves
         self.index = index
         self.folder = index.folder
+        self.quotas = Quotas(index.folder, index.db, config.settings.member_quota_bytes)
         self.on_upload = on_upload or (lambda name: None)
         self._rate = RateLimiter(config.settings.max_transfer_rate)
         self._uploading: set[str] = set()
@@ -234,14 +237,25 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):
         check_sha256(first.sha256, "the upload's sha256")
         if first.size > settings.max_upload_bytes:
             raise TooLarge(f"{first.size} bytes is over this peer's limit of {settings.max_upload_bytes}")
-        with self._name_lock(name):
-            with AtomicFile(self.folder, name, overwrite=first.overwrite, max_bytes=settings.max_upload_bytes) as out:
+        call = current_call()
+        uploader = call.caller if call is not None else None  # the credential check's principal
+        with self._name_lock(name), self.quotas.claim(uploader, name, first.size):
+            with AtomicFile(
+                self.folder,
+                name,
+                overwrite=first.overwrite,
+                max_bytes=settings.max_upload_bytes,
+                size=first.size,
+                reserve=settings.disk_reserve_bytes,
+            ) as out:
                 self._rate.consume(len(first.data))
                 out.write(first.data)
                 for chunk in request_iterator:
                     self._rate.consume(len(chunk.data))
                     out.write(chunk.data)
-                stored = out.commit(first.sha256, first.size)
+                stored = out.commit(
+                    first.sha256, first.size, before_place=lambda st: self.quotas.record(name, uploader, st.st_ino)
+                )
             self.index.remember(name, out.sha256, stored, out.blake3)
         log.info("stored %s (%d bytes, sha256 %s)", name, out.size, out.sha256)
         self.on_upload(name)
@@ -367,6 +381,8 @@ def serve(config: NodeConfig) -> None:
     server.start()
     log.info("%s gRPC listening on %s (advertised as %s)", config.name, config.grpc_bind, config.grpc_address)
     agent.start()
+    if config.settings.scrub_rate > 0:  # bytes that changed unseen: withheld or re-advertised (peer_app/scrub.py)
+        Scrub(index, config.settings.scrub_rate, on_change=lambda check: agent.register_now(), stop=agent.stop).start()
     done = threading.Event()
 
     def _stop(signum, frame):

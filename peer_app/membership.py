@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent import futures
 
-from common.errors import BadRequest, Busy, Forbidden, P2PError
+from common.errors import BadRequest, Busy, Forbidden, InsufficientStorage, P2PError
 from common.fields import grpc_address_problem
 from common.names import peer_name_problem
 from common.security import Guard, new_challenge
@@ -104,6 +104,6 @@ class Verifier:
                     if not any(f["name"] == peer["name"] for f in known.friends()):
                         known.learn(url, peer["name"], peer["grpc_address"], limit=limit)
                         learned.append(url)
-                except (BadRequest, Busy):
+                except (BadRequest, Busy, InsufficientStorage):  # a full disk: learned another time
                     continue
         return learned

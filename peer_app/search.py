@@ -63,6 +63,7 @@ QUEUE_RESERVE = 0.5  # of its deadline, what a new search keeps for the flood af
 MAX_HOPS = 256  # forwarded hops one worker handles at once; beyond, they are shed
 SUCCESS_REFRESH = 10.0  # seconds: a peer that answered is written down again at most this often
 MAX_MISSING = 32  # entries of `missing` passed on (the count is exact, the list is a sample)
+PROBE_TIMEOUT = 0.3  # seconds a probe of a friend with a down mark may take (a refused connection: at once)
 
 # Why part of the network is missing from an answer (the `why` of each `missing` entry).
 TIMED_OUT = "timed out"
@@ -207,6 +208,7 @@ class Discovery:
         local_file: Callable[[str], dict | None] | None = None,
         gate: Gate | None = None,
         check: Check = check_answer,
+        probe_every: float = 1.0,
         knowledge: Knowledge | None = None,
     ) -> None:
         self.me = me  # {"name", "url", "grpc_address"}
@@ -221,6 +223,7 @@ class Discovery:
         self.clock = clock
         self.gate = gate or Gate(limit=1 << 16)
         self.check = check  # the merge point: the remote-answer checks (peer_app/answers.py) go here
+        self.probe_every = probe_every  # settings.down_mark_probe
         self.knowledge = knowledge or Knowledge(clock)  # other peers' ask orders, for this peer's plans
 
     def _holder(self, f: dict) -> dict:
@@ -259,8 +262,27 @@ class Discovery:
                 break
             if peer["url"] in on_path or (peer["name"] or "") in on_path:
                 continue
-            (down if peer.get("down_until") else asked).append(peer)
+            (down if peer.get("down_until") and not self.back(peer) else asked).append(peer)
         return asked, down
+
+    def back(self, peer: dict, *, now: bool = False) -> bool:
+        """Whether a peer with a down mark answers a cheap probe (GET /health) now; its mark then ends.
+
+        At most one probe per probe_every seconds per peer, whichever worker makes it
+        (KnownPeers.probe_due): a friend that is back costs one short probe, a dead one at most
+        PROBE_TIMEOUT per interval instead of a request_timeout per lookup. now=True probes a
+        marked peer whatever the interval (it just registered here: evidence it restarted).
+        """
+        if self.probe_every <= 0 and not now:
+            return False
+        if not self.known.probe_due(peer["url"], 0.0 if now else self.probe_every):
+            return False
+        try:
+            self.transport(peer["url"], "/health", {}, PROBE_TIMEOUT)
+        except P2PError:
+            return False
+        self.known.succeeded(peer["url"])
+        return True
 
     def order(self) -> list[str]:
         """The names this peer asks first (friends, then learned peers; down marks left out): what plans rely on."""
@@ -335,7 +357,7 @@ class Discovery:
             peer = by_name.get(name)
             if peer is None or name == self.me["name"]:
                 missing.append({"peer": name, "why": NOT_KNOWN})
-            elif peer.get("down_until"):
+            elif peer.get("down_until") and not self.back(peer):
                 missing.append(_missing(peer, DOWN))
             else:
                 asks.append((peer, share))

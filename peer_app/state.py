@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS known_peers (
 CREATE TABLE IF NOT EXISTS peer_marks (   -- peers that did not answer: skipped until down_until
     url TEXT PRIMARY KEY,
     down_until REAL NOT NULL,
-    strikes INTEGER NOT NULL               -- failures in a row; each doubles the mark
+    strikes INTEGER NOT NULL,              -- failures in a row; each doubles the mark
+    probed REAL NOT NULL DEFAULT 0         -- when a lookup last probed it while marked (Discovery.back)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_queries (
     qid TEXT PRIMARY KEY,
@@ -46,7 +47,10 @@ SEEN_RETENTION = 600.0  # seconds a query id is remembered
 
 def open_db(path: str) -> Database:
     """Open (and create) a peer's database; SharedIndex adds its own table (peer_app/index.py)."""
-    return Database(path, SCHEMA)
+    db = Database(path, SCHEMA)
+    if not db.connect().read_only:
+        db.add_column("peer_marks", "probed", "REAL NOT NULL DEFAULT 0")  # databases from before the probes
+    return db
 
 
 def known_peers(db: Database, config: NodeConfig) -> KnownPeers:
@@ -59,8 +63,9 @@ def known_peers(db: Database, config: NodeConfig) -> KnownPeers:
         down_mark=s.down_mark,
         down_mark_max=s.down_mark_max,
     )
-    for role, friend in config.friends.items():
-        known.add(friend.rest_url, friend.name, role=role)
+    with db.unless_full("the friends from the config"):  # known from before when the disk is full
+        for role, friend in config.friends.items():
+            known.add(friend.rest_url, friend.name, role=role)
     return known
 
 
@@ -70,7 +75,9 @@ class KnownPeers:
     A friend that did not answer at all (timeout, refused) carries a short "down" mark that every
     gunicorn worker sees: discovery skips it until the mark ends, so a cut-off friend costs one
     timeout per mark instead of one per lookup. The mark doubles with each failure in a row (up
-    to down_mark_max) and any answer clears it. Learned peers are pruned instead (prune_after).
+    to down_mark_max) and any answer clears it: an answer to a lookup, to the cheap probe a lookup
+    makes while it is marked (at most one per probe interval, see probe_due), or its registering
+    here after a restart. Learned peers are pruned instead (prune_after).
     """
 
     def __init__(
@@ -155,13 +162,27 @@ class KnownPeers:
 
     def succeeded(self, url: str, name: str | None = None) -> None:
         """Record that url answered (which also ends its down mark); a friend keeps the topology's name."""
-        with self.db.connect() as conn:
+        with self.db.unless_full("known peers' marks"), self.db.connect() as conn:
             conn.execute(
                 "UPDATE known_peers SET failures = 0, last_ok = ?,"
                 " name = CASE WHEN role = 'learned' THEN COALESCE(?, name) ELSE name END WHERE url = ?",
                 (self.clock(), name, url),
             )
             conn.execute("DELETE FROM peer_marks WHERE url = ?", (url,))
+
+    def probe_due(self, url: str, every: float) -> bool:
+        """Whether url carries a down mark and nobody probed it within every seconds; claims the probe if so."""
+        now = self.clock()
+        with self.db.unless_full("known peers' marks"):
+            return bool(
+                self.db.connect()
+                .execute(
+                    "UPDATE peer_marks SET probed = ? WHERE url = ? AND down_until > ? AND probed <= ?",
+                    (now, url, now, now - every),
+                )
+                .rowcount
+            )
+        return False
 
     def unreachable(self, url: str) -> float:
         """Record that url did not answer at all: mark a friend down; return how long it is skipped.
@@ -173,21 +194,22 @@ class KnownPeers:
         if known is None or known["role"] not in ("primary", "backup"):
             self.failed(url)
             return 0.0
-        with self.db.connect() as conn:
+        with self.db.unless_full("known peers' marks"), self.db.connect() as conn:
             row = conn.execute("SELECT strikes FROM peer_marks WHERE url = ?", (url,)).fetchone()
             strikes = (row["strikes"] if row else 0) + 1
             seconds = min(self.down_mark * 2 ** (strikes - 1), self.down_mark_max)
             conn.execute(
-                "INSERT INTO peer_marks (url, down_until, strikes) VALUES (?, ?, ?)"
-                " ON CONFLICT(url) DO UPDATE SET down_until = excluded.down_until, strikes = excluded.strikes",
-                (url, now + seconds, strikes),
+                "INSERT INTO peer_marks (url, down_until, strikes, probed) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(url) DO UPDATE SET down_until = excluded.down_until, strikes = excluded.strikes,"
+                " probed = excluded.probed",
+                (url, now + seconds, strikes, now),  # it just failed: the first probe is one interval away
             )
         self.failed(url)
         return seconds
 
     def failed(self, url: str) -> None:
         """Record that url did not answer; drop a learned peer that keeps failing."""
-        with self.db.connect() as conn:
+        with self.db.unless_full("known peers' marks"), self.db.connect() as conn:
             conn.execute("UPDATE known_peers SET failures = failures + 1 WHERE url = ?", (url,))
             conn.execute(
                 "DELETE FROM known_peers WHERE url = ? AND role = 'learned' AND failures >= ?", (url, self.prune_after)
@@ -210,7 +232,11 @@ class SeenQueries:
         self._lock = threading.Lock()
 
     def first_time(self, qid: str) -> bool:
-        """Record qid; True only the first time any worker sees it."""
+        """Record qid; True only the first time any worker sees it.
+
+        On a full disk nothing is recorded and every query counts as new: its TTL and its path
+        still end it, at the cost of some duplicate hops until space is freed.
+        """
         now = self.clock()
         with self._lock:
             if qid in self._ids:
@@ -223,9 +249,11 @@ class SeenQueries:
         if not self.shared:
             return True
         conn = self.db.connect()
-        inserted = conn.execute("INSERT OR IGNORE INTO seen_queries VALUES (?, ?)", (qid, now)).rowcount
-        if inserted and hash(qid) % 64 == 0:  # forget old ids now and then
-            conn.execute("DELETE FROM seen_queries WHERE at < ?", (now - SEEN_RETENTION,))
+        inserted = 1
+        with self.db.unless_full("seen query ids"):
+            inserted = conn.execute("INSERT OR IGNORE INTO seen_queries VALUES (?, ?)", (qid, now)).rowcount
+            if inserted and hash(qid) % 64 == 0:  # forget old ids now and then
+                conn.execute("DELETE FROM seen_queries WHERE at < ?", (now - SEEN_RETENTION,))
         return bool(inserted)
 
 
@@ -240,12 +268,13 @@ class TransferTotals:
         self.db = db
 
     def add(self, rpc: str, nbytes: int) -> None:
-        """Count one finished (or cut) transfer of nbytes."""
-        self.db.connect().execute(
-            "INSERT INTO transfer_totals (rpc, bytes, calls) VALUES (?, ?, 1)"
-            " ON CONFLICT(rpc) DO UPDATE SET bytes = bytes + excluded.bytes, calls = calls + 1",
-            (rpc, nbytes),
-        )
+        """Count one finished (or cut) transfer of nbytes (not on a full disk)."""
+        with self.db.unless_full("transfer totals"):
+            self.db.connect().execute(
+                "INSERT INTO transfer_totals (rpc, bytes, calls) VALUES (?, ?, 1)"
+                " ON CONFLICT(rpc) DO UPDATE SET bytes = bytes + excluded.bytes, calls = calls + 1",
+                (rpc, nbytes),
+            )
 
     def all(self) -> dict[str, tuple[int, int]]:
         """rpc -> (bytes, calls)."""

@@ -19,14 +19,16 @@ import stat
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from common.db import free_bytes
 from common.errors import (
     AlreadyExists,
     DataLoss,
+    InsufficientStorage,
     InvalidName,
     NotFound,
     P2PError,
@@ -50,7 +52,7 @@ def storage_error(err: OSError, name: str) -> P2PError:
     if err.errno == errno.ENAMETOOLONG:
         return InvalidName(f"file name {name!r} is too long for this peer's file system")
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(f"this peer's disk is full; {name!r} was not stored")
+        return InsufficientStorage(f"this peer's disk is full; {name!r} was not stored")
     return StorageError(f"this peer cannot access {name!r}: {err.strerror}")
 
 
@@ -157,6 +159,10 @@ class AtomicFile:
     abort() (or leaving the `with` block on an error) removes the temporary file. Every step
     is relative to one descriptor of the folder held for the upload's life: the bytes land in
     that folder whatever happens to its path meanwhile, and no link is followed.
+
+    With a declared size, the disk's blocks are claimed at once (posix_fallocate), and only if
+    the disk keeps `reserve` bytes free after them: an upload never starts that would fill the
+    disk, and two that start together cannot both count on the same free space.
     """
 
     def __init__(
@@ -166,6 +172,8 @@ class AtomicFile:
         *,
         overwrite: bool = False,
         max_bytes: int | None = None,
+        size: int = 0,
+        reserve: int = 0,
     ) -> None:
         self.folder = folder if isinstance(folder, SharedFolder) else SharedFolder(folder)
         self.name = check_name(name)
@@ -182,13 +190,36 @@ class AtomicFile:
         try:
             self._dir = os.open(self.folder.path, _OPEN_DIR)
             self._check_free()
+            self._check_space(size, reserve)
             self._fd = os.open(self.tmp, _OPEN_NEW, 0o644, dir_fd=self._dir)
+            if size > 0:
+                self._claim(size)
+                self._check_space(0, reserve)
         except OSError as err:
             self._close()
             raise storage_error(err, self.name) from None
         except BaseException:
             self._close()
             raise
+
+    def _claim(self, size: int) -> None:
+        """Allocate the temporary file's blocks for size bytes now (where the file system can)."""
+        try:
+            os.posix_fallocate(self._fd, 0, size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
+    def _check_space(self, size: int, reserve: int) -> None:
+        """InsufficientStorage unless the disk keeps reserve bytes free after size more (a reserve of 0: no check)."""
+        if reserve <= 0:
+            return
+        free = free_bytes(self.folder.path)
+        if free - size < reserve:
+            raise InsufficientStorage(
+                f"this peer keeps {reserve} bytes of its disk free (settings.disk_reserve_bytes) and has {free} free: "
+                f"{self.name!r} ({size} bytes) was not stored"
+            )
 
     def _check_free(self) -> None:
         """AlreadyExists if the name is taken (without overwrite) or taken by another Unicode spelling."""
@@ -228,10 +259,16 @@ class AtomicFile:
     def blake3(self) -> str:
         return self._blake3.hexdigest()
 
-    def commit(self, expected_sha256: str, expected_size: int) -> os.stat_result:
+    def commit(
+        self,
+        expected_sha256: str,
+        expected_size: int,
+        before_place: Callable[[os.stat_result], None] | None = None,
+    ) -> os.stat_result:
         """Verify size and sha256, then rename into place; DataLoss (and nothing kept) on a mismatch.
 
-        Returns the stored file's status (for the index's cache).
+        before_place(status) runs once the bytes are verified and on disk, before the rename (an
+        error there keeps nothing). Returns the stored file's status (for the index's cache).
         """
         if expected_size != self.size:
             raise DataLoss(f"received {self.size} bytes, expected {expected_size}")
@@ -239,13 +276,17 @@ class AtomicFile:
             raise DataLoss(f"sha256 mismatch: got {self.sha256}, expected {expected_sha256}")
         try:
             os.fsync(self._fd)
-            self.stat = os.fstat(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            if before_place is not None:
+                before_place(os.fstat(self._fd))
             move_into_place(self.tmp, self.name, self.overwrite, dir_fd=self._dir)
+            self._done = True
+            self.stat = os.fstat(self._fd)  # after the rename, which changes the ctime the index keys on
         except OSError as err:
             raise storage_error(err, self.name) from None
-        self._done = True
+        finally:
+            if self._done:
+                os.close(self._fd)
+                self._fd = -1
         return self.stat
 
     def abort(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from flask import Blueprint, current_app, jsonify, request
 
 from common.config import NodeConfig
 from common.credentials import Credentials
-from common.errors import Busy, Forbidden, Incomplete, NotFound
+from common.errors import Busy, Forbidden, Incomplete, NotFound, P2PError
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
 from common.security import Guard
@@ -20,6 +23,8 @@ from peer_app.search import Discovery, new_qid
 from peer_app.state import KnownPeers
 
 bp = Blueprint("peer", __name__)
+log = logging.getLogger(__name__)
+RECHECK_WINDOW = 30.0  # seconds: POST /recheck hashes a given file at most this often (docs: api)
 
 
 def node() -> NodeConfig:
@@ -139,10 +144,42 @@ def locate():
     return jsonify(answer)
 
 
+def _rehash_lock() -> threading.Lock:
+    """One re-hash at a time per worker: /recheck and /refresh cost at most what a download does."""
+    return current_app.extensions.setdefault("rehash_lock", threading.Lock())
+
+
 @bp.post("/refresh")
 def refresh():
+    """Hash every shared file again (each at most once per RECHECK_WINDOW), then re-register the whole list."""
+    changed = []
+    with _rehash_lock():
+        for name, _ in index().scrub_order():
+            result = index().recheck(name, RECHECK_WINDOW)
+            if result is not None and result[1] and result[0].changed:
+                changed.append(name)
     answer = agent.register_at_maestro(node(), index(), credentials())
-    return jsonify({"status": "refreshed", "peer": node().name, "files": answer.get("files")})
+    return jsonify({"status": "refreshed", "peer": node().name, "files": answer.get("files"), "changed": changed})
+
+
+@bp.post("/recheck")
+def recheck():
+    """Hash one shared file again now (at most once per RECHECK_WINDOW); re-register at once if its bytes changed.
+
+    A client calls this after a holder sent bytes that do not match the digest it advertised.
+    """
+    name = check_name(json_body().get("file"))
+    with _rehash_lock():
+        result = index().recheck(name, RECHECK_WINDOW)
+    if result is None:
+        raise NotFound(f"no file {name!r} is shared by {node().name}")
+    check, fresh = result
+    if fresh and check.changed:
+        try:
+            agent.register_at_maestro(node(), index(), credentials())
+        except P2PError as err:  # the scrub's agent registers it later; the answer still says what changed
+            log.warning("re-registration after a recheck of %s failed: %s", name, err.detail)
+    return jsonify(check.to_json())
 
 
 @bp.post("/register")
@@ -164,6 +201,7 @@ def register():
     status = "self"
     if url != config.rest_url:
         verifier().learn(known(), url, limit=config.settings.max_learned_peers, claimed_name=name, only=only)
+        discovery().back({"url": url}, now=True)  # a down mark from before its restart ends if it answers a probe
         status = "registered"
     peers = [{"url": p["url"], "name": p["name"], "grpc_address": p["grpc_address"]} for p in known().all()]
     return jsonify({"status": status, "name": config.name, "peers": peers})

@@ -20,6 +20,14 @@ def clock() -> Clock:
     return Clock()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Unmount the small disks a killed run left mounted (tests.support.SmallDisk), before any temp folder is reused."""
+    from tests.support import sweep_small_disks
+
+    for point in sweep_small_disks():
+        print(f"unmounted {point}, left by a test run that did not end")
+
+
 @pytest.fixture
 def make_config(tmp_path: Path):
     """The one way to build a node's config: make_config("peer" | "maestro", **fields to override).
@@ -58,6 +66,14 @@ def make_config(tmp_path: Path):
         return NodeConfig(**{**defaults, **fields})
 
     return make
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A mounted tmpfs of 8 MiB to fill (tests.support.SmallDisk); skipped where it cannot be mounted."""
+    from tests.support import small_disk
+
+    yield from small_disk(tmp_path / "disk")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ re-exported here so tests import one module.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import os
@@ -14,14 +15,17 @@ import subprocess
 import sys
 import termios
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.partial import PART_MARK
 from control.generate import free_ports
 from control.processes import PROJECT_ROOT, Node, Process, node_configs, wait_until, write_nodes
+from control.supervisor import pid_alive
 from peer_app.storage import TMP_PREFIX
 
 ROOT: Path = PROJECT_ROOT
@@ -85,6 +89,107 @@ def metric_value(text: str, name: str, **labels) -> float:
             if s.name == name and s.labels == labels:
                 return s.value
     return 0.0
+
+
+class SmallDisk:
+    """A tmpfs of a few MiB mounted at path (root only): a real disk a test can fill to the last block.
+
+    Its owner's pid is written beside the mount point (path + OWNER), so a mount left behind by
+    a test run that was killed before its teardown is found and removed by the next run
+    (sweep_small_disks, at session start), and never one a running test still uses.
+    """
+
+    FILLER = ".filler"
+    OWNER = ".small-disk-owner"
+
+    def __init__(self, path: Path, size: str = "8m") -> None:
+        self.path = Path(path)
+        self.size = size
+        self.mounted = False
+
+    @property
+    def owner_file(self) -> Path:
+        return self.path.with_name(self.path.name + self.OWNER)
+
+    def mount(self) -> str | None:
+        """Mount it; the reason it cannot be mounted here, or None."""
+        if os.geteuid() != 0:
+            return "mounting a small tmpfs needs root"
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.owner_file.write_text(str(os.getpid()))
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.path)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            self.owner_file.unlink(missing_ok=True)
+            return f"cannot mount a tmpfs: {proc.stderr.strip()}"
+        self.mounted = True
+        atexit.register(self.unmount)  # an interrupted run (a test's teardown never ran) still unmounts
+        return None
+
+    def unmount(self) -> None:
+        """Detach it (lazily: a process still holding a file there does not keep it mounted)."""
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
+            self.mounted = False
+            self.owner_file.unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, leave: int = 0) -> None:
+        """Write a filler file until the disk is full (or only `leave` bytes are free)."""
+        with open(self.path / self.FILLER, "ab", buffering=0) as fh:
+            for block in (1024 * 1024, 64 * 1024, 4096, 512, 1):
+                try:
+                    while self.free_bytes() - block >= leave:
+                        fh.write(bytes(block))
+                except OSError:  # ENOSPC: the next, smaller block
+                    continue
+
+    def free(self) -> None:
+        """Remove the filler."""
+        (self.path / self.FILLER).unlink(missing_ok=True)
+
+
+def small_disk(path: Path, size: str = "8m") -> Iterator[SmallDisk]:
+    """A pytest fixture's body: a mounted SmallDisk, unmounted however the test ends; skips where it cannot mount."""
+    disk = SmallDisk(path, size)
+    reason = disk.mount()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield disk
+    finally:
+        disk.unmount()
+
+
+def sweep_small_disks() -> list[str]:
+    """Unmount the SmallDisks whose owner process is gone (a run killed before its teardown); returns them."""
+    swept: list[str] = []
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return swept
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3 or fields[2] != "tmpfs":
+            continue
+        point = fields[1].replace("\\040", " ")
+        owner = Path(point + SmallDisk.OWNER)
+        try:
+            pid = int(owner.read_text())
+        except (OSError, ValueError):
+            continue
+        if pid_alive(pid):
+            continue
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        owner.unlink(missing_ok=True)
+        swept.append(point)
+    return swept
 
 
 class Silence:

@@ -7,8 +7,10 @@ Everything waits by polling with deadlines; teardown runs `down` and checks no p
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -223,6 +225,46 @@ def test_kill_9_of_the_maestro_is_restarted_with_its_directory_intact(net):
     print(f"\nmaestro kill -9 -> healthy with directory in {elapsed:.2f}s")
     # it answers before supervisord counts it started (startsecs): the next drill wants it RUNNING
     wait_until(lambda: net.states("maestro") == {"RUNNING"}, 10, what="supervisord to count the Maestro RUNNING")
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is pid (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(errors="replace").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_kill_9_of_only_the_maestros_gunicorn_master_takes_its_workers_along_and_spends_no_retry(net):
+    """Workers that outlived their master held the port: the next start failed and spent a retry."""
+    layout = layout_for(net.topology)
+    master = net.pids("maestro")["maestro"]
+    workers = children(master)
+    assert workers, "the master has no workers"
+    events = layout.logfile.stat().st_size
+    output = layout.log_path("maestro").stat().st_size
+    os.kill(master, signal.SIGKILL)  # the master only, as an OOM killer or a stray kill would
+    wait_until(lambda: not any(pid_alive(w) for w in workers), 2, what="the old workers gone with their master")
+
+    def back() -> bool:
+        pid = net.pids("maestro")["maestro"]
+        return pid not in (0, master) and health.rest_healthy(net.topology.maestro.url)
+
+    wait_until(back, RECOVERY_SECONDS + 2, what="the Maestro restarted and healthy")
+    wait_until(lambda: net.states("maestro") == {"RUNNING"}, 10, what="supervisord to count the start as a success")
+    with open(layout.logfile, encoding="utf-8", errors="replace") as fh:
+        fh.seek(events)
+        supervisord = fh.read()
+    with open(layout.log_path("maestro"), encoding="utf-8", errors="replace") as fh:
+        fh.seek(output)
+        maestro = fh.read()
+    assert supervisord.count("spawned: 'maestro'") == 1, supervisord  # one start, no retry spent
+    assert "exit status" not in supervisord and "cannot bind" not in maestro, (supervisord, maestro)
 
 
 def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(net):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import requests
 
@@ -73,3 +74,26 @@ def test_a_pruned_peer_is_learned_again_when_it_returns(network):
     nodes["peer4"].wait_healthy()
     wait_until(lambda: peer1_knows().get("peer4") == "learned", 10, what="peer1 learned peer4 again")
     assert requests.get(peer4 + "/health", timeout=2).status_code == 200
+
+
+def test_a_friend_back_from_a_kill_9_is_asked_again_within_a_second_of_answering(network):
+    """A down mark outlived its friend's restart: a P2P /locate skipped a holder that had been back for 4 s."""
+    settings = Settings(heartbeat_interval=0.5, request_timeout=1.0, rest_workers=1, down_mark=30.0, down_mark_max=30.0)
+    nodes = network(["peer1", "peer2"], settings=settings, files={"peer2": {"only-here.txt": b"x"}})
+    peer1, peer2 = nodes["peer1"], nodes["peer2"]
+
+    def via_peer1() -> tuple[int, dict]:
+        return get_json(peer1.url + "/locate", params={"file": "only-here.txt"})
+
+    assert via_peer1()[0] == 200
+    for p in peer2.processes:
+        p.signal_group(signal.SIGKILL)
+        p.popen.wait(5)
+    status, body = via_peer1()
+    assert (status, body["missing"]) == (404, [{"peer": "peer2", "why": "unreachable"}])  # peer2 now has a mark
+    assert next(p for p in get_json(peer1.url + "/peers")[1]["peers"] if p["name"] == "peer2")["down_until"]
+    peer2.start()
+    wait_until(lambda: requests.get(peer2.url + "/health", timeout=1).status_code == 200, 20, what="peer2 up")
+    back = time.monotonic()
+    wait_until(lambda: via_peer1()[0] == 200, 1.5, interval=0.05, what="peer1 to ask peer2 again")
+    print(f"\npeer2 found through peer1 {time.monotonic() - back:.2f}s after its /health answered again")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
+import pytest
+
+from common.config import Friend, Settings
 from common.errors import NoAnswer, NotFound, Unavailable
 from peer_app.search import new_qid
 from peer_app.state import KnownPeers, open_db
 from tests.fakenet import FakeNetwork
-from tests.support import Clock
+from tests.support import Clock, wait_until
 
 
 def make_known(tmp_path, clock) -> KnownPeers:
@@ -96,3 +100,84 @@ def test_a_server_that_answers_with_an_error_is_not_marked_down(tmp_path):
         assert [p["down_until"] for p in net["p0"].known.all()] == [None, None]
     finally:
         net.close()
+
+
+# --- a mark ends on evidence the friend is back ---------------------------------------------------
+
+
+class Friends:
+    """A transport for a peer app whose friend p2 is down (no answer) or up (answers like an empty peer)."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = {"http://p2:1"}
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, url, route, params, timeout):
+        self.calls.append((url, route))
+        if url in self.down:
+            raise NoAnswer(f"{url} does not answer")
+        if route == "/health":
+            return {"status": "ok"}
+        if route == "/info":
+            return {"name": "p2", "rest_url": url, "grpc_address": "p2:2"}
+        return {"qid": params.get("qid"), "peers": [], "complete": True, "missing": []}
+
+    def asked(self, route: str) -> list[str]:
+        return [url for url, r in self.calls if r == route]
+
+
+@pytest.fixture
+def p1(make_config):
+    """p1 (friends p2, p3), whose marks last a minute unless evidence ends them."""
+    from peer_app import create_app
+
+    def make(transport, **settings):
+        config = make_config(
+            "peer",
+            name="p1",
+            friends={"primary": Friend("p2", "http://p2:1"), "backup": Friend("p3", "http://p3:1")},
+            settings=Settings(down_mark=60.0, down_mark_max=60.0, **settings),
+        )
+        return create_app(config, transport=transport).test_client()
+
+    return make
+
+
+def test_a_marked_friend_that_answers_a_probe_is_asked_again_at_once(p1):
+    friends = Friends()
+    client = p1(friends, down_mark_probe=0.2)
+    client.get("/locate?file=x.txt")
+    assert friends.asked("/locate") == ["http://p2:1", "http://p3:1"]  # p2 gave no answer: marked
+    friends.calls.clear()
+    for _ in range(3):  # still down: skipped, and not even probed within the interval
+        client.get("/locate?file=x.txt")
+    assert friends.asked("/locate") == ["http://p3:1"] * 3 and friends.asked("/health") == []
+    friends.down.clear()  # p2 restarted
+    wait_until(lambda: client.get("/locate?file=x.txt") and "http://p2:1" in friends.asked("/locate"), 5)
+    assert friends.asked("/health").count("http://p2:1") == 1  # one probe ended the mark
+    assert client.get("/peers").get_json()["peers"][0]["down_until"] is None
+
+
+def test_a_marked_friend_still_down_costs_one_probe_per_interval(p1):
+    friends = Friends()
+    client = p1(friends, down_mark_probe=0.2)
+    client.get("/locate?file=x.txt")
+    friends.calls.clear()
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        client.get("/locate?file=x.txt")
+    assert 1 <= friends.asked("/health").count("http://p2:1") <= 3
+    assert "http://p2:1" not in friends.asked("/locate")
+
+
+def test_a_marked_friend_that_registers_here_after_its_restart_is_probed_and_asked_again(p1):
+    friends = Friends()
+    client = p1(friends, down_mark_probe=0)  # no probes from lookups: only its registration is evidence
+    client.get("/locate?file=x.txt")
+    friends.down.clear()
+    client.get("/locate?file=x.txt")
+    assert friends.asked("/locate").count("http://p2:1") == 1  # still marked
+    assert client.post("/register", json={"url": "http://p2:1", "name": "p2"}).status_code == 200
+    friends.calls.clear()
+    client.get("/locate?file=x.txt")
+    assert friends.asked("/locate")[0] == "http://p2:1"

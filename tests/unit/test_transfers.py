@@ -13,6 +13,7 @@ from client.download import download
 from client.partial import PartialFile
 from common import transfer_pb2
 from common.errors import AlreadyExists, Busy, DataLoss, TooLarge, from_rpc_error
+from peer_app.state import open_db
 from tests.support import MiB, leftovers, sha, wait_until
 
 # -- in-process server: fixtures serve, stub_for and dl live in tests/conftest.py -------------------
@@ -111,8 +112,8 @@ def test_wrong_expected_hash_is_data_loss_and_leaves_nothing(serve, dl):
     assert list(dl.iterdir()) == []
 
 
-def test_bytes_that_do_not_match_the_hash_are_discarded(serve, dl):
-    """A holder whose index still names the old hash (same size and mtime): caught at the end."""
+def test_bytes_that_do_not_match_the_hash_are_discarded(serve, dl, peer_config):
+    """A holder whose index still names the old hash (bytes flipped since, unseen as yet): caught at the end."""
     address, shared = serve()
     path = shared / "f.bin"
     path.write_bytes(b"a" * 5000)
@@ -120,6 +121,8 @@ def test_bytes_that_do_not_match_the_hash_are_discarded(serve, dl):
     st = path.stat()
     path.write_bytes(b"b" * 5000)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # the new ctime would give the change away (the holder would withhold the file): the cache is made to miss it
+    open_db(peer_config.db_path).connect().execute("UPDATE file_hashes SET ctime_ns = ?", (path.stat().st_ctime_ns,))
     with pytest.raises(DataLoss, match="sha256 mismatch"):
         download(
             "f.bin", dl / "f.bin", [{"name": "p", "grpc_address": address}], expected_sha256=sha(b"a" * 5000), size=5000

@@ -216,14 +216,13 @@ def test_a_member_is_held_to_its_quota_the_operator_is_not(peer_config, serve, t
     files = {n: tmp_path / f"{n}.bin" for n in (600, 900, 5000)}
     for n, path in files.items():
         path.write_bytes(os.urandom(n))
-    peer2, peer3 = peer_token(secret, "peer2"), peer_token(secret, "peer3")
-    assert upload(address, files[600], "a.bin", peer2).ok
-    with pytest.raises(QuotaExceeded, match="peer2's files on this peer would hold 1200 bytes"):
-        upload(address, files[600], "b.bin", peer2)
-    assert upload(address, files[600], "b.bin", peer3).ok  # a quota each
-    assert upload(address, files[900], "a.bin", peer2, overwrite=True).ok  # its own file's bytes are freed
+    own = peer_token(secret, peer_config.name)  # only the operator and the peer's own credential upload into it
+    assert upload(address, files[600], "a.bin", own).ok
+    with pytest.raises(QuotaExceeded, match=f"{peer_config.name}'s files on this peer would hold 1200 bytes"):
+        upload(address, files[600], "b.bin", own)
+    assert upload(address, files[900], "a.bin", own, overwrite=True).ok  # its own file's bytes are freed
     (shared / "a.bin").unlink()  # removed by hand: counts for nobody
-    assert upload(address, files[900], "c.bin", peer2).ok
+    assert upload(address, files[900], "c.bin", own).ok
     assert upload(address, files[5000], "d.bin", operator_token(secret)).ok
     assert leftovers(shared) == []
 

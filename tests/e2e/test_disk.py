@@ -22,6 +22,7 @@ import requests
 
 from common.config import Settings, run_dir_of
 from common.http import new_session
+from common.security import bearer, peer_token, read_secret
 from control import topology
 from control.render import layout_for
 from control.supervisor import Supervisor
@@ -87,9 +88,8 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
             for node, url in urls.items():
                 for route in ("/health", "/peers", "/locate?file=archivo1.txt", "/metrics"):
                     assert session.get(url + route, timeout=5).status_code == 200, (node, route)
-        refused = session.post(
-            topo.maestro.url + "/heartbeat", json={"name": "peer1"}, timeout=5
-        )  # as the operator, from here
+        own = bearer(peer_token(read_secret(topo.security.secret_file), "peer1"))  # only peer1 writes its entry
+        refused = session.post(topo.maestro.url + "/heartbeat", json={"name": "peer1"}, headers=own, timeout=5)
         assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
         done = client(topo.maestro.url, "upload", str(blob), "--to", "peer2", "--name", "late.bin")
         assert done.returncode == 1 and "disk" in done.stderr and "Traceback" not in done.stderr
@@ -121,7 +121,7 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
             10,
             what="an upload after space was freed",
         )
-        wait_until(lambda: session.post(topo.maestro.url + "/heartbeat", json={"name": "peer1"}).ok, 5)
+        wait_until(lambda: session.post(topo.maestro.url + "/heartbeat", json={"name": "peer1"}, headers=own).ok, 5)
         recovered = time.monotonic() - freed
         assert launcher("status", "-t", str(path), check=False).returncode == 0
         logs = "".join(p.read_text(errors="replace") for p in (run / "logs").glob("*.log"))

@@ -75,6 +75,15 @@ class Report:
         out += [f"{'works    ' if c.ok else 'BROKEN   '}  {c.what:<34} {c.evidence}" for c in self.checks]
         return out
 
+    def show(self, seconds: float) -> None:
+        """Print every line and the summary a person reads first."""
+        print("\n".join(self.lines()))
+        won = sum(o.succeeded for o in self.attacks)
+        print(
+            f"{won} of {len(self.attacks)} attacks succeeded; "
+            f"{sum(c.ok for c in self.checks)} of {len(self.checks)} checks work; {seconds:.1f}s"
+        )
+
 
 # --- the network's credentials (absent before members-only) -------------------------------------------
 
@@ -546,13 +555,7 @@ def main() -> int:
     started = time.monotonic()
     with Stranger() as stranger, tempfile.TemporaryDirectory(prefix="p2p8-attacks-") as tmp:
         report = run_all(stranger, Path(tmp))
-    print("\n".join(report.lines()))
-    won = sum(o.succeeded for o in report.attacks)
-    print(
-        f"{won} of {len(report.attacks)} attacks succeeded; "
-        f"{sum(c.ok for c in report.checks)} of {len(report.checks)} checks work; "
-        f"{time.monotonic() - started:.1f}s"
-    )
+    report.show(time.monotonic() - started)
     return 0
 
 

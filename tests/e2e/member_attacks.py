@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -31,6 +31,7 @@ import yaml
 
 from common.config import Settings
 from common.security import ensure_secret, operator_token, peer_token, read_secret
+from tests.e2e.attacks import Check, Outcome, Report  # one report shape for both rounds of attacks
 from tests.e2e.stranger import ROOT, Stranger
 from tests.support import Node, node_configs, wait_until, write_nodes
 
@@ -44,32 +45,6 @@ EVIL = b"the attacker's bytes\n"
 EVIL_SHA = hashlib.sha256(EVIL).hexdigest()
 LISTENER_PORT, GRPC_PORT = 18091, 18092
 MEMBER = "peer9"  # a member of the network gone bad: the stranger holds its credential
-
-
-@dataclass
-class Outcome:
-    attack: str
-    finding: str
-    succeeded: bool
-    evidence: str
-
-
-@dataclass
-class Check:
-    what: str
-    ok: bool
-    evidence: str
-
-
-@dataclass
-class Report:
-    attacks: list[Outcome] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [f"{'SUCCEEDED' if o.succeeded else 'refused  '}  {o.attack:<30} {o.evidence}" for o in self.attacks]
-        out += [f"{'works    ' if c.ok else 'BROKEN   '}  {c.what:<30} {c.evidence}" for c in self.checks]
-        return out
 
 
 @dataclass
@@ -442,12 +417,7 @@ def main() -> int:
     started = time.monotonic()
     with Stranger(PREFIX, SUBNET) as stranger, tempfile.TemporaryDirectory(prefix="p2pcr-attacks-") as tmp:
         report = run_all(stranger, Path(tmp))
-    print("\n".join(report.lines()))
-    won = sum(o.succeeded for o in report.attacks)
-    print(
-        f"{won} of {len(report.attacks)} attacks succeeded; {sum(c.ok for c in report.checks)} of "
-        f"{len(report.checks)} checks work; {time.monotonic() - started:.1f}s"
-    )
+    report.show(time.monotonic() - started)
     return 0
 
 

@@ -77,6 +77,17 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def flip(path: Path, offset: int = 0) -> None:
+    """Flip one bit of path in place and put its mtime back: size, mtime and inode stay (the ctime moves)."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def leftovers(folder: Path) -> list[str]:
     """Temporary (upload) or partial (download) files left in a folder."""
     return sorted(p.name for p in folder.iterdir() if TMP_PREFIX in p.name or PART_MARK in p.name)

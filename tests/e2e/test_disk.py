@@ -27,7 +27,7 @@ from control import topology
 from control.render import layout_for
 from control.supervisor import Supervisor
 from tests.launcher_support import launcher, ring_topology
-from tests.support import ROOT, sha, small_disk, wait_until
+from tests.support import ROOT, flip, sha, small_disk, wait_until
 
 MiB = 1024 * 1024
 RESERVE = 2 * MiB
@@ -129,17 +129,6 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
         print(f"\nfull disk: writes back {recovered:.2f}s after space was freed")
     finally:
         launcher("down", str(path), check=False)
-
-
-def flip(path: Path, offset: int = 0) -> None:
-    """Flip one bit of path in place and put its mtime back (size, mtime and inode stay)."""
-    st = path.stat()
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 1]))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def advertised(maestro: str, name: str) -> dict[str, str]:

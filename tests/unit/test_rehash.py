@@ -8,7 +8,6 @@ trace in the file's status at all (a failing disk) are caught by the scrub and P
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -23,24 +22,9 @@ from peer_app import views
 from peer_app.index import Check, SharedIndex
 from peer_app.scrub import MIN_FILE_COST, Scrub
 from peer_app.state import open_db
-from tests.support import Clock
+from tests.support import Clock, flip, sha
 
 MiB = 1024 * 1024
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def flip(path: Path, offset: int = 0) -> None:
-    """Flip one bit of path in place and put its mtime back: size, mtime and inode stay (the ctime moves)."""
-    st = path.stat()
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 1]))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def hide(index: SharedIndex, path: Path) -> None:

@@ -16,6 +16,8 @@ import sys
 import termios
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,38 @@ def flip(path: Path, offset: int = 0) -> None:
         fh.seek(offset)
         fh.write(bytes([byte[0] ^ 1]))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@contextmanager
+def recording_server(status: int, body: bytes) -> Iterator[tuple[str, list[tuple[str, str, str | None, bytes]]]]:
+    """A local HTTP server answering every request with (status, JSON body): yields (url, calls).
+
+    calls holds (method, path, Authorization, request body) for each request, in order.
+    """
+    calls: list[tuple[str, str, str | None, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append((self.command, self.path, self.headers.get("Authorization"), sent))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer  # noqa: N815 - http.server's names
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,6 +12,7 @@ from common.credentials import Credentials
 from common.errors import Unavailable
 from common.security import ensure_secret, hop_token, operator_token, peer_token, read_secret, reader_token
 from control.health import get_json, grpc_healthy, maestro_peers, rest_healthy
+from tests.support import recording_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-network-one"
 
@@ -39,27 +38,14 @@ def test_a_probe_with_an_unreadable_ca_file_fails_without_a_traceback(unreadable
 
 @pytest.fixture
 def recorder():
-    """An HTTP server that answers every GET with a p2pnet-like body and keeps the Authorization it saw."""
-    seen: list[tuple[str, str | None]] = []
+    """An HTTP server that answers every request with a p2pnet-like body: (url, calls)."""
+    with recording_server(200, b'{"status": "ok", "peers": []}') as served:
+        yield served
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            seen.append((self.path, self.headers.get("Authorization")))
-            body = b'{"status": "ok", "peers": []}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+def shown(calls: list) -> list[tuple[str, str | None]]:
+    """(path, Authorization) of each request the recorder saw."""
+    return [(path, auth) for _, path, auth, _ in calls]
 
 
 def test_probes_show_health_no_credential_and_reads_the_read_credential(recorder):
@@ -67,7 +53,7 @@ def test_probes_show_health_no_credential_and_reads_the_read_credential(recorder
     reads = Credentials(token=reader_token(operator_token(SECRET)))
     assert rest_healthy(url, access=reads)
     assert maestro_peers(url, access=reads) == {}
-    assert seen == [("/health", None), ("/peers", f"Bearer {reads.token}")]
+    assert shown(seen) == [("/health", None), ("/peers", f"Bearer {reads.token}")]
 
 
 @pytest.mark.parametrize("read", ["open", "members"])
@@ -85,6 +71,6 @@ def test_a_peer_shows_its_hop_credential_on_hops_never_its_own(make_config, tmp_
     client = create_app(config).test_client()
     assert client.get("/search?query=song&ttl=2").status_code == 200
     assert client.get("/locate?file=song.mp3&ttl=2").status_code in (404, 503)
-    hops = [auth for path, auth in seen if path.startswith(("/search", "/locate"))]
+    hops = [auth for path, auth in shown(seen) if path.startswith(("/search", "/locate"))]
     assert len(hops) == 2 and set(hops) == {f"Bearer {hop_token(secret, 'peer1')}"}
-    assert all(peer_token(secret, "peer1") not in str(auth) for _, auth in seen)
+    assert all(peer_token(secret, "peer1") not in str(auth) for _, auth in shown(seen))

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import blake3
 import pytest
@@ -18,7 +17,7 @@ from client import partial
 from client.download import download
 from client.partial import WriteFailed
 from common.errors import DataLoss, Interrupted
-from tests.support import MiB, leftovers, sha
+from tests.support import MiB, leftovers, recording_server, sha
 
 
 @pytest.fixture
@@ -163,28 +162,14 @@ def rot(servicer) -> None:
 
 @pytest.fixture
 def rechecks():
-    """A REST API that only records POST /recheck (and answers 404, as a peer without it does): (url, calls)."""
-    calls: list[tuple[str, dict]] = []
+    """A REST API that only records what it is asked (and answers 404, as a peer without /recheck does)."""
+    with recording_server(404, b'{"error": "not_found", "detail": "no such route"}') as served:
+        yield served
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            calls.append((self.path, json.loads(body or b"{}")))
-            answer = b'{"error": "not_found", "detail": "no such route"}'
-            self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    server.shutdown()
-    server.server_close()
+def asked(calls: list) -> list[tuple[str, str, dict]]:
+    """(method, path, JSON body) of each request the REST API saw."""
+    return [(method, path, json.loads(body or b"{}")) for method, path, _, body in calls]
 
 
 def test_bad_bytes_from_one_holder_are_fetched_again_from_another_and_named(holder, dl, rechecks):
@@ -196,7 +181,7 @@ def test_bad_bytes_from_one_holder_are_fetched_again_from_another_and_named(hold
     result = download("f.bin", dl / "f.bin", [bad, good], expected_sha256=sha(data), size=len(data), piece_size=MiB)
     assert (dl / "f.bin").read_bytes() == data
     assert list(result.bad) == ["rotten"] and "differed from good's copy" in result.bad["rotten"], result
-    assert calls == [("/recheck", {"file": "f.bin"})]  # told to look at its copy (404 here: ignored)
+    assert asked(calls) == [("POST", "/recheck", {"file": "f.bin"})]  # told to look at its copy (404 here: ignored)
 
 
 def test_bad_bytes_from_the_only_holder_fail_naming_it(holder, dl, rechecks):
@@ -207,5 +192,5 @@ def test_bad_bytes_from_the_only_holder_fail_naming_it(holder, dl, rechecks):
     with pytest.raises(DataLoss, match=r"^bad bytes from rotten: blake3 mismatch for f\.bin") as err:
         download("f.bin", dl / "f.bin", [bad], expected_sha256=sha(data), size=len(data))
     assert err.value.exit_code == 5 and "no other holder to fetch them from" in err.value.detail
-    assert calls == [("/recheck", {"file": "f.bin"})]
+    assert asked(calls) == [("POST", "/recheck", {"file": "f.bin"})]
     assert leftovers(dl) == [] and not (dl / "f.bin").exists()

@@ -259,6 +259,8 @@ class SharedIndex:
         """(what hashing name again found, True), or (the last result, False) when name was rechecked
         within the last window seconds (by any process) and its status has not changed since; None
         when name is not shared."""
+        if self.folder.stat(name) is None:  # nothing to hash: no row kept for a name anyone may send
+            return None
         now = self.clock()
         claimed = True
         with self.db.unless_full("recheck times"):

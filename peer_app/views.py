@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -144,16 +146,30 @@ def locate():
     return jsonify(answer)
 
 
-def _rehash_lock() -> threading.Lock:
-    """One re-hash at a time per worker: /recheck and /refresh cost at most what a download does."""
-    return current_app.extensions.setdefault("rehash_lock", threading.Lock())
+REHASH_WAIT = 2.0  # seconds a /recheck or /refresh waits for the re-hash already running before Busy
+
+
+@contextmanager
+def _rehash_turn() -> Iterator[None]:
+    """One re-hash at a time per worker: /recheck and /refresh cost at most what a download does.
+
+    A request that cannot have its turn within REHASH_WAIT is Busy (503), so a crowd of them holds
+    no worker for longer than that.
+    """
+    lock = current_app.extensions.setdefault("rehash_lock", threading.Lock())
+    if not lock.acquire(timeout=REHASH_WAIT):
+        raise Busy("this peer is re-hashing another file; try again shortly")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @bp.post("/refresh")
 def refresh():
     """Hash every shared file again (each at most once per RECHECK_WINDOW), then re-register the whole list."""
     changed = []
-    with _rehash_lock():
+    with _rehash_turn():
         for name, _ in index().scrub_order():
             result = index().recheck(name, RECHECK_WINDOW)
             if result is not None and result[1] and result[0].changed:
@@ -169,7 +185,7 @@ def recheck():
     A client calls this after a holder sent bytes that do not match the digest it advertised.
     """
     name = check_name(json_body().get("file"))
-    with _rehash_lock():
+    with _rehash_turn():
         result = index().recheck(name, RECHECK_WINDOW)
     if result is None:
         raise NotFound(f"no file {name!r} is shared by {node().name}")

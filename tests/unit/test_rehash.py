@@ -197,6 +197,22 @@ def test_recheck_hashes_again_answers_the_contract_and_re_registers_at_once(peer
     assert client.post("/recheck", json={"file": "../x"}).status_code == 400
 
 
+def test_recheck_keeps_no_row_for_unshared_names_and_a_crowd_waits_a_bounded_time(peer_config, monkeypatch):
+    from peer_app import create_app
+
+    client = create_app(peer_config).test_client()
+    index = client.application.extensions["index"]
+    for i in range(50):  # names anyone may send: nothing is hashed, nothing is kept
+        assert client.post("/recheck", json={"file": f"missing-{i}.txt"}).status_code == 404
+    assert index.db.connect().execute("SELECT COUNT(*) FROM rechecks").fetchone()[0] == 0
+    monkeypatch.setattr(views, "REHASH_WAIT", 0.1)
+    lock = client.application.extensions.setdefault("rehash_lock", threading.Lock())
+    with lock:  # a re-hash under way: the next request is told to come back, not parked
+        busy = client.post("/recheck", json={"file": "archivo1.txt"})
+    assert (busy.status_code, busy.get_json()["error"]) == (503, "busy")
+    assert client.post("/recheck", json={"file": "archivo1.txt"}).status_code == 200
+
+
 def test_refresh_hashes_every_file_again(peer_config, maestro_url, monkeypatch):
     from peer_app import create_app
 

@@ -541,7 +541,7 @@ class Discovery:
                 missing.append(_missing(friend, NOT_ASKED))
                 break
             params = {"file": filename, "qid": qid, "ttl": ttl - 1, "budget": f"{child:.3f}"}
-            params["reached"] = ",".join(reached)
+            params["reached"] = format_names(reached)
             reply = self._ask(friend, "/locate", params, child)
             if reply.answer is not None and reply.answer.get("complete") is False:
                 missing.extend(_their_missing(reply.answer) or [_missing(friend, PARTIAL)])

@@ -391,21 +391,17 @@ class Scheduler:
         n = len(block)
         now = self.clock()
         holder = attempt.holder
-        if attempt.last_block is None:
-            holder.meter.first_byte(now - attempt.started)
-            holder.meter.block(None, n)
-        else:
-            holder.meter.block(now - attempt.last_block, n)
+        gap = None if attempt.last_block is None else now - attempt.last_block
         attempt.last_block = now
         span = attempt.span
         claim: tuple[int, int] | None = None
         if not attempt.detached and not self.stopping:
             attempt.writing = True
             try:
-                with span.lock:
-                    frontier, end = span.frontier, position + n
-                    if end > frontier and not span.done:
-                        data = block[max(0, frontier - position) :]
+                with span.lock:  # a range only shrinks under this lock: the clamp keeps a cut request inside it
+                    frontier, end = span.frontier, min(position + n, span.end)
+                    if end > frontier and not span.done and not attempt.detached:
+                        data = block[max(0, frontier - position) : end - position]
                         if self.compare:
                             self._compare(frontier, data)
                         self.part.write(frontier, data)
@@ -413,7 +409,10 @@ class Scheduler:
                         claim = (frontier, end)
             finally:
                 attempt.writing = False
-        with self._lock:
+        with self._lock:  # the watchdog reads the meter under this lock
+            if gap is None:
+                holder.meter.first_byte(now - attempt.started)
+            holder.meter.block(gap, n)
             holder.quiet_since = None
             if claim is None:  # behind the other request of a race, or no longer counted on
                 self.duplicates += n

@@ -27,7 +27,7 @@ from control import topology
 from control.render import layout_for
 from control.supervisor import Supervisor
 from tests.launcher_support import launcher, ring_topology
-from tests.support import ROOT, flip, sha, small_disk, wait_until
+from tests.support import flip, sha, small_disk, wait_until
 
 MiB = 1024 * 1024
 RESERVE = 2 * MiB
@@ -39,11 +39,11 @@ FULL_DISK_SETTINGS = {
 }
 
 
-def client(maestro: str, *args: str) -> subprocess.CompletedProcess:
-    """The client CLI as a user runs it."""
+def client(maestro: str, *args: str, folder: Path) -> subprocess.CompletedProcess:
+    """The client CLI as a user runs it from folder (never the project's root: a demo's secret may lie there)."""
     return subprocess.run(
         [sys.executable, "-m", "peer_app.client", "--maestro", maestro, *args],
-        cwd=ROOT,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,7 +74,9 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
 
         # a member uploads until the peer refuses: the reserve, named, before a byte is stored
         for i in range(10):
-            done = client(topo.maestro.url, "upload", str(blob), "--to", "peer1", "--name", f"fill{i}.bin")
+            done = client(
+                topo.maestro.url, "upload", str(blob), "--to", "peer1", "--name", f"fill{i}.bin", folder=path.parent
+            )
             if done.returncode != 0:
                 break
         assert i >= 1 and done.returncode == 1, done.stderr
@@ -91,11 +93,11 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
         own = bearer(peer_token(read_secret(topo.security.secret_file), "peer1"))  # only peer1 writes its entry
         refused = session.post(topo.maestro.url + "/heartbeat", json={"name": "peer1"}, headers=own, timeout=5)
         assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
-        done = client(topo.maestro.url, "upload", str(blob), "--to", "peer2", "--name", "late.bin")
+        done = client(topo.maestro.url, "upload", str(blob), "--to", "peer2", "--name", "late.bin", folder=path.parent)
         assert done.returncode == 1 and "disk" in done.stderr and "Traceback" not in done.stderr
         # a download into the full disk names it (it said "no holder answered", exit 4, with thread tracebacks)
         got = disk.path / "got.txt"
-        done = client(topo.maestro.url, "download", "archivo1.txt", "--out", str(got))
+        done = client(topo.maestro.url, "download", "archivo1.txt", "--out", str(got), folder=path.parent)
         assert done.returncode == 1 and "no space left on device" in done.stderr, done.stderr
         assert f"writing {disk.path}/" in done.stderr, done.stderr  # the partial file beside got.txt
         assert "Traceback" not in done.stderr and "no holder" not in done.stderr and not got.exists()
@@ -116,7 +118,10 @@ def test_a_full_disk_degrades_to_clear_errors_the_network_keeps_answering_and_wr
         freed = time.monotonic()
         wait_until(
             lambda: (
-                client(topo.maestro.url, "upload", str(blob), "--to", "peer2", "--name", "after.bin").returncode == 0
+                client(
+                    topo.maestro.url, "upload", str(blob), "--to", "peer2", "--name", "after.bin", folder=path.parent
+                ).returncode
+                == 0
             ),
             10,
             what="an upload after space was freed",
@@ -162,7 +167,7 @@ def test_a_bit_flip_that_keeps_size_mtime_and_inode_is_no_longer_advertised(netw
     check = requests.post(nodes["peer1"].url + "/recheck", json={"file": "f.bin"}, timeout=10).json()
     assert check["shared"] is False and check["sha256"] != sha(data)
     out = tmp_path / "got.bin"
-    done = client(maestro, "download", "f.bin", "--out", str(out))
+    done = client(maestro, "download", "f.bin", "--out", str(out), folder=tmp_path)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == data
 

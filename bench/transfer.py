@@ -58,6 +58,7 @@ KINDS = [
     ("cli_stream", "CLI download --no-lane (2 sources)", "cli"),
     ("cli_locate", "CLI locate", "cli"),
 ]
+BASE = "@base"  # a kind's twin run from another checkout (--base): before and after in one run
 QUICK_KINDS = ["raw", "lane1", "lane2", "stream1", "cli_lane2", "cli_stream", "cli_locate"]
 
 
@@ -137,12 +138,12 @@ def child(argv: list[str]) -> None:
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-def _timed(argv: list[str]) -> tuple[float, str, dict]:
-    """Run argv to its end; (wall seconds from fork to exit, stdout, its CPU seconds and peak RSS)."""
+def _timed(argv: list[str], cwd: Path = PROJECT_ROOT) -> tuple[float, str, dict]:
+    """Run argv in cwd to its end; (wall seconds from fork to exit, stdout, its CPU seconds and peak RSS)."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as figures:
         proc = subprocess.run(
             rusage_argv(figures.name, argv),
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             capture_output=True,
             timeout=900,
         )
@@ -167,7 +168,13 @@ def _reset_peak_rss(pids: list[int]) -> None:
 
 
 def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
-    """One download (or locate) of the given kind; its seconds, client CPU and peak RSS."""
+    """One download (or locate) of the given kind; its seconds, client CPU and peak RSS.
+
+    A kind ending in BASE runs the client from the --base tree (its modules come first on sys.path).
+    """
+    cwd = PROJECT_ROOT
+    if kind.endswith(BASE):
+        kind, cwd = kind.removesuffix(BASE), ctx["base"]
     here = [sys.executable, "-m", "bench.transfer"]
     maestro = ["--maestro", ctx["maestro"]]
     if kind == "raw":
@@ -184,7 +191,7 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
     load = os.getloadavg()[0]
     _reset_peak_rss(servers)
     servers_before = cpu_seconds(servers)
-    seconds, out, usage = _timed(argv)
+    seconds, out, usage = _timed(argv, cwd)
     usage["server_cpu"] = cpu_seconds(servers) - servers_before
     usage["server_rss_kib"] = max(peak_rss_kib(pid) for pid in servers)
     usage["load"] = load
@@ -201,7 +208,7 @@ def _run(kind: str, name: str, target: Path, ctx: dict) -> dict:
     return {"seconds": seconds, **usage}
 
 
-def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
+def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path, base: Path | None = None) -> dict:
     from client.api import Maestro
     from common.config import Security, Settings
     from control.processes import node_configs, wait_until, write_nodes
@@ -249,6 +256,7 @@ def bench(sizes: list[int], runs: int, kinds: list[str], tmp: Path) -> dict:
             "grpc_pids": grpc_pids,
             "raw_pid": raw.pid,
             "sizes": {name: size for size, name in names.items()},
+            "base": base,
         }
         for name in names.values():
             target = out / name
@@ -277,6 +285,7 @@ def report(data: dict) -> str:
         f" (median {statistics.median(loads):.2f})"
     ]
     labels = {key: label for key, label, _ in KINDS}
+    labels.update({key + BASE: label + " (base)" for key, label, _ in KINDS})
     for name, size in data["sizes"].items():
         results = data["results"][name]
 
@@ -296,21 +305,22 @@ def report(data: dict) -> str:
             cpu = statistics.median(r["cpu"] for r in rows) * 1024 * MiB / size
             server_cpu = statistics.median(r["server_cpu"] for r in rows) * 1024 * MiB / size
             tail = f" {cpu:16.2f} {server_cpu:6.2f} {rss:19.1f} {server_rss:6.1f}"
-            if kind == "cli_locate":
+            if kind.removesuffix(BASE) == "cli_locate":
                 lines.append(f"  {labels[kind]:42s} {'':6s} {'':7s} {'':5s} {secs(kind):7.3f}" + tail)
                 continue
             lines.append(
                 f"  {labels[kind]:42s} {size / secs(kind) / 1e6:6.0f} [{size / secs(kind, min) / 1e6:5.0f}]"
                 f" {raw / secs(kind):5.2f} {secs(kind):7.3f}" + tail
             )
-        if "cli_lane2" in results and "cli_locate" in results:
-            cli, locate = secs("cli_lane2"), secs("cli_locate")
-            ratio = (raw + locate) / cli
-            verdict = "met" if ratio >= TARGET else "NOT met"
-            lines.append(
-                f"  target: CLI download {cli:.3f} s vs (raw {raw:.3f} s + locate {locate:.3f} s) / {TARGET}"
-                f" = {(raw + locate) / TARGET:.3f} s -> ratio {ratio:.2f}, {verdict}"
-            )
+        for suffix in ("", BASE):
+            if "cli_lane2" + suffix in results and "cli_locate" + suffix in results:
+                cli, locate = secs("cli_lane2" + suffix), secs("cli_locate" + suffix)
+                ratio = (raw + locate) / cli
+                verdict = "met" if ratio >= TARGET else "NOT met"
+                lines.append(
+                    f"  target{suffix and ' (base)'}: CLI download {cli:.3f} s vs (raw {raw:.3f} s + locate"
+                    f" {locate:.3f} s) / {TARGET} = {(raw + locate) / TARGET:.3f} s -> ratio {ratio:.2f}, {verdict}"
+                )
     lines.append(
         "seconds: library and raw kinds time the transfer alone, CLI kinds spawn to exit; client CPU counts the"
         " whole client process (start-up included); server: the raw sender, or both peers' gRPC processes"
@@ -330,6 +340,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="64 MiB, one run, fewer kinds: a smoke test for CI")
     parser.add_argument("--runs", type=int, default=None, help="runs per kind; the median counts (default 5)")
     parser.add_argument("--kinds", default="", help="comma-separated subset of " + ",".join(k for k, _, _ in KINDS))
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="another tree of the project (e.g. `git archive main | tar -x -C DIR`): every client kind also runs"
+        " from it, interleaved round by round, labelled (base)",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = parser.parse_args(argv)
     sizes = [64 * MiB] if args.quick else [int(s) * MiB for s in args.sizes.split(",") if s]
@@ -340,8 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     if "raw" not in kinds:
         kinds.insert(0, "raw")
+    base = args.base.resolve() if args.base else None
+    if base is not None:
+        kinds = [twin for k in kinds for twin in ([k] if k == "raw" else [k + BASE, k])]
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
-        data = bench(sizes, runs, kinds, Path(tmp))
+        data = bench(sizes, runs, kinds, Path(tmp), base)
     print(report(data))
     if args.json:
         print(json.dumps(data))

@@ -405,6 +405,7 @@ class Scheduler:
                         if self.compare:
                             self._compare(frontier, data)
                         self.part.write(frontier, data)
+                        self.hasher.landed(frontier, data)  # hashed from this buffer when next in order
                         span.frontier = end
                         claim = (frontier, end)
             finally:
@@ -450,7 +451,6 @@ class Scheduler:
             if self._left[index] == 0:
                 self.part.mark_done(index)
                 self._pieces_left -= 1
-                self.hasher.piece_done()
         if not self._pieces_left:
             self._lock.notify_all()
 

@@ -13,11 +13,14 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from common.errors import P2PError
 from common.files import HASH_BLOCK, move_into_place, new_digest
 from common.names import MAX_NAME_BYTES, fit_name
+
+if TYPE_CHECKING:
+    from client.lane import PipedBlock
 
 PART_MARK = ".p2p-part-"
 JOURNAL_SUFFIX = ".journal"
@@ -105,9 +108,17 @@ class PartialFile:
         return [i for i in range(self.pieces) if i not in self.done]
 
     def write(self, offset: int, data) -> None:
-        """Write data at offset (thread-safe: pwrite needs no shared position); WriteFailed names a full disk."""
-        view = memoryview(data)
+        """Write data at offset (thread-safe: pwrite needs no shared position); WriteFailed names a full disk.
+
+        data is a buffer, or a block that puts itself into the file (write_into(fd, offset), as a
+        lane's PipedBlock splices its bytes in).
+        """
         try:
+            put = getattr(data, "write_into", None)
+            if put is not None:
+                put(self._fd, offset)
+                return
+            view = memoryview(data)
             while view:
                 n = os.pwrite(self._fd, view, offset)
                 view, offset = view[n:], offset + n
@@ -170,7 +181,7 @@ class Hasher(Protocol):
 
     def start(self) -> None: ...
 
-    def landed(self, position: int, data: memoryview) -> None: ...
+    def landed(self, position: int, data: memoryview | PipedBlock) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -202,7 +213,7 @@ class InOrderHasher:
         self.kind = kind  # "sha256", or "blake3" for a download over the fast lane
         self.digest = new_digest(kind)
         self.hashed = 0  # the frontier: bytes [0, hashed) are in the digest
-        self.inline = 0  # of which hashed from the writer's buffer (the rest was read back)
+        self.inline = 0  # of which hashed by the writing thread as they landed (the rest: by the helper)
         self.error: BaseException | None = None
         self._cond = threading.Condition()
         self._busy = False  # a thread is feeding the digest: no other may
@@ -212,14 +223,19 @@ class InOrderHasher:
         for index in sorted(part.done):  # pieces kept from an earlier run
             offset, length = part.piece_range(index)
             self._note(offset, offset + length)
+        self._landed = memoryview(bytearray(min(block, 1 << 20)))  # for reading back what the writing thread hashes
         self._thread = threading.Thread(target=self._run, name="p2p-hasher", daemon=True)
 
     # -- the Hasher protocol ----------------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
-    def landed(self, position: int, data: memoryview) -> None:
-        """data was just written into the file at position: hash it now if it is next, else note it."""
+    def landed(self, position: int, data: memoryview | PipedBlock) -> None:
+        """data was just written into the file at position: hash it now if it is next, else note it.
+
+        data is the buffer it was written from, or a block that went into the file by itself (a
+        lane's PipedBlock: its bytes are read back at once, still in the CPU's caches).
+        """
         n = len(data)
         with self._cond:
             if n == 0 or self._halt or self._again:
@@ -235,7 +251,10 @@ class InOrderHasher:
             self._busy = True
         fed = 0
         try:
-            self.digest.update(data)
+            if isinstance(data, memoryview):
+                self.digest.update(data)
+            else:
+                self._read_back(position, position + n, self._landed)
             fed = n
         except BaseException as err:  # noqa: BLE001 - reported by hexdigest
             self._fail(err)
@@ -265,8 +284,7 @@ class InOrderHasher:
     # -- the helper thread: what landed ahead of the frontier ------------------------------------------
     def _run(self) -> None:
         size = self.part.size
-        buf = bytearray(self.block)
-        view = memoryview(buf)
+        view = memoryview(bytearray(self.block))
         while True:
             with self._cond:
                 while not (self._halt or self._again or self.hashed >= size or self._ready()):
@@ -278,12 +296,8 @@ class InOrderHasher:
                 self._busy = True
             fed = 0
             try:
-                while start + fed < end:
-                    n = self.part.read_into(view[: end - start - fed], start + fed)
-                    if n <= 0:
-                        raise OSError(f"short read at {start + fed} in {self.part.path}")
-                    self.digest.update(view[:n])
-                    fed += n
+                self._read_back(start, end, view)
+                fed = end - start
             except BaseException as err:  # noqa: BLE001 - reported by hexdigest
                 self._fail(err)
             finally:
@@ -291,6 +305,15 @@ class InOrderHasher:
                     self.hashed += fed
                     self._busy = False
                     self._cond.notify_all()
+
+    def _read_back(self, start: int, end: int, view: memoryview) -> None:
+        """Hash the file's bytes [start, end), read through view (only the thread feeding the digest)."""
+        while start < end:
+            n = self.part.read_into(view[: min(len(view), end - start)], start)
+            if n <= 0:
+                raise OSError(f"short read at {start} in {self.part.path}")
+            self.digest.update(view[:n])
+            start += n
 
     def _ready(self) -> bool:
         """Whether landed bytes wait at the frontier and nobody feeds the digest (holding the lock)."""

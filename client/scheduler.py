@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from client.cancel import Cancel
+from client.lane import PipedBlock
 from client.options import MAX_STREAMS, MAX_STREAMS_WITHOUT_LANES, DownloadOptions
 from client.pace import BLOCK, MIN_REQUEST, Meter, lane_depth, race_gain, request_size, share_of
 from client.partial import Hasher, PartialFile
@@ -174,7 +175,7 @@ class Attempt:
         self.writing = False  # inside the file's write: a slow disk is not the holder's fault
         self.detached = False  # no longer counted on: its bytes are dropped
 
-    def write(self, position: int, block: memoryview) -> bool:
+    def write(self, position: int, block: memoryview | PipedBlock) -> bool:
         return self.scheduler._write(self, position, block)
 
 
@@ -386,7 +387,7 @@ class Scheduler:
                 best, best_gain = span, gain
         return best
 
-    def _write(self, attempt: Attempt, position: int, block: memoryview) -> bool:
+    def _write(self, attempt: Attempt, position: int, block: memoryview | PipedBlock) -> bool:
         """A block of a request: written where no other request wrote yet, counted, pieces journalled."""
         n = len(block)
         now = self.clock()
@@ -403,6 +404,7 @@ class Scheduler:
                     if end > frontier and not span.done and not attempt.detached:
                         data = block[max(0, frontier - position) : end - position]
                         if self.compare:
+                            assert isinstance(data, memoryview)  # a comparing run does not splice
                             self._compare(frontier, data)
                         self.part.write(frontier, data)
                         self.hasher.landed(frontier, data)  # hashed from this buffer when next in order
@@ -569,6 +571,7 @@ class Scheduler:
                     connect_timeout=options.connect_timeout,
                     lane_connect_timeout=options.lane_connect_timeout,
                     stall_timeout=options.stall_timeout,
+                    splice=not self.compare,  # comparing needs the bytes in a buffer
                 )
             return worker.lane
         if worker.stream is None:

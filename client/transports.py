@@ -57,9 +57,13 @@ STOPPED = Outcome(Verdict.STOPPED)
 
 
 class Sink(Protocol):
-    """Where a job's bytes go: write(position, block) stores them; False means "no more, please"."""
+    """Where a job's bytes go: write(position, block) stores them; False means "no more, please".
 
-    def write(self, position: int, block: memoryview) -> bool: ...
+    A block is a memoryview, or a lane's PipedBlock (bytes still in the kernel) when the
+    transport splices: PartialFile.write stores either.
+    """
+
+    def write(self, position: int, block: memoryview | lane.PipedBlock) -> bool: ...
 
 
 @dataclass
@@ -105,6 +109,7 @@ class LaneTransport:
         connect_timeout: float,
         lane_connect_timeout: float,
         stall_timeout: float,
+        splice: bool = False,
     ) -> None:
         self.holder = holder
         self.client = client
@@ -112,6 +117,7 @@ class LaneTransport:
         self.connect_timeout = connect_timeout
         self.lane_connect_timeout = lane_connect_timeout
         self.stall_timeout = stall_timeout
+        self.splice = splice  # the bytes go socket -> pipe -> file, not through the buffer (client/lane.py)
         self.buffer = bytearray(lane.BUFFER_SIZE)  # one per transport, reused job after job
 
     def fetch(self, job: Job) -> Outcome:
@@ -148,6 +154,7 @@ class LaneTransport:
                 stall_timeout=self.stall_timeout,
                 buffer=self.buffer,
                 cancel=job.cancel,
+                splice=self.splice,
             )
         except lane.LaneError as err:
             if err.kind == "busy":

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import threading
 
 import blake3
@@ -100,7 +101,15 @@ def test_a_full_local_disk_is_named_with_the_path_and_no_thread_traceback(holder
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data, offset)
 
+    def full_disk_splice(src: int, dst: int, count: int, *args, **kwargs) -> int:
+        if partial.PART_MARK in os.readlink(f"/proc/self/fd/{dst}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_splice(src, dst, count, *args, **kwargs)
+
     monkeypatch.setattr(partial.os, "pwrite", full_disk)
+    if hasattr(os, "splice"):  # a lane splices its bytes into the file
+        real_splice = os.splice
+        monkeypatch.setattr(os, "splice", full_disk_splice)
     with pytest.raises(WriteFailed) as err:
         download("f.bin", dl / "f.bin", [good], piece_size=MiB)
     assert err.value.exit_code == 1
@@ -108,10 +117,27 @@ def test_a_full_local_disk_is_named_with_the_path_and_no_thread_traceback(holder
     assert thread_errors == [] and fetch_threads() == []
 
 
-def test_a_lane_socket_error_falls_back_to_the_stream(holder, dl, thread_errors, monkeypatch):
+@pytest.mark.parametrize("splice", [False, True], ids=["recv_into", "splice"])
+def test_a_lane_socket_error_falls_back_to_the_stream(holder, dl, thread_errors, monkeypatch, splice):
     """EHOSTUNREACH on a lane socket (a route lost mid-transfer) is a cut lane, not an error escaping a thread."""
     data = os.urandom(8 * MiB)
     good = holder("good", {"f.bin": data})
+    if splice and not lane_client.SPLICE:
+        pytest.skip("no os.splice on this system")
+    monkeypatch.setattr(lane_client, "SPLICE", splice)
+    if splice:
+        spliced = [0]
+        real_splice = os.splice
+
+        def lost_splice(src: int, dst: int, count: int, *args, **kwargs) -> int:
+            if stat.S_ISSOCK(os.fstat(src).st_mode):
+                if spliced[0] >= MiB:
+                    raise OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))
+                spliced[0] += (n := real_splice(src, dst, count, *args, **kwargs))
+                return n
+            return real_splice(src, dst, count, *args, **kwargs)
+
+        monkeypatch.setattr(os, "splice", lost_splice)
 
     class LostRoute(socket.socket):
         """A client socket whose route goes away after the first MiB."""

@@ -22,6 +22,7 @@ import pytest
 
 from client import lane, pace
 from client.download import download
+from client.partial import PartialFile
 from client.transfer import TransferClient
 from common import transfer_pb2, transfer_pb2_grpc
 from common.errors import Busy, DataLoss, NoLane, Unauthorized, from_rpc_error
@@ -61,7 +62,8 @@ def receive(ticket, name: str, offset: int | None = None, length: int | None = N
     """The bytes a lane delivers for this ticket (offset and length default to the ticket's)."""
     got = bytearray()
 
-    def write(position: int, block: memoryview) -> bool:
+    def write(position: int, block: memoryview | lane.PipedBlock) -> bool:
+        assert isinstance(block, memoryview)  # received into the buffer: no splice asked for
         assert position == (ticket.offset if offset is None else offset) + len(got)
         got.extend(block)
         return True
@@ -547,3 +549,29 @@ def test_lane_listens_where_grpc_binds(serve, client):
     (shared / "f.bin").write_bytes(b"a")
     client(address).open_lane("f.bin", 0, 1)
     assert servicer.lane()._listener.getsockname()[0] == "127.0.0.1"
+
+
+def test_spliced_blocks_land_in_the_file_and_bytes_left_out_are_dropped(serve, client, tmp_path):
+    """With splice the blocks are PipedBlocks: a slice puts only its bytes into the file, the rest is dropped."""
+    if not lane.SPLICE:
+        pytest.skip("no os.splice on this system")
+    address, shared, _ = serve()
+    data = os.urandom(3 * MiB + 17)
+    (shared / "f.bin").write_bytes(data)
+    ticket = client(address).open_lane("f.bin", 0, 0)
+    part = PartialFile(tmp_path / "f.bin", len(data), sha(data), MiB)
+    kept: list[tuple[int, int]] = []
+
+    def write(position: int, block) -> bool:
+        assert isinstance(block, lane.PipedBlock)
+        skip = len(block) // 3  # the first third is left out (as bytes another request wrote first)
+        part.write(position + skip, block[skip:])
+        kept.append((position + skip, position + len(block)))
+        return True
+
+    assert lane.fetch("127.0.0.1", ticket.port, ticket.ticket, "f.bin", 0, len(data), write, splice=True) == len(data)
+    part.close()
+    held = (tmp_path / part.path.name).read_bytes()
+    assert kept and all(held[a:b] == data[a:b] for a, b in kept)
+    gaps = [(end, start) for (_, end), (start, _) in zip(kept, kept[1:], strict=False)]
+    assert all(held[a:b] == bytes(b - a) for a, b in gaps)  # left out: never written

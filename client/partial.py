@@ -7,20 +7,16 @@ continues where it stopped. The whole file is renamed into place only when its s
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from common.errors import P2PError
 from common.files import HASH_BLOCK, move_into_place, new_digest
 from common.names import MAX_NAME_BYTES, fit_name
-
-if TYPE_CHECKING:
-    from client.lane import PipedBlock
 
 PART_MARK = ".p2p-part-"
 JOURNAL_SUFFIX = ".journal"
@@ -172,188 +168,76 @@ class PartialFile:
 
 
 class Hasher(Protocol):
-    """What a download asks of its digest: told where bytes landed, asked for the hex digest at the end.
+    """What a download asks of its digest: told when pieces finish, asked for the hex digest at the end.
 
-    The scheduler calls landed(position, data) after data was written into the file at position
-    (each byte of a run is written once); InOrderHasher hashes them from that buffer when they
-    are next in order, and reads back the rest.
+    InOrderHasher reads finished pieces back from the page cache; another implementation may
+    hash blocks as they arrive instead, without the scheduler noticing.
     """
 
     def start(self) -> None: ...
 
-    def landed(self, position: int, data: memoryview | PipedBlock) -> None: ...
+    def piece_done(self) -> None: ...
 
     def stop(self) -> None: ...
 
     def hexdigest(self) -> str: ...
 
 
-class InOrderHasher:
-    """Hashes a PartialFile in order while its bytes land, mostly straight from the receive buffer.
+class InOrderHasher(threading.Thread):
+    """Hashes a PartialFile piece by piece as the finished prefix grows, overlapping the network.
 
-    The digest needs the file's bytes in order; they land in any order (several requests,
-    several holders). The bytes hashed so far end at the *frontier*. A block written exactly
-    at the frontier is hashed at once, on the thread that wrote it, from the buffer it was
-    written from (still in the CPU's caches): no second pass over the file. A block that lands
-    ahead of the frontier is only noted; a helper thread reads it back from the page cache and
-    hashes it once the frontier reaches it (one thread feeds the digest at a time: a block
-    landing at the frontier while the helper reads is noted too). Pieces kept from an earlier
-    run are read back the same way. With one holder (one request in flight) every byte lands at
-    the frontier; with several, the helper catches up with each request and then it hashes its
-    own bytes again.
-
-    The digest always covers the bytes the file holds: a byte written again after it was
-    hashed (never in one run of the scheduler, whose requests write each byte once) makes
-    hexdigest() hash the whole file afresh instead.
+    Pieces may finish in any order; this thread reads back (from the page cache)
+    each piece once every piece before it is done, so the digest is ready a
+    moment after the last byte lands.
     """
 
     def __init__(self, part: PartialFile, block: int = HASH_BLOCK, kind: str = "sha256") -> None:
+        super().__init__(name="p2p-hasher", daemon=True)
         self.part = part
         self.block = block
         self.kind = kind  # "sha256", or "blake3" for a download over the fast lane
         self.digest = new_digest(kind)
-        self.hashed = 0  # the frontier: bytes [0, hashed) are in the digest
-        self.inline = 0  # of which hashed by the writing thread as they landed (the rest: by the helper)
+        self.hashed = 0
         self.error: BaseException | None = None
         self._cond = threading.Condition()
-        self._busy = False  # a thread is feeding the digest: no other may
         self._halt = False
-        self._again = False  # a hashed byte was written again: the digest comes from the whole file
-        self._ahead: list[list[int]] = []  # [start, end) landed ahead of the frontier: sorted, disjoint
-        for index in sorted(part.done):  # pieces kept from an earlier run
-            offset, length = part.piece_range(index)
-            self._note(offset, offset + length)
-        self._landed = memoryview(bytearray(min(block, 1 << 20)))  # for reading back what the writing thread hashes
-        self._thread = threading.Thread(target=self._run, name="p2p-hasher", daemon=True)
 
-    # -- the Hasher protocol ----------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def landed(self, position: int, data: memoryview | PipedBlock) -> None:
-        """data was just written into the file at position: hash it now if it is next, else note it.
-
-        data is the buffer it was written from, or a block that went into the file by itself (a
-        lane's PipedBlock: its bytes are read back at once, still in the CPU's caches).
-        """
-        n = len(data)
+    def piece_done(self) -> None:
+        """Wake the hasher: the finished prefix may have grown."""
         with self._cond:
-            if n == 0 or self._halt or self._again:
-                return
-            if position < self.hashed or self._overlaps(position, position + n):
-                self._again = True  # written twice: only the whole file can say what it holds now
-                self._cond.notify_all()
-                return
-            if position != self.hashed or self._busy:
-                self._note(position, position + n)
-                self._cond.notify_all()
-                return
-            self._busy = True
-        fed = 0
-        try:
-            if isinstance(data, memoryview):
-                self.digest.update(data)
-            else:
-                self._read_back(position, position + n, self._landed)
-            fed = n
-        except BaseException as err:  # noqa: BLE001 - reported by hexdigest
-            self._fail(err)
-        finally:
-            with self._cond:
-                self.hashed += fed
-                self.inline += fed
-                self._busy = False
-                self._cond.notify_all()
+            self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
             self._halt = True
-            self._cond.notify_all()
+            self._cond.notify()
+
+    def run(self) -> None:
+        buf = bytearray(self.block)
+        view = memoryview(buf)
+        part = self.part
+        try:
+            for index in range(part.pieces):
+                with self._cond:
+                    while index not in part.done and not self._halt:
+                        self._cond.wait(0.5)
+                    if self._halt:
+                        return
+                offset, length = part.piece_range(index)
+                end = offset + length
+                while offset < end:
+                    n = part.read_into(view[: min(self.block, end - offset)], offset)
+                    if n <= 0:
+                        raise OSError(f"short read at {offset} in {part.path}")
+                    self.digest.update(view[:n])
+                    offset += n
+                    self.hashed += n
+        except BaseException as err:  # noqa: BLE001 - reported to the downloading thread
+            self.error = err
 
     def hexdigest(self) -> str:
-        """The digest once every byte is hashed (waits for the helper)."""
-        self._thread.join()
+        """The digest once every piece is hashed (waits for it)."""
+        self.join()
         if self.error is not None:
             raise self.error
-        if self._again:
-            return self._digest_of_file()
-        if self.hashed != self.part.size:
-            raise OSError(f"only {self.hashed} of {self.part.size} bytes of {self.part.path} were hashed")
         return self.digest.hexdigest()
-
-    # -- the helper thread: what landed ahead of the frontier ------------------------------------------
-    def _run(self) -> None:
-        size = self.part.size
-        view = memoryview(bytearray(self.block))
-        while True:
-            with self._cond:
-                while not (self._halt or self._again or self.hashed >= size or self._ready()):
-                    self._cond.wait()
-                if self._halt or self._again or self.hashed >= size:
-                    return
-                start = self.hashed
-                end = min(self._ahead[0][1], start + self.block)
-                self._busy = True
-            fed = 0
-            try:
-                self._read_back(start, end, view)
-                fed = end - start
-            except BaseException as err:  # noqa: BLE001 - reported by hexdigest
-                self._fail(err)
-            finally:
-                with self._cond:
-                    self.hashed += fed
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _read_back(self, start: int, end: int, view: memoryview) -> None:
-        """Hash the file's bytes [start, end), read through view (only the thread feeding the digest)."""
-        while start < end:
-            n = self.part.read_into(view[: min(len(view), end - start)], start)
-            if n <= 0:
-                raise OSError(f"short read at {start} in {self.part.path}")
-            self.digest.update(view[:n])
-            start += n
-
-    def _ready(self) -> bool:
-        """Whether landed bytes wait at the frontier and nobody feeds the digest (holding the lock)."""
-        ahead = self._ahead
-        while ahead and ahead[0][1] <= self.hashed:
-            ahead.pop(0)  # hashed since it was noted
-        return not self._busy and bool(ahead) and ahead[0][0] <= self.hashed
-
-    def _note(self, start: int, end: int) -> None:
-        """[start, end) landed ahead of the frontier (holding the lock); touching ranges merge."""
-        ahead = self._ahead
-        i = bisect.bisect_left(ahead, [start, end])
-        if i and ahead[i - 1][1] == start:
-            i -= 1
-            ahead[i][1] = end
-        else:
-            ahead.insert(i, [start, end])
-        if i + 1 < len(ahead) and ahead[i + 1][0] == ahead[i][1]:
-            ahead[i][1] = ahead.pop(i + 1)[1]
-
-    def _overlaps(self, start: int, end: int) -> bool:
-        """Whether [start, end) meets bytes already noted (holding the lock)."""
-        ahead = self._ahead
-        i = bisect.bisect_right(ahead, [start, end])
-        return (i > 0 and ahead[i - 1][1] > start) or (i < len(ahead) and ahead[i][0] < end)
-
-    def _fail(self, err: BaseException) -> None:
-        with self._cond:
-            self.error = self.error or err
-            self._halt = True
-            self._cond.notify_all()
-
-    def _digest_of_file(self) -> str:
-        digest = new_digest(self.kind)
-        view = memoryview(bytearray(self.block))
-        offset = 0
-        while offset < self.part.size:
-            n = self.part.read_into(view, offset)
-            if n <= 0:
-                raise OSError(f"short read at {offset} in {self.part.path}")
-            digest.update(view[:n])
-            offset += n
-        return digest.hexdigest()

@@ -407,7 +407,6 @@ class Scheduler:
                             assert isinstance(data, memoryview)  # a comparing run does not splice
                             self._compare(frontier, data)
                         self.part.write(frontier, data)
-                        self.hasher.landed(frontier, data)  # hashed from this buffer when next in order
                         span.frontier = end
                         claim = (frontier, end)
             finally:
@@ -453,6 +452,7 @@ class Scheduler:
             if self._left[index] == 0:
                 self.part.mark_done(index)
                 self._pieces_left -= 1
+                self.hasher.piece_done()
         if not self._pieces_left:
             self._lock.notify_all()
 

@@ -28,6 +28,7 @@ so the caller may close channels and the file. When pieces remain and no holder 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -368,8 +369,13 @@ class Scheduler:
         return span
 
     def _race(self, holder: Holder, now: float) -> Span | None:
-        """A span in flight at another holder that this one would finish clearly sooner (endgame)."""
-        best, best_gain = None, 0.0
+        """A span in flight at another holder that this one would finish clearly sooner (endgame).
+
+        A holder whose bytes still flow keeps the front of its span and this one takes the rest
+        (split where both finish together): nothing is fetched twice. Only a span whose holder
+        went quiet is raced whole, both requests writing through it.
+        """
+        best, best_gain, flowing = None, 0.0, False
         for span in self._flying:
             if len(span.attempts) != 1 or span.attempts[0].holder is holder:
                 continue
@@ -379,13 +385,39 @@ class Scheduler:
             quiet = now - (theirs.last_block if theirs.last_block is not None else theirs.started)
             if quiet > other.meter.silence_limit(self.options.stall_timeout, theirs.last_block is not None) / 2:
                 their_eta = float("inf")
+            elif not other.meter.rate:
+                continue  # not measured yet and not quiet: nothing says it is slow
             else:
                 their_eta = other.meter.eta(remaining, other.requests)
             my_eta = (holder.meter.latency or 0.0) + holder.meter.eta(remaining, holder.requests + 1)
             gain = race_gain(my_eta, their_eta)
             if gain > best_gain:
-                best, best_gain = span, gain
+                best, best_gain, flowing = span, gain, not math.isinf(their_eta)
+        if best is not None and flowing:
+            return self._split(best, holder) or best
         return best
+
+    def _split(self, span: Span, holder: Holder) -> Span | None:
+        """The back of a span in flight at a holder whose bytes flow, cut off for this one; None if too small.
+
+        The cut falls where both would finish together at their measured rates; the other request
+        stops at the cut (its writes are clamped to the span's end, and it ends there).
+        """
+        other = span.attempts[0].holder
+        theirs = (other.meter.rate or 0.0) / max(1, other.requests)
+        mine = (holder.meter.rate or 0.0) / (holder.requests + 1)
+        if theirs <= 0 or mine <= 0:
+            return None
+        with span.lock:
+            remaining = span.end - span.frontier
+            take = (remaining / theirs - (holder.meter.latency or 0.0)) / (1 / theirs + 1 / mine)
+            cut = -(-(span.end - int(take)) // BLOCK) * BLOCK
+            if span.end - cut < MIN_REQUEST // 2 or cut <= span.frontier:
+                return None
+            back = Span(cut, span.end)
+            span.end = cut
+        self._flying.append(back)
+        return back
 
     def _write(self, attempt: Attempt, position: int, block: memoryview | PipedBlock) -> bool:
         """A block of a request: written where no other request wrote yet, counted, pieces journalled."""

@@ -11,8 +11,9 @@ its usual wait for a request's first byte. From these, pure functions decide:
   gaps, with a floor of PACE_FLOOR seconds, and never longer than the user's stall timeout;
 - how many lane requests to keep in flight at once (`lane_depth`): one at a holder that
   answers within PIPELINE_LATENCY and delivers at least FAST_RATE, else one per worker;
-- whether an idle holder should duplicate a request still in flight elsewhere (`race_gain`):
-  only when it would finish that range clearly sooner than the holder now fetching it.
+- whether an idle holder should take over (part of) a request still in flight elsewhere
+  (`race_gain`): only when it would finish that range clearly sooner than the holder now
+  fetching it.
 
 libtorrent sizes its request queues from each peer's measured rate and runs an endgame
 for the last pieces; aria2 shrinks its segments near the end: the same ideas, measured here.

@@ -5,12 +5,14 @@ few per holder) that drive the transports (client/transports.py). What is missin
 list of spans (ranges of the file); a worker asks for its holder's next request and the
 scheduler cuts it from the lowest span, sized by what it measured of that holder
 (client/pace.py): about 1.5 s of the holder's own rate, smaller for a slow holder and near
-the end. When nothing is left to hand out, an idle holder may race a range still in flight
-at a slower one (endgame): both write through the same span, whose frontier (the bytes
-written so far from its start) makes every byte land in the file once; the first to reach
-the span's end wins and the other request is cancelled at once (lane socket shut down,
-stream call cancelled). Bytes that arrive for an offset already written are counted as
-duplicates and dropped.
+the end. When nothing is left to hand out, an idle holder may take over part of a range
+still in flight at a slower one (endgame): while the slower one's bytes flow, the span is
+split where both would finish together and the other request stops at the cut; once it went
+quiet, the idle holder races the whole rest: both write through the same span, whose
+frontier (the bytes written so far from its start) makes every byte land in the file once;
+the first to reach the span's end wins and the other request is cancelled at once (lane
+socket shut down, stream call cancelled). Bytes that arrive for an offset already written
+are counted as duplicates and dropped.
 
 A watchdog on the calling thread samples each holder's rate, reports progress and judges
 each request by its holder's own pace: no byte for a few of its usual gaps (at least a

@@ -88,7 +88,7 @@ class Chaos:
     def downloader(self, n: int) -> None:
         out = self.folder / f"client{n}"
         out.mkdir(exist_ok=True)
-        argv = [sys.executable, "-m", "peer_app.client", "--maestro", self.network.topology.maestro.url]
+        argv = [sys.executable, "-m", "peer_app.client", "--topology", str(self.path)]  # as a user in its folder
         i = 0
         while not self.stop.is_set():
             i += 1

@@ -248,11 +248,12 @@ class Discovery:
             "sha256": f["sha256"],
         }
 
-    def _targets(self, reached: list[str], limit: int) -> tuple[list[dict], list[dict]]:
+    def _targets(self, reached: list[str], limit: int, deadline: float) -> tuple[list[dict], list[dict]]:
         """Known peers not reached yet, friends first: up to limit to ask, and those skipped for a down mark.
 
         A friend with a down mark (docs/protocol.md, 5.4: it gave no answer lately) is not asked; the next
-        known peer is asked instead, and the skipped one is named in `missing` as `down`.
+        known peer is asked instead, and the skipped one is named in `missing` as `down`. deadline
+        (this Discovery's clock) is when this hop must answer: a probe that does not fit is not made.
         """
         on_path = set(reached)
         asked: list[dict] = []
@@ -262,19 +263,26 @@ class Discovery:
                 break
             if peer["url"] in on_path or (peer["name"] or "") in on_path:
                 continue
-            (down if peer.get("down_until") and not self.back(peer) else asked).append(peer)
+            (down if peer.get("down_until") and not self.back(peer, deadline=deadline) else asked).append(peer)
         return asked, down
 
-    def back(self, peer: dict, *, now: bool = False) -> bool:
+    def back(self, peer: dict, *, now: bool = False, deadline: float | None = None) -> bool:
         """Whether a peer with a down mark answers a cheap probe (GET /health) now; its mark then ends.
 
         At most one probe per probe_every seconds per peer, whichever worker makes it
         (KnownPeers.probe_due): a friend that is back costs one short probe, a dead one at most
-        PROBE_TIMEOUT per interval instead of a request_timeout per lookup. now=True probes a
-        marked peer whatever the interval (it just registered here: evidence it restarted).
+        PROBE_TIMEOUT per interval instead of a request_timeout per lookup. Whether one is due is
+        read from the peer's row first (its `probed` time), so a lookup that passes a marked friend
+        writes nothing until the interval is over; a hop with less than PROBE_TIMEOUT left before
+        its deadline makes none. now=True probes a marked peer whatever the interval (it just
+        registered here: evidence it restarted).
         """
-        if self.probe_every <= 0 and not now:
-            return False
+        if not now:
+            if self.probe_every <= 0 or (deadline is not None and deadline - self.clock() < PROBE_TIMEOUT):
+                return False
+            probed = peer.get("probed")
+            if probed is not None and self.known.clock() - probed < self.probe_every:
+                return False
         if not self.known.probe_due(peer["url"], 0.0 if now else self.probe_every):
             return False
         try:
@@ -331,13 +339,13 @@ class Discovery:
             answer["knows"] = dict(list(knows.items())[-MAX_KNOWS:])
         return answer
 
-    def _plan(self, q: Query) -> tuple[Plan, list[str], bool, list[dict]]:
+    def _plan(self, q: Query, deadline: float) -> tuple[Plan, list[str], bool, list[dict]]:
         """This peer's share of the flood, the names the whole plan covers, whether answers bring
         orders, and the friends skipped for a down mark (named in `missing`)."""
         if q.hop:
             return q.plan or [], [], q.learn, []
         learn = self.knowledge.should_learn()
-        first, down = self._targets([self.me["name"], *q.reached], q.fanout)
+        first, down = self._targets([self.me["name"], *q.reached], q.fanout, deadline)
         names = [p["name"] for p in first if p["name"]]
         plan = make_plan(names, self.knowledge.orders(), {self.me["name"], *q.reached}, q.fanout, q.ttl - 1)
         return plan, list(plan_names(plan)), learn, down
@@ -348,7 +356,8 @@ class Discovery:
         Every target's `reached` holds the query's, this peer, every peer it asks now and (at the
         origin) every peer of the plan: nobody asks them again.
         """
-        plan, planned, learn, down = self._plan(q)
+        deadline = start + q.budget
+        plan, planned, learn, down = self._plan(q, deadline)
         budget = min(q.child_budget(self.clock() - start), self.request_timeout)
         by_name = {p["name"]: p for p in self.known.all() if p["name"]}
         missing: list[dict] = [_missing(p, DOWN) for p in down]
@@ -357,13 +366,13 @@ class Discovery:
             peer = by_name.get(name)
             if peer is None or name == self.me["name"]:
                 missing.append({"peer": name, "why": NOT_KNOWN})
-            elif peer.get("down_until") and not self.back(peer):
+            elif peer.get("down_until") and not self.back(peer, deadline=deadline):
                 missing.append(_missing(peer, DOWN))
             else:
                 asks.append((peer, share))
         seen = [*q.reached, *planned, self.me["name"], *(name for name, _ in plan)]
         if len(asks) < q.fanout and q.hop:  # peers nobody planned: flooded as they come
-            extra, skipped = self._targets(seen, q.fanout - len(asks))
+            extra, skipped = self._targets(seen, q.fanout - len(asks), deadline)
             asks.extend((p, []) for p in extra)
             missing.extend(_missing(p, DOWN) for p in skipped)
         reached = format_names([*seen, *(p["name"] for p, _ in asks)])
@@ -530,7 +539,7 @@ class Discovery:
     ) -> dict | None:
         """Ask the friends one after the other; the first answer naming holders wins."""
         reached = [*reached, self.me["name"]][-MAX_REACHED:]
-        friends, down = self._targets(reached, limit=2)
+        friends, down = self._targets(reached, limit=2, deadline=start + budget)
         missing.extend(_missing(p, DOWN) for p in down if p["role"] != "learned")
         for friend in friends:
             if friend["role"] == "learned":

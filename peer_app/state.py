@@ -128,7 +128,8 @@ class KnownPeers:
         return None if row is None else dict(row)
 
     def all(self) -> list[dict]:
-        """Every known peer, friends first; `down_until` is set while a peer carries a down mark.
+        """Every known peer, friends first; `down_until` is set while a peer carries a down mark,
+        and `probed` then says when a lookup last probed it (KnownPeers.probe_due).
 
         Read from SQLite only when the file changed since the last read on this connection (any
         process's write moves `data_version`, this connection's own move `total_changes`): a
@@ -139,7 +140,8 @@ class KnownPeers:
         cached = self._cache.get(id(conn))
         if cached is None or cached[0] != version:
             rows = conn.execute(
-                "SELECT k.*, m.down_until AS marked_until FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url"
+                "SELECT k.*, m.down_until AS marked_until, m.probed AS marked_probed"
+                " FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url"
             ).fetchall()
             ordered = sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
             cached = self._cache[id(conn)] = (version, ordered)
@@ -147,8 +149,10 @@ class KnownPeers:
         out = []
         for row in cached[1]:
             peer = dict(row)
-            marked = peer.pop("marked_until")
-            peer["down_until"] = marked if marked is not None and marked > now else None
+            marked, probed = peer.pop("marked_until"), peer.pop("marked_probed")
+            down = marked is not None and marked > now
+            peer["down_until"] = marked if down else None
+            peer["probed"] = probed if down else None
             out.append(peer)
         return out
 
@@ -171,7 +175,11 @@ class KnownPeers:
             conn.execute("DELETE FROM peer_marks WHERE url = ?", (url,))
 
     def probe_due(self, url: str, every: float) -> bool:
-        """Whether url carries a down mark and nobody probed it within every seconds; claims the probe if so."""
+        """Whether url carries a down mark and nobody probed it within every seconds; claims the probe if so.
+
+        One UPDATE: callers first look at the `probed` time all() gave them and only come here
+        when a probe looks due (the UPDATE settles which worker makes it).
+        """
         now = self.clock()
         with self.db.unless_full("known peers' marks"):
             return bool(

@@ -21,6 +21,7 @@ from peer_app.hoppath import caller_gone, count, search_query
 from peer_app.hops import hop_fields, hop_sender
 from peer_app.index import SharedIndex
 from peer_app.membership import Verifier, proof_fields
+from peer_app.scrub import Pace
 from peer_app.search import Discovery, new_qid
 from peer_app.state import KnownPeers
 
@@ -167,13 +168,19 @@ def _rehash_turn() -> Iterator[None]:
 
 @bp.post("/refresh")
 def refresh():
-    """Hash every shared file again (each at most once per RECHECK_WINDOW), then re-register the whole list."""
+    """Hash every shared file again (each at most once per RECHECK_WINDOW), then re-register the whole list.
+
+    At the scrub's pace (settings.scrub_rate, peer_app/scrub.py), shared by this worker's refreshes.
+    """
     changed = []
+    pace = current_app.extensions.setdefault("rehash_pace", Pace(node().settings.scrub_rate))
     with _rehash_turn():
-        for name, _ in index().scrub_order():
-            result = index().recheck(name, RECHECK_WINDOW)
-            if result is not None and result[1] and result[0].changed:
-                changed.append(name)
+        for name, size in index().scrub_order():
+            result = index().recheck(name, RECHECK_WINDOW, pace=pace)
+            if result is not None and result[1]:
+                pace.file(size)
+                if result[0].changed:
+                    changed.append(name)
     answer = agent.register_at_maestro(node(), index(), credentials())
     return jsonify({"status": "refreshed", "peer": node().name, "files": answer.get("files"), "changed": changed})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from common.config import NodeConfig
@@ -96,7 +97,9 @@ class KnownPeers:
         self.clock = clock
         self.down_mark = down_mark
         self.down_mark_max = down_mark_max
-        self._cache: dict[int, tuple[tuple[int, int], list[dict]]] = {}  # id(connection) -> (version, rows)
+        # connection -> (version, rows); weak, so a connection opened after one was freed (whose id
+        # it may get) never finds that one's rows
+        self._cache: weakref.WeakKeyDictionary[object, tuple[tuple[int, int], list[dict]]] = weakref.WeakKeyDictionary()
 
     def add(self, url: str, name: str | None = None, grpc_address: str | None = None, role: str = "learned") -> bool:
         """Remember a peer; return False for ourselves. A learned entry never renames or demotes a friend."""
@@ -137,14 +140,14 @@ class KnownPeers:
         """
         conn = self.db.connect()
         version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-        cached = self._cache.get(id(conn))
+        cached = self._cache.get(conn)
         if cached is None or cached[0] != version:
             rows = conn.execute(
                 "SELECT k.*, m.down_until AS marked_until, m.probed AS marked_probed"
                 " FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url"
             ).fetchall()
             ordered = sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
-            cached = self._cache[id(conn)] = (version, ordered)
+            cached = self._cache[conn] = (version, ordered)
         now = self.clock()
         out = []
         for row in cached[1]:

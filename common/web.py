@@ -14,7 +14,6 @@ from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 from common.local_owner import ConnectionOwners
 from common.security import MUTATING, OPEN, OWN, READ, Caller, Guard
-from common.urls import check_peer_url  # noqa: F401  (its home is common/urls.py, without Flask; the views import it here)
 
 log = logging.getLogger(__name__)
 

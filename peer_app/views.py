@@ -15,7 +15,8 @@ from common.errors import Busy, Forbidden, Incomplete, NotFound, P2PError
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
 from common.security import Guard
-from common.web import arg_float, arg_int, arg_str, check_peer_url, current_caller, json_body
+from common.urls import check_peer_url
+from common.web import arg_float, arg_int, arg_str, current_caller, json_body
 from peer_app import agent
 from peer_app.hoppath import caller_gone, count, search_query
 from peer_app.hops import hop_fields, hop_sender

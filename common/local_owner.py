@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Iterable
 
-from common.net import bind_errno
+from common.net import bind_errno, parse_ip
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -69,9 +69,8 @@ def _ask(family: int, client: Address, server: Address) -> int | None:
 
 def _forms(host: str) -> list[tuple[int, str]]:
     """(family, address) forms to look host up under: an IPv4-mapped IPv6 address both ways."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = parse_ip(host, unmap=False)
+    if ip is None:
         return []
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:

@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import os
 import socket
 
 WILDCARDS = ("0.0.0.0", "::")  # binds that listen on every address of the machine
+
+
+def parse_ip(text: str, *, unmap: bool = True) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """text as an IP address, a %zone id dropped, an IPv4-mapped IPv6 one as IPv4 (unless unmap is
+    False); None when text is not an address (a name, say)."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if unmap and isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def normal_ip(text: str) -> str:
+    """One spelling per address (see parse_ip); text as it is when it is not an address."""
+    ip = parse_ip(text)
+    return text if ip is None else str(ip)
 
 
 def bind_errno(host: str, port: int) -> int:

@@ -52,11 +52,17 @@ def bind_errno(host: str, port: int) -> int:
     return code
 
 
+def is_local_address_now(host: str) -> bool:
+    """True when host (a name or an address) is an address of this machine now: it binds there
+    (any refusal but "not an address here" counts as ours)."""
+    return host in WILDCARDS or bind_errno(host, 0) != errno.EADDRNOTAVAIL
+
+
 @functools.lru_cache(maxsize=256)
 def is_local_address(host: str) -> bool:
-    """True when host (a name or an address) is an address of this machine (asked once per process:
-    a topology names each host many times, and a name may take a slow DNS lookup)."""
-    return host in WILDCARDS or bind_errno(host, 0) != errno.EADDRNOTAVAIL
+    """is_local_address_now, asked once per process (a topology names each host many times, and a
+    name may take a slow DNS lookup)."""
+    return is_local_address_now(host)
 
 
 def bind_problem(host: str, port: int) -> str | None:

@@ -11,6 +11,7 @@ import http.client
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -72,13 +73,17 @@ def call(method: str, url: str, *, timeout: float, credentials: Credentials = NO
 
 
 def why(err: BaseException) -> str:
-    """Why a connection failed, in a person's words ("connection refused"), not an exception's class name."""
-    import requests
+    """Why a connection failed, in a person's words ("connection refused"), not an exception's class name.
 
-    if isinstance(err, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return "not an http:// URL"
-    if isinstance(err, requests.exceptions.InvalidURL):
-        return "not a valid URL"
+    requests' own errors are looked for only where requests is loaded (the CLI): a node's lean
+    client never loads it, and a friend that does not answer must not cost the node ~7 MiB.
+    """
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        if isinstance(err, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+            return "not an http:// URL"
+        if isinstance(err, requests.exceptions.InvalidURL):
+            return "not a valid URL"
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:

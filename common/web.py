@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 1024
 CALLER_KEY = "p2p.caller"  # the WSGI environ's key for the caller RequestCheck found (no header can set it)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `read` says
+# Answered to anyone, whatever `read` says: liveness probes, and a peer's proof of membership (it
+# shows only who the peer is; a verifier presents no credential to an unproven address).
+OPEN_PATHS = frozenset({"/health", "/membership"})
 # Requests whose kind is not what their method says (docs/security.md, "Least privilege").
 REQUEST_KINDS = {
     ("POST", "/refresh"): OWN,  # a peer re-registers itself: the operator or that peer only

@@ -21,7 +21,7 @@ from peer_app import agent
 from peer_app.hoppath import caller_gone, count, search_query
 from peer_app.hops import hop_fields, hop_sender
 from peer_app.index import SharedIndex
-from peer_app.membership import Verifier, proof_fields
+from peer_app.membership import MAX_CHALLENGE, Verifier, proof_fields
 from peer_app.scrub import Pace
 from peer_app.search import Discovery, new_qid
 from peer_app.state import KnownPeers
@@ -92,8 +92,22 @@ def status():
 def info():
     # ?challenge=C: prove membership to a peer that verifies this one (peer_app/membership.py)
     config = node()
-    proof = proof_fields(guard(), config.name, config.rest_url, arg_str("challenge", required=False, max_length=128))
+    challenge = arg_str("challenge", required=False, max_length=MAX_CHALLENGE)
+    proof = proof_fields(guard(), config.name, config.rest_url, challenge)
     return jsonify({**_status(), **proof})
+
+
+@bp.get("/membership")
+def membership():
+    """This peer's proof of membership, for a peer verifying its URL (peer_app/membership.py).
+
+    Open to anyone whatever `read` says: the verifier is asked to present no credential to an address
+    it has not verified yet, and the answer shows only who this peer is, never its files or friends.
+    """
+    config = node()
+    challenge = arg_str("challenge", max_length=MAX_CHALLENGE)
+    me = {"name": config.name, "rest_url": config.rest_url, "grpc_address": config.grpc_address}
+    return jsonify({**me, **proof_fields(guard(), config.name, config.rest_url, challenge)})
 
 
 @bp.get("/health")

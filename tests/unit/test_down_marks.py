@@ -118,7 +118,7 @@ class Friends:
             raise NoAnswer(f"{url} does not answer")
         if route == "/health":
             return {"status": "ok"}
-        if route == "/info":
+        if route == "/membership":
             return {"name": "p2", "rest_url": url, "grpc_address": "p2:2"}
         return {"qid": params.get("qid"), "peers": [], "complete": True, "missing": []}
 

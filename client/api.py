@@ -11,6 +11,7 @@ import http.client
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -72,13 +73,17 @@ def call(method: str, url: str, *, timeout: float, credentials: Credentials = NO
 
 
 def why(err: BaseException) -> str:
-    """Why a connection failed, in a person's words ("connection refused"), not an exception's class name."""
-    import requests
+    """Why a connection failed, in a person's words ("connection refused"), not an exception's class name.
 
-    if isinstance(err, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return "not an http:// URL"
-    if isinstance(err, requests.exceptions.InvalidURL):
-        return "not a valid URL"
+    requests' own errors are looked for only where requests is loaded (the CLI): a node's lean
+    client never loads it, and a friend that does not answer must not cost the node ~7 MiB.
+    """
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        if isinstance(err, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+            return "not an http:// URL"
+        if isinstance(err, requests.exceptions.InvalidURL):
+            return "not a valid URL"
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:
@@ -216,20 +221,20 @@ class HopClient:
         self.max_idle_age = max_idle_age  # below the servers' keep-alive (1 s): never reuse one they closed
         self.headers = {"Accept": "application/json", **(headers or {})}
         self._idle: dict[tuple[str, int], deque[tuple[http.client.HTTPConnection, float]]] = {}
-        self._flying: dict[str, set[http.client.HTTPConnection]] = {}  # query id -> its calls under way
-        self._cut: set[int] = set()  # id() of connections abandon() cut
+        # query id -> its calls under way; a connection is in here or in _idle, never both (the
+        # lock moves it), so abandon() cannot reach one another query took from the pool
+        self._flying: dict[str, set[http.client.HTTPConnection]] = {}
+        self._cut: set[http.client.HTTPConnection] = set()  # connections abandon() cut, until their call ends
         self._lock = threading.Lock()
 
     def abandon(self, qids: set[str]) -> None:
         """Cut the calls under way for these query ids: their peers see us hang up and stop too."""
-        with self._lock:
-            conns = [c for q in qids for c in self._flying.get(q, ())]
-            self._cut.update(id(c) for c in conns)
-        for conn in conns:
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:  # a shutdown never blocks; under the lock no connection changes hands meanwhile
+            for conn in [c for q in qids for c in self._flying.get(q, ())]:
+                self._cut.add(conn)
+                if conn.sock is not None:
+                    with contextlib.suppress(OSError):
+                        conn.sock.shutdown(socket.SHUT_RDWR)
 
     def _fly(self, qid: str | None, conn: http.client.HTTPConnection, on: bool) -> bool:
         """Track conn as under way for qid (on) or not any more; return whether abandon() cut it."""
@@ -237,15 +242,23 @@ class HopClient:
             if on:
                 self._flying.setdefault(str(qid), set()).add(conn)
                 return False
-            flying = self._flying.get(str(qid))
-            if flying is not None:
-                flying.discard(conn)
-                if not flying:
-                    del self._flying[str(qid)]
-            if id(conn) in self._cut:
-                self._cut.discard(id(conn))
-                return True
+            return self._land(qid, conn)
+
+    def _land(self, qid: str | None, conn: http.client.HTTPConnection) -> bool:
+        """(Under the lock) conn is no longer under way for qid; return whether abandon() cut it.
+
+        Nothing when it had landed already: by then it may be under way for another query.
+        """
+        flying = self._flying.get(str(qid))
+        if flying is None or conn not in flying:
             return False
+        flying.discard(conn)
+        if not flying:
+            del self._flying[str(qid)]
+        if conn in self._cut:
+            self._cut.discard(conn)
+            return True
+        return False
 
     def get(self, url: str, params: dict, timeout: float) -> dict:
         """GET url?params; the JSON object answered, or raise the matching P2PError."""
@@ -267,8 +280,11 @@ class HopClient:
             if qid is not None:
                 self._fly(qid, conn, True)
             try:
-                return self._exchange(method, url, key, target, body, conn, reused and attempt == 0, timeout)
+                return self._exchange(method, url, key, target, body, conn, reused and attempt == 0, timeout, qid)
             except _Retry:
+                if qid is not None and self._fly(qid, conn, False):
+                    qid = None
+                    raise Busy(f"{url}: the flood was abandoned (its caller hung up)") from None
                 continue
             except P2PError:
                 if qid is not None and self._fly(qid, conn, False):
@@ -290,6 +306,7 @@ class HopClient:
         conn: http.client.HTTPConnection,
         retry: bool,
         timeout: float,
+        qid: str | None = None,
     ) -> dict:
         """One request and its answer on conn; _Retry when a reused connection turned out closed."""
         try:
@@ -326,7 +343,7 @@ class HopClient:
         if resp.will_close:
             conn.close()
         else:
-            self._checkin(key, conn)
+            self._checkin(key, conn, qid)
         return self._decode(url, resp.status, data)
 
     @staticmethod
@@ -362,10 +379,12 @@ class HopClient:
             conn.sock.settimeout(timeout)
         return conn, True
 
-    def _checkin(self, key: tuple[str, int], conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, key: tuple[str, int], conn: http.client.HTTPConnection, qid: str | None = None) -> None:
+        """conn back to the pool, and off qid's calls under way in the same step (closed if abandon() cut it)."""
         with self._lock:
+            cut = qid is not None and self._land(qid, conn)
             idle = self._idle.setdefault(key, deque())
-            if len(idle) < self.max_idle:
+            if not cut and len(idle) < self.max_idle:
                 idle.append((conn, time.monotonic()))
                 return
         conn.close()

@@ -154,6 +154,26 @@ class Context:
                 f"cannot {what}: the Maestro at {self.maestro_url} does not answer ({_reason(err)}); {UP_HINT}"
             ) from None
 
+    def locate(self, name: str) -> dict:
+        """The Maestro's /locate of name; when the Maestro does not answer, a P2P /locate at the topology's peers.
+
+        The network finds files without its Maestro (docs/protocol.md): a user who has the
+        topology loses nothing while the Maestro restarts, and is told which peer answered.
+        """
+        what = f"locate {name}"
+        try:
+            return self.ask_maestro("locate", what, lambda m: m.locate(name))
+        except Unavailable as maestro_down:
+            for peer_name, (rest_url, grpc_address) in self.keys.peers.items():
+                peer = {"name": peer_name, "rest_url": rest_url, "grpc_address": grpc_address}
+                try:
+                    answer = self.ask_peer(peer, "locate", what, lambda p: p.locate(name))
+                except Unavailable:
+                    continue
+                click.echo(f"note: the Maestro does not answer; located through {peer_name}'s friends", err=True)
+                return answer
+            raise maestro_down
+
     def ask_peer(self, peer: dict, action: str, what: str, ask: Callable[[Peer], T]) -> T:
         """One REST call to a peer; an unreachable peer is reported by name, state and what to run."""
         try:
@@ -364,8 +384,8 @@ def locate(obj: Context, name: str, via_peer: str | None) -> None:
         answer = obj.ask_peer(peer, "locate", f"locate {name}", lambda p: p.locate(name))
         how = f" (found through {' -> '.join(answer.get('via', []))})" if answer.get("via") else ""
     else:
-        answer = obj.ask_maestro("locate", f"locate {name}", lambda m: m.locate(name))
-        how = ""
+        answer = obj.locate(name)
+        how = f" (found through {' -> '.join(answer.get('via', []))})" if answer.get("via") else ""
     holders = answer["peers"]
     obj.emit(answer, "\n".join([f"{name}: {len(holders)} holder(s){how}"] + [_holder_line(p) for p in holders]))
 
@@ -416,7 +436,7 @@ def _holders(obj: Context, name: str, source: str | None, via_peer: str | None) 
     if via_peer:
         peers = obj.ask_peer(obj.find_peer(via_peer), "locate", f"locate {name}", lambda p: p.locate(name))["peers"]
     else:
-        peers = obj.ask_maestro("locate", f"locate {name}", lambda m: m.locate(name))["peers"]
+        peers = obj.locate(name)["peers"]
     by_content: dict[tuple[str, int | None], list[dict]] = {}
     for peer in peers:
         by_content.setdefault((peer.get("sha256") or "", peer.get("size")), []).append(peer)

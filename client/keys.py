@@ -103,7 +103,7 @@ class Keys:
     def write(self, peer: Mapping[str, str]) -> Credentials:
         """What a write to peer ({"name", "grpc_address"}) shows; BadRequest where the credential may not go."""
         address = peer["grpc_address"]
-        if not self.token or self.is_own(address) or self.principal in (READER, peer.get("name")):
+        if not self.token or self.is_own(address) or self.principal == peer.get("name"):
             return Credentials(self.token, self.ca_file)
         whose = "the operator's credential" if self.principal == OPERATOR else "your credential"
         raise BadRequest(

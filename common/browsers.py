@@ -18,13 +18,12 @@ Pure Python, no Flask: the Maestro's WSGI fast path and common.web share it.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from common.errors import CrossSite, MisdirectedRequest
-from common.net import WILDCARDS
+from common.net import WILDCARDS, parse_ip
 
 LOOPBACK_NAMES = ("localhost",)  # browsers resolve it themselves: never re-pointed by DNS
 CROSS_SITE = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site values of another page's request
@@ -50,11 +49,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
 
 def is_address(host: str) -> bool:
     """Whether host is an IP address literal (an IPv6 one may carry a %zone)."""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+    return parse_ip(host) is not None
 
 
 def check_host_name(value: str) -> str:

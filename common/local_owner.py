@@ -13,7 +13,6 @@ microseconds (a netlink round trip); callers cache it per connection, never per 
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 import struct
@@ -21,7 +20,7 @@ import time
 import weakref
 from collections.abc import Iterable
 
-from common.net import bind_errno
+from common.net import is_local_address_now, parse_ip
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -69,9 +68,8 @@ def _ask(family: int, client: Address, server: Address) -> int | None:
 
 def _forms(host: str) -> list[tuple[int, str]]:
     """(family, address) forms to look host up under: an IPv4-mapped IPv6 address both ways."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = parse_ip(host, unmap=False)
+    if ip is None:
         return []
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
@@ -145,8 +143,8 @@ _local_seen: dict[str, tuple[bool, float]] = {}
 def is_own_address(host: str) -> bool:
     """Whether host (an IP address) is one of this machine's own addresses (loopback always is).
 
-    common.net.is_local_address asks the same of the launcher's hosts once per process; a node
-    runs for days, so its answers here expire.
+    common.net.is_local_address_now, whose answers here expire (common.net.is_local_address keeps
+    them for the launcher's run; a node runs for days).
     """
     forms = _forms(host)
     if not forms:
@@ -158,7 +156,7 @@ def is_own_address(host: str) -> bool:
     seen = _local_seen.get(address)
     if seen is not None and now - seen[1] < _LOCAL_TTL:
         return seen[0]
-    own = bind_errno(address, 0) != errno.EADDRNOTAVAIL  # any other refusal: assume it is ours (fail closed)
+    own = is_local_address_now(address)
     if len(_local_seen) > 256:
         _local_seen.clear()
     _local_seen[address] = (own, now)

@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import os
 import socket
 
 WILDCARDS = ("0.0.0.0", "::")  # binds that listen on every address of the machine
+
+
+def parse_ip(text: str, *, unmap: bool = True) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """text as an IP address, a %zone id dropped, an IPv4-mapped IPv6 one as IPv4 (unless unmap is
+    False); None when text is not an address (a name, say)."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if unmap and isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def normal_ip(text: str) -> str:
+    """One spelling per address (see parse_ip); text as it is when it is not an address."""
+    ip = parse_ip(text)
+    return text if ip is None else str(ip)
 
 
 def bind_errno(host: str, port: int) -> int:
@@ -33,11 +52,17 @@ def bind_errno(host: str, port: int) -> int:
     return code
 
 
+def is_local_address_now(host: str) -> bool:
+    """True when host (a name or an address) is an address of this machine now: it binds there
+    (any refusal but "not an address here" counts as ours)."""
+    return host in WILDCARDS or bind_errno(host, 0) != errno.EADDRNOTAVAIL
+
+
 @functools.lru_cache(maxsize=256)
 def is_local_address(host: str) -> bool:
-    """True when host (a name or an address) is an address of this machine (asked once per process:
-    a topology names each host many times, and a name may take a slow DNS lookup)."""
-    return host in WILDCARDS or bind_errno(host, 0) != errno.EADDRNOTAVAIL
+    """is_local_address_now, asked once per process (a topology names each host many times, and a
+    name may take a slow DNS lookup)."""
+    return is_local_address_now(host)
 
 
 def bind_problem(host: str, port: int) -> str | None:

@@ -49,6 +49,7 @@ from common.config import DEFAULT_TRUSTED_NETWORKS, LOCAL_OPERATOR_MODES, READ_M
 from common.errors import Forbidden, Unauthorized
 from common.local_owner import is_own_address
 from common.names import peer_name_problem
+from common.net import parse_ip
 
 DEFAULT_SECRET_FILE = ".p2p-secret"  # relative to the topology's folder
 OPERATOR = "@operator"
@@ -332,17 +333,11 @@ class Guard:
             return _UNTRUSTED
         known = self._trusted_cache.get(address)
         if known is None:
-            try:
-                ip = ipaddress.ip_address(address.split("%", 1)[0])
-            except ValueError:
+            ip = parse_ip(address)
+            if ip is None or not any(ip in net for net in self.networks):
                 known = _UNTRUSTED
             else:
-                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                    ip = ip.ipv4_mapped
-                if not any(ip in net for net in self.networks):
-                    known = _UNTRUSTED
-                else:
-                    known = _LOOPBACK if ip.is_loopback else _NETWORK
+                known = _LOOPBACK if ip.is_loopback else _NETWORK
             if len(self._trusted_cache) > 4096:
                 self._trusted_cache.clear()
             self._trusted_cache[address] = known

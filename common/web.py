@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Literal, overload
 
 from flask import Flask, g, jsonify, request
@@ -14,13 +14,15 @@ from common.config import NodeConfig
 from common.errors import BadRequest, NoAnswer, P2PError, TooLarge, Unavailable
 from common.local_owner import ConnectionOwners
 from common.security import MUTATING, OPEN, OWN, READ, Caller, Guard
-from common.urls import check_peer_url  # noqa: F401  (its home is common/urls.py, without Flask; the views import it here)
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 1024
+CALLER_KEY = "p2p.caller"  # the WSGI environ's key for the caller RequestCheck found (no header can set it)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_PATHS = frozenset({"/health"})  # liveness probes answer anyone, whatever `read` says
+# Answered to anyone, whatever `read` says: liveness probes, and a peer's proof of membership (it
+# shows only who the peer is; a verifier presents no credential to an unproven address).
+OPEN_PATHS = frozenset({"/health", "/membership"})
 # Requests whose kind is not what their method says (docs/security.md, "Least privilege").
 REQUEST_KINDS = {
     ("POST", "/refresh"): OWN,  # a peer re-registers itself: the operator or that peer only
@@ -103,7 +105,8 @@ class RequestCheck:
     (421, a page re-pointed at it by DNS) or another site's page calling (403); then who the
     caller is, by its credential or by the account that made its connection (common/security.py;
     the account is asked of the kernel once per connection, which gunicorn hands over in the
-    WSGI environ). Returns the caller (None when the request needs no credential).
+    WSGI environ). Returns the caller (None when the request needs no credential), kept in the
+    environ (CALLER_KEY): a request a fast path let through to Flask is not checked twice.
     """
 
     def __init__(self, guard: Guard, hosts: HostCheck) -> None:
@@ -111,7 +114,9 @@ class RequestCheck:
         self.hosts = hosts
         self.owners = ConnectionOwners()
 
-    def __call__(self, environ: Mapping) -> Caller | None:
+    def __call__(self, environ: MutableMapping) -> Caller | None:
+        if CALLER_KEY in environ:
+            return environ[CALLER_KEY]
         host = environ.get("HTTP_HOST")
         self.hosts.check(host)
         origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
@@ -126,14 +131,15 @@ class RequestCheck:
             environ.get("HTTP_SEC_FETCH_DEST"),
         ):
             raise refuse_cross_site()
-        return self.guard.check(
+        caller = environ[CALLER_KEY] = self.guard.check(
             request_kind(method, environ.get("PATH_INFO", "")),
             environ.get("REMOTE_ADDR"),
             environ.get("HTTP_AUTHORIZATION"),
             lambda: self.owners.of(environ.get("gunicorn.socket")),
         )
+        return caller
 
-    def allows(self, environ: Mapping) -> bool:
+    def allows(self, environ: MutableMapping) -> bool:
         """Whether the request passes (for a fast path, which leaves any refusal to Flask to answer)."""
         try:
             self(environ)

@@ -174,14 +174,52 @@ class Node:
             p.stop()
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
+        """Wait until the node's /health answers 200, from this node's own REST process.
+
+        Ports are drawn free a moment before the node binds them: another network on this
+        machine (a benchmark restarting its nodes on their ports, say) may take one meanwhile.
+        Then its server answers here while this node cannot bind, and everything sent to this
+        node reaches that one until it stops: refused connections later on, far from the cause.
+        """
+
         def healthy():
             for p in self.processes:
                 if p.started.poll() is not None:
                     raise AssertionError(f"{self.config.name} exited:\n{p.tail()}")
             with new_session() as session:
-                return session.get(self.url + "/health", timeout=1).status_code == 200
+                if session.get(self.url + "/health", timeout=1).status_code != 200:
+                    return False
+            if holds_listener(self.processes[0].pid, self.config.rest_port) is False:
+                raise AssertionError(
+                    f"port {self.config.rest_port} answers, but another process than {self.config.name} holds it"
+                )
+            return True
 
         wait_until(healthy, timeout, what=f"{self.config.name} /health")
+
+
+def holds_listener(pid: int, port: int) -> bool | None:
+    """Whether process pid holds a socket listening on TCP port in this network namespace; None
+    where /proc does not say (not Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{cols[9]}]")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def node_configs(

@@ -72,7 +72,7 @@ def search():
     peer = _pick(directory().peers(), arg_str("peer", required=False, max_length=64))
     timeout = settings.search_timeout + settings.request_timeout
     try:
-        answer = Peer(peer["rest_url"], timeout, current_app.extensions["read_credentials"]).search(query)
+        answer = Peer(peer["rest_url"], timeout, current_app.extensions["read_credentials"], node=True).search(query)
     except Unavailable as err:
         raise Unavailable(f"{peer['name']} did not answer the search: {err.detail}") from None
     results = [r for r in answer.get("results", []) if isinstance(r, dict)]

@@ -7,7 +7,8 @@ from flask import Blueprint, current_app, jsonify
 from common.errors import BadRequest, NotFound
 from common.fields import check_grpc_address
 from common.names import check_name, check_peer_name
-from common.web import arg_int, arg_str, check_peer_url, current_caller, json_body
+from common.urls import check_peer_url
+from common.web import arg_int, arg_str, current_caller, json_body
 from maestro_app.directory import (
     DIRECTORY_MAX_PAGE,
     DIRECTORY_PAGE,

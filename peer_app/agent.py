@@ -102,9 +102,9 @@ class PresenceAgent:
         s = config.settings
         guard = Guard.of(config.security, config.name)
         self.credentials = Credentials.of_node(config, guard)  # registration, heartbeats, introductions to friends
-        # verifying a listed URL only reads, at an address a member chose: never this peer's own credential
-        reads = Credentials.reads_of_node(config, guard)
-        self.verifier = Verifier(guard, rest_transport(reads), timeout=s.request_timeout, tls=config.security.tls)
+        # verifying a listed URL asks an address a member chose and nobody has proven: no credential
+        anonymous = self.credentials.without_token()
+        self.verifier = Verifier(guard, rest_transport(anonymous), timeout=s.request_timeout, tls=config.security.tls)
         # A beat never takes longer than the interval, so a beat lost to a cut-off network is
         # retried on time and the peer is alive again within one beat of the network healing.
         self.maestro = Maestro(

@@ -54,7 +54,7 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
     """Build a peer's REST app; read the config from $P2P_CONFIG when none is given.
 
     transport (how this peer asks others, default REST: hops with its hop credential, verifications
-    with the read credential) is for tests.
+    with no credential) is for tests.
     """
     config = config or load_config()
     app = Flask(__name__)
@@ -63,9 +63,10 @@ def create_app(config: NodeConfig | None = None, transport: Transport | None = N
     guard = Guard.of(config.security, config.name)
     credentials = Credentials.of_node(config, guard)  # /refresh and /bootstrap: this peer acting as itself
     # hops and verifications go to addresses members chose: never this peer's own credential. Hops
-    # show the hop credential (reads, and says which peer sends the hop); verifications only read.
+    # show the hop credential (reads, and says which peer sends the hop); verifications ask an
+    # address not yet proven, so they show none (peer_app/membership.py).
     hops = transport or rest_transport(Credentials.hops_of_node(config, guard))
-    transport = transport or rest_transport(Credentials.reads_of_node(config, guard))
+    transport = transport or rest_transport(credentials.without_token())
     db = open_db(config.db_path)
     known = known_peers(db, config)
     index = SharedIndex.for_node(config, db)

@@ -279,9 +279,7 @@ class SharedIndex:
             if st is None:
                 return None
             if row is not None and _matches(row, st):
-                return Check(
-                    name, row["size"], row["sha256"], row["blake3"], bool(row["changed"]), not row["withheld"]
-                ), False
+                return Record(name, *row).check(), False
         check = self.verify(name, pace=pace)
         return None if check is None else (check, True)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -53,6 +52,7 @@ from common.lane import (
     encode_reply,
     read_hello,
 )
+from common.net import normal_ip
 from common.units import format_rate, format_seconds, format_size
 from peer_app.access import peer_ip
 from peer_app.pace import Limits, Progress, Watchdog
@@ -73,17 +73,6 @@ def file_state(st: os.stat_result) -> tuple[int, int, int, int]:
 def caller_host(peer: str) -> str:
     """The IP address in a gRPC peer string ("ipv4:1.2.3.4:5", "ipv6:%5B::1%5D:5"), normalised; "" for others."""
     return normal_ip(peer_ip(peer) or "")
-
-
-def normal_ip(text: str) -> str:
-    """One spelling per address: IPv4-mapped IPv6 as IPv4, zone ids dropped."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return text
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
 
 
 class Refused(Exception):
@@ -392,4 +381,4 @@ def _listen(host: str, port: int = 0) -> socket.socket:
     return socket.create_server(sockaddr, family=family, backlog=64)
 
 
-__all__ = ["BUSY", "FAILED", "LaneServer", "Refused", "caller_host", "file_state", "normal_ip"]
+__all__ = ["BUSY", "FAILED", "LaneServer", "Refused", "caller_host", "file_state"]

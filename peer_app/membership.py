@@ -1,8 +1,10 @@
 """A peer learns other peers only after they prove to be peers (docs/security.md, "Peers only talk to verified peers").
 
 A URL offered by `POST /register` or listed in a friend's bootstrap answer is asked
-`GET /info?challenge=C` (with this peer's own credential). It is kept only when the answer is
-a peer's status naming that very URL and, when this network has a secret, carries the proof
+`GET /membership?challenge=C`, presenting no credential: until it has proved to be a member, the
+address is anyone's, and under `read: members` even the read credential would open this network's
+reads to it. The endpoint is open on every peer and tells only who the peer is. The URL is kept
+only when the answer names that very URL and, when this network has a secret, carries the proof
 HMAC(secret; name, url, C): only a member can compute it, and it cannot be relayed to pass as
 another address. The name stored is the one the peer proved, never one a caller typed.
 """
@@ -21,11 +23,12 @@ from peer_app.state import KnownPeers
 
 Transport = Callable[[str, str, dict, float], dict]
 MAX_PER_BOOTSTRAP = 16  # candidates verified from one friend's answer
+MAX_CHALLENGE = 128  # characters of a challenge a peer answers
 
 
 def proof_fields(guard: Guard, name: str, url: str, challenge: str | None) -> dict:
     """What /info adds when asked with a challenge: this peer's proof of membership."""
-    if not challenge or len(challenge) > 128:
+    if not challenge or len(challenge) > MAX_CHALLENGE:
         return {}
     proof = guard.proof(name, url, challenge)
     return {} if proof is None else {"challenge": challenge, "proof": proof}
@@ -44,7 +47,7 @@ class Verifier:
         """{"url", "name", "grpc_address"} of the peer at url; BadRequest if it is not one of ours."""
         challenge = new_challenge()
         try:
-            answer = self.transport(url, "/info", {"challenge": challenge}, self.timeout)
+            answer = self.transport(url, "/membership", {"challenge": challenge}, self.timeout)
         except P2PError as err:
             raise BadRequest(f"{url} did not answer as a p2pnet peer: {err.detail}") from None
         if not isinstance(answer, dict):

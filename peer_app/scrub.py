@@ -26,6 +26,27 @@ MIN_FILE_COST = 1024 * 1024  # bytes of the rate each file costs at least (its o
 IDLE_WAIT = 5.0  # seconds between looks at an empty folder
 
 
+class Pace:
+    """Re-hashing at most `rate` bytes per second (0: unlimited), each file counting as at least
+    MIN_FILE_COST: the scrub's pace, and POST /refresh's (peer_app/views.py)."""
+
+    def __init__(
+        self, rate: int, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] | None = None
+    ) -> None:
+        # time.sleep looked up when it sleeps: gevent's once the REST worker patched it
+        self.limiter = RateLimiter(rate, clock=clock, sleep=sleep or (lambda seconds: time.sleep(seconds)))
+        self.bytes_read = 0
+
+    def file(self, size: int) -> None:
+        """Account for one file of size bytes besides its bytes (its open, stat and row)."""
+        self.limiter.consume(max(0, MIN_FILE_COST - size))
+
+    def __call__(self, n: int) -> None:
+        """Account for n bytes read (the pace SharedIndex.verify calls after each block)."""
+        self.bytes_read += n
+        self.limiter.consume(n)
+
+
 class Scrub:
     """Passes over one shared folder at a bounded read rate until stopped."""
 
@@ -42,13 +63,12 @@ class Scrub:
         self.index = index
         self.on_change = on_change
         self.stop = stop or threading.Event()
-        self.limiter = RateLimiter(rate, clock=clock, sleep=sleep or self.stop.wait)
+        self.pace = Pace(rate, clock=clock, sleep=sleep or self.stop.wait)
         self.passes = 0
-        self.bytes_read = 0
 
-    def _pace(self, n: int) -> None:
-        self.bytes_read += n
-        self.limiter.consume(n)
+    @property
+    def bytes_read(self) -> int:
+        return self.pace.bytes_read
 
     def run_pass(self) -> list[Check]:
         """Verify every shared file once, the longest unchecked first; return those whose bytes changed."""
@@ -56,9 +76,9 @@ class Scrub:
         for name, size in self.index.scrub_order():
             if self.stop.is_set():
                 break
-            self.limiter.consume(max(0, MIN_FILE_COST - size))
+            self.pace.file(size)
             try:
-                result = self.index.verify(name, pace=self._pace)
+                result = self.index.verify(name, pace=self.pace)
             except OSError as err:  # a read error: the disk itself is failing; say so, go on with the rest
                 log.error("the scrub cannot read %s: %s", name, err.strerror or err)
                 continue

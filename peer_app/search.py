@@ -248,33 +248,44 @@ class Discovery:
             "sha256": f["sha256"],
         }
 
-    def _targets(self, reached: list[str], limit: int) -> tuple[list[dict], list[dict]]:
-        """Known peers not reached yet, friends first: up to limit to ask, and those skipped for a down mark.
+    def _targets(
+        self, peers: list[dict], reached: list[str], limit: int, deadline: float
+    ) -> tuple[list[dict], list[dict]]:
+        """Of peers (known.all(), friends first), those not reached yet: up to limit to ask, and those
+        skipped for a down mark.
 
         A friend with a down mark (docs/protocol.md, 5.4: it gave no answer lately) is not asked; the next
-        known peer is asked instead, and the skipped one is named in `missing` as `down`.
+        known peer is asked instead, and the skipped one is named in `missing` as `down`. deadline
+        (this Discovery's clock) is when this hop must answer: a probe that does not fit is not made.
         """
         on_path = set(reached)
         asked: list[dict] = []
         down: list[dict] = []
-        for peer in self.known.all():
+        for peer in peers:
             if len(asked) >= limit:
                 break
             if peer["url"] in on_path or (peer["name"] or "") in on_path:
                 continue
-            (down if peer.get("down_until") and not self.back(peer) else asked).append(peer)
+            (down if peer.get("down_until") and not self.back(peer, deadline=deadline) else asked).append(peer)
         return asked, down
 
-    def back(self, peer: dict, *, now: bool = False) -> bool:
+    def back(self, peer: dict, *, now: bool = False, deadline: float | None = None) -> bool:
         """Whether a peer with a down mark answers a cheap probe (GET /health) now; its mark then ends.
 
         At most one probe per probe_every seconds per peer, whichever worker makes it
         (KnownPeers.probe_due): a friend that is back costs one short probe, a dead one at most
-        PROBE_TIMEOUT per interval instead of a request_timeout per lookup. now=True probes a
-        marked peer whatever the interval (it just registered here: evidence it restarted).
+        PROBE_TIMEOUT per interval instead of a request_timeout per lookup. Whether one is due is
+        read from the peer's row first (its `probed` time), so a lookup that passes a marked friend
+        writes nothing until the interval is over; a hop with less than PROBE_TIMEOUT left before
+        its deadline makes none. now=True probes a marked peer whatever the interval (it just
+        registered here: evidence it restarted).
         """
-        if self.probe_every <= 0 and not now:
-            return False
+        if not now:
+            if self.probe_every <= 0 or (deadline is not None and deadline - self.clock() < PROBE_TIMEOUT):
+                return False
+            probed = peer.get("probed")
+            if probed is not None and self.known.clock() - probed < self.probe_every:
+                return False
         if not self.known.probe_due(peer["url"], 0.0 if now else self.probe_every):
             return False
         try:
@@ -284,9 +295,13 @@ class Discovery:
         self.known.succeeded(peer["url"])
         return True
 
-    def order(self) -> list[str]:
-        """The names this peer asks first (friends, then learned peers; down marks left out): what plans rely on."""
-        return [p["name"] for p in self.known.all() if p["name"] and not p.get("down_until")][:MAX_ORDER]
+    def order(self, peers: list[dict], marked: frozenset[str] = frozenset()) -> list[str]:
+        """The names this peer asks first (friends, then learned peers; down marks left out): what plans rely on.
+
+        peers: known.all() as this hop read it; marked: the names it marked down since.
+        """
+        names = [p["name"] for p in peers if p["name"] and not p.get("down_until") and p["name"] not in marked]
+        return names[:MAX_ORDER]
 
     # --- search ------------------------------------------------------------------------------
 
@@ -308,10 +323,13 @@ class Discovery:
         visited, messages = [self.me["name"]], 0
         missing: list[dict] = []
         knows: dict[str, list[str]] = {}
-        if q.ttl > 1 and q.fanout > 0:
+        flood = q.ttl > 1 and q.fanout > 0
+        peers = self.known.all() if flood or q.learn else []  # read once per hop
+        marked: frozenset[str] = frozenset()
+        if flood:
             with self.gate.enter(q.origin, q.budget - (self.clock() - start), q.gone) as admitted:
                 if admitted:
-                    messages, missing = self._flood(q, start, results, visited, knows)
+                    messages, missing, marked = self._flood(q, start, peers, results, visited, knows)
                 else:
                     missing = [{"peer": self.me["name"], "why": SHED}]
         unique: dict[tuple, dict] = {}
@@ -327,43 +345,47 @@ class Discovery:
             "missing": missing[:MAX_MISSING],
         }
         if q.learn:  # the origin plans its next floods with these
-            knows[self.me["name"]] = self.order()
+            knows[self.me["name"]] = self.order(peers, marked)
             answer["knows"] = dict(list(knows.items())[-MAX_KNOWS:])
         return answer
 
-    def _plan(self, q: Query) -> tuple[Plan, list[str], bool, list[dict]]:
+    def _plan(self, q: Query, peers: list[dict], deadline: float) -> tuple[Plan, list[str], bool, list[dict]]:
         """This peer's share of the flood, the names the whole plan covers, whether answers bring
         orders, and the friends skipped for a down mark (named in `missing`)."""
         if q.hop:
             return q.plan or [], [], q.learn, []
         learn = self.knowledge.should_learn()
-        first, down = self._targets([self.me["name"], *q.reached], q.fanout)
+        first, down = self._targets(peers, [self.me["name"], *q.reached], q.fanout, deadline)
         names = [p["name"] for p in first if p["name"]]
         plan = make_plan(names, self.knowledge.orders(), {self.me["name"], *q.reached}, q.fanout, q.ttl - 1)
         return plan, list(plan_names(plan)), learn, down
 
-    def _flood(self, q: Query, start: float, results: list, visited: list, knows: dict) -> tuple[int, list[dict]]:
+    def _flood(
+        self, q: Query, start: float, peers: list[dict], results: list, visited: list, knows: dict
+    ) -> tuple[int, list[dict], frozenset[str]]:
         """Ask this peer's planned share, then unplanned known peers up to fanout, in parallel; merge.
 
         Every target's `reached` holds the query's, this peer, every peer it asks now and (at the
-        origin) every peer of the plan: nobody asks them again.
+        origin) every peer of the plan: nobody asks them again. Returns the message count, what
+        is missing and the names of the peers this flood marked down (_ask).
         """
-        plan, planned, learn, down = self._plan(q)
+        deadline = start + q.budget
+        plan, planned, learn, down = self._plan(q, peers, deadline)
         budget = min(q.child_budget(self.clock() - start), self.request_timeout)
-        by_name = {p["name"]: p for p in self.known.all() if p["name"]}
+        by_name = {p["name"]: p for p in peers if p["name"]}
         missing: list[dict] = [_missing(p, DOWN) for p in down]
         asks: list[tuple[dict, Plan]] = []
         for name, share in plan:
             peer = by_name.get(name)
             if peer is None or name == self.me["name"]:
                 missing.append({"peer": name, "why": NOT_KNOWN})
-            elif peer.get("down_until") and not self.back(peer):
+            elif peer.get("down_until") and not self.back(peer, deadline=deadline):
                 missing.append(_missing(peer, DOWN))
             else:
                 asks.append((peer, share))
         seen = [*q.reached, *planned, self.me["name"], *(name for name, _ in plan)]
         if len(asks) < q.fanout and q.hop:  # peers nobody planned: flooded as they come
-            extra, skipped = self._targets(seen, q.fanout - len(asks))
+            extra, skipped = self._targets(peers, seen, q.fanout - len(asks), deadline)
             asks.extend((p, []) for p in extra)
             missing.extend(_missing(p, DOWN) for p in skipped)
         reached = format_names([*seen, *(p["name"] for p, _ in asks)])
@@ -383,8 +405,13 @@ class Discovery:
                 params["learn"] = "1"
             jobs.append((peer, params))
         messages = 0
+        marked: set[str] = set()
         for reply in self._ask_all(jobs, "/search", budget, q.gone):
             messages += reply.missing != NOT_ASKED
+            if reply.peer["name"] and (
+                reply.missing == UNREACHABLE or (reply.missing == TIMED_OUT and budget >= self.request_timeout)
+            ):
+                marked.add(reply.peer["name"])
             answer = reply.answer
             if answer is not None:
                 results.extend(answer.get("results", []))
@@ -404,7 +431,7 @@ class Discovery:
             orders = self.knowledge.orders()
             if any(v not in orders for v in visited[1:]):  # peers it cannot plan for yet: ask for orders next time
                 self.knowledge.stale()
-        return messages, missing
+        return messages, missing, frozenset(marked)
 
     def _ask_all(
         self, jobs: list[tuple[dict, dict]], route: str, budget: float, gone: Callable[[], bool] = lambda: False
@@ -530,7 +557,7 @@ class Discovery:
     ) -> dict | None:
         """Ask the friends one after the other; the first answer naming holders wins."""
         reached = [*reached, self.me["name"]][-MAX_REACHED:]
-        friends, down = self._targets(reached, limit=2)
+        friends, down = self._targets(self.known.all(), reached, limit=2, deadline=start + budget)
         missing.extend(_missing(p, DOWN) for p in down if p["role"] != "learned")
         for friend in friends:
             if friend["role"] == "learned":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from common.config import NodeConfig
@@ -96,7 +97,9 @@ class KnownPeers:
         self.clock = clock
         self.down_mark = down_mark
         self.down_mark_max = down_mark_max
-        self._cache: dict[int, tuple[tuple[int, int], list[dict]]] = {}  # id(connection) -> (version, rows)
+        # connection -> (version, rows); weak, so a connection opened after one was freed (whose id
+        # it may get) never finds that one's rows
+        self._cache: weakref.WeakKeyDictionary[object, tuple[tuple[int, int], list[dict]]] = weakref.WeakKeyDictionary()
 
     def add(self, url: str, name: str | None = None, grpc_address: str | None = None, role: str = "learned") -> bool:
         """Remember a peer; return False for ourselves. A learned entry never renames or demotes a friend."""
@@ -128,7 +131,8 @@ class KnownPeers:
         return None if row is None else dict(row)
 
     def all(self) -> list[dict]:
-        """Every known peer, friends first; `down_until` is set while a peer carries a down mark.
+        """Every known peer, friends first; `down_until` is set while a peer carries a down mark,
+        and `probed` then says when a lookup last probed it (KnownPeers.probe_due).
 
         Read from SQLite only when the file changed since the last read on this connection (any
         process's write moves `data_version`, this connection's own move `total_changes`): a
@@ -136,19 +140,22 @@ class KnownPeers:
         """
         conn = self.db.connect()
         version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-        cached = self._cache.get(id(conn))
+        cached = self._cache.get(conn)
         if cached is None or cached[0] != version:
             rows = conn.execute(
-                "SELECT k.*, m.down_until AS marked_until FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url"
+                "SELECT k.*, m.down_until AS marked_until, m.probed AS marked_probed"
+                " FROM known_peers k LEFT JOIN peer_marks m ON m.url = k.url"
             ).fetchall()
             ordered = sorted((dict(r) for r in rows), key=lambda r: (ROLE_ORDER.get(r["role"], 9), r["url"]))
-            cached = self._cache[id(conn)] = (version, ordered)
+            cached = self._cache[conn] = (version, ordered)
         now = self.clock()
         out = []
         for row in cached[1]:
             peer = dict(row)
-            marked = peer.pop("marked_until")
-            peer["down_until"] = marked if marked is not None and marked > now else None
+            marked, probed = peer.pop("marked_until"), peer.pop("marked_probed")
+            down = marked is not None and marked > now
+            peer["down_until"] = marked if down else None
+            peer["probed"] = probed if down else None
             out.append(peer)
         return out
 
@@ -171,7 +178,11 @@ class KnownPeers:
             conn.execute("DELETE FROM peer_marks WHERE url = ?", (url,))
 
     def probe_due(self, url: str, every: float) -> bool:
-        """Whether url carries a down mark and nobody probed it within every seconds; claims the probe if so."""
+        """Whether url carries a down mark and nobody probed it within every seconds; claims the probe if so.
+
+        One UPDATE: callers first look at the `probed` time all() gave them and only come here
+        when a probe looks due (the UPDATE settles which worker makes it).
+        """
         now = self.clock()
         with self.db.unless_full("known peers' marks"):
             return bool(

@@ -15,12 +15,14 @@ from common.errors import Busy, Forbidden, Incomplete, NotFound, P2PError
 from common.metrics import Metrics
 from common.names import check_name, check_peer_name
 from common.security import Guard
-from common.web import arg_float, arg_int, arg_str, check_peer_url, current_caller, json_body
+from common.urls import check_peer_url
+from common.web import arg_float, arg_int, arg_str, current_caller, json_body
 from peer_app import agent
 from peer_app.hoppath import caller_gone, count, search_query
 from peer_app.hops import hop_fields, hop_sender
 from peer_app.index import SharedIndex
-from peer_app.membership import Verifier, proof_fields
+from peer_app.membership import MAX_CHALLENGE, Verifier, proof_fields
+from peer_app.scrub import Pace
 from peer_app.search import Discovery, new_qid
 from peer_app.state import KnownPeers
 
@@ -90,8 +92,22 @@ def status():
 def info():
     # ?challenge=C: prove membership to a peer that verifies this one (peer_app/membership.py)
     config = node()
-    proof = proof_fields(guard(), config.name, config.rest_url, arg_str("challenge", required=False, max_length=128))
+    challenge = arg_str("challenge", required=False, max_length=MAX_CHALLENGE)
+    proof = proof_fields(guard(), config.name, config.rest_url, challenge)
     return jsonify({**_status(), **proof})
+
+
+@bp.get("/membership")
+def membership():
+    """This peer's proof of membership, for a peer verifying its URL (peer_app/membership.py).
+
+    Open to anyone whatever `read` says: the verifier is asked to present no credential to an address
+    it has not verified yet, and the answer shows only who this peer is, never its files or friends.
+    """
+    config = node()
+    challenge = arg_str("challenge", max_length=MAX_CHALLENGE)
+    me = {"name": config.name, "rest_url": config.rest_url, "grpc_address": config.grpc_address}
+    return jsonify({**me, **proof_fields(guard(), config.name, config.rest_url, challenge)})
 
 
 @bp.get("/health")
@@ -167,13 +183,19 @@ def _rehash_turn() -> Iterator[None]:
 
 @bp.post("/refresh")
 def refresh():
-    """Hash every shared file again (each at most once per RECHECK_WINDOW), then re-register the whole list."""
+    """Hash every shared file again (each at most once per RECHECK_WINDOW), then re-register the whole list.
+
+    At the scrub's pace (settings.scrub_rate, peer_app/scrub.py), shared by this worker's refreshes.
+    """
     changed = []
+    pace = current_app.extensions.setdefault("rehash_pace", Pace(node().settings.scrub_rate))
     with _rehash_turn():
-        for name, _ in index().scrub_order():
-            result = index().recheck(name, RECHECK_WINDOW)
-            if result is not None and result[1] and result[0].changed:
-                changed.append(name)
+        for name, size in index().scrub_order():
+            result = index().recheck(name, RECHECK_WINDOW, pace=pace)
+            if result is not None and result[1]:
+                pace.file(size)
+                if result[0].changed:
+                    changed.append(name)
     answer = agent.register_at_maestro(node(), index(), credentials())
     return jsonify({"status": "refreshed", "peer": node().name, "files": answer.get("files"), "changed": changed})
 

@@ -252,7 +252,7 @@ class Silence:
 class FakePeers:
     """A transport (peer_app.membership.Transport) for in-process apps: peers at URLs that answer.
 
-    Each URL answers /info as the peer it is mapped to (with a membership proof when a guard
+    Each URL answers /membership as the peer it is mapped to (with a membership proof when a guard
     of the network is given), and /search with `search_answer` (an empty result by default).
     Every call is kept in `calls` as (url, route, params).
     """
@@ -270,7 +270,7 @@ class FakePeers:
         name = self.peers.get(url)
         if name is None:
             raise Unavailable(f"cannot reach {url}")
-        if route == "/info":
+        if route == "/membership":
             proof = self.guard.proof(name, url, params["challenge"]) if self.guard else None
             return {"name": name, "rest_url": url, "grpc_address": "127.0.0.1:1", "proof": proof}
         return self.search_answer

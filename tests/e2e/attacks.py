@@ -202,7 +202,7 @@ def start_network(stranger: Stranger, tmp: Path) -> Net:
         port=ROGUE_PORT,
         routes={
             "/search": lying,
-            "/info": {"name": "rogue", "rest_url": rogue_url, "grpc_address": attacker_grpc},
+            "/membership": {"name": "rogue", "rest_url": rogue_url, "grpc_address": attacker_grpc},
             "/register": {"status": "registered", "name": "rogue", "peers": unverified},
         },
     )

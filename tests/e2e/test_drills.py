@@ -285,6 +285,24 @@ def test_stop_keeps_a_peer_down_and_the_maestro_marks_it_not_alive_until_start(n
     assert net.get("maestro", "/locate?file=archivo2.txt").status_code == 200
 
 
+def test_with_the_maestro_stopped_the_cli_finds_and_downloads_through_the_topologys_peers(net, tmp_path):
+    """It used to exit 4, "the Maestro does not answer", while every peer could find the file."""
+    launcher("stop", "maestro", "-t", str(net.path))
+    try:
+        out = tmp_path / "archivo3.txt"
+        proc = subprocess.run(
+            [sys.executable, "-m", "peer_app.client", "--topology", str(net.path), "download", "archivo3.txt",
+             "--out", str(out)],
+            cwd=net.path.parent, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "the Maestro does not answer; located through peer1's friends" in proc.stderr
+        assert out.read_text(encoding="utf-8") == "hola desde peer3\n"
+    finally:
+        launcher("start", "maestro", "-t", str(net.path))
+    wait_until(lambda: net.states("maestro") == {"RUNNING"}, 10, what="supervisord to count the Maestro RUNNING")
+
+
 def test_restart_gives_the_node_new_processes_and_waits_for_health(net):
     old = net.pids("peer3")
     launcher("restart", "peer3", "-t", str(net.path))

@@ -12,15 +12,15 @@ import pytest
 import requests
 
 from common.config import Friend, Settings
-from tests.support import free_port, node_configs, wait_until, write_nodes
+from tests.support import node_configs, wait_until, write_nodes
 
 
 class Tarpit:
     """A 'peer' that reads requests and never answers; it notes when a /search hop's caller hangs up."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server = socket.create_server(("127.0.0.1", 0))  # the kernel's choice: no window for another to take it
+        self.port = self.server.getsockname()[1]
         self.search_closed: list[float] = []  # monotonic times a /search connection was closed by its peer
         self.search_opened = 0
         threading.Thread(target=self._accept, daemon=True).start()

@@ -9,7 +9,7 @@ import pytest
 
 from common.config import Friend, Settings
 from common.errors import NoAnswer, NotFound, Unavailable
-from peer_app.search import new_qid
+from peer_app.search import PROBE_TIMEOUT, new_qid
 from peer_app.state import KnownPeers, open_db
 from tests.fakenet import FakeNetwork
 from tests.support import Clock, wait_until
@@ -118,7 +118,7 @@ class Friends:
             raise NoAnswer(f"{url} does not answer")
         if route == "/health":
             return {"status": "ok"}
-        if route == "/info":
+        if route == "/membership":
             return {"name": "p2", "rest_url": url, "grpc_address": "p2:2"}
         return {"qid": params.get("qid"), "peers": [], "complete": True, "missing": []}
 
@@ -161,12 +161,17 @@ def test_a_marked_friend_that_answers_a_probe_is_asked_again_at_once(p1):
 def test_a_marked_friend_still_down_costs_one_probe_per_interval(p1):
     friends = Friends()
     client = p1(friends, down_mark_probe=0.2)
+    before = time.time()  # the mark (and the interval's start) comes after this
     client.get("/locate?file=x.txt")
     friends.calls.clear()
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline:
+
+    def probed_twice() -> bool:
         client.get("/locate?file=x.txt")
-    assert 1 <= friends.asked("/health").count("http://p2:1") <= 3
+        return friends.asked("/health").count("http://p2:1") >= 2
+
+    wait_until(probed_twice, 10, interval=0.01, what="two probes of the marked friend")
+    probes = friends.asked("/health").count("http://p2:1")
+    assert probes <= (time.time() - before) / 0.2  # never two within an interval, however slow the lookups were
     assert "http://p2:1" not in friends.asked("/locate")
 
 
@@ -181,3 +186,26 @@ def test_a_marked_friend_that_registers_here_after_its_restart_is_probed_and_ask
     friends.calls.clear()
     client.get("/locate?file=x.txt")
     assert friends.asked("/locate")[0] == "http://p2:1"
+
+
+def test_a_lookup_past_a_marked_friend_writes_nothing_while_no_probe_is_due(p1):
+    friends = Friends()
+    client = p1(friends, down_mark_probe=60.0)
+    client.get("/locate?file=x.txt")  # p2 gave no answer: marked, its first probe a minute away
+    statements: list[str] = []
+    client.application.extensions["known_peers"].db.connect().set_trace_callback(statements.append)
+    for _ in range(3):
+        client.get("/locate?file=x.txt")
+    assert friends.asked("/locate").count("http://p2:1") == 1
+    assert [s for s in statements if "UPDATE peer_marks" in s] == []
+
+
+def test_a_hop_with_less_time_left_than_a_probe_takes_makes_none(p1):
+    friends = Friends()
+    client = p1(friends, down_mark_probe=1e-6)  # a probe is due on every lookup
+    client.get("/locate?file=x.txt")
+    friends.calls.clear()
+    client.get(f"/locate?file=x.txt&budget={PROBE_TIMEOUT * 0.9}")
+    assert friends.asked("/health") == []
+    client.get("/locate?file=x.txt&budget=2")
+    assert friends.asked("/health") == ["http://p2:1"]

@@ -148,7 +148,7 @@ def test_a_peer_on_a_full_disk_starts_and_answers_reads(peer_config, small_disk)
 
 
 def upload(address: str, path: Path, name: str, token: str | None = None, overwrite: bool = False):
-    from client.credentials import Credentials
+    from common.credentials import Credentials
 
     with TransferClient(address, retry_for=0, credentials=Credentials(token)) as client:
         return client.upload(path, name, overwrite=overwrite)

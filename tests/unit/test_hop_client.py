@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,17 +14,20 @@ import pytest
 
 from client.api import HopClient
 from common.errors import NoAnswer, NotFound, TimedOut, Unavailable
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     ports: list[int] = []
+    release = threading.Event()  # what /held waits for
 
     def do_GET(self):  # noqa: N802 - the http.server API
         Handler.ports.append(self.client_address[1])
         if self.path.startswith("/slow"):
             time.sleep(1.0)
+        if self.path.startswith("/held"):
+            Handler.release.wait(5.0)
         if self.path.startswith("/huge"):  # a hostile friend: an answer without end
             self.send_response(200)
             self.send_header("Content-Length", str(HopClient.MAX_ANSWER + 2))
@@ -64,6 +69,7 @@ class Server(ThreadingHTTPServer):
 @pytest.fixture
 def server():
     Handler.ports = []
+    Handler.release = threading.Event()
     httpd = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -115,3 +121,62 @@ def test_an_answer_cut_halfway_is_no_answer_not_an_error_of_ours(server):
 def test_an_answer_bigger_than_any_peer_sends_is_refused_after_the_limit(server):
     with pytest.raises(Unavailable, match="more than 16 MiB"):
         HopClient().get(server + "/huge", {}, 5.0)
+
+
+class PausedAfterPooling(HopClient):
+    """Holds the call made from the thread named "a" just after its connection went back to the pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pooled = threading.Event()
+        self.go = threading.Event()
+
+    def _checkin(self, *args) -> None:
+        super()._checkin(*args)
+        if threading.current_thread().name == "a":
+            self.pooled.set()
+            self.go.wait(5.0)
+
+
+def test_abandoning_a_flood_never_cuts_a_connection_another_query_picked_up_from_the_pool(server):
+    hops = PausedAfterPooling()
+    answers: dict[str, dict] = {}
+
+    def ask(qid: str, path: str) -> None:
+        answers[qid] = hops.get(server + path, {"qid": qid}, 5.0)
+
+    a = threading.Thread(target=ask, args=("a", "/search"), name="a")
+    a.start()
+    assert hops.pooled.wait(5.0)  # a's call got its answer; its connection is idle in the pool
+    b = threading.Thread(target=ask, args=("b", "/held"), name="b")
+    b.start()  # b takes that connection and waits for its answer
+    wait_until(lambda: len(Handler.ports) == 2, 5.0)
+    hops.abandon({"a"})  # a's caller hung up: a's calls under way are cut, and only those
+    Handler.release.set()
+    hops.go.set()
+    a.join(5.0)
+    b.join(5.0)
+    assert answers["b"] == {"path": "/held?qid=b"}
+    assert len(Handler.ports) == 2  # b's request was sent once: its connection was not cut under it
+
+
+def test_a_peer_that_does_not_answer_does_not_load_requests_into_the_node():
+    """Saying why a connection failed imported requests: ~6 MiB more in a node's gRPC process and REST worker."""
+    closed = socket.socket()  # bound, never listening: connections to it are refused
+    closed.bind(("127.0.0.1", 0))
+    code = (
+        "import sys\n"
+        "from client.api import node_client\n"
+        "from common.credentials import NONE\n"
+        "from common.errors import NoAnswer\n"
+        "try:\n"
+        f"    node_client(NONE).request('GET', 'http://127.0.0.1:{closed.getsockname()[1]}/health', None, None, 2.0)\n"
+        "except NoAnswer as err:\n"
+        "    print(err.detail)\n"
+        "print('requests' in sys.modules)\n"
+    )
+    with closed:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    assert "connection refused" in out and out.strip().endswith("False"), out

@@ -53,10 +53,12 @@ def test_a_peers_credential_goes_only_to_the_networks_own_nodes_and_its_own_entr
         keys.write({"name": "peer8", "grpc_address": "10.0.0.66:9002"})
 
 
-def test_the_readers_credential_goes_anywhere():
-    keys = Keys(READER)
+def test_the_readers_credential_goes_to_any_read_and_never_with_a_write_to_an_address_the_directory_chose():
+    keys = Keys(READER).with_own(OWN)
     assert keys.read(BAIT["grpc_address"]).token == READER
-    assert keys.write(BAIT).token == READER  # it writes nothing anyway: the node says 403
+    with pytest.raises(BadRequest, match="your credential does not go there"):
+        keys.write(BAIT)  # it writes nothing anyway: nothing to show there
+    assert keys.write({"name": "peer1", "grpc_address": "10.0.0.2:9002"}).token == READER  # the network's node: 403
 
 
 @pytest.fixture

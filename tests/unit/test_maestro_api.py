@@ -124,3 +124,17 @@ def test_locate_fast_path_is_counted_in_metrics(maestro):
     text = maestro.get("/metrics").get_data(as_text=True)
     assert 'p2p_http_requests_total{endpoint="/locate",method="GET",status="200"} 3.0' in text
     assert 'p2p_http_requests_total{endpoint="/locate",method="GET",status="404"} 1.0' in text
+
+
+def test_a_locate_the_fast_path_leaves_to_flask_has_its_caller_checked_once(maestro, monkeypatch):
+    guard = maestro.application.extensions["guard"]
+    checks: list[str] = []
+    check = guard.check
+
+    def counted(kind, *args):
+        checks.append(kind)
+        return check(kind, *args)
+
+    monkeypatch.setattr(guard, "check", counted)
+    assert maestro.get("/locate?file=missing.txt").status_code == 404  # not a 200: Flask answers it
+    assert len(checks) == 1

@@ -377,3 +377,52 @@ def test_forbidden_maps_to_permission_denied_and_back():
     assert (Unauthorized.name, Forbidden.name, Unauthorized.exit_code, Forbidden.exit_code) == (
         "Unauthorized", "Forbidden", 7, 7
     )  # fmt: skip
+
+
+# --- verifying an offered URL --------------------------------------------------------------------
+
+
+def test_membership_answers_anyone_with_only_who_the_peer_is(peer_config, secret_file, secret):
+    from peer_app import create_app
+
+    client = create_app(with_security(peer_config, secret_file, read="members")).test_client()
+    resp = client.get("/membership?challenge=abcdefghijklmnop", environ_base=STRANGER)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert set(body) == {"name", "rest_url", "grpc_address", "challenge", "proof"}  # no files, friends, folder
+    assert Guard(secret).proves("peer1", peer_config.rest_url, "abcdefghijklmnop", body["proof"])
+    assert client.get("/membership", environ_base=STRANGER).status_code == 400
+    assert client.get("/membership?challenge=" + "x" * 129, environ_base=STRANGER).status_code == 400
+    assert client.get("/info?challenge=abcdefghijklmnop", environ_base=STRANGER).status_code == 401  # still a read
+
+
+def test_verifying_an_offered_url_shows_that_address_no_credential(peer_config, secret_file, secret):
+    """Under read: members the verification showed the read credential to any URL a member offered."""
+    import http.server
+    import threading
+
+    from peer_app import create_app
+
+    shown: list[tuple[str, str | None]] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            shown.append((self.path.split("?")[0], self.headers.get("Authorization")))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = create_app(with_security(peer_config, secret_file, read="members")).test_client()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        resp = client.post("/register", json={"url": url}, headers=auth(operator_token(secret)))
+        assert resp.status_code == 400  # not a member
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert shown == [("/membership", None)]

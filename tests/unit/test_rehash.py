@@ -20,7 +20,7 @@ from common.errors import NotFound
 from common.security import ensure_secret
 from peer_app import views
 from peer_app.index import Check, SharedIndex
-from peer_app.scrub import MIN_FILE_COST, Scrub
+from peer_app.scrub import MIN_FILE_COST, Pace, Scrub
 from peer_app.state import open_db
 from tests.support import Clock, flip, sha
 
@@ -227,6 +227,19 @@ def test_refresh_hashes_every_file_again(peer_config, maestro_url, monkeypatch):
     answer = client.post("/refresh").get_json()
     assert answer["changed"] == ["notes.md"] and answer["files"] == 1
     assert holders(maestro_url, "notes.md") == []
+
+
+def test_refresh_hashes_at_the_scrubs_pace(peer_config, maestro_url, monkeypatch):
+    from peer_app import create_app
+
+    monkeypatch.setattr(views, "RECHECK_WINDOW", 0.0)
+    client = create_app(dataclasses.replace(peer_config, maestro_url=maestro_url)).test_client()
+    time = Clock(0.0)  # the pace's sleeps move it forward
+    pace = client.application.extensions["rehash_pace"] = Pace(MiB, clock=time, sleep=time.sleep)
+    assert client.post("/refresh").status_code == 200
+    assert pace.bytes_read == len("hola\n") + len("# notes\n")
+    # two small files at 1 MiB/s, each costing MIN_FILE_COST: the second waited for the first
+    assert time.now == pytest.approx(MIN_FILE_COST / MiB, abs=0.001)
 
 
 def test_recheck_is_a_read(make_config, tmp_path):

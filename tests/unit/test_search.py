@@ -315,3 +315,15 @@ def test_a_hop_cut_short_by_a_shrinking_deadline_puts_no_down_mark_on_the_friend
     answer = search(net, "p0", "x", budget=0.5)  # p1 gets far less than request_timeout (2 s)
     assert missing_of(answer).get("p1") == "timed out"
     assert {p["name"]: p["down_until"] for p in net["p0"].known.all()}["p1"] is None
+
+
+def test_each_hop_reads_its_known_peers_once(ring):
+    net = ring(10, {"p5": ["far.bin"]})
+    reads: Counter[str] = Counter()
+    for peer in net.peers.values():
+        read = peer.known.all
+        peer.known.all = lambda read=read, name=peer.me["name"]: (reads.update([name]), read())[1]
+    for _ in range(2):  # cold (it floods and learns the peers' orders), then warm (by the plan)
+        net["p0"].search(Query("far", new_qid(), 7, 2, 3.0, learn=True))
+    handled = Counter(net.handled)
+    assert handled and reads == handled + Counter({"p0": 2})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from peer_app.state import KnownPeers, SeenQueries, open_db
 
 
@@ -59,3 +61,20 @@ def test_seen_queries_are_shared_by_every_connection_to_the_file(tmp_path):
     assert first.first_time("q-12345678") is True
     assert second.first_time("q-12345678") is False
     assert second.first_time("q-87654321") is True
+
+
+def test_a_connection_never_gets_the_rows_read_by_one_freed_before_it(tmp_path):
+    """Connections are per thread: one opened after another's thread ended may have its id, never its cache."""
+    known = KnownPeers(open_db(str(tmp_path / "p.sqlite3")), prune_after=3, self_url="http://me:1")
+    worker = KnownPeers(open_db(str(tmp_path / "p.sqlite3")), prune_after=3, self_url="http://me:1")
+
+    def read_in_a_new_thread() -> list[str]:
+        out: list[list[str]] = []
+        thread = threading.Thread(target=lambda: out.append([p["name"] for p in known.all()]))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    for i in range(30):
+        assert sorted(read_in_a_new_thread()) == sorted(f"p{j}" for j in range(i))
+        worker.add(f"http://p{i}:1", f"p{i}")  # another worker learns a peer

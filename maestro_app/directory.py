@@ -30,8 +30,11 @@ MIN_HEARTBEAT_INTERVAL = 0.05  # seconds: beats faster than 20 a second are a fl
 DIRECTORY_PAGE = 1000  # files per /directory answer unless ?limit= asks for fewer or more
 DIRECTORY_MAX_PAGE = 5000
 log = logging.getLogger(__name__)
-TICK = 1.0  # seconds between a Maestro worker's clock writes
-RESTART_GAP = 1.5 * TICK  # a last tick older than this at a worker's start: the Maestro was down since
+# seconds between a Maestro worker's clock writes: a restart takes longer than two (a process start),
+# so every restart is seen, however short; with a tick each second, downtimes under 1.5 s went
+# uncounted, and a storm of quick restarts added up to expired peers (heartbeats of 0.5 s: a 1.5 s window)
+TICK = 0.25
+RESTART_GAP = 2 * TICK  # a last tick older than this at a worker's start: the Maestro was down since
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from maestro_app.directory import Directory, FileEntry
 from tests.support import Clock
 
@@ -54,6 +56,21 @@ def test_the_maestros_downtime_is_not_counted_as_missed_beats(tmp_path):
     assert again.locate("a.txt") == []
 
 
+def test_a_storm_of_quick_restarts_never_adds_up_against_the_peers(tmp_path):
+    """Each restart's downtime was counted only past 1.5 s: five 1.2 s restarts expired a 0.5 s-beat peer."""
+    clock = Clock()
+    d = make_directory(tmp_path / "m.sqlite3", clock)
+    d.started()
+    d.register("p1", "http://p1:1", "p1:2", [FileEntry("a.txt", 1, 0.0, "")], heartbeat_interval=0.5)  # 1.5 s
+    for restart in range(5):
+        clock.now += 0.1  # up for a moment (one tick), then killed
+        d.tick()
+        clock.now += 1.2  # a restart: a process start, the app, the first answer
+        d = make_directory(tmp_path / "m.sqlite3", clock)
+        assert d.started() == pytest.approx(1.2)
+        assert alive(d) == {"p1": True}, restart
+
+
 def test_a_peer_dead_before_the_maestro_went_down_stays_dead_after_it_restarts(tmp_path):
     clock = Clock()
     d = make_directory(tmp_path / "m.sqlite3", clock)
@@ -76,8 +93,9 @@ def test_a_worker_starting_beside_a_running_one_changes_nobodys_window(tmp_path)
     d.register("p1", "http://p1:1", "p1:2", [])
     clock.now += 5.5
     d.tick()
-    clock.now += 0.6  # the other worker ticked 0.6 s ago: the Maestro was never down
+    clock.now += 0.2  # the other worker ticked 0.2 s ago (it ticks every 0.25 s): the Maestro was never down
     assert make_directory(tmp_path / "m.sqlite3", clock).started() == 0.0
+    clock.now += 0.4
     assert alive(d) == {"p1": False}  # 6.1 s since its beat, window 6 s
 
 

@@ -129,6 +129,9 @@ def refused(who: str, what: str) -> Iterator[None]:
         raise Forbidden(f"{who} refused the {what}: {err.detail}") from None
 
 
+FALLBACK_PEERS = 3  # topology peers a locate asks, in order, when the Maestro does not answer
+
+
 @dataclass
 class Context:
     maestro_url: str
@@ -164,7 +167,8 @@ class Context:
         try:
             return self.ask_maestro("locate", what, lambda m: m.locate(name))
         except Unavailable as maestro_down:
-            for peer_name, (rest_url, grpc_address) in self.keys.peers.items():
+            # a few peers at most: each asks its friends onward, and each that does not answer may cost --timeout
+            for peer_name, (rest_url, grpc_address) in list(self.keys.peers.items())[:FALLBACK_PEERS]:
                 peer = {"name": peer_name, "rest_url": rest_url, "grpc_address": grpc_address}
                 try:
                     answer = self.ask_peer(peer, "locate", what, lambda p: p.locate(name))
@@ -380,12 +384,10 @@ def read_token_file(path: str) -> str:
 def locate(obj: Context, name: str, via_peer: str | None) -> None:
     """Show which peers hold NAME."""
     if via_peer:
-        peer = obj.find_peer(via_peer)
-        answer = obj.ask_peer(peer, "locate", f"locate {name}", lambda p: p.locate(name))
-        how = f" (found through {' -> '.join(answer.get('via', []))})" if answer.get("via") else ""
+        answer = obj.ask_peer(obj.find_peer(via_peer), "locate", f"locate {name}", lambda p: p.locate(name))
     else:
         answer = obj.locate(name)
-        how = f" (found through {' -> '.join(answer.get('via', []))})" if answer.get("via") else ""
+    how = f" (found through {' -> '.join(answer.get('via', []))})" if answer.get("via") else ""
     holders = answer["peers"]
     obj.emit(answer, "\n".join([f"{name}: {len(holders)} holder(s){how}"] + [_holder_line(p) for p in holders]))
 

@@ -205,3 +205,30 @@ def test_a_search_answer_without_results_is_no_results_and_a_malformed_one_is_on
     assert line in out and "Traceback" not in captured.err
     if code:
         assert len(captured.err.splitlines()) == 1
+
+
+def test_without_the_maestro_a_locate_asks_the_topologys_first_peers_then_says_the_maestro_is_down(
+    monkeypatch, capsys, tmp_path
+):
+    """Each peer that does not answer may cost --timeout: a dead network is not asked peer after peer."""
+    import yaml
+
+    from control.generate import generate
+
+    asked: list[str] = []
+
+    def down(self, name):
+        asked.append(self.url)
+        raise Unavailable("connection refused")
+
+    monkeypatch.setattr(cli.Maestro, "locate", down)
+    monkeypatch.setattr(cli.Peer, "locate", down)
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(generate(6, list(range(19000, 19013)))))
+    assert cli.main(["--topology", str(path), "locate", "x"]) == 4
+    err = capsys.readouterr().err
+    assert asked == [
+        "http://127.0.0.1:19000",
+        *(f"http://127.0.0.1:{19001 + 2 * i}" for i in range(cli.FALLBACK_PEERS)),
+    ]
+    assert "the Maestro at http://127.0.0.1:19000 does not answer" in err and len(err.splitlines()) == 1

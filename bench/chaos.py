@@ -17,7 +17,7 @@ and times how long until that node is back: supervisord's RUNNING, /health and g
 and registered at the Maestro again. At most one node is disturbed at a time, so every
 download has a live holder and should succeed. Reports (JSON): drills and their recovery
 times, downloads (ok, failed by exit code, and any copy that ended with exit 0 but the wrong
-bytes, which must be 0), searches (complete, partial, refused), tracebacks in every node's
+bytes, which must be 0), searches (complete, flagged partial, silently short, no answer), tracebacks in every node's
 log, and processes left behind after `down`. `--quick` runs 40 s, for CI's log; never a
 pass/fail threshold.
 """
@@ -121,20 +121,21 @@ class Chaos:
 
     def searcher(self) -> None:
         session = requests.Session()
-        urls = {p.name: p.rest_url for p in self.network.topology.peers}
+        urls = [p.rest_url for p in self.network.topology.peers]
         while not self.stop.wait(0.5):
-            url = urls[self.pick.choice(self.peers)]
             try:
-                resp = session.get(url + "/search", params={"query": "chaos"}, timeout=10)
+                resp = session.get(self.pick.choice(urls) + "/search", params={"query": "chaos"}, timeout=10)
+            except requests.RequestException:
+                kind = "no answer"  # the peer asked was the one down
+            else:
                 body = resp.json() if resp.status_code == 200 else {}
                 found = any(r.get("file") == FILE for r in body.get("results", []))
-                kind = (
-                    f"http {resp.status_code}"
-                    if resp.status_code != 200
-                    else ("complete" if body.get("complete", True) and found else "partial")
-                )
-            except requests.RequestException:
-                kind = "refused"  # the peer asked was the one down
+                if resp.status_code != 200:
+                    kind = f"http {resp.status_code}"
+                elif body.get("complete") is False:
+                    kind = "partial"  # said so: some peer did not answer in time
+                else:
+                    kind = "complete" if found else "silently short"  # the file is held by three peers
             with self.lock:
                 self.searches[kind] += 1
 

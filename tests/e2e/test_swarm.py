@@ -105,7 +105,9 @@ def test_a_slow_holder_does_not_hold_up_completion(swarm, out, slow):
     assert code == 0, report
     assert sha(out.read_bytes()) == expected(swarm)
     alone = SIZE / (80 * MBIT)
-    assert report["seconds"] < 1.5 * alone + 1.0, report  # the fast holder's time, not the slow one's
+    # the fast holder's time, not the slow one's (the 0.1 Mbit/s holder's first MiB alone would take 84 s),
+    # plus at most ~1 s for its pace to drop it: 3.03 s against 2.89 s failed once in CI with 1.0 here
+    assert report["seconds"] < 1.5 * alone + 2.0, report
     assert report["sources"].get("h2", 0) < SIZE * 0.1 and report["twice"] == 0, report
 
 
